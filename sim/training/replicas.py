@@ -1,0 +1,192 @@
+"""Stacked replica state and batched inner steps.
+
+All M replicas' parameters live in stacked tensors ``[M, ...]`` (one dict entry per
+model parameter), as do their AdamW states. One call of ``Replicas.step`` computes every
+selected replica's loss and gradient together with ``torch.func.vmap`` over
+``grad_and_value`` of a ``functional_call`` -- never a Python loop over models -- then
+clips each replica's gradient by its own global norm and applies each replica's own
+optimizer state. ``Numerics`` keeps, per worker, the inner steps the engine has
+finished but the numerics have not run yet, and flushes them in batches (masked when
+workers have different numbers pending) in exactly the simulated order.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad_and_value, vmap
+
+from sim.engine.clock import rng as named_rng
+from sim.engine.clock import torch_seed
+
+GradTransform = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+
+
+def init_params(model: nn.Module, seed: int) -> dict[str, torch.Tensor]:
+    """GPT-2 style init from a private generator: N(0, 0.02) weights, zero biases, unit norms."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, p in model.named_parameters():
+        if name.endswith("bias"):
+            t = torch.zeros(p.shape)
+        elif ".ln" in name or name.startswith("ln") or "ln_f" in name:
+            t = torch.ones(p.shape)
+        else:
+            t = torch.randn(p.shape, generator=g) * 0.02
+        out[name] = t
+    return out
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("run.device: cuda was asked for but torch sees no CUDA device; use auto or cpu")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class Replicas:
+    """M replicas of one model as stacked tensors, with per-replica inner optimizer state."""
+
+    def __init__(self, model: nn.Module, n: int, opt, device: torch.device, seed: int):
+        self.model = model
+        self.n = n
+        self.opt = opt
+        self.device = device
+        base = init_params(model, torch_seed(seed, "model/init"))
+        self.shapes = {k: tuple(v.shape) for k, v in base.items()}
+        self.params = {k: v.to(device).unsqueeze(0).repeat(n, *([1] * v.dim())).contiguous() for k, v in base.items()}
+        self.exp_avg = {k: torch.zeros_like(v) for k, v in self.params.items()}
+        self.exp_avg_sq = {k: torch.zeros_like(v) for k, v in self.params.items()}
+        self.opt_steps = torch.zeros(n, dtype=torch.int64, device=device)
+
+        def loss_fn(params: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            logits = functional_call(model, params, (x,))
+            return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+        self._loss_fn = loss_fn
+        self._grad_and_loss = vmap(grad_and_value(loss_fn))
+
+    @property
+    def n_params(self) -> int:
+        return int(sum(np.prod(s) for s in self.shapes.values()))
+
+    def replica(self, i: int) -> dict[str, torch.Tensor]:
+        return {k: v[i] for k, v in self.params.items()}
+
+    def step(self, idx: list[int], tokens: torch.Tensor, grad_transform: GradTransform | None = None) -> torch.Tensor:
+        """One inner step of replicas ``idx`` on ``tokens`` [len(idx), B, T+1]; returns their losses."""
+        full = len(idx) == self.n and list(idx) == list(range(self.n))
+        sel = None if full else torch.tensor(idx, device=self.device)
+        tokens = tokens.to(self.device)
+        x, y = tokens[..., :-1], tokens[..., 1:]
+        params = self.params if full else {k: v.index_select(0, sel) for k, v in self.params.items()}
+        grads, losses = self._grad_and_loss(params, x, y)
+        if grad_transform is not None:
+            grads = grad_transform(grads)
+        with torch.no_grad():
+            grads = self._clip(grads)
+            new = self._apply(params, grads, sel)
+            if full:
+                for k in self.params:
+                    self.params[k].copy_(new[k])
+            else:
+                for k in self.params:
+                    self.params[k].index_copy_(0, sel, new[k])
+        return losses.detach()
+
+    def _clip(self, grads: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.opt.grad_clip is None:
+            return grads
+        sq = sum(g.reshape(g.shape[0], -1).pow(2).sum(dim=1) for g in grads.values())
+        scale = (self.opt.grad_clip / (sq.sqrt() + 1e-6)).clamp(max=1.0)
+        return {k: g * scale.reshape(-1, *([1] * (g.dim() - 1))) for k, g in grads.items()}
+
+    def _apply(self, params: dict, grads: dict, sel: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        o = self.opt
+        if o.name == "sgd":
+            return {k: p - o.lr * (grads[k] + o.weight_decay * p) for k, p in params.items()}
+        if sel is None:
+            self.opt_steps += 1
+            t = self.opt_steps
+        else:
+            self.opt_steps.index_add_(0, sel, torch.ones_like(sel))
+            t = self.opt_steps.index_select(0, sel)
+        bc1 = 1 - o.beta1 ** t.to(torch.float64)
+        bc2 = 1 - o.beta2 ** t.to(torch.float64)
+        out = {}
+        for k, p in params.items():
+            g = grads[k]
+            m = self.exp_avg[k] if sel is None else self.exp_avg[k].index_select(0, sel)
+            v = self.exp_avg_sq[k] if sel is None else self.exp_avg_sq[k].index_select(0, sel)
+            m = m * o.beta1 + g * (1 - o.beta1)
+            v = v * o.beta2 + g * g * (1 - o.beta2)
+            shape = (-1,) + (1,) * (p.dim() - 1)
+            c1 = bc1.to(p.dtype).reshape(shape)
+            c2 = bc2.to(p.dtype).reshape(shape)
+            denom = (v / c2).sqrt() + o.eps
+            q = p * (1 - o.lr * o.weight_decay) - o.lr * (m / c1) / denom
+            if sel is None:
+                self.exp_avg[k].copy_(m)
+                self.exp_avg_sq[k].copy_(v)
+            else:
+                self.exp_avg[k].index_copy_(0, sel, m)
+                self.exp_avg_sq[k].index_copy_(0, sel, v)
+            out[k] = q
+        return out
+
+    @torch.no_grad()
+    def eval_loss(self, params: dict[str, torch.Tensor], batches: list[torch.Tensor]) -> float:
+        """Mean cross-entropy of one set of (unstacked) parameters over held-out batches."""
+        total = 0.0
+        for b in batches:
+            b = b.to(self.device)
+            total += float(self._loss_fn(params, b[..., :-1], b[..., 1:]))
+        return total / len(batches)
+
+
+class Numerics:
+    """Lazy, batched inner steps in simulated order, plus the data streams that feed them."""
+
+    def __init__(self, replicas: Replicas, dataset, batch_size: int, seed: int):
+        self.replicas = replicas
+        self.dataset = dataset
+        self.batch_size = batch_size
+        n = replicas.n
+        self.data_rngs = [named_rng(seed, f"data/worker/{i}") for i in range(n)]
+        self.pending: list[deque] = [deque() for _ in range(n)]
+        self.batched_calls = 0
+        self.replica_steps = 0
+
+    def enqueue(self, worker: int, step: int, time_s: float) -> None:
+        self.pending[worker].append((step, time_s))
+
+    def _tokens(self, workers: list[int]) -> torch.Tensor:
+        batches = [self.dataset.train_batch(self.data_rngs[w], w, self.batch_size) for w in workers]
+        return torch.from_numpy(np.stack(batches))
+
+    def flush(self) -> list[tuple[int, int, float, float]]:
+        """Run every pending inner step; returns (worker, step, time_s, loss) per step run."""
+        out = []
+        while True:
+            workers = [w for w in range(self.replicas.n) if self.pending[w]]
+            if not workers:
+                return out
+            meta = [self.pending[w].popleft() for w in workers]
+            losses = self.replicas.step(workers, self._tokens(workers)).tolist()
+            self.batched_calls += 1
+            self.replica_steps += len(workers)
+            out += [(w, s, t, l) for w, (s, t), l in zip(workers, meta, losses)]
+
+    def synchronous_step(self, step: int, time_s: float, grad_transform: GradTransform) -> list[tuple[int, int, float, float]]:
+        """All replicas take one step together with ``grad_transform`` (e.g. the all-reduce)."""
+        workers = list(range(self.replicas.n))
+        losses = self.replicas.step(workers, self._tokens(workers), grad_transform).tolist()
+        self.batched_calls += 1
+        self.replica_steps += len(workers)
+        return [(w, step, time_s, l) for w, l in zip(workers, losses)]
