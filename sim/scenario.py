@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
 
 
 class ScenarioError(ValueError):
@@ -27,6 +27,8 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# Integers are strict: `true` or `2.5` is not silently read as a count.
+Int = Annotated[int, Strict()]
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 # Peak dense bf16 FLOP/s of common accelerators (vendor datasheets, no sparsity).
@@ -47,7 +49,7 @@ GPU_PEAK_FLOPS: dict[str, float] = {
 class Region(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$",
                       description="Region name, referenced by links (letters, digits, _ . -).")
-    nodes: int = Field(ge=1, description="Number of GPU nodes (one worker / replica each) in this region.")
+    nodes: Int = Field(ge=1, description="Number of GPU nodes (one worker / replica each) in this region.")
     gpu: str | None = Field(default=None, description=(
         f"GPU name, used by compute.step_time mode 'flops' for its peak FLOP/s; one of: {', '.join(GPU_PEAK_FLOPS)}."))
     step_time_multiplier: PositiveFloat = Field(
@@ -56,7 +58,7 @@ class Region(_Strict):
     @model_validator(mode="after")
     def _known_gpu(self) -> "Region":
         if self.gpu is not None and self.gpu not in GPU_PEAK_FLOPS:
-            raise ValueError(f"unknown gpu '{self.gpu}'; known: {', '.join(GPU_PEAK_FLOPS)}")
+            raise _FieldError(("gpu",), f"unknown gpu '{self.gpu}'; known: {', '.join(GPU_PEAK_FLOPS)}")
         return self
 
 
@@ -82,7 +84,7 @@ class Topology(_Strict):
         names = [r.name for r in self.regions]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
-            raise ValueError(f"region names must be unique; repeated: {', '.join(dup)}")
+            raise _FieldError(("regions",), f"region names must be unique; repeated: {', '.join(dup)}")
         for i, link in enumerate(self.links):
             for end in ("a", "b"):
                 name = getattr(link, end)
@@ -109,12 +111,12 @@ class Topology(_Strict):
 # --------------------------------------------------------------------------- model
 class GPTModel(_Strict):
     kind: Literal["gpt"] = "gpt"
-    vocab_size: int | None = Field(default=None, ge=2, description="Vocabulary size; default: taken from the data.")
-    d_model: int = Field(default=64, ge=4, description="Embedding width.")
-    n_layers: int = Field(default=2, ge=1, description="Transformer blocks (L).")
-    n_heads: int = Field(default=4, ge=1, description="Attention heads; must divide d_model.")
-    seq_len: int = Field(default=64, ge=2, description="Context length in tokens.")
-    mlp_ratio: int = Field(default=4, ge=1, description="MLP hidden width = mlp_ratio x d_model.")
+    vocab_size: Int | None = Field(default=None, ge=2, description="Vocabulary size; default: taken from the data.")
+    d_model: Int = Field(default=64, ge=4, description="Embedding width.")
+    n_layers: Int = Field(default=2, ge=1, description="Transformer blocks (L).")
+    n_heads: Int = Field(default=4, ge=1, description="Attention heads; must divide d_model.")
+    seq_len: Int = Field(default=64, ge=2, description="Context length in tokens.")
+    mlp_ratio: Int = Field(default=4, ge=1, description="MLP hidden width = mlp_ratio x d_model.")
 
     @model_validator(mode="after")
     def _heads(self) -> "GPTModel":
@@ -125,11 +127,11 @@ class GPTModel(_Strict):
 
 class MLPModel(_Strict):
     kind: Literal["mlp"] = "mlp"
-    vocab_size: int | None = Field(default=None, ge=2, description="Vocabulary size; default: taken from the data.")
-    d_model: int = Field(default=32, ge=2, description="Embedding width per context token.")
-    hidden: int = Field(default=128, ge=1, description="Hidden width.")
-    context: int = Field(default=3, ge=1, description="Previous tokens the MLP sees.")
-    seq_len: int = Field(default=32, ge=2, description="Tokens per training sequence.")
+    vocab_size: Int | None = Field(default=None, ge=2, description="Vocabulary size; default: taken from the data.")
+    d_model: Int = Field(default=32, ge=2, description="Embedding width per context token.")
+    hidden: Int = Field(default=128, ge=1, description="Hidden width.")
+    context: Int = Field(default=3, ge=1, description="Previous tokens the MLP sees.")
+    seq_len: Int = Field(default=32, ge=2, description="Tokens per training sequence.")
 
 
 ModelSpec = Annotated[Union[GPTModel, MLPModel], Field(discriminator="kind")]
@@ -138,11 +140,11 @@ ModelSpec = Annotated[Union[GPTModel, MLPModel], Field(discriminator="kind")]
 # --------------------------------------------------------------------------- data
 class SyntheticData(_Strict):
     kind: Literal["synthetic"] = "synthetic"
-    vocab_size: int = Field(default=32, ge=3, description="Total tokens, including one topic marker per topic.")
-    order: int = Field(default=2, ge=1, le=4, description="Markov order k: the next token depends on the last k.")
-    branching: int = Field(default=3, ge=1, description="Possible next tokens per context (sparsity).")
+    vocab_size: Int = Field(default=32, ge=3, description="Total tokens, including one topic marker per topic.")
+    order: Int = Field(default=2, ge=1, le=4, description="Markov order k: the next token depends on the last k.")
+    branching: Int = Field(default=3, ge=1, description="Possible next tokens per context (sparsity).")
     concentration: PositiveFloat = Field(default=1.0, description="Dirichlet concentration of transition probabilities.")
-    topics: int = Field(default=1, ge=1, description="Number of topic sources (Markov chains on one support).")
+    topics: Int = Field(default=1, ge=1, description="Number of topic sources (Markov chains on one support).")
     topic_spread: float = Field(default=0.5, ge=0, le=1, description=(
         "How different topics are: 0 = identical chains, 1 = independent probabilities on the shared support."))
     shards: Literal["iid", "non_iid"] = Field(default="iid", description="iid: every worker samples topics uniformly; non_iid: worker i mostly sees topic i mod topics.")
@@ -191,7 +193,7 @@ class DDPAlgorithm(_Strict):
 
 class DiLoCoAlgorithm(_Strict):
     name: Literal["diloco"] = "diloco"
-    inner_steps: int = Field(default=500, ge=1, description="H in DiLoCo: inner steps between outer syncs.")
+    inner_steps: Int = Field(default=500, ge=1, description="H in DiLoCo: inner steps between outer syncs.")
     outer_lr: float = Field(default=0.7, gt=0, description="eta, outer Nesterov learning rate (DiLoCo default 0.7).")
     outer_momentum: float = Field(default=0.9, ge=0, lt=1, description="mu, outer Nesterov momentum (DiLoCo default 0.9).")
     nesterov: bool = Field(default=True, description="Nesterov form v = mu v + delta; theta -= lr (delta + mu v). False: heavy ball theta -= lr v.")
@@ -211,7 +213,7 @@ class FlopsStepTime(_Strict):
     mode: Literal["flops"] = "flops"
     gpu: str = Field(default="H100", description=f"Default GPU where a region names none; one of: {', '.join(GPU_PEAK_FLOPS)}.")
     mfu: float = Field(default=0.4, gt=0, le=1, description="Model FLOPs utilization.")
-    gpus_per_node: int = Field(default=1, ge=1, description="GPUs per node (one replica spans a node).")
+    gpus_per_node: Int = Field(default=1, ge=1, description="GPUs per node (one replica spans a node).")
 
     @model_validator(mode="after")
     def _known(self) -> "FlopsStepTime":
@@ -222,7 +224,7 @@ class FlopsStepTime(_Strict):
 
 class MeasuredStepTime(_Strict):
     mode: Literal["measured"] = "measured"
-    repeats: int = Field(default=5, ge=1, description="Timed steps after warm-up; the median is used. Not reproducible run to run.")
+    repeats: Int = Field(default=5, ge=1, description="Timed steps after warm-up; the median is used. Not reproducible run to run.")
 
 
 StepTimeSpec = Annotated[Union[FixedStepTime, FlopsStepTime, MeasuredStepTime], Field(discriminator="mode")]
@@ -230,18 +232,18 @@ StepTimeSpec = Annotated[Union[FixedStepTime, FlopsStepTime, MeasuredStepTime], 
 
 class Compute(_Strict):
     step_time: StepTimeSpec = Field(default=FixedStepTime(step_time_s=0.1), description="How long an inner step takes in virtual time.")
-    batch_size: int = Field(default=16, ge=1, description="Sequences per worker per inner step.")
+    batch_size: Int = Field(default=16, ge=1, description="Sequences per worker per inner step.")
 
 
 # --------------------------------------------------------------------------- run
 class Run(_Strict):
     max_sim_time_s: PositiveFloat | None = Field(default=None, description="Stop after this much simulated time.")
-    max_rounds: int | None = Field(default=None, ge=1, description="Stop after this many syncs (outer steps; ddp: steps).")
-    max_tokens: int | None = Field(default=None, ge=1, description="Stop after this many training tokens over all workers.")
-    eval_every_steps: int | None = Field(default=None, ge=1, description="Evaluate the global model every N inner steps of worker 0.")
+    max_rounds: Int | None = Field(default=None, ge=1, description="Stop after this many syncs (outer steps; ddp: steps).")
+    max_tokens: Int | None = Field(default=None, ge=1, description="Stop after this many training tokens over all workers.")
+    eval_every_steps: Int | None = Field(default=None, ge=1, description="Evaluate the global model every N inner steps of worker 0.")
     eval_every_s: PositiveFloat | None = Field(default=None, description="Evaluate every N simulated seconds.")
-    eval_batches: int = Field(default=4, ge=1, description="Held-out batches per evaluation.")
-    eval_batch_size: int = Field(default=32, ge=1, description="Sequences per held-out batch.")
+    eval_batches: Int = Field(default=4, ge=1, description="Held-out batches per evaluation.")
+    eval_batch_size: Int = Field(default=32, ge=1, description="Sequences per held-out batch.")
     target_eval_loss: float | None = Field(default=None, gt=0, description="Report the simulated time at which eval loss first reaches this.")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Where numerics run; auto = cuda when available.")
 
@@ -255,7 +257,7 @@ class Run(_Strict):
 class Scenario(_Strict):
     name: str = Field(default="scenario", min_length=1, description="Name shown in dashboards and run directories.")
     description: str = Field(default="", description="Free text.")
-    seed: int = Field(default=0, ge=0, description="Root seed; every random stream derives from it and its own name.")
+    seed: Int = Field(default=0, ge=0, description="Root seed; every random stream derives from it and its own name.")
     topology: Topology
     model: ModelSpec = Field(default_factory=GPTModel)
     data: DataSpec = Field(default_factory=SyntheticData)

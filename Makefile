@@ -1,0 +1,25 @@
+# Two commands a new user needs: `make demo` (set up + quickstart) and `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test clean
+
+$(BIN)/locosim: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# A CPU torch first where it is available locally; elsewhere pip picks the platform's torch.
+	$(BIN)/pip install -q torch==2.13.0 || $(BIN)/pip install -q "torch>=2.1"
+	$(BIN)/pip install -q -e ".[test]"
+	touch $(BIN)/locosim
+
+setup: $(BIN)/locosim
+
+demo: setup
+	$(BIN)/locosim run scenarios/quickstart.yaml --out runs/quickstart-$$(date +%Y%m%d-%H%M%S)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf runs .pytest_cache
