@@ -68,12 +68,18 @@ def test_outer_nesterov_matches_torch_sgd():
 
 @pytest.mark.slow
 def test_diloco_gap_close_to_ddp(root):
-    """On the synthetic language, 4-worker DiLoCo (small H) ends within 1.1x ddp's gap to the floor at equal tokens."""
+    """On the synthetic language, 4-worker DiLoCo (small H) ends within 1.1x ddp's gap to the floor at equal tokens.
+
+    From scratch (no warm start) the outer lr matters: measured on this setup (2M tokens,
+    inner AdamW lr 3e-3), ddp's gap was 0.285; DiLoCo H=10 reached 0.285 at outer lr 0.5 and
+    0.314 at 0.7; H=20 at 0.7 reached 0.335. Charles et al. find the best outer lr depends
+    on M and H, so this test uses 0.5.
+    """
     base = ["model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.seq_len=32", "compute.batch_size=16",
-            "run.max_rounds=null", "run.max_tokens=600000", "run.eval_batches=4", "run.eval_every_steps=null",
+            "run.max_rounds=null", "run.max_tokens=2000000", "run.eval_batches=4", "run.eval_every_steps=null",
             "optimizer.lr=0.003"]
     sims = {}
-    for name, algo in [("ddp", "{name: ddp}"), ("diloco", "{name: diloco, inner_steps: 10}")]:
+    for name, algo in [("ddp", "{name: ddp}"), ("diloco", "{name: diloco, inner_steps: 10, outer_lr: 0.5}")]:
         sim = Simulation(load_scenario(root / QS, base + [f"algorithm={algo}"]))
         sim.run()
         sims[name] = sim

@@ -31,7 +31,6 @@ EXPECTED_PREFIX: dict[str, object] = {
     "list_not_mapping": FILE,
     "duplicate_region": "topology.regions: region names must be unique",
     "negative_latency": "topology.links.0.latency_s:",
-    # Region._known_gpu raises a plain ValueError, so the path stops at the region, not '.gpu'.
     "unknown_gpu": "topology.regions.0.gpu: unknown gpu",
 }
 
