@@ -41,7 +41,7 @@ def _load(path: str, overrides: list[str]):
 def cmd_validate(args) -> int:
     sc = _load(args.file, args.set)
     n = sc.topology.n_workers
-    print(f"{args.file}: ok ({sc.name}: {args.algorithm_label(sc)}, {n} workers in "
+    print(f"{args.file}: ok ({sc.name}: {_algorithm_label(sc)}, {n} workers in "
           f"{len(sc.topology.regions)} regions)")
     return 0
 
@@ -164,7 +164,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        args.algorithm_label = _algorithm_label
         return args.func(args)
     except BadInput as err:
         print(f"error: {err}", file=sys.stderr)

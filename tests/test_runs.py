@@ -1,7 +1,6 @@
 """Whole runs: the run directory, determinism, interruption, every shipped scenario."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
