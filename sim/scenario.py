@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
 
 
 class ScenarioError(ValueError):
@@ -45,21 +45,24 @@ GPU_PEAK_FLOPS: dict[str, float] = {
 }
 
 
+def _known_gpu(name: str) -> str:
+    if name not in GPU_PEAK_FLOPS:
+        raise ValueError(f"unknown gpu '{name}'; known: {', '.join(GPU_PEAK_FLOPS)}")
+    return name
+
+
+GpuName = Annotated[str, AfterValidator(_known_gpu)]
+
+
 # --------------------------------------------------------------------------- topology
 class Region(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$",
                       description="Region name, referenced by links (letters, digits, _ . -).")
     nodes: Int = Field(ge=1, description="Number of GPU nodes (one worker / replica each) in this region.")
-    gpu: str | None = Field(default=None, description=(
+    gpu: GpuName | None = Field(default=None, description=(
         f"GPU name, used by compute.step_time mode 'flops' for its peak FLOP/s; one of: {', '.join(GPU_PEAK_FLOPS)}."))
     step_time_multiplier: PositiveFloat = Field(
         default=1.0, description="Multiplies every step time of this region's nodes (1 = reference speed; 2 = half as fast).")
-
-    @model_validator(mode="after")
-    def _known_gpu(self) -> "Region":
-        if self.gpu is not None and self.gpu not in GPU_PEAK_FLOPS:
-            raise _FieldError(("gpu",), f"unknown gpu '{self.gpu}'; known: {', '.join(GPU_PEAK_FLOPS)}")
-        return self
 
 
 class LinkSpec(_Strict):
@@ -211,15 +214,9 @@ class FixedStepTime(_Strict):
 
 class FlopsStepTime(_Strict):
     mode: Literal["flops"] = "flops"
-    gpu: str = Field(default="H100", description=f"Default GPU where a region names none; one of: {', '.join(GPU_PEAK_FLOPS)}.")
+    gpu: GpuName = Field(default="H100", description=f"Default GPU where a region names none; one of: {', '.join(GPU_PEAK_FLOPS)}.")
     mfu: float = Field(default=0.4, gt=0, le=1, description="Model FLOPs utilization.")
     gpus_per_node: Int = Field(default=1, ge=1, description="GPUs per node (one replica spans a node).")
-
-    @model_validator(mode="after")
-    def _known(self) -> "FlopsStepTime":
-        if self.gpu not in GPU_PEAK_FLOPS:
-            raise _FieldError(("gpu",), f"unknown gpu '{self.gpu}'; known: {', '.join(GPU_PEAK_FLOPS)}")
-        return self
 
 
 class MeasuredStepTime(_Strict):
