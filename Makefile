@@ -10,7 +10,7 @@ $(BIN)/locosim: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# A CPU torch first where it is available locally; elsewhere pip picks the platform's torch.
 	$(BIN)/pip install -q torch==2.13.0 || $(BIN)/pip install -q "torch>=2.1"
-	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q -e ".[test,browser,ray,notebooks,triton]"
 	touch $(BIN)/locosim
 
 setup: $(BIN)/locosim

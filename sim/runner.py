@@ -24,7 +24,8 @@ import numpy as np
 
 from kernels.formats import payload_bytes
 from sim.engine.clock import Clock
-from sim.engine.collectives import SyncBarrier
+from sim.engine.faults import FaultModel, apply_link_windows, fetch_bytes
+from sim.engine.sync import SyncBarrier
 from sim.engine.network import Network, build_graph
 from sim.engine.node import Worker
 from sim.metrics.records import LossPoint, Recorder
@@ -44,17 +45,30 @@ class Progress:
     loss: float | None
 
 
+def scale_layout(layout: list[tuple[str, float]], total: float) -> list[tuple[str, int]]:
+    """Integer element counts proportional to ``layout`` that sum to exactly int(total)
+    (largest remainders get the leftover elements)."""
+    total = int(total)
+    weight = sum(e for _, e in layout)
+    exact = [e * total / weight for _, e in layout]
+    out = [math.floor(x) for x in exact]
+    by_remainder = sorted(range(len(out)), key=lambda i: (out[i] - exact[i], i))
+    for i in by_remainder[: total - sum(out)]:
+        out[i] += 1
+    return [(name, n) for (name, _), n in zip(layout, out)]
+
+
+def proxy_layout(params: float, layers: int) -> list[tuple[str, int]]:
+    """Parameter layout of a timing proxy: ``layers`` equal transformer blocks."""
+    return scale_layout([(f"blocks.{i}.params", 1.0) for i in range(layers)], params)
+
+
 class Simulation:
     """One scenario's engine, numerics and algorithm, ready to run in virtual time."""
 
     def __init__(self, sc: Scenario):
-        import torch
-
         from sim.algorithms import make_algorithm
-        from sim.training.data import make_dataset
-        from sim.training.models import build_model
-        from sim.training.replicas import Numerics, Replicas, resolve_device
-        from sim.training.timing import base_step_time_s, measure_step_s
+        from sim.training.timing import base_step_time_s
 
         self.sc = sc
         self.clock = Clock(sc.seed)
@@ -62,12 +76,84 @@ class Simulation:
         self.recorder = Recorder()
         graph, self.nodes = build_graph(sc.topology)
         self.graph = graph
+        self._link_windows = apply_link_windows(graph, sc.faults.links)  # before the network reads the edges
         self.net = Network(self.env, graph, self.recorder)
         n = len(self.nodes)
         self.n_workers = n
+        self.numerics_on = sc.numerics
+        self.tokens_per_step = sc.compute.batch_size * sc.model.seq_len
+        self.dataset = self.replicas = self.numerics = None
+        self.device = None
+        measure = None
+        if self.numerics_on:
+            measure = self._build_numerics()
+            self.n_params = self.replicas.n_params
+            layout = [(k, math.prod(shape)) for k, shape in self.replicas.shapes.items()]
+        else:
+            self.n_params = int(sc.timing.params)
+            layout = proxy_layout(sc.timing.params, sc.timing.layers)
+        if sc.timing is not None and self.numerics_on:  # payloads of the proxy, split like the trained model
+            layout = scale_layout(layout, sc.timing.params)
+        self.layout = layout
+        self.wire_params = sum(e for _, e in layout)
+        self.algorithm = make_algorithm(sc.algorithm, n, sc.seed)
+        self.algorithm.configure(layout, sc.timing.layers if sc.timing is not None else None)
+        self.state = self.algorithm.init(self.replicas) if self.numerics_on else None
+        self.schedule = self.algorithm.info
+        self.payload_bytes = payload_bytes(self.wire_params, self.schedule.wire_format)
 
-        seq_len = sc.model.seq_len
-        self.dataset = make_dataset(sc.data, seq_len, n, sc.seed)
+        timed_params = int(sc.timing.params) if sc.timing is not None else self.n_params
+        timed_tokens = (sc.timing.tokens_per_step or self.tokens_per_step) if sc.timing is not None else self.tokens_per_step
+        region_of = {r.name: r for r in sc.topology.regions}
+        cache: dict[str | None, float] = {}
+        self.step_time_s: list[float] = []
+        for node in self.nodes:
+            region = region_of[graph.nodes[node]["region"]]
+            if region.gpu not in cache:
+                if sc.timing is not None and sc.timing.step_time_s is not None:
+                    cache[region.gpu] = sc.timing.step_time_s
+                else:
+                    cache[region.gpu] = base_step_time_s(sc.compute.step_time, timed_params, timed_tokens,
+                                                         region.gpu, measure)
+            self.step_time_s.append(cache[region.gpu] * region.step_time_multiplier)
+        region_name = {node: graph.nodes[node]["region"] for node in self.nodes}
+        self.faults = FaultModel(self.env, sc.seed, sc.faults, self.nodes, region_name, self.recorder)
+        self.step_time_s = [t * self.faults.multiplier(i) for i, t in enumerate(self.step_time_s)]
+
+        self.barrier = SyncBarrier(self.env, self.net, self.nodes, self._on_sync, self.recorder,
+                                   timeout_s=getattr(sc.algorithm, "sync_timeout_s", None))
+        self.stop = self.env.event()
+        self.rounds = 0
+        self._round_syncs: dict[int, int] = {}
+        self._round_done: dict[int, set] = {}
+        self._counted: set[int] = set()
+        self.round_end_s: list[float] = []
+        self.tokens = 0
+        self.step_done_times: list[float] = []
+        self.last_loss: float | None = None
+        self.workers = [Worker(self.env, i, node, self.faults.step_work(i, self.step_time_s[i]),
+                               self.algorithm.at_step, self.barrier, self._on_step, self.recorder,
+                               elapsed=self.faults.elapsed(i))
+                        for i, node in enumerate(self.nodes)]
+        if hasattr(self.algorithm, "set_liveness"):  # noloco re-pairing draws groups among the workers up
+            self.algorithm.set_liveness(lambda: [w.up and self.barrier.up[w.index] for w in self.workers])
+        self.faults.start(self.workers, self.barrier, self.net, fetch_bytes(self.wire_params),
+                          on_fetch=self._on_fetch, on_rejoined=self._on_rejoined, on_down=self._on_down)
+        self.finished = False
+        self.ended_early: str | None = None
+
+    def _build_numerics(self):
+        """Data, replicas, lazy numerics and eval batches (torch); returns the step-time probe."""
+        import torch
+
+        from sim.engine.clock import rng as named_rng
+        from sim.training.data import make_dataset
+        from sim.training.models import build_model
+        from sim.training.replicas import Numerics, Replicas, resolve_device
+        from sim.training.timing import measure_step_s
+
+        sc, n = self.sc, self.n_workers
+        self.dataset = make_dataset(sc.data, sc.model.seq_len, n, sc.seed)
         vocab = self.dataset.vocab_size
         if sc.model.vocab_size is not None and sc.model.vocab_size != vocab:
             raise ValueError(f"model.vocab_size: must equal the data's vocabulary ({vocab}) or be omitted "
@@ -77,15 +163,6 @@ class Simulation:
             model = build_model(sc.model, vocab)
         self.replicas = Replicas(model, n, sc.optimizer, self.device, sc.seed)
         self.numerics = Numerics(self.replicas, self.dataset, sc.compute.batch_size, sc.seed)
-        self.algorithm = make_algorithm(sc.algorithm)
-        self.state = self.algorithm.init(self.replicas)
-        self.schedule = self.algorithm.schedule
-        self.n_params = self.replicas.n_params
-        self.payload_bytes = payload_bytes(self.n_params, self.schedule.wire_format)
-        self.tokens_per_step = sc.compute.batch_size * seq_len
-
-        from sim.engine.clock import rng as named_rng
-
         g = named_rng(sc.seed, "data/eval")
         self.eval_batches = [torch.from_numpy(self.dataset.eval_batch(g, sc.run.eval_batch_size))
                              for _ in range(sc.run.eval_batches)]
@@ -102,51 +179,95 @@ class Simulation:
 
             return measure_step_s(once, repeats)
 
-        region_of = {r.name: r for r in sc.topology.regions}
-        cache: dict[str | None, float] = {}
-        self.step_time_s: list[float] = []
-        for node in self.nodes:
-            region = region_of[graph.nodes[node]["region"]]
-            if region.gpu not in cache:
-                cache[region.gpu] = base_step_time_s(sc.compute.step_time, self.n_params, self.tokens_per_step,
-                                                     region.gpu, measure)
-            self.step_time_s.append(cache[region.gpu] * region.step_time_multiplier)
-
-        self.barrier = SyncBarrier(self.env, self.net, self.nodes, self.schedule.collective, self.payload_bytes,
-                                   self._on_sync, self.recorder)
-        self.stop = self.env.event()
-        self.rounds = 0
-        self.tokens = 0
-        self.step_done_times: list[float] = []
-        self.last_loss: float | None = None
-        self.workers = [Worker(self.env, i, node, (lambda _step, t=self.step_time_s[i]: t),
-                               self.schedule.sync_every, self.barrier, self._on_step, self.recorder)
-                        for i, node in enumerate(self.nodes)]
-        self._next_eval_s = sc.run.eval_every_s
-        self.finished = False
+        return measure
 
     # ------------------------------------------------------------------ callbacks from the engine
-    def _on_step(self, worker: int, step: int, time_s: float) -> None:
+    def _on_step(self, worker: int, step: int, time_s: float, plan) -> None:
         self.tokens += self.tokens_per_step
         self.step_done_times.append(time_s)
-        if self.schedule.local_steps:
-            self.numerics.enqueue(worker, step, time_s)
-            if worker == 0 and self.sc.run.eval_every_steps and step % self.sc.run.eval_every_steps == 0:
-                self.evaluate(step)
+        if not self.numerics_on:
+            self._check_tokens()
+            return
+        self.algorithm.on_step(self.numerics, self.state, worker, step, time_s, plan)
+        every = self.sc.run.eval_every_steps
+        if plan.local_step and worker == 0 and every and step % every == 0:
+            self.evaluate(step)
+        self._check_tokens()
+
+    def _check_tokens(self) -> None:
         mt = self.sc.run.max_tokens
         if mt is not None and self.tokens >= mt and not self.stop.triggered:
             self.stop.succeed()
 
-    def _on_sync(self, round_: int) -> None:
-        self._record_train(self.algorithm.on_sync(self.numerics, self.state, round_, self.env.now))
-        self.rounds = round_ + 1
-        if not self.schedule.local_steps:
-            step = self.workers[0].steps_done
-            if self.sc.run.eval_every_steps and step % self.sc.run.eval_every_steps == 0:
-                self.evaluate(step)
+    def _on_down(self, worker: int) -> None:
+        if self.numerics_on and hasattr(self.algorithm, "on_member_down"):
+            self.algorithm.on_member_down(self.state, worker)
+        self._check_rounds()
+
+    def _on_fetch(self, worker: int, peer: int | None, step: int) -> None:
+        if self.numerics_on and hasattr(self.algorithm, "recover"):
+            if peer is not None:
+                self.algorithm.recover(self.numerics, self.state, worker, peer)
+            self.algorithm.on_member_up(self.state, worker, step)
+
+    def _on_rejoined(self, worker: int) -> None:
+        self._check_rounds()
+
+    def _on_sync(self, send, participants: tuple | None = None) -> None:
+        if participants is not None and len(participants) == len(send.group):
+            participants = None  # everyone took part: the plain (bitwise unchanged) path
+        if self.numerics_on:
+            records = self.algorithm.on_reduced(self.numerics, self.state, send, self.env.now, participants)
+            self._record_train(records)
+            if records:  # a ddp step just ran (it only runs once its all-reduce is done): evaluate on schedule
+                step = records[0][1]
+                every = self.sc.run.eval_every_steps
+                if every and step % every == 0:
+                    self.evaluate(step)
+        if not send.counts_as_round:
+            return
+        if hasattr(self.algorithm, "round_groups"):  # gossip: groups differ; see _check_rounds
+            if send.round not in self._counted:
+                self._round_done.setdefault(send.round, set()).add(send.group)
+            self._check_rounds()
+            return
+        done = self._round_syncs.get(send.round, 0) + 1
+        if done < self.schedule.syncs_per_round:
+            self._round_syncs[send.round] = done
+            return
+        self._round_syncs.pop(send.round, None)
+        self._count_round()
+
+    def _count_round(self) -> None:
+        self.rounds += 1
+        self.round_end_s.append(self.env.now)
         mr = self.sc.run.max_rounds
         if mr is not None and self.rounds >= mr and not self.stop.triggered:
             self.stop.succeed()
+
+    def _check_rounds(self) -> None:
+        """Gossip rounds: round r is done when each of its groups has synced or can no longer
+        sync (its collective is not under way and none of its members is up and still before
+        that round's step). A group that syncs after its round was counted does not count again."""
+        if not hasattr(self.algorithm, "round_groups"):
+            return
+        for r in sorted(self._round_done):
+            stream, groups, step = self.algorithm.round_groups(r)
+            done = self._round_done[r]
+
+            def settled(g) -> bool:
+                if g in done:
+                    return True
+                if self.barrier.pending((stream, r, g)):
+                    return False
+                return not any(self.workers[m].up and self.barrier.up[m] and self.workers[m].steps_done < step
+                               for m in g)
+
+            if all(settled(g) for g in groups):
+                del self._round_done[r]
+                self._counted.add(r)
+                self._count_round()
+        self._round_done = {r: v for r, v in self._round_done.items() if r not in self._counted}
 
     def _record_train(self, records: list) -> None:
         for w, step, t, loss in records:
@@ -154,13 +275,18 @@ class Simulation:
         if records:
             self.last_loss = float(np.mean([r[3] for r in records]))
 
-    def evaluate(self, step: int | None = None) -> float:
-        """Eval loss of the global model now (pending inner steps are flushed first)."""
+    def evaluate(self, step: int | None = None) -> float | None:
+        """Eval loss of the global model now (queued inner steps and ready ops run first),
+        plus the method's diagnostics (NoLoCo spread, eager drift). None in timing-only runs."""
+        if not self.numerics_on:
+            return None
         self._record_train(self.numerics.flush())
         params = self.algorithm.global_params(self.numerics, self.state)
         loss = self.replicas.eval_loss(params, self.eval_batches)
         step = self.workers[0].steps_done if step is None else step
         self.recorder.losses.append(LossPoint("eval", -1, step, self.env.now, loss))
+        for kind, value in self.algorithm.diagnostics(self.numerics, self.state).items():
+            self.recorder.losses.append(LossPoint(kind, -1, step, self.env.now, value))
         return loss
 
     def _eval_timer(self):
@@ -173,7 +299,7 @@ class Simulation:
     def run(self, on_progress: Callable[[Progress], None] | None = None, progress_every_s: float = 0.25) -> None:
         run = self.sc.run
         self.evaluate(0)
-        if run.eval_every_s:
+        if run.eval_every_s and self.numerics_on:
             self.env.process(self._eval_timer())
         if run.max_sim_time_s is not None:
             timer = self.env.timeout(run.max_sim_time_s)
@@ -182,6 +308,9 @@ class Simulation:
         env = self.env
         while not self.stop.processed:
             if math.isinf(env.peek()):
+                if self.faults.anyone_down:  # the workers left are gone for good: nothing more can happen
+                    self.ended_early = "no events left: no worker is up, or those up wait only for workers gone for good"
+                    break
                 raise RuntimeError("simulation ran out of events before a stop condition was met")
             env.step()
             if on_progress is not None and time.monotonic() - last > progress_every_s:
@@ -198,6 +327,7 @@ class Simulation:
         self.finished = True
         for w in self.workers:
             w.tracker.finish()
+        self.faults.finish(self._link_windows)
         self.evaluate()
 
     def progress(self) -> Progress:
@@ -284,6 +414,7 @@ def run_to_dir(sim: Simulation, out_dir: Path, on_progress: Callable[[Progress],
         if manifest["status"] != STATUS_COMPLETED:
             for w in sim.workers:  # keep what was recorded; no more numerics after an interrupt
                 w.tracker.finish()
+            sim.faults.finish(sim._link_windows)
             sim.finished = True
         events = events_table(sim.recorder)
         metrics = metrics_table(sim)
@@ -312,6 +443,8 @@ def _write_parquet(df, path: Path) -> None:
 
 
 def _describe_device(device) -> str:
+    if device is None:
+        return "none (timing-only run: numerics off)"
     import torch
 
     if device.type == "cuda":

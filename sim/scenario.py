@@ -12,6 +12,7 @@ Every model is strict (``extra="forbid"``) and frozen. Bad input raises
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -54,6 +55,16 @@ def _known_gpu(name: str) -> str:
 GpuName = Annotated[str, AfterValidator(_known_gpu)]
 
 
+def _read_text(p: Path) -> str:
+    """A UTF-8 file referenced by a scenario; ValueError (one line) when it is missing or unreadable."""
+    try:
+        return p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ValueError(f"no such file {str(p)!r}") from None
+    except (IsADirectoryError, UnicodeDecodeError, PermissionError) as err:
+        raise ValueError(f"cannot read {str(p)!r} as a UTF-8 text file ({type(err).__name__})") from None
+
+
 # --------------------------------------------------------------------------- topology
 class Region(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$",
@@ -70,9 +81,83 @@ class LinkSpec(_Strict):
     latency_s: float = Field(ge=0, allow_inf_nan=False, description="One-way latency in seconds.")
 
 
+class LinkOutage(_Strict):
+    start_s: float = Field(ge=0, allow_inf_nan=False, description="Simulated time (s) the link goes down.")
+    end_s: float = Field(gt=0, allow_inf_nan=False, description="Simulated time (s) the link is back up; > start_s.")
+
+
 class Link(LinkSpec):
+    """A WAN link; its bandwidth may follow a CSV time series and it may have scheduled outages."""
     a: str = Field(description="Region at one end.")
     b: str = Field(description="Region at the other end.")
+    bandwidth_csv: str | None = Field(default=None, min_length=1, description=(
+        "CSV file with header 'time_s,bandwidth_gbps' (relative to the scenario file): from each row's time_s on, "
+        "the link has that bandwidth each direction (a step function; 0 = down); before the first row, bandwidth_gbps."))
+    outages: list[LinkOutage] = Field(default_factory=list, description=(
+        "Scheduled outages [start_s, end_s): capacity 0 both ways; flows on the link stall until it is back "
+        "(no rerouting). Outages may overlap (their union counts)."))
+
+    @model_validator(mode="after")
+    def _outages(self) -> "Link":
+        for i, o in enumerate(self.outages):
+            if o.end_s <= o.start_s:
+                raise _FieldError(("outages", i, "end_s"), f"must be > start_s={o.start_s:g} (got {o.end_s:g})")
+        return self
+
+    def bandwidth_series(self, base_dir: str | Path | None = None) -> list[tuple[float, float]]:
+        """(time_s, bandwidth_gbps) rows of ``bandwidth_csv`` ([] without one); a relative path is
+        taken relative to ``base_dir`` (else the working directory). ValueError, one line, if bad:
+        missing file, wrong header, a row that is not two numbers, times not finite, >= 0 and
+        strictly increasing, or a bandwidth not finite and >= 0."""
+        import csv
+        import math
+
+        if self.bandwidth_csv is None:
+            return []
+        p = Path(self.bandwidth_csv)
+        if not p.is_absolute() and base_dir is not None:
+            p = Path(base_dir) / p
+        text = _read_text(p)
+        rows = [(n, r) for n, r in enumerate(csv.reader(text.splitlines()), start=1) if any(c.strip() for c in r)]
+        if not rows or [c.strip() for c in rows[0][1]] != ["time_s", "bandwidth_gbps"]:
+            got = ",".join(rows[0][1]) if rows else "an empty file"
+            raise ValueError(f"{p.name}: the header must be 'time_s,bandwidth_gbps' (got {got!r})")
+        if len(rows) < 2:
+            raise ValueError(f"{p.name}: needs at least one data row after the header")
+        out: list[tuple[float, float]] = []
+        for line, row in rows[1:]:
+            try:
+                t, bw = (float(c) for c in row)
+            except ValueError:
+                raise ValueError(f"{p.name} line {line}: expected two numbers time_s,bandwidth_gbps "
+                                 f"(got {','.join(row)!r})") from None
+            if not (math.isfinite(t) and t >= 0):
+                raise ValueError(f"{p.name} line {line}: time_s must be finite and >= 0 (got {row[0].strip()})")
+            if out and t <= out[-1][0]:
+                raise ValueError(f"{p.name} line {line}: time_s must increase from row to row "
+                                 f"(got {row[0].strip()} after {out[-1][0]:g})")
+            if not (math.isfinite(bw) and bw >= 0):
+                raise ValueError(f"{p.name} line {line}: bandwidth_gbps must be finite and >= 0 (got {row[1].strip()})")
+            out.append((t, bw))
+        return out
+
+    @staticmethod
+    def _resolve_csv_paths(sc: "Scenario", base_dir: Path) -> "Scenario":
+        """Make every link's bandwidth_csv absolute (relative to base_dir) and check that it parses."""
+        links = list(sc.topology.links)
+        for i, link in enumerate(links):
+            if link.bandwidth_csv is None:
+                continue
+            p = Path(link.bandwidth_csv)
+            p = p if p.is_absolute() else (base_dir / p).resolve()
+            links[i] = link.model_copy(update={"bandwidth_csv": str(p)})
+            try:
+                links[i].bandwidth_series()
+            except ValueError as err:
+                raise ScenarioError(f"topology.links.{i}.bandwidth_csv: {err}") from None
+        if links == list(sc.topology.links):
+            return sc
+        return sc.model_copy(update={"topology": sc.topology.model_copy(update={"links": links})})
 
 
 class Topology(_Strict):
@@ -183,27 +268,113 @@ class InnerOptimizer(_Strict):
     beta2: float = Field(default=0.95, ge=0, lt=1, description="AdamW beta2.")
     eps: PositiveFloat = Field(default=1e-8, description="AdamW epsilon.")
     grad_clip: float | None = Field(default=1.0, gt=0, description="Clip each replica's gradient to this global norm; null = off.")
+    warmup_steps: Int = Field(default=0, ge=0, description="Linear learning-rate warmup over this many inner steps (per replica).")
+    schedule: Literal["constant", "cosine"] = Field(default="constant", description="After warmup: constant, or cosine decay over decay_steps to min_lr_ratio * lr.")
+    decay_steps: Int | None = Field(default=None, ge=1, description="Inner steps of cosine decay after warmup (required for schedule: cosine).")
+    min_lr_ratio: float = Field(default=0.1, ge=0, le=1, description="Final learning rate of the cosine schedule, as a fraction of lr.")
+
+    @model_validator(mode="after")
+    def _decay(self) -> "InnerOptimizer":
+        if self.schedule == "cosine" and self.decay_steps is None:
+            raise _FieldError(("decay_steps",), "required when schedule is cosine (inner steps of decay after warmup)")
+        return self
 
 
 # --------------------------------------------------------------------------- algorithms
-WireDtype = Literal["fp32", "bf16", "fp16"]
+def _known_wire_format(fmt: str) -> str:
+    from kernels.formats import parse_format  # torch-free: sizes only
+
+    return str(parse_format(fmt))
+
+
+# fp32 | bf16 | fp16 | int8[:B] | fp8[:B] | e3m0[:B] | topk[:f]: bytes and layout in kernels/formats.py
+WireDtype = Annotated[str, AfterValidator(_known_wire_format)]
+
+
+SYNC_TIMEOUT_DOC = (
+    "Seconds a collective waits, from its first arrival, for the rest of its group; then it runs over those "
+    "that arrived: late workers' contributions are dropped and the average is re-weighted over those present "
+    "(a dropped worker keeps its own params, as in the DiLoCo paper's drop experiment). null = barrier: wait for "
+    "every member that is up (a member that is down is never waited for).")
 
 
 class DDPAlgorithm(_Strict):
+    """Data-parallel: all-reduce the gradients every inner step (the baseline)."""
     name: Literal["ddp"] = "ddp"
-    payload_dtype: WireDtype = Field(default="fp32", description="Dtype of gradients on the wire.")
+    payload_dtype: WireDtype = Field(default="fp32", description="Wire format of gradients: fp32, bf16, fp16, int8[:B], fp8[:B], e3m0[:B] or topk[:f] (see kernels/formats.py).")
+    overlap: bool = Field(default=True, description="One bucket per layer, all-reduced as soon as its backward is done (overlapping the rest of backward, as DDP buckets do); false: one all-reduce after the step.")
+    sync_timeout_s: PositiveFloat | None = Field(default=None, description=SYNC_TIMEOUT_DOC)
 
 
-class DiLoCoAlgorithm(_Strict):
+class _OuterMethod(_Strict):
+    warm_start_steps: Int = Field(default=0, ge=0, description="Inner steps of ddp before the method takes over (the DiLoCo paper starts from a pretrained model).")
+    payload_dtype: WireDtype = Field(default="fp32", description="Wire format of pseudo-gradients, averaged in fp32: fp32, bf16, fp16, int8[:B], fp8[:B], e3m0[:B] (B: block size with one fp32 scale each, default 128) or topk[:f] (fraction kept, default 0.01).")
+    error_feedback: bool = Field(default=False, description="Carry each worker's quantization error (what it meant to send minus what was received) into its next payload (lossy formats only).")
+    sync_timeout_s: PositiveFloat | None = Field(default=None, description=SYNC_TIMEOUT_DOC)
+
+    @model_validator(mode="after")
+    def _error_feedback(self) -> "_OuterMethod":
+        if self.error_feedback and self.payload_dtype == "fp32":
+            raise _FieldError(("error_feedback",), "needs a lossy payload_dtype (fp32 loses nothing to feed back)")
+        return self
+
+
+class DiLoCoAlgorithm(_OuterMethod):
+    """DiLoCo (Douillard et al. 2023): H inner steps, then a blocking all-reduce and outer Nesterov step."""
     name: Literal["diloco"] = "diloco"
-    inner_steps: Int = Field(default=500, ge=1, description="H in DiLoCo: inner steps between outer syncs.")
+    inner_steps: Int = Field(default=500, ge=1, description="H in DiLoCo: inner steps between outer syncs (paper 500).")
     outer_lr: float = Field(default=0.7, gt=0, description="eta, outer Nesterov learning rate (DiLoCo default 0.7).")
     outer_momentum: float = Field(default=0.9, ge=0, lt=1, description="mu, outer Nesterov momentum (DiLoCo default 0.9).")
     nesterov: bool = Field(default=True, description="Nesterov form v = mu v + delta; theta -= lr (delta + mu v). False: heavy ball theta -= lr v.")
-    payload_dtype: WireDtype = Field(default="fp32", description="Dtype of pseudo-gradients on the wire (averaged in fp32).")
 
 
-AlgorithmSpec = Annotated[Union[DDPAlgorithm, DiLoCoAlgorithm], Field(discriminator="name")]
+class StreamingDiLoCoAlgorithm(DiLoCoAlgorithm):
+    """Streaming DiLoCo (Douillard et al. 2025): fragments synced at staggered offsets, overlapped by tau steps."""
+    name: Literal["streaming_diloco"] = "streaming_diloco"
+    inner_steps: Int = Field(default=100, ge=1, description="H in Streaming DiLoCo: inner steps between two syncs of one fragment (paper 100).")
+    outer_lr: float = Field(default=0.4, gt=0, description="eta, outer learning rate (Streaming DiLoCo tuned value 0.4).")
+    fragment_layers: Int = Field(default=3, ge=1, description="|p|: transformer blocks per fragment (paper: 3 at every scale).")
+    pattern: Literal["strided", "sequential"] = Field(default="strided", description="Which blocks share a fragment: strided (layer i -> fragment i mod P, paper default) or sequential.")
+    overlap_steps: Int = Field(default=1, ge=0, description="tau: inner steps a fragment may be in flight before it must be applied (paper 1; must be < H).")
+    mixing: float = Field(default=0.5, ge=0, le=1, description="alpha: merged = alpha * local + (1 - alpha) * outer (0 discards the tau local steps).")
+    embeddings_fragment: bool = Field(default=True, description="Non-block parameters (embeddings, final norm, head) form their own fragment (MaxText layout); false: they join fragment 0.")
+
+    @model_validator(mode="after")
+    def _tau(self) -> "StreamingDiLoCoAlgorithm":
+        if self.overlap_steps >= self.inner_steps:
+            raise _FieldError(("overlap_steps",), f"tau must be < inner_steps H={self.inner_steps} (got {self.overlap_steps})")
+        return self
+
+
+class DelayedDiLoCoAlgorithm(DiLoCoAlgorithm):
+    """One-outer-step delayed DiLoCo (Kale et al. 2025, naive variant): apply the previous round's average."""
+    name: Literal["diloco_delayed"] = "diloco_delayed"
+    inner_steps: Int = Field(default=30, ge=1, description="H: inner steps per outer step (Eager-updates paper 30).")
+    outer_lr: float = Field(default=0.35, gt=0, description="eta, outer learning rate; overlapped variants need a lower one than DiLoCo's 0.7.")
+    outer_delay: Int = Field(default=1, ge=0, description="k: outer steps between sending a round's pseudo-gradients and applying their average (0 = DiLoCo).")
+
+
+class EagerDiLoCoAlgorithm(DelayedDiLoCoAlgorithm):
+    """Eager DiLoCo (Kale et al. 2025): delayed average plus the worker's own fresh share."""
+    name: Literal["eager_diloco"] = "eager_diloco"
+
+
+class NoLoCoAlgorithm(_OuterMethod):
+    """NoLoCo (Kolehmainen et al. 2025): no all-reduce; random groups exchange and pull together."""
+    name: Literal["noloco"] = "noloco"
+    inner_steps: Int = Field(default=50, ge=1, description="Inner steps between outer (gossip) steps (NoLoCo 50).")
+    outer_lr: float = Field(default=0.7, gt=0, description="beta: weight of the group-mean outer gradient (NoLoCo 0.7).")
+    outer_momentum: float = Field(default=0.5, ge=0, lt=1, description="alpha: momentum of the outer update (NoLoCo 0.5).")
+    gamma: float = Field(default=0.7, ge=0, description="gamma: pull of a worker's slow weights toward its group mean (NoLoCo 0.7).")
+    group_size: Int = Field(default=2, ge=1, description="n: workers per gossip group, re-drawn each outer step (NoLoCo 2).")
+    dead_partner: Literal["skip", "repair"] = Field(default="skip", description=(
+        "When a group member is down (or timed out): skip = the others skip that outer step and keep their own "
+        "params; repair = each round's groups are drawn among the workers up when the first worker reaches it "
+        "(a member that fails after the draw is still skipped)."))
+
+
+AlgorithmSpec = Annotated[Union[DDPAlgorithm, DiLoCoAlgorithm, StreamingDiLoCoAlgorithm, DelayedDiLoCoAlgorithm,
+                                EagerDiLoCoAlgorithm, NoLoCoAlgorithm], Field(discriminator="name")]
 
 
 # --------------------------------------------------------------------------- compute
@@ -251,6 +422,177 @@ class Run(_Strict):
         return self
 
 
+class TimingProxy(_Strict):
+    """Time and payloads of a large model while a tiny one is trained (convergence)."""
+    params: PositiveFloat = Field(description="Parameters of the timed model (e.g. 1.0e9): payload sizes scale to it.")
+    layers: Int = Field(ge=1, description="Transformer layers of the timed model (per-layer compute and DDP buckets; timing-only fragments).")
+    step_time_s: PositiveFloat | None = Field(default=None, description="Seconds per inner step; omitted: from compute.step_time with the proxy's parameters (flops mode: 6 x params x tokens per step / (peak x MFU x GPUs)).")
+    tokens_per_step: Int | None = Field(default=None, ge=1, description="Tokens per worker per step of the timed model (flops mode); omitted: the trained model's batch_size x seq_len.")
+
+# --------------------------------------------------------------------------- faults
+class LognormalFactor(_Strict):
+    kind: Literal["lognormal"] = "lognormal"
+    mu: float = Field(default=0.0, allow_inf_nan=False, description="Mean of log(factor) (0: median factor 1).")
+    sigma: float = Field(default=0.25, ge=0, allow_inf_nan=False, description="Standard deviation of log(factor) (sigma, not sigma^2).")
+
+
+class ParetoFactor(_Strict):
+    kind: Literal["pareto"] = "pareto"
+    alpha: PositiveFloat = Field(default=3.0, description="Tail index: smaller = heavier tail (mean is infinite for alpha <= 1).")
+    scale: PositiveFloat = Field(default=1.0, description="Smallest factor (x_m of the Pareto distribution).")
+
+
+class EmpiricalFactor(_Strict):
+    kind: Literal["empirical"] = "empirical"
+    csv: str = Field(min_length=1, description=(
+        "CSV file with a 'step_time_s' column of measured step times (relative to the scenario file); each step "
+        "draws one row at random."))
+    normalize: Literal["median", "none"] = Field(default="median", description=(
+        "median: factor = drawn time / the file's median time (the node keeps its own typical step time); "
+        "none: factor = drawn time in seconds (use with a 1 s base step time)."))
+
+    def samples(self) -> list[float]:
+        """The file's step times; ValueError (one line) if the file is missing or bad."""
+        import csv
+        import math
+
+        p = Path(self.csv)
+        text = _read_text(p)
+        rows = [r for r in csv.reader(text.splitlines()) if any(c.strip() for c in r)]
+        header = [c.strip() for c in rows[0]] if rows else []
+        if "step_time_s" not in header:
+            raise ValueError(f"{p.name}: the header must have a 'step_time_s' column (got {','.join(header)!r})")
+        col = header.index("step_time_s")
+        out = []
+        for line, row in enumerate(rows[1:], start=2):
+            try:
+                v = float(row[col])
+            except (ValueError, IndexError):
+                raise ValueError(f"{p.name} line {line}: step_time_s must be a number (got {','.join(row)!r})") from None
+            if not (math.isfinite(v) and v > 0):
+                raise ValueError(f"{p.name} line {line}: step_time_s must be finite and > 0 (got {v})")
+            out.append(v)
+        if not out:
+            raise ValueError(f"{p.name}: needs at least one step time after the header")
+        return out
+
+
+FactorSpec = Annotated[Union[LognormalFactor, ParetoFactor, EmpiricalFactor], Field(discriminator="kind")]
+
+
+class SlowPeriods(_Strict):
+    mean_off_s: PositiveFloat = Field(description="Mean seconds at normal speed between slow periods (exponential).")
+    mean_on_s: PositiveFloat = Field(description="Mean seconds a slow period lasts (exponential).")
+    factor: float = Field(gt=1, allow_inf_nan=False, description="Step-time multiplier while slow (2 = half speed).")
+
+
+class _Where(_Strict):
+    regions: list[str] = Field(default_factory=list, description="Regions this applies to; with nodes empty too: every node.")
+    nodes: list[str] = Field(default_factory=list, description="Nodes ('region/i', e.g. us/0) this applies to.")
+
+
+class Stragglers(_Where):
+    """Per-step slowdowns: each step's time is multiplied by a factor drawn from a named stream."""
+    factor: FactorSpec | None = Field(default=None, description="Distribution of the per-step time factor (lognormal, pareto, empirical).")
+    scope: Literal["node", "region"] = Field(default="node", description=(
+        "node: each node draws its own factors; region: a region's nodes share the draws (their k-th steps are "
+        "equally slow), as a shared noisy neighbour or power cap would do."))
+    slow_periods: SlowPeriods | None = Field(default=None, description="Transient slow periods per node (on/off, exponential durations).")
+
+
+class DownWindow(_Strict):
+    node: str = Field(description="Node ('region/i').")
+    start_s: float = Field(ge=0, allow_inf_nan=False, description="Simulated time (s) the node fails.")
+    end_s: float | None = Field(default=None, gt=0, allow_inf_nan=False, description="Simulated time (s) it is back (then fetches parameters); null = never.")
+
+
+class Failures(_Where):
+    """Node failures: random (MTBF/MTTR, exponential) on the selected nodes, and/or an explicit schedule."""
+    mtbf_s: PositiveFloat | None = Field(default=None, description="Mean time between failures per node, seconds of up time (exponential).")
+    mttr_s: PositiveFloat | None = Field(default=None, description="Mean time to recover, seconds (exponential); required with mtbf_s.")
+    schedule: list[DownWindow] = Field(default_factory=list, description="Explicit failures [start_s, end_s).")
+
+    @model_validator(mode="after")
+    def _pair(self) -> "Failures":
+        if (self.mtbf_s is None) != (self.mttr_s is None):
+            raise ValueError("mtbf_s and mttr_s go together: set both or neither")
+        for i, w in enumerate(self.schedule):
+            if w.end_s is not None and w.end_s <= w.start_s:
+                raise _FieldError(("schedule", i, "end_s"), f"must be > start_s={w.start_s:g} (got {w.end_s:g})")
+        return self
+
+
+class Membership(_Strict):
+    """Elastic membership (INTELLECT-1 style): when a node is part of the run."""
+    node: str = Field(description="Node ('region/i').")
+    join_s: float | None = Field(default=None, ge=0, allow_inf_nan=False, description=(
+        "Simulated time (s) the node joins (it fetches parameters first). Alone: absent from 0 to join_s; "
+        "with an earlier leave_s: leaves at leave_s and rejoins at join_s."))
+    leave_s: float | None = Field(default=None, ge=0, allow_inf_nan=False, description=(
+        "Simulated time (s) the node leaves. Alone: gone for good; with an earlier join_s: present only in [join_s, leave_s)."))
+
+    @model_validator(mode="after")
+    def _some(self) -> "Membership":
+        if self.join_s is None and self.leave_s is None:
+            raise ValueError("set join_s, leave_s or both")
+        if self.join_s is not None and self.join_s == self.leave_s:
+            raise _FieldError(("leave_s",), f"must differ from join_s={self.join_s:g}")
+        return self
+
+    def absent(self) -> list[tuple[float, float | None]]:
+        """Absent intervals [start, end) (end None = for good)."""
+        j, l = self.join_s, self.leave_s
+        if l is None:
+            return [(0.0, j)] if j > 0 else []
+        if j is None:
+            return [(l, None)]
+        if l < j:
+            return [(l, j)]
+        return ([(0.0, j)] if j > 0 else []) + [(l, None)]
+
+
+class Degradation(_Strict):
+    start_s: float = Field(ge=0, allow_inf_nan=False, description="Simulated time (s) the window starts.")
+    end_s: float = Field(gt=0, allow_inf_nan=False, description="Simulated time (s) it ends; > start_s.")
+    factor: float = Field(ge=0, le=1, description="Multiplies the link's bandwidth in the window (0 = outage).")
+
+
+class LinkFault(_Strict):
+    """A WAN link's faults: degradation windows and random outages (flaps), both ways."""
+    a: str = Field(description="Region at one end of an existing link.")
+    b: str = Field(description="Region at the other end.")
+    degrade: list[Degradation] = Field(default_factory=list, description="Windows of reduced bandwidth (they may not overlap).")
+    mtbf_s: PositiveFloat | None = Field(default=None, description="Mean seconds between random outages of this link (exponential).")
+    mttr_s: PositiveFloat | None = Field(default=None, description="Mean seconds a random outage lasts (exponential); required with mtbf_s.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "LinkFault":
+        if (self.mtbf_s is None) != (self.mttr_s is None):
+            raise ValueError("mtbf_s and mttr_s go together: set both or neither")
+        prev = None
+        for i, w in enumerate(sorted(self.degrade, key=lambda w: w.start_s)):
+            if w.end_s <= w.start_s:
+                raise _FieldError(("degrade", self.degrade.index(w), "end_s"), f"must be > start_s={w.start_s:g} (got {w.end_s:g})")
+            if prev is not None and w.start_s < prev.end_s:
+                raise _FieldError(("degrade", self.degrade.index(w), "start_s"), f"windows may not overlap (previous ends at {prev.end_s:g})")
+            prev = w
+        return self
+
+
+class Faults(_Strict):
+    """Stragglers, heterogeneity, failures, churn and flaky links (sim/engine/faults.py)."""
+    node_step_time_multiplier: dict[str, PositiveFloat] = Field(default_factory=dict, description=(
+        "Per-node step-time multipliers ('region/i' -> x), on top of the region's gpu and step_time_multiplier."))
+    stragglers: list[Stragglers] = Field(default_factory=list, description="Straggler models; factors of several that select a node multiply.")
+    failures: Failures | None = Field(default=None, description="Node failures (down, then fetch parameters from a live peer).")
+    churn: list[Membership] = Field(default_factory=list, description="Nodes joining and leaving on a schedule.")
+    links: list[LinkFault] = Field(default_factory=list, description="WAN link degradation windows and random outages.")
+
+    @property
+    def any(self) -> bool:
+        return bool(self.node_step_time_multiplier or self.stragglers or self.failures or self.churn or self.links)
+
+
 class Scenario(_Strict):
     name: str = Field(default="scenario", min_length=1, description="Name shown in dashboards and run directories.")
     description: str = Field(default="", description="Free text.")
@@ -261,7 +603,66 @@ class Scenario(_Strict):
     optimizer: InnerOptimizer = Field(default_factory=InnerOptimizer, description="Inner optimizer of every worker.")
     algorithm: AlgorithmSpec
     compute: Compute = Field(default_factory=Compute)
+    timing: TimingProxy | None = Field(default=None, description="Optional timing proxy: step times and payloads of a larger model.")
+    numerics: bool = Field(default=True, description="false (or off): timing-only run, no model is trained and torch is never imported.")
+    faults: Faults = Field(default_factory=Faults, description="Stragglers, failures, churn and link faults (default: none).")
     run: Run
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_kinds(cls, data: Any) -> Any:
+        """A model or data section without ``kind`` is the default kind (gpt, synthetic)."""
+        if isinstance(data, dict):
+            for section, kind in (("model", "gpt"), ("data", "synthetic")):
+                if isinstance(data.get(section), dict) and "kind" not in data[section]:
+                    data = {**data, section: {"kind": kind, **data[section]}}
+        return data
+
+    @model_validator(mode="after")
+    def _timing(self) -> "Scenario":
+        if self.timing is not None and self.timing.step_time_s is None and self.compute.step_time.mode == "measured":
+            raise _FieldError(("timing", "step_time_s"), "required with compute.step_time mode measured (that mode times the trained model, not the proxy)")
+        if not self.numerics and self.timing is None:
+            raise _FieldError(("timing",), "required when numerics is off: the timed model's params and layers, e.g. {params: 1.0e9, layers: 24}")
+        if not self.numerics and self.compute.step_time.mode == "measured" and (self.timing is None or self.timing.step_time_s is None):
+            raise _FieldError(("compute", "step_time", "mode"), "measured needs numerics: true (it times the real model); use fixed or flops")
+        return self
+
+    @model_validator(mode="after")
+    def _fault_targets(self) -> "Scenario":
+        regions = [r.name for r in self.topology.regions]
+        nodes = [f"{r.name}/{i}" for r in self.topology.regions for i in range(r.nodes)]
+        shown = ", ".join(nodes[:8]) + (", ..." if len(nodes) > 8 else "")
+
+        def node(loc: tuple, name: str) -> None:
+            if name not in nodes:
+                raise _FieldError(("faults",) + loc, f"unknown node '{name}'; nodes are 'region/i': {shown}")
+
+        def where(loc: tuple, w: _Where) -> None:
+            for i, r in enumerate(w.regions):
+                if r not in regions:
+                    raise _FieldError(("faults",) + loc + ("regions", i), f"unknown region '{r}'; regions are: {', '.join(regions)}")
+            for i, n in enumerate(w.nodes):
+                node(loc + ("nodes", i), n)
+
+        f = self.faults
+        for n in f.node_step_time_multiplier:
+            node(("node_step_time_multiplier",), n)
+        for i, st in enumerate(f.stragglers):
+            where(("stragglers", i), st)
+            if st.factor is None and st.slow_periods is None:
+                raise _FieldError(("faults", "stragglers", i), "set factor, slow_periods or both")
+        if f.failures is not None:
+            where(("failures",), f.failures)
+            for i, w in enumerate(f.failures.schedule):
+                node(("failures", "schedule", i, "node"), w.node)
+        for i, m in enumerate(f.churn):
+            node(("churn", i, "node"), m.node)
+        links = {frozenset((l.a, l.b)) for l in self.topology.links}
+        for i, l in enumerate(f.links):
+            if frozenset((l.a, l.b)) not in links:
+                raise _FieldError(("faults", "links", i), f"no topology link joins '{l.a}' and '{l.b}'")
+        return self
 
     @model_validator(mode="after")
     def _vocab(self) -> "Scenario":
@@ -453,9 +854,63 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
+_TAGS = ("name", "kind", "mode")  # discriminators: a section that changes one is replaced, not merged
+_VARIANT_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def merge_variant(base: Any, patch: Any) -> Any:
+    """Deep-merge a variant's sections into the base scenario data (a copy).
+
+    Mappings merge key by key; any other value replaces. A section whose discriminator
+    (``name`` of the algorithm, ``kind`` of model/data, ``mode`` of step_time) differs
+    from the base's is replaced whole, so a noloco variant does not inherit DiLoCo knobs.
+    """
+    if not isinstance(base, dict) or not isinstance(patch, dict):
+        return json.loads(json.dumps(patch))
+    if any(t in patch and t in base and patch[t] != base[t] for t in _TAGS):
+        return json.loads(json.dumps(patch))
+    out = json.loads(json.dumps(base))
+    for k, v in patch.items():
+        out[k] = merge_variant(out[k], v) if k in out else json.loads(json.dumps(v))
+    return out
+
+
+def load_variants(path: str | Path, overrides: list[str] | None = None) -> list[tuple[str | None, Scenario]]:
+    """The scenarios a file describes: one (None, scenario) without ``variants:``; else one
+    (variant name, scenario) per entry of ``variants:`` (name -> sections merged into the
+    base). ``--set`` overrides apply to every variant after the merge."""
+    data = read_yaml(path)
+    data.pop("sweep", None)  # read by `locosim sweep` (sim.sweep); a single run ignores it
+    variants = data.pop("variants", None)
+    if variants is None:
+        return [(None, _finish(parse_scenario(apply_overrides(data, overrides or []), str(path)), path))]
+    if not isinstance(variants, dict) or not variants:
+        raise ScenarioError("variants: must be a non-empty mapping of variant name -> sections to change")
+    out = []
+    for name, patch in variants.items():
+        if not isinstance(name, str) or not _VARIANT_NAME.match(name):
+            raise ScenarioError(f"variants.{name}: variant names use letters, digits, _ . - only")
+        if not isinstance(patch, dict):
+            raise ScenarioError(f"variants.{name}: must be a mapping of sections to change (got {type(patch).__name__})")
+        merged = merge_variant(data, patch)
+        merged.setdefault("name", "scenario")
+        if "name" not in patch:
+            merged["name"] = f"{merged['name']}-{name}"
+        try:
+            sc = parse_scenario(apply_overrides(merged, overrides or []), str(path))
+        except ScenarioError as err:
+            raise ScenarioError(f"variants.{name}: {err}") from None
+        out.append((name, _finish(sc, path)))
+    return out
+
+
 def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scenario:
-    data = apply_overrides(read_yaml(path), overrides or [])
-    sc = parse_scenario(data, str(path))
+    """One scenario from a file; a file with ``variants:`` gives its first variant."""
+    return load_variants(path, overrides)[0][1]
+
+
+def _finish(sc: Scenario, path: str | Path) -> Scenario:
+    """Resolve paths in a parsed scenario relative to its file."""
     if isinstance(sc.data, TextData):
         p = Path(sc.data.path)
         if not p.is_absolute():
@@ -463,9 +918,40 @@ def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scena
         if not p.is_file():
             raise ScenarioError(f"data.path: no such file {str(p)!r}")
         sc = sc.model_copy(update={"data": sc.data.model_copy(update={"path": str(p)})})
+    sc = Link._resolve_csv_paths(sc, Path(path).parent)
+    sc = _resolve_fault_csvs(sc, Path(path).parent)
     return sc
 
 
+def _resolve_fault_csvs(sc: Scenario, base_dir: Path) -> Scenario:
+    """Make every empirical straggler CSV path absolute (relative to base_dir) and check that it parses."""
+    stragglers = list(sc.faults.stragglers)
+    for i, st in enumerate(stragglers):
+        if not isinstance(st.factor, EmpiricalFactor):
+            continue
+        p = Path(st.factor.csv)
+        p = p if p.is_absolute() else (base_dir / p).resolve()
+        factor = st.factor.model_copy(update={"csv": str(p)})
+        try:
+            factor.samples()
+        except ValueError as err:
+            raise ScenarioError(f"faults.stragglers.{i}.factor.csv: {err}") from None
+        stragglers[i] = st.model_copy(update={"factor": factor})
+    if stragglers == list(sc.faults.stragglers):
+        return sc
+    return sc.model_copy(update={"faults": sc.faults.model_copy(update={"stragglers": stragglers})})
+
+
 def json_schema() -> dict:
-    return Scenario.model_json_schema()
+    schema = Scenario.model_json_schema()
+    schema.setdefault("properties", {})["variants"] = {
+        "type": "object", "additionalProperties": {"type": "object"},
+        "description": "Optional: variant name -> sections merged into this scenario; `locosim run` runs each "
+                       "into its own subdirectory (e.g. one variant per method)."}
+    schema["properties"]["sweep"] = {
+        "type": "object", "description": "Optional, for `locosim sweep`: grid (key.path -> list of values) and seeds.",
+        "properties": {"grid": {"type": "object", "additionalProperties": {"type": "array"}},
+                       "seeds": {"type": "array", "items": {"type": "integer", "minimum": 0}}},
+        "additionalProperties": False}
+    return schema
 

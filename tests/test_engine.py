@@ -130,7 +130,7 @@ def test_finite_link_comm_blocked_equals_sync_durations(finite_sim):
     for w in range(sim.n_workers):
         spans = _spans(sim, w)
         blocked = sum(s.end_s - s.start_s for s in spans if s.state == "comm_blocked")
-        idle = sum(s.end_s - s.start_s for s in spans if s.state == "idle")
+        idle = sum(s.end_s - s.start_s for s in spans if s.state == "straggler_wait")
         assert blocked == pytest.approx(sync_total, rel=1e-9, abs=1e-12)
         assert idle == pytest.approx(0.0, abs=1e-12)
     assert _utilization(sim) < 1.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import networkx as nx
 import pytest
@@ -14,6 +15,7 @@ from sim.engine.collectives import ring_allreduce
 from sim.engine.network import Network, gbps_to_bytes_per_s
 
 GBPS_1E9 = 8.0  # 8 Gbit/s == 1e9 bytes/s
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _net(edges, env=None):
@@ -224,3 +226,255 @@ def test_bytes_conserved_and_no_flow_beats_alpha_beta(case):
         lower = lat + (size / min_cap if size else 0.0)
         assert out[k] - at >= lower * (1 - 1e-9) - 1e-12, (k, out[k], at, lower)
     assert net.active_flows == 0
+
+
+# ---------------------------------------------------------------------------- link dynamics
+def _dyn_net(series=None, outages=None, bw=GBPS_1E9, lat=0.1):
+    env = simpy.Environment()
+    g = nx.Graph()
+    g.add_edge("a", "b", bandwidth_gbps=bw, latency_s=lat)
+    if series is not None:
+        g.edges["a", "b"]["bandwidth_series"] = series
+    if outages is not None:
+        g.edges["a", "b"]["outages"] = outages
+    return env, Network(env, g)
+
+
+def test_bandwidth_halving_mid_flight_gives_analytic_time():
+    """A 2 GB transfer on a 1 GB/s, 0.1 s link whose bandwidth halves at t=1 s: 1 GB in the first second, 1 GB at 0.5 GB/s, delivered at 3.1 s."""
+    env, net = _dyn_net(series=[(0.0, GBPS_1E9), (1.0, GBPS_1E9 / 2)])
+    out = {}
+    _timed(env, net, "a", "b", 2e9, out=out, key=0)
+    env.run()
+    assert out[0] == pytest.approx(1.0 + 1e9 / 0.5e9 + 0.1, rel=1e-12)
+    assert net.capacity[("a", "b")] == net.capacity[("b", "a")] == 0.5e9
+
+
+def test_bandwidth_series_before_first_row_uses_link_bandwidth():
+    """Before the series' first time the link has its own bandwidth_gbps: 1 GB/s until t=1, then 2 GB/s: a 3 GB transfer is delivered at 1 + 1 + 0.1 s."""
+    env, net = _dyn_net(series=[(1.0, 2 * GBPS_1E9)])
+    out = {}
+    _timed(env, net, "a", "b", 3e9, out=out, key=0)
+    env.run()
+    assert out[0] == pytest.approx(2.0 + 0.1, rel=1e-12)
+
+
+def test_transfer_across_an_outage_waits_it_out():
+    """A 1 GB transfer on a 1 GB/s link that is down over [0.5, 2.0) sends half, stalls 1.5 s at rate 0, and is delivered at 2.5 + 0.1 s."""
+    env, net = _dyn_net(outages=[(0.5, 2.0)])
+    out = {}
+    _timed(env, net, "a", "b", 1e9, out=out, key=0)
+    env.run(until=1.0)
+    assert [f.rate for f in net._flows] == [0.0]
+    env.run()
+    assert out[0] == pytest.approx(2.5 + 0.1, rel=1e-12)
+
+
+def test_transfer_started_during_outage_starts_when_link_returns():
+    """A transfer started at t=1 during an outage [0.5, 2) of a 1 GB/s link — even one of infinite bandwidth otherwise — begins sending at t=2."""
+    for bw, size, expected in ((GBPS_1E9, 1e9, 2.0 + 1.0 + 0.1), (math.inf, 5e12, 2.0 + 0.1)):
+        env, net = _dyn_net(outages=[(0.5, 2.0)], bw=bw)
+        out = {}
+        _timed(env, net, "a", "b", size, at=1.0, out=out, key=0)
+        env.run()
+        assert out[0] == pytest.approx(expected, rel=1e-12), bw
+
+
+def test_overlapping_outages_count_as_their_union():
+    """Outages [1, 3) and [2, 4) keep the link down over [1, 4): a 2 GB transfer at 1 GB/s is delivered at 2 + 3 + 0.1 s."""
+    env, net = _dyn_net(outages=[(2.0, 4.0), (1.0, 3.0)])
+    out = {}
+    _timed(env, net, "a", "b", 2e9, out=out, key=0)
+    env.run()
+    assert out[0] == pytest.approx(5.0 + 0.1, rel=1e-12)
+
+
+def test_network_refuses_bad_dynamics():
+    """Network refuses decreasing series times, negative series bandwidth and an outage with end <= start, naming the link."""
+    for attrs in ({"bandwidth_series": [(1.0, 1.0), (0.5, 1.0)]}, {"bandwidth_series": [(0.0, -1.0)]},
+                  {"outages": [(2.0, 2.0)]}):
+        g = nx.Graph()
+        g.add_edge("a", "b", bandwidth_gbps=1.0, latency_s=0.0, **attrs)
+        with pytest.raises(ValueError, match="link a-b"):
+            Network(simpy.Environment(), g)
+
+
+def test_scenario_bandwidth_csv_and_outages_reach_the_graph(tmp_path):
+    """load_scenario resolves bandwidth_csv relative to the scenario file; build_graph puts the series and outages on the WAN edge."""
+    import yaml
+
+    from sim.engine.network import build_graph
+    from sim.scenario import load_scenario
+
+    data = yaml.safe_load((ROOT / "scenarios" / "quickstart.yaml").read_text())
+    data["topology"]["links"][0]["bandwidth_csv"] = "traces/wan.csv"
+    data["topology"]["links"][0]["outages"] = [{"start_s": 5.0, "end_s": 6.5}]
+    (tmp_path / "traces").mkdir()
+    (tmp_path / "traces" / "wan.csv").write_text("time_s,bandwidth_gbps\n0,1.0\n10.5,0.25\n")
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(data))
+    sc = load_scenario(path)
+    assert sc.topology.links[0].bandwidth_csv == str((tmp_path / "traces" / "wan.csv").resolve())
+    g, _ = build_graph(sc.topology)
+    edge = g.edges["us", "eu"]
+    assert edge["bandwidth_series"] == [(0.0, 1.0), (10.5, 0.25)]
+    assert edge["outages"] == [(5.0, 6.5)]
+    assert "bandwidth_series" not in g.edges["us/0", "us"]
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("time,bw\n0,1\n", "header"),
+    ("time_s,bandwidth_gbps\n", "at least one data row"),
+    ("time_s,bandwidth_gbps\n0,fast\n", "line 2: expected two numbers"),
+    ("time_s,bandwidth_gbps\n-1,1\n", "line 2: time_s must be finite and >= 0"),
+    ("time_s,bandwidth_gbps\n0,1\n0,2\n", "line 3: time_s must increase"),
+    ("time_s,bandwidth_gbps\n0,nan\n", "line 2: bandwidth_gbps must be finite"),
+])
+def test_bad_bandwidth_csv_is_one_located_line(tmp_path, text, needle):
+    """A bad bandwidth CSV is refused by load_scenario with one line that names topology.links.0.bandwidth_csv and the problem."""
+    import yaml
+
+    from sim.scenario import ScenarioError, load_scenario
+
+    data = yaml.safe_load((ROOT / "scenarios" / "quickstart.yaml").read_text())
+    data["topology"]["links"][0]["bandwidth_csv"] = "wan.csv"
+    (tmp_path / "wan.csv").write_text(text)
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(path)
+    msg = str(err.value)
+    assert msg.startswith("topology.links.0.bandwidth_csv: ") and needle in msg and "\n" not in msg
+
+
+# ---------------------------------------------------------------------------- incremental rates
+def test_simultaneous_starts_are_one_recomputation():
+    """Flows started at one instant by one process are rated in a single recomputation."""
+    env, net = _net([("a", "b", GBPS_1E9, 0.0), ("b", "c", GBPS_1E9, 0.0)])
+    for _ in range(50):
+        net.transfer("a", "c", 1e6)
+        net.transfer("b", "a", 1e6)
+    env.run(until=1e-12)
+    assert net.rate_recomputations == 1
+    assert {f.rate for f in net._flows} == {1e9 / 50}
+
+
+def test_recomputation_touches_only_the_affected_component():
+    """A flow starting on a link no other flow uses recomputes only itself, not the unrelated busy link's flows."""
+    env, net = _net([("a", "b", GBPS_1E9, 0.0), ("c", "d", GBPS_1E9, 0.0), ("b", "c", GBPS_1E9, 0.0)])
+    for _ in range(20):
+        net.transfer("a", "b", 1e9)
+    env.run(until=0.1)
+    before = net.rate_recomputed_flows
+    net.transfer("c", "d", 1e6)
+    env.run(until=0.2)
+    # its start re-rates only itself; its end leaves no flow on its link to re-rate
+    assert net.rate_recomputed_flows - before == 1
+    assert net.active_flows == 20
+
+
+def test_rate_change_propagates_along_a_chain_of_shared_links():
+    """On a line A,B,C (C twice as fast) with flows X:A, Y:A+B, Z:B+C, W:C, a new flow on A lowers Y to 1/3, which raises Z to 2/3 and lowers W from 1.5 to 4/3 (GB/s): the recomputed component reaches three links away."""
+    env, net = _net([("n0", "n1", GBPS_1E9, 0.0), ("n1", "n2", GBPS_1E9, 0.0), ("n2", "n3", 2 * GBPS_1E9, 0.0)])
+    routes = {"X": ("n0", "n1"), "Y": ("n0", "n2"), "Z": ("n1", "n3"), "W": ("n2", "n3")}
+    for s, d in routes.values():
+        net.transfer(s, d, 1e12)
+    env.run(until=1.0)
+
+    def rates():  # the extra flow on A shares X's route and rate
+        by_route = {(f.src, f.dst): f.rate for f in net._flows}
+        return {k: by_route[r] for k, r in routes.items()}
+
+    assert rates() == pytest.approx({"X": 0.5e9, "Y": 0.5e9, "Z": 0.5e9, "W": 1.5e9})
+    net.transfer("n0", "n1", 1e12)
+    env.run(until=2.0)
+    assert rates() == pytest.approx({"X": 1e9 / 3, "Y": 1e9 / 3, "Z": 2e9 / 3, "W": 4e9 / 3})
+
+
+def test_leaf_routes_are_shortest_paths():
+    """Routes from and to degree-1 nodes (workers on a switch) have the latency of networkx's shortest path."""
+    from sim.engine.network import build_graph
+    from sim.scenario import Link, Region, Topology
+
+    topo = Topology(regions=[Region(name="us", nodes=3), Region(name="eu", nodes=2), Region(name="ap", nodes=2)],
+                    links=[Link(a="us", b="eu", bandwidth_gbps=1.0, latency_s=0.04),
+                           Link(a="eu", b="ap", bandwidth_gbps=1.0, latency_s=0.05),
+                           Link(a="us", b="ap", bandwidth_gbps=1.0, latency_s=0.2)])
+    g, workers = build_graph(topo)
+    net = Network(simpy.Environment(), g)
+    for s in list(g.nodes):
+        for d in list(g.nodes):
+            if s != d:
+                path = net.route(s, d)
+                assert path[0] == s and path[-1] == d
+                assert net.route_latency_s(s, d) == pytest.approx(
+                    nx.shortest_path_length(g, s, d, weight="latency_s"), abs=1e-15)
+    assert net.route("us/0", "ap/1") == ["us/0", "us", "eu", "ap", "ap/1"]
+
+
+def _global_max_min(flows, capacity):
+    """Reference: progressive filling over every active flow at once (the textbook loop)."""
+    rate = {f: None for f in flows}
+    left, users = {}, {}
+    for f in flows:
+        for l in f.links:
+            if not math.isinf(capacity[l]):
+                users.setdefault(l, []).append(f)
+                left[l] = capacity[l]
+    unfrozen = {l: len(fs) for l, fs in users.items()}
+    while unfrozen:
+        share, bottleneck = min((left[l] / n, l) for l, n in unfrozen.items())
+        for f in users[bottleneck]:
+            if rate[f] is not None:
+                continue
+            rate[f] = max(share, 0.0)
+            for l in f.links:
+                if l in unfrozen:
+                    left[l] -= share
+                    unfrozen[l] -= 1
+                    if unfrozen[l] == 0:
+                        del unfrozen[l]
+        unfrozen.pop(bottleneck, None)
+    return {f: (math.inf if r is None else r) for f, r in rate.items()}
+
+
+@st.composite
+def _dynamic_scenarios(draw):
+    nodes, edges, flows = draw(_scenarios())
+    dyn = {}
+    for k, (a, b, bw, lat) in enumerate(edges):
+        if draw(st.booleans()):
+            kind = draw(st.sampled_from(["series", "outage"]))
+            if kind == "series":
+                times = sorted(set(draw(st.lists(st.sampled_from([0.0, 0.3, 0.5, 0.8, 1.2, 2.0]), min_size=1, max_size=3))))
+                rows = [(t, draw(st.sampled_from([0.0, 1.0, 4.0, 8.0]))) for t in times]
+                dyn[k] = {"bandwidth_series": rows + [(3.0, 2.0)]}  # ends up, so every flow finishes
+            else:
+                start = draw(st.sampled_from([0.0, 0.3, 0.5, 1.0]))
+                dyn[k] = {"outages": [(start, start + draw(st.sampled_from([0.2, 0.5, 1.0])))]}
+    return nodes, edges, flows, dyn
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_dynamic_scenarios())
+def test_incremental_rates_equal_global_progressive_filling(case):
+    """At probe times between events, with random flows, bandwidth changes and outages, every active flow's rate equals a from-scratch global max-min over all active flows; every flow is delivered and bytes are conserved."""
+    nodes, edges, flows, dyn = case
+    env = simpy.Environment()
+    g = nx.Graph()
+    for k, (a, b, bw, lat) in enumerate(edges):
+        g.add_edge(a, b, bandwidth_gbps=bw, latency_s=lat, **dyn.get(k, {}))
+    net = Network(env, g)
+    out = {}
+    for k, (s, d, size, at) in enumerate(flows):
+        _timed(env, net, s, d, size, at=at, out=out, key=k)
+    for probe in (0.05, 0.2, 0.4, 0.65, 0.9, 1.1, 1.5, 1.85, 2.5, 4.0):
+        env.run(until=probe)
+        active = list(net._flows)
+        expected = _global_max_min(active, net.capacity)
+        for f in active:
+            assert f.rate == pytest.approx(expected[f], rel=1e-9, abs=1e-6), (probe, f.src, f.dst)
+    env.run()
+    assert len(out) == len(flows) and net.active_flows == 0
+    total = sum(f[2] for f in flows)
+    assert sum(net.sent_bytes.values()) == pytest.approx(total, rel=1e-12, abs=1e-6)

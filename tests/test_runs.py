@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from sim.runner import Simulation, run_to_dir
-from sim.scenario import load_scenario
+from sim.scenario import load_scenario, load_variants
 from tests.conftest import TINY
 
 
@@ -60,9 +60,11 @@ def test_same_seed_identical_results(root, tmp_path):
 @pytest.mark.parametrize("scenario", sorted(p.name for p in (__import__("pathlib").Path(__file__).parents[1] / "scenarios").glob("*.yaml")))
 def test_every_scenario_runs(root, tmp_path, scenario):
     """Every file in scenarios/ runs to completion on a small budget."""
-    m = _run(root, tmp_path / "r", "run.max_rounds=2", "run.max_tokens=null", "run.max_sim_time_s=null",
-             scenario=f"scenarios/{scenario}")
-    assert m["status"] == "completed"
+    variants = load_variants(root / "scenarios" / scenario, TINY + ["run.max_rounds=2", "run.max_tokens=null",
+                                                                     "run.max_sim_time_s=null"])
+    for name, sc in variants:
+        m = run_to_dir(Simulation(sc), tmp_path / (name or "r"))
+        assert m["status"] == "completed", name
 
 
 def test_ctrl_c_leaves_readable_interrupted_directory(root, tmp_path):

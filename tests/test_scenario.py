@@ -17,6 +17,9 @@ BAD = sorted(BAD_DIR.glob("*.yaml"))
 # for files that are not a YAML mapping at all).
 FILE = object()  # stands for "the path of the fixture file itself"
 EXPECTED_PREFIX: dict[str, object] = {
+    "outage_ends_before_start": "topology.links.0.outages.0.end_s:",
+    "bandwidth_csv_missing": "topology.links.0.bandwidth_csv: no such file",
+    "bandwidth_csv_time_backwards": "topology.links.0.bandwidth_csv:",
     "unknown_top_key": "colour: unknown key",
     "unknown_topology_key": "topology.zones: unknown key",
     "nodes_wrong_type": "topology.regions.0.nodes:",
@@ -32,6 +35,12 @@ EXPECTED_PREFIX: dict[str, object] = {
     "duplicate_region": "topology.regions: region names must be unique",
     "negative_latency": "topology.links.0.latency_s:",
     "unknown_gpu": "topology.regions.0.gpu: unknown gpu",
+    "faults_unknown_node": "faults.churn.0.node: unknown node",
+    "faults_mtbf_without_mttr": "faults.failures: mtbf_s and mttr_s go together",
+    "faults_unknown_distribution": "faults.stragglers.0.factor: unknown kind",
+    "sync_timeout_negative": "algorithm.sync_timeout_s:",
+    "faults_window_backwards": "faults.links.0.degrade.0.end_s:",
+    "faults_empirical_csv_missing": "faults.stragglers.0.factor.csv: no such file",
 }
 
 

@@ -1,33 +1,116 @@
-"""Data-parallel training: all-reduce the gradients every step (blocking).
+"""Data-parallel training: all-reduce the gradients every step.
 
 Every worker computes its gradient on its own batch, the gradients cross the wire in
 ``payload_dtype`` and are averaged, and every replica applies the same inner-optimizer
-step, so replicas stay identical. Modelled: one blocking ring all-reduce per step of
-the full gradient. Not modelled yet: bucketing and overlap with backward (timing issue).
+step, so replicas stay identical.
+
+Timing (``overlap: true``, the default): a step is a forward pass (1/3 of the step) then
+a backward pass (2/3) over the L layers, last layer first, in equal parts; each layer's
+gradient bucket starts its all-reduce as soon as that layer's backward is done, so
+communication overlaps the rest of the backward pass as PyTorch DDP's buckets do.
+Parameters outside the blocks (embeddings, head) form one more bucket released at the
+end of backward. The next step starts once every bucket has arrived (its optimizer step
+needs them all). With a timing proxy the buckets are the proxy's L equal layers.
+``overlap: false``: one all-reduce of the whole gradient after the step.
+Faults (issue 4): a bucket's all-reduce may run without a worker that is down or late
+(``sync_timeout_s``); the step then averages the gradients of the workers present in
+every bucket of that step, and every replica applies it (replicas stay identical, so a
+worker that comes back already has the current parameters; the fetch copies them).
+Not modelled: bucket-size tuning (one bucket per layer), gradient compression hooks.
 """
 
 from __future__ import annotations
 
-from sim.algorithms.base import Schedule
-from sim.algorithms.transforms import Tree, replica_mean, wire_roundtrip
+import re
+
+from sim.algorithms.base import Need, ScheduleInfo, Send, StepPlan
+from sim.algorithms.common import allreduce_grads, copy_row, only
+from sim.algorithms.transforms import Tree
+
+_BLOCK = re.compile(r"^blocks\.(\d+)\.")
+
+
+def layer_buckets(layout: list[tuple[str, int]]) -> list[tuple[float, int]]:
+    """(release fraction of the step, elements) per gradient bucket, in release order."""
+    blocks: dict[int, int] = {}
+    other = 0
+    for name, elems in layout:
+        m = _BLOCK.match(name)
+        if m:
+            blocks[int(m.group(1))] = blocks.get(int(m.group(1)), 0) + elems
+        else:
+            other += elems
+    n = len(blocks)
+    out = [(1 / 3 + 2 / 3 * (n - i) / n, blocks[i]) for i in sorted(blocks, reverse=True)]
+    if other:
+        out.append((1.0, other))
+    return out
 
 
 class DDP:
-    def __init__(self, spec):
+    def __init__(self, spec, n_workers: int, seed: int):
         self.spec = spec
-        self.schedule = Schedule(sync_every=1, collective="ring_allreduce", payload="gradients",
-                                 wire_format=spec.payload_dtype, local_steps=False)
+        self.everyone = tuple(range(n_workers))
+        self.n_params = 0
+        self.buckets: list[tuple[float, int]] = []
+        self._plan: tuple[int, StepPlan] | None = None
+        self.info = ScheduleInfo(wire_format=spec.payload_dtype)
+
+    def configure(self, layout: list[tuple[str, int]], proxy_layers: int | None = None) -> None:
+        self.n_params = sum(e for _, e in layout)
+        if not self.spec.overlap:
+            self.buckets = [(1.0, self.n_params)]
+        elif proxy_layers is not None:
+            per = self.n_params / proxy_layers
+            self.buckets = [(1 / 3 + 2 / 3 * (proxy_layers - i) / proxy_layers, round(per)) for i in
+                            range(proxy_layers - 1, -1, -1)]
+        else:
+            self.buckets = layer_buckets(layout)
+        self.info = ScheduleInfo(wire_format=self.spec.payload_dtype,
+                                 syncs_per_round=len(self.buckets), extra={"buckets": len(self.buckets)})
+
+    def at_step(self, worker: int, step: int) -> StepPlan:
+        r = step - 1
+        if self._plan is None or self._plan[0] != r:  # every worker asks for the same plan each step
+            sends = tuple((f, Send(f"grads{b}", r, self.everyone, elems, self.spec.payload_dtype, "ring_allreduce"))
+                          for b, (f, elems) in enumerate(self.buckets))
+            needs = tuple(Need(s.stream, r) for _, s in sends)
+            self._plan = (r, StepPlan(during=sends, needs=needs, local_step=False))
+        return self._plan[1]
 
     def init(self, replicas) -> dict:
-        return {}
+        return {"arrived": {}}
 
-    def _allreduce(self, grads: Tree) -> Tree:
-        mean = replica_mean(wire_roundtrip(grads, self.spec.payload_dtype))
-        return {k: mean[k].unsqueeze(0).expand_as(g) for k, g in grads.items()}
+    def on_step(self, numerics, state: dict, worker: int, step: int, time_s: float, plan: StepPlan) -> None:
+        """Nothing to queue: the step runs when its gradients have been all-reduced."""
 
-    def on_sync(self, numerics, state: dict, round_: int, time_s: float) -> list:
-        """The step whose gradients were just all-reduced; returns its train-loss records."""
-        return numerics.synchronous_step(round_ + 1, time_s, self._allreduce)
+    def on_reduced(self, numerics, state: dict, send, time_s: float, participants: tuple | None = None) -> list:
+        """Once every bucket of a step is all-reduced, that step runs over the gradients of the
+        workers present in all its buckets; returns their train-loss records."""
+        got, present = state["arrived"].get(send.round, (0, None))
+        if participants is not None:
+            present = participants if present is None else tuple(w for w in present if w in participants)
+        got += 1
+        if got < len(self.buckets):
+            state["arrived"][send.round] = (got, present)
+            return []
+        state["arrived"].pop(send.round, None)
+        records = numerics.synchronous_step(send.round + 1, time_s, allreduce_grads(self.spec.payload_dtype, present))
+        return only(records, present)
+
+    def recover(self, numerics, state: dict, worker: int, peer: int) -> None:
+        """A worker that comes back takes the peer's parameters (equal to its own: every replica steps)."""
+        params = numerics.replicas.params
+        copy_row(params, worker, {k: v[peer] for k, v in params.items()})
+
+    def on_member_down(self, state: dict, worker: int) -> None:
+        """Nothing to do: ddp keeps no per-worker results."""
+
+    def on_member_up(self, state: dict, worker: int, step: int) -> None:
+        """Nothing to do: ddp keeps no per-worker results."""
 
     def global_params(self, numerics, state: dict) -> Tree:
         return numerics.replicas.replica(0)
+
+    def diagnostics(self, numerics, state: dict) -> dict[str, float]:
+        return {}

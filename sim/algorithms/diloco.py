@@ -4,35 +4,90 @@ Each worker runs H inner AdamW steps from the shared outer parameters theta; the
 pseudo-gradients Delta_m = theta - theta_m are all-reduced (sent in ``payload_dtype``,
 averaged in fp32) and every worker applies the same outer Nesterov step
 (v <- mu v + Delta; theta <- theta - lr (Delta + mu v); defaults lr 0.7, mu 0.9) and
-restarts from the new theta. Inner optimizer states stay per replica and are never
+restarts from the new theta (a worker left out of the average -- down or late, see
+``sync_timeout_s`` -- applies the same outer step but keeps its own parameters, and the
+average is over those present). Inner optimizer states stay per replica and are never
 synchronised (paper section 6.1). H = 1 with inner SGD and outer SGD lr 1 without
 momentum is data-parallel SGD.
+
+The one-outer-step-overlapped variants (``eager.py``) are this class with a delay: the
+average applied at round r is that of round r - k; DiLoCo is k = 0.
 """
 
 from __future__ import annotations
 
-from sim.algorithms.base import Schedule
-from sim.algorithms.transforms import OuterNesterov, Tree, broadcast, pseudo_gradients, replica_mean, wire_roundtrip
+from sim.algorithms.base import Need, ScheduleInfo, Send, StepPlan, NOTHING
+from sim.algorithms.common import OuterMethod
+from sim.algorithms.transforms import OuterNesterov, assign, tree_sub, worker_view
 
 
-class DiLoCo:
-    def __init__(self, spec):
-        self.spec = spec
-        self.schedule = Schedule(sync_every=spec.inner_steps, collective="ring_allreduce",
-                                 payload="pseudo_gradients", wire_format=spec.payload_dtype, local_steps=True)
+class DiLoCo(OuterMethod):
+    delay = 0      # k: outer steps between sending a round and applying its average
+    eager = False  # eager DiLoCo: replace the worker's stale share of the average by its fresh one
+
+    def __init__(self, spec, n_workers: int, seed: int):
+        super().__init__(spec, n_workers, seed)
+        self.H = spec.inner_steps
         self.outer = OuterNesterov(spec.outer_lr, spec.outer_momentum, spec.nesterov)
+        self.info = ScheduleInfo(wire_format=spec.payload_dtype)
+        self._plans: dict[int, StepPlan] = {}
 
-    def init(self, replicas) -> dict:
-        theta = {k: v.clone() for k, v in replicas.replica(0).items()}
-        return {"theta": theta, "momentum": self.outer.init(theta)}
+    def method_plan(self, worker: int, step: int) -> StepPlan:
+        if step % self.H:
+            return NOTHING
+        r = step // self.H - 1
+        plan = self._plans.get(r)
+        if plan is None:
+            send = Send("outer", r, self.everyone, self.n_params, self.spec.payload_dtype, "ring_allreduce")
+            needs = (Need("outer", r - self.delay),) if r >= self.delay else ()
+            plan = self._plans[r] = StepPlan(sends=(send,), needs=needs)
+            self._plans.pop(r - 2, None)
+        return plan
 
-    def on_sync(self, numerics, state: dict, round_: int, time_s: float) -> list:
-        records = numerics.flush()  # the H inner steps this sync is about
-        stacked = numerics.replicas.params
-        delta = replica_mean(wire_roundtrip(pseudo_gradients(state["theta"], stacked), self.spec.payload_dtype))
-        state["theta"], state["momentum"] = self.outer.update(delta, state["momentum"], state["theta"])
-        broadcast(state["theta"], stacked)
-        return records
+    def use_step(self, key: tuple) -> int:
+        return self.warm + (key[1] + self.delay + 1) * self.H
 
-    def global_params(self, numerics, state: dict) -> Tree:
-        return state["theta"]
+    def method_ops(self, numerics, state: dict, worker: int, step: int, plan: StepPlan) -> None:
+        if not plan.sends:
+            return
+        send = plan.sends[0]
+        r = send.round
+        red_now = self.reduction(state, send.key, worker)
+        old_key = ("outer", r - self.delay, self.everyone)
+        red_old = self.reduction(state, old_key, worker) if r >= self.delay else None
+        params = numerics.replicas.params
+        box: dict = {}
+
+        def contribute() -> None:
+            # Delta_m = theta_outer_m - theta_m, as the receivers will see it
+            fresh = tree_sub(worker_view(state["outer"], worker), worker_view(params, worker))
+            box["fresh"] = fresh
+            red_now.add(worker, self.wire(state, worker, fresh))
+
+        def outer_step() -> None:
+            if red_old is not None and red_old.gone:  # left out, and the result is gone: nothing to apply
+                return
+            fresh = box["fresh"]
+            m = len(self.everyone)
+            if red_old is None:  # nothing has arrived yet (first k rounds): an average of zeros
+                delta = {k: v / m for k, v in fresh.items()} if self.eager else {k: v * 0 for k, v in fresh.items()}
+            else:
+                avg = red_old.mean()
+                if self.eager and worker in red_old.present:  # Delta~_m = Delta(t-H) + (Delta_m(t) - Delta_m(t-H)) / M
+                    stale = red_old.contribs[worker]
+                    m = len(red_old.present)
+                    delta = {k: avg[k] + (fresh[k] - stale[k]) / m for k in avg}
+                else:
+                    delta = avg
+            outer_w = worker_view(state["outer"], worker)
+            mom_w = worker_view(state["momentum"], worker)
+            new_outer, new_mom = self.outer.update(delta, mom_w, outer_w)
+            assign(outer_w, new_outer)
+            assign(mom_w, new_mom)
+            if red_old is None or worker in red_old.present:  # dropped: keep its own params
+                assign(worker_view(params, worker), new_outer)
+            if red_old is not None:
+                self.release(state, old_key, worker)
+
+        numerics.enqueue_op(worker, contribute)
+        numerics.enqueue_op(worker, outer_step, red_old.ready if red_old is not None else None)

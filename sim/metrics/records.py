@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 @dataclass(slots=True)
 class StateSpan:
-    """A worker spent [start_s, end_s) in one state: compute | comm_blocked | idle | down."""
+    """A worker spent [start_s, end_s) in one state: compute | comm_blocked | straggler_wait | down."""
     worker: int
     node: str
     state: str
@@ -42,16 +42,57 @@ class Sync:
     first_arrival_s: float
     start_s: float
     end_s: float
+    stream: str = ""  # which schedule stream ('outer', 'frag2', 'gossip', 'grads', 'warmup')
 
 
 @dataclass(slots=True)
 class LossPoint:
-    """A loss value: kind 'train' (one worker's step) or 'eval' (the global model)."""
+    """A value over time: kind 'train' (one worker's step loss), 'eval' (the global model's
+    held-out loss), 'spread' (NoLoCo: std of slow weights across workers) or 'drift'
+    (eager DiLoCo: max pairwise distance between workers' outer parameters)."""
     kind: str
     worker: int
     step: int
     time_s: float
     loss: float
+
+
+@dataclass(slots=True)
+class FaultSpan:
+    """A fault lasted [start_s, end_s): kind 'failure' or 'churn' (a node down or absent),
+    'slow_period' (a node computes slower), 'link_outage' or 'link_degraded' (a WAN link)."""
+    kind: str
+    worker: int  # -1 for a link
+    node: str  # node name, or 'a<->b' for a link
+    start_s: float
+    end_s: float
+    factor: float = 0.0  # slow_period: step-time multiplier; link_degraded: bandwidth multiplier
+
+
+@dataclass(slots=True)
+class Dropped:
+    """A worker's contribution to one collective was not part of it: reason 'late' (the
+    sync timeout ran out), 'down' (the worker was down or fetching parameters) or
+    'rejoined' (it came back past that step, with a peer's parameters)."""
+    worker: int
+    node: str
+    stream: str
+    round: int
+    time_s: float
+    reason: str
+
+
+@dataclass(slots=True)
+class Recovery:
+    """A worker that came back (failure or join) fetched ``payload_bytes`` of parameters
+    from ``peer`` over [start_s, end_s) and went on from the peer's step ``step``."""
+    worker: int
+    node: str
+    peer: str
+    start_s: float
+    end_s: float
+    payload_bytes: float
+    step: int
 
 
 @dataclass
@@ -61,3 +102,6 @@ class Recorder:
     transfers: list[Transfer] = field(default_factory=list)
     syncs: list[Sync] = field(default_factory=list)
     losses: list[LossPoint] = field(default_factory=list)
+    faults: list[FaultSpan] = field(default_factory=list)
+    dropped: list[Dropped] = field(default_factory=list)
+    recoveries: list[Recovery] = field(default_factory=list)

@@ -1,9 +1,14 @@
 """Records -> tables -> summary.
 
-``events_table``: one flat row per worker state span (compute, comm_blocked, idle, down),
+``events_table``: one flat row per worker state span (compute, comm_blocked, straggler_wait, down),
 per transfer and per sync. ``metrics_table``: one row per loss value (train: per worker
 per step; eval: the global model), with simulated time, tokens and payload bytes so far.
-``summarize``: utilization breakdown per node and region, bytes per link, time to target.
+``summarize``: utilization breakdown per node and region, bytes per link, time to target,
+bytes per worker per round, and each link's mean and peak bandwidth actually used.
+
+Bandwidth over time (``replay_rates``) is recovered by replaying the recorded transfers
+through the same flow-level network model, because a transfer record keeps only its
+start and arrival, not the rates it got while sharing links.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ EVENT_COLUMNS = {
     "kind": "string", "worker": "Int64", "node": "string", "state": "string", "start_s": "float64",
     "end_s": "float64", "duration_s": "float64", "step": "Int64", "src": "string", "dst": "string",
     "payload_bytes": "float64", "tag": "string", "route": "string", "round": "Int64", "participants": "Int64",
+    "stream": "string", "factor": "float64",
 }
 
 
@@ -33,10 +39,41 @@ def events_table(rec: Recorder) -> pd.DataFrame:
         d = asdict(s)
         rows.append({"kind": "sync", "round": d["round"], "tag": d["collective"], "participants": d["participants"],
                      "payload_bytes": d["payload_bytes"], "start_s": d["start_s"], "end_s": d["end_s"]})
+    rows += _fault_rows(rec)
     df = pd.DataFrame(rows, columns=list(EVENT_COLUMNS))
     df["duration_s"] = df["end_s"] - df["start_s"]
     df = df.astype(EVENT_COLUMNS)
     return df.sort_values(["start_s", "kind", "worker", "src", "dst"], kind="stable").reset_index(drop=True)
+
+
+def _fault_rows(rec: Recorder) -> list[dict]:
+    """Rows of kind 'fault' (tag: failure, churn, slow_period, link_outage, link_degraded;
+    factor: the slowdown or bandwidth multiplier), 'dropped' (a contribution left out of a
+    collective; tag: late, down, rejoined) and 'recovery' (a parameter fetch, src = peer)."""
+    rows = []
+    for f in getattr(rec, "faults", ()):
+        rows.append({"kind": "fault", "worker": f.worker if f.worker >= 0 else None, "node": f.node, "tag": f.kind,
+                     "start_s": f.start_s, "end_s": f.end_s, "factor": f.factor or None})
+    for d in getattr(rec, "dropped", ()):
+        rows.append({"kind": "dropped", "worker": d.worker, "node": d.node, "tag": d.reason, "stream": d.stream,
+                     "round": d.round, "start_s": d.time_s, "end_s": d.time_s})
+    for r in getattr(rec, "recoveries", ()):
+        rows.append({"kind": "recovery", "worker": r.worker, "node": r.node, "src": r.peer or None, "dst": r.node,
+                     "payload_bytes": r.payload_bytes, "start_s": r.start_s, "end_s": r.end_s, "step": r.step})
+    return rows
+
+
+def fault_summary(rec: Recorder) -> dict:
+    """Counts of faults by kind, dropped contributions by reason, and recovery fetches."""
+    kinds: dict[str, int] = {}
+    for f in rec.faults:
+        kinds[f.kind] = kinds.get(f.kind, 0) + 1
+    dropped: dict[str, int] = {}
+    for d in rec.dropped:
+        dropped[d.reason] = dropped.get(d.reason, 0) + 1
+    return {"faults": kinds, "dropped_contributions": dropped, "recoveries": len(rec.recoveries),
+            "recovery_bytes": float(sum(r.payload_bytes for r in rec.recoveries)),
+            "recovery_s": float(sum(r.end_s - r.start_s for r in rec.recoveries))}
 
 
 def metrics_table(sim) -> pd.DataFrame:
@@ -74,16 +111,129 @@ def time_to_loss(metrics: pd.DataFrame, target: float | None) -> float | None:
     return float(ev["time_s"].iloc[0]) if len(ev) else None
 
 
+def wan_links(graph) -> list[tuple[str, str]]:
+    """Both directions of every WAN edge of a topology graph (``engine.network.build_graph``)."""
+    out = []
+    for u, v, d in graph.edges(data=True):
+        if d.get("kind") == "wan":
+            out += [(u, v), (v, u)]
+    return sorted(out)
+
+
+def _region(node: str) -> str:
+    return node.rsplit("/", 1)[0]
+
+
+def _active_flows(net) -> list:
+    """Flows sending now in a replayed network (its public accessor)."""
+    return net.flows_in_flight()
+
+
+def replay_rates(graph, transfers: pd.DataFrame) -> tuple[dict, dict]:
+    """Bytes/s over time on every directed WAN link and between every ordered pair of
+    regions, recovered by replaying the run's transfers through the network model.
+
+    Transfer records keep only start and arrival; the rate a flow got while it shared
+    links is not recorded. Max-min fair rates depend only on which flows are active, their
+    sizes and link capacities, so starting every recorded transfer again at its
+    ``start_s`` in a fresh ``Network`` over the same graph gives the same rates the run
+    had (and the same bandwidth series and outages). Rates are read after every instant
+    at which something happened. Returns ``({link: (times, rates)}, {(src_region,
+    dst_region): (times, rates)})``: step functions, ``rates[i]`` on [times[i], times[i+1]),
+    the last rate 0.
+    """
+    import math
+
+    import simpy
+
+    from sim.engine.network import Network
+    from sim.metrics.records import Recorder
+
+    env = simpy.Environment()
+    net = Network(env, graph, Recorder())
+    links = wan_links(graph)
+    tr = transfers.sort_values("start_s", kind="stable")
+    rows = list(zip(tr["start_s"].astype(float), tr["src"].astype(str), tr["dst"].astype(str),
+                    tr["payload_bytes"].astype(float)))
+
+    def starter():
+        for t, src, dst, nbytes in rows:
+            if t > env.now:
+                yield env.timeout(t - env.now)
+            net.transfer(src, dst, nbytes, "replay")
+
+    env.process(starter())
+    times: list[float] = [0.0]
+    link_rows: list[list[float]] = [[0.0] * len(links)]
+    pair_rows: list[dict] = [{}]
+    while not math.isinf(env.peek()):
+        now = env.peek()
+        while env.peek() == now:
+            env.step()
+        per_link = dict.fromkeys(links, 0.0)
+        pr: dict[tuple[str, str], float] = {}
+        for f in _active_flows(net):
+            if not 0 < f.rate < math.inf:
+                continue
+            for l in f.links:
+                if l in per_link:
+                    per_link[l] += f.rate
+            key = (_region(f.src), _region(f.dst))
+            if key[0] != key[1]:
+                pr[key] = pr.get(key, 0.0) + f.rate
+        lr = list(per_link.values())
+        if lr == link_rows[-1] and pr == pair_rows[-1]:
+            continue
+        if now == times[-1]:
+            link_rows[-1], pair_rows[-1] = lr, pr
+        else:
+            times.append(now)
+            link_rows.append(lr)
+            pair_rows.append(pr)
+    t = np.array(times)
+    lr_arr = np.array(link_rows).reshape(len(times), len(links))
+    by_link = {l: (t, lr_arr[:, i]) for i, l in enumerate(links) if lr_arr[:, i].any()}
+    pairs = sorted({k for pr in pair_rows for k in pr})
+    by_pair = {k: (t, np.array([pr.get(k, 0.0) for pr in pair_rows])) for k in pairs}
+    return by_link, by_pair
+
+
+def bytes_in_bins(times: np.ndarray, rates: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Bytes a step function (``replay_rates``) carries in each bin [edges[k], edges[k+1])."""
+    cum = np.concatenate([[0.0], np.cumsum(rates[:-1] * np.diff(times))])
+    at_edges = np.interp(edges, times, cum, left=0.0, right=float(cum[-1]))
+    return np.diff(at_edges)
+
+
+def _cap_gbps(edge: dict) -> float:
+    """Highest bandwidth a graph edge ever has (its bandwidth series included)."""
+    series = edge.get("bandwidth_series") or []
+    return float(max([edge["bandwidth_gbps"]] + [bw for _, bw in series]))
+
+
 def summarize(sim, events: pd.DataFrame, metrics: pd.DataFrame, manifest: dict) -> dict:
     duration = float(sim.env.now)
     util = utilization(events, duration, sim.nodes)
     region = {n: sim.graph.nodes[n]["region"] for n in sim.nodes}
     per_region = util.groupby(util.index.map(region)).mean()
+    replay_error = None
+    try:
+        rates, _ = replay_rates(sim.graph, events[events["kind"] == "transfer"])
+    except Exception as err:  # peaks are a diagnostic: a replay that breaks must not lose the run's summary
+        rates, replay_error = {}, f"{type(err).__name__}: {err}"
     links = []
     for (u, v), b in sorted(sim.net.link_bytes.items()):
-        kind = sim.graph.edges[u, v].get("kind", "link")
-        links.append({"link": f"{u}->{v}", "src": u, "dst": v, "kind": kind, "bytes": b,
-                      "bandwidth_gbps": sim.graph.edges[u, v]["bandwidth_gbps"]})
+        edge = sim.graph.edges[u, v]
+        kind = edge.get("kind", "link")
+        entry = {"link": f"{u}->{v}", "src": u, "dst": v, "kind": kind, "bytes": b,
+                 "bandwidth_gbps": edge["bandwidth_gbps"], "cap_gbps": _cap_gbps(edge),
+                 "mean_gbps": b * 8 / 1e9 / duration if duration > 0 else 0.0}
+        if kind == "wan":  # peak rate actually used (from the replay); not tracked for intra-region links
+            entry["peak_gbps"] = (None if replay_error else
+                                  float(rates[(u, v)][1].max()) * 8 / 1e9 if (u, v) in rates else 0.0)
+        links.append(entry)
+    wan_peaks = [l["peak_gbps"] for l in links if l["kind"] == "wan" and l["peak_gbps"] is not None]
+    bytes_total = float(sum(t.payload_bytes for t in sim.recorder.transfers))
     ev = metrics[metrics["kind"] == "eval"]
     floor = getattr(sim.dataset, "loss_floor", None)
     final_eval = float(ev["loss"].iloc[-1]) if len(ev) else None
@@ -105,10 +255,15 @@ def summarize(sim, events: pd.DataFrame, metrics: pd.DataFrame, manifest: dict) 
         "state_fractions": {s: float(util[f"{s}_s"].sum() / (duration * len(sim.nodes))) if duration > 0 else 0.0
                             for s in STATES},
         "per_node": {n: {k: float(v) for k, v in row.items()} for n, row in util.iterrows()},
-        "per_region": {r: {"utilization": float(row["utilization"])} for r, row in per_region.iterrows()},
+        "per_region": {r: {"utilization": float(row["utilization"]),
+                           **{f"{s}_frac": float(row[f"{s}_frac"]) for s in STATES}}
+                       for r, row in per_region.iterrows()},
         "step_time_s": {n: t for n, t in zip(sim.nodes, sim.step_time_s)},
-        "bytes_total": float(sum(t.payload_bytes for t in sim.recorder.transfers)),
+        "bytes_total": bytes_total,
+        "bytes_per_worker_per_round": bytes_total / (sim.n_workers * sim.rounds) if sim.rounds else None,
         "bytes_per_link": links,
+        "peak_wan_gbps": max(wan_peaks) if wan_peaks else None,
+        "peak_error": replay_error,
         "wan_bytes": float(sum(l["bytes"] for l in links if l["kind"] == "wan")),
         "bytes_sent_per_node": {n: sim.net.sent_bytes[n] for n in sim.nodes},
         "bytes_received_per_node": {n: sim.net.received_bytes[n] for n in sim.nodes},
@@ -118,6 +273,9 @@ def summarize(sim, events: pd.DataFrame, metrics: pd.DataFrame, manifest: dict) 
         "target_eval_loss": sc.run.target_eval_loss,
         "time_to_target_s": time_to_loss(metrics, sc.run.target_eval_loss),
         "wall_s": manifest.get("wall_s"),
-        "numerics": {"batched_calls": sim.numerics.batched_calls, "replica_steps": sim.numerics.replica_steps,
-                     "device": str(sim.device)},
+        "faults": fault_summary(sim.recorder),
+        "ended_early": getattr(sim, "ended_early", None),
+        "numerics": ({"batched_calls": sim.numerics.batched_calls, "replica_steps": sim.numerics.replica_steps,
+                      "device": str(sim.device)} if sim.numerics is not None else None),
     }
+

@@ -1,133 +1,578 @@
-"""The run dashboard: one self-contained HTML page (plotly.js embedded once, works offline).
+"""The run dashboard: one self-contained HTML page per run (plotly.js embedded, works offline).
 
-Shows, for one run: eval loss vs simulated time against the loss floor, train loss,
-per-node utilization split into compute / comm-blocked / straggler-wait / down, and
-bytes per link (WAN links first). This package is the only place that imports plotly.
+Drawn from the run's files only, so ``render_run_dir`` can redraw any run directory:
+
+* header: scenario, algorithm and its knobs (whatever the method: read from the manifest),
+  topology, seed, simulated and wall time, device; a summary table (CU, time to the target
+  eval loss, bytes, bytes per worker per round, peak WAN bandwidth);
+* timeline: a Gantt of every worker's states (compute, comm-blocked, straggler-wait,
+  down); above ``MAX_GANTT_ROWS`` workers, one row per region (each slice coloured by the
+  state most of its workers were in) and a selector that adds one worker's row;
+* utilization per node and per region (stacked by state) and overall;
+* network: throughput over time per directed WAN link and per region pair, bytes per
+  link, peak vs mean bandwidth per WAN link, a topology picture (links as wide as their bytes);
+* learning: train and eval loss vs simulated time, eval loss vs tokens and vs bytes, the
+  synthetic language's loss floor, and method diagnostics (NoLoCo spread, eager DiLoCo
+  drift: metrics rows of any kind other than train and eval) when a run has them.
+
+Throughput comes from ``sim.metrics.tables.replay_rates`` (the run's transfers replayed
+through the network model), the same function that gives the summary's peak bandwidth.
+This package is the only place that imports plotly.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-STATE_COLORS = {"compute": "#2ca02c", "comm_blocked": "#d62728", "idle": "#ff7f0e", "down": "#7f7f7f"}
-STATE_LABELS = {"compute": "compute", "comm_blocked": "comm-blocked", "idle": "straggler-wait", "down": "down"}
+from sim.metrics.tables import bytes_in_bins, replay_rates, time_to_loss
+from sim.report.page import (STATE_COLORS, STATE_LABELS, Page, export_pngs, fmt_bytes, fmt_gbps, fmt_s, kv_table)
+from sim.report.runs import RunData, algorithm_label, load_run, topology_graph
+
+STATES = list(STATE_COLORS)
+MAX_GANTT_ROWS = 64  # above this many workers the timeline shows one row per region
+MAX_GANTT_BARS = 20_000  # above this many spans, each row is cut into time slices (majority state)
+THROUGHPUT_BINS = 400  # throughput with more steps than MAX_STEP_POINTS is shown as bin means
+MAX_STEP_POINTS = 6000
+DIAGNOSTIC_LABELS = {
+    "spread": "NoLoCo spread: std of slow weights across workers",
+    "drift": "eager DiLoCo drift: max pairwise distance of workers' outer parameters",
+}
 
 
-def _fmt_bytes(b: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
-        if abs(b) < 1000 or unit == "PB":
-            return f"{b:,.1f} {unit}"
-        b /= 1000.0
-    return f"{b:.1f} PB"
+# ---------------------------------------------------------------------- small helpers
+def region_of(node: str) -> str:
+    """Region of a worker node (``region/i``) or switch (``region``), as build_graph names them."""
+    return node.rsplit("/", 1)[0] if "/" in node else node
 
 
-def _loss_figure(metrics: pd.DataFrame, floor: float | None) -> go.Figure:
+def _fig(title: str, height: int = 380, **layout) -> go.Figure:
     fig = go.Figure()
+    fig.update_layout(title={"text": title, "font": {"size": 15}}, height=height,
+                      margin={"t": 60, "b": 50, "l": 60, "r": 20}, legend={"orientation": "h", "y": -0.18}, **layout)
+    return fig
+
+
+def loss_range(losses, floor: float | None) -> list[float] | None:
+    """A loss axis range over ``losses`` that also shows the floor, unless the floor lies so far
+    below that the curves would be squashed into the top third (then the floor is left out)."""
+    vals = [float(v) for v in losses if v is not None and math.isfinite(float(v))]
+    if not vals:
+        return None
+    lo, hi = min(vals), max(vals)
+    if floor is not None and floor >= lo - 0.5 * (hi - lo):
+        lo = min(lo, floor)
+    pad = 0.05 * (hi - lo or 1.0)
+    return [lo - pad, hi + pad]
+
+
+def _floor_line(fig: go.Figure, floor: float | None, losses=()) -> None:
+    """The loss floor as a dashed line (named in the title when it lies below the axis range)."""
+    if floor is None:
+        return
+    rng = loss_range(losses, floor)
+    if rng is not None:
+        fig.update_layout(yaxis_range=rng)
+    if rng is None or floor >= rng[0]:
+        fig.add_hline(y=floor, line={"dash": "dash", "color": "black", "width": 1},
+                      annotation_text=f"loss floor {floor:.3f}", annotation_position="top right")
+    else:
+        fig.update_layout(title_text=f"{fig.layout.title.text} (loss floor {floor:.3f}, below this range)")
+
+
+# ---------------------------------------------------------------------- timeline (Gantt)
+def _state_time_in_bins(spans: pd.DataFrame, edges: np.ndarray) -> np.ndarray:
+    """Seconds each state occupies in each bin, for one worker: array [n_states, n_bins]."""
+    out = np.zeros((len(STATES), len(edges) - 1))
+    for k, state in enumerate(STATES):
+        s = spans[spans["state"] == state].sort_values("start_s")
+        if s.empty:
+            continue
+        starts, ends = s["start_s"].to_numpy(float), s["end_s"].to_numpy(float)
+        dur = ends - starts
+        before = np.concatenate([[0.0], np.cumsum(dur)])  # time in spans [0, i)
+        i = np.searchsorted(starts, edges, side="right") - 1
+        occupied = np.where(i >= 0, before[np.maximum(i, 0)] + np.clip(edges - starts[np.maximum(i, 0)], 0,
+                                                                       dur[np.maximum(i, 0)]), 0.0)
+        out[k] = np.diff(occupied)
+    return out
+
+
+def _segments_from_bins(times: np.ndarray, edges: np.ndarray) -> list[tuple[float, float, int, np.ndarray]]:
+    """Merge consecutive bins whose majority state is the same: [(start, end, state, fractions)]."""
+    total = times.sum(axis=0)
+    major = np.argmax(times, axis=0)
+    segs: list[tuple[float, float, int, np.ndarray]] = []
+    for b in range(times.shape[1]):
+        if total[b] <= 0:
+            continue
+        if segs and segs[-1][2] == major[b] and segs[-1][1] == edges[b]:
+            s0, _, st, acc = segs[-1]
+            segs[-1] = (s0, edges[b + 1], st, acc + times[:, b])
+        else:
+            segs.append((edges[b], edges[b + 1], int(major[b]), times[:, b].copy()))
+    return [(a, b, st, acc / acc.sum()) for a, b, st, acc in segs]
+
+
+def timeline(run: RunData) -> tuple[go.Figure, dict | None]:
+    """The Gantt of worker states, and (above MAX_GANTT_ROWS workers) the per-worker
+    segments the page's selector can add as a row."""
+    st = run.events[run.events["kind"] == "state"][["node", "state", "start_s", "end_s"]].copy()
+    st["node"] = st["node"].astype(str)
+    st["state"] = st["state"].astype(str)
+    nodes = list(run.summary.get("per_node") or dict.fromkeys(st["node"].unique()))
+    duration = float(run.summary.get("sim_duration_s") or (st["end_s"].max() if len(st) else 0.0))
+    aggregate = len(nodes) > MAX_GANTT_ROWS
+    rows: list[str]
+    bars: list[tuple[str, float, float, int, str]] = []  # row, start, end, state index, hover note
+    note = ""
+    selector = None
+    if not aggregate and len(st) <= MAX_GANTT_BARS:
+        rows = nodes
+        sidx = {s: i for i, s in enumerate(STATES)}
+        for r in st.itertuples(index=False):
+            bars.append((r.node, r.start_s, r.end_s, sidx[r.state], ""))
+    else:
+        n_rows = len({region_of(n) for n in nodes}) if aggregate else len(nodes)
+        n_bins = int(min(2000, max(100, MAX_GANTT_BARS // max(n_rows, 1))))
+        edges = np.linspace(0.0, duration, n_bins + 1) if duration > 0 else np.array([0.0, 1.0])
+        note = f" (each row cut into {n_bins} slices of {edges[1] - edges[0]:.3g} s, coloured by majority state)"
+        by_node = {n: g for n, g in st.groupby("node")}
+        per_node = {n: _state_time_in_bins(by_node.get(n, st.iloc[:0]), edges) for n in nodes}
+        if aggregate:
+            regions: dict[str, list[str]] = {}
+            for n in nodes:
+                regions.setdefault(region_of(n), []).append(n)
+            rows = []
+            for reg, members in regions.items():
+                label = f"{reg} ({len(members)} workers)"
+                rows.append(label)
+                for a, b, s, frac in _segments_from_bins(sum(per_node[n] for n in members), edges):
+                    bars.append((label, a, b, s, ", ".join(f"{STATE_LABELS[x]} {f:.0%}"
+                                                           for x, f in zip(STATES, frac) if f > 0.005)))
+            coarse = np.linspace(0.0, edges[-1], min(n_bins, 200) + 1)
+            selector = {"rows": rows, "states": STATES, "workers": {}}
+            for n in nodes:
+                t = _state_time_in_bins(by_node.get(n, st.iloc[:0]), coarse)
+                selector["workers"][n] = [[round(a, 6), round(b, 6), s] for a, b, s, _ in _segments_from_bins(t, coarse)]
+        else:
+            rows = nodes
+            for n in nodes:
+                for a, b, s, frac in _segments_from_bins(per_node[n], edges):
+                    bars.append((n, a, b, s, ", ".join(f"{STATE_LABELS[x]} {f:.0%}"
+                                                       for x, f in zip(STATES, frac) if f > 0.005)))
+    title = ("Timeline: worker states" if not aggregate else
+             f"Timeline: {len(nodes)} workers, one row per region (pick a worker below to add its row)") + note
+    fig = _fig(title, height=int(min(900, 140 + 26 * (len(rows) + (1 if aggregate else 0)))))
+    df = pd.DataFrame(bars, columns=["row", "start", "end", "state", "note"])
+    for k, state in enumerate(STATES):
+        d = df[df["state"] == k]
+        fig.add_trace(go.Bar(
+            y=d["row"], x=d["end"] - d["start"], base=d["start"], orientation="h", name=STATE_LABELS[state],
+            marker={"color": STATE_COLORS[state], "line": {"width": 0}}, customdata=np.c_[d["end"], d["note"]],
+            hovertemplate="%{y}: " + STATE_LABELS[state] + "<br>%{base:.3f} s to %{customdata[0]:.3f} s"
+                          "<br>%{customdata[1]}<extra></extra>",
+            legendgroup=state, showlegend=True))
+    if aggregate:  # empty traces the selector fills with one worker's row
+        for state in STATES:
+            fig.add_trace(go.Bar(y=[], x=[], base=[], orientation="h", marker={"color": STATE_COLORS[state]},
+                                 legendgroup=state, showlegend=False, name=STATE_LABELS[state],
+                                 hovertemplate="%{y}: " + STATE_LABELS[state] + "<br>%{base:.3f} s, %{x:.3f} s"
+                                               "<extra></extra>"))
+    fig.update_layout(barmode="overlay", bargap=0.15, xaxis={"title": "simulated time (s)", "range": [0, duration]},
+                      yaxis={"categoryorder": "array", "categoryarray": rows, "autorange": "reversed",
+                             "type": "category"})
+    return fig, selector
+
+
+def _selector_html(fig_id: str, selector: dict) -> str:
+    """A <select> that adds one worker's row to the aggregated timeline (Plotly.restyle)."""
+    opts = "".join(f"<option value='{html.escape(n)}'>{html.escape(n)}</option>" for n in selector["workers"])
+    data = json.dumps(selector).replace("</", "<\\/")
+    return f"""<p class='note'>Show one worker: <select id='{fig_id}-worker'><option value=''>(none)</option>{opts}
+</select></p><script type='application/json' id='{fig_id}-workers'>{data}</script>
+<script>(function(){{
+  var sel = document.getElementById('{fig_id}-worker');
+  var d = JSON.parse(document.getElementById('{fig_id}-workers').textContent);
+  sel.addEventListener('change', function(){{
+    var gd = document.getElementById('{fig_id}'), w = sel.value, segs = w ? d.workers[w] : [];
+    var xs = [], bs = [], ys = [], idx = [];
+    for (var k = 0; k < d.states.length; k++) {{
+      var x = [], b = [], y = [];
+      segs.forEach(function(s){{ if (s[2] === k) {{ x.push(s[1] - s[0]); b.push(s[0]); y.push(w); }} }});
+      xs.push(x); bs.push(b); ys.push(y); idx.push(d.states.length + k);
+    }}
+    Plotly.restyle(gd, {{x: xs, base: bs, y: ys}}, idx);
+    Plotly.relayout(gd, {{'yaxis.categoryarray': w ? d.rows.concat([w]) : d.rows}});
+  }});
+}})();</script>"""
+
+
+# ---------------------------------------------------------------------- utilization
+def utilization_by_node(summary: dict) -> go.Figure:
+    nodes = list(summary["per_node"])
+    fig = _fig(f"Time per node by state (CU {summary['utilization']:.1%})")
+    for state in STATES:
+        fig.add_trace(go.Bar(x=nodes, y=[summary["per_node"][n][f"{state}_frac"] for n in nodes],
+                             name=STATE_LABELS[state], marker_color=STATE_COLORS[state],
+                             hovertemplate="%{x}: %{y:.1%}<extra>" + STATE_LABELS[state] + "</extra>"))
+    fig.update_layout(barmode="stack", yaxis={"title": "fraction of simulated time", "range": [0, 1.0001],
+                                              "tickformat": ".0%"})
+    return fig
+
+
+def utilization_by_region(summary: dict) -> go.Figure:
+    """Stacked state fractions per region (mean over its nodes) and overall."""
+    regions: dict[str, list[str]] = {}
+    for n in summary["per_node"]:
+        regions.setdefault(region_of(n), []).append(n)
+    labels = [f"{r} ({len(ns)})" for r, ns in regions.items()] + ["all workers"]
+    fig = _fig(f"Time per region by state; overall compute utilization (CU) {summary['utilization']:.1%}")
+    for state in STATES:
+        ys = [float(np.mean([summary["per_node"][n][f"{state}_frac"] for n in ns])) for ns in regions.values()]
+        ys.append(float(summary["state_fractions"][state]))
+        fig.add_trace(go.Bar(x=labels, y=ys, name=STATE_LABELS[state], marker_color=STATE_COLORS[state],
+                             text=[f"{y:.0%}" if y >= 0.04 else "" for y in ys], textposition="inside",
+                             hovertemplate="%{x}: %{y:.1%}<extra>" + STATE_LABELS[state] + "</extra>"))
+    fig.update_layout(barmode="stack", yaxis={"title": "fraction of simulated time", "range": [0, 1.0001],
+                                              "tickformat": ".0%"})
+    return fig
+
+
+# ---------------------------------------------------------------------- network
+def network_series(run: RunData) -> dict:
+    """Throughput (bytes/s step functions) per directed WAN link and per ordered region pair
+    (``tables.replay_rates``), the run's end time and each WAN link's peak (Gbit/s)."""
+    duration = float(run.summary.get("sim_duration_s") or 0.0)
+    tr = run.events[run.events["kind"] == "transfer"]
+    by_link, by_pair = replay_rates(topology_graph(run.scenario["topology"]), tr)
+    end = max([duration] + [float(t[-1]) for t, _ in list(by_link.values()) + list(by_pair.values())]) or 1.0
+    return {"end_s": end, "links": by_link, "pairs": by_pair,
+            "peaks_gbps": {l: float(r.max()) * 8 / 1e9 for l, (_, r) in by_link.items()}}
+
+
+def throughput_xy(t: np.ndarray, r: np.ndarray, end_s: float, n_points: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """Plot points (x s, y Gbit/s, drawn as steps) of a rate step function: exact when it
+    has at most ``MAX_STEP_POINTS`` steps, else its mean over ``THROUGHPUT_BINS`` equal bins."""
+    if n_points <= MAX_STEP_POINTS:
+        x = np.r_[t, max(end_s, float(t[-1]))]
+        return x, np.r_[r, 0.0] * 8 / 1e9, "exact"
+    edges = np.linspace(0.0, end_s, THROUGHPUT_BINS + 1)
+    gbps = bytes_in_bins(t, r, edges) * 8 / 1e9 / (edges[1] - edges[0])
+    return edges, np.r_[gbps, gbps[-1]], f"mean over {edges[1] - edges[0]:.3g} s bins"
+
+
+def _throughput_figure(title: str, series: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]], end_s: float,
+                       caps: dict[tuple[str, str], float] | None = None) -> go.Figure:
+    fig = _fig(title)
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+    n_points = sum(len(t) for t, _ in series.values())
+    how = "exact"
+    for i, ((a, b), (t, r)) in enumerate(sorted(series.items())):
+        x, y, how = throughput_xy(t, r, end_s, n_points)
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line_shape="hv", name=f"{a}\u2192{b}",
+                                 line={"width": 1.3, "color": palette[i % len(palette)]},
+                                 hovertemplate="%{x:.4f} s: %{y:.3g} Gbit/s<extra>" + f"{a}\u2192{b}</extra>"))
+    caps_seen = sorted({c for l, c in (caps or {}).items() if l in series and math.isfinite(c)})
+    for c in caps_seen[:3]:
+        fig.add_hline(y=c, line={"dash": "dot", "color": "#888", "width": 1}, annotation_text=f"capacity {c:g} Gbit/s",
+                      annotation_position="top left")
+    fig.update_layout(xaxis_title="simulated time (s)", yaxis_title=f"Gbit/s ({how})")
+    return fig
+
+
+def bytes_per_link(summary: dict) -> go.Figure:
+    links = sorted(summary["bytes_per_link"], key=lambda l: (l["kind"] != "wan", -l["bytes"], l["link"]))
+    links = [l for l in links if l["bytes"] > 0]
+    fig = _fig("Bytes per directed link (WAN dark, intra-region light)")
+    fig.add_trace(go.Bar(x=[l["link"] for l in links], y=[l["bytes"] for l in links], name="bytes",
+                         marker_color=["#6a51a3" if l["kind"] == "wan" else "#bcbddc" for l in links],
+                         text=[fmt_bytes(l["bytes"]) for l in links], textposition="outside", cliponaxis=False,
+                         hovertext=[f"{l['kind']}, {l['bandwidth_gbps']:g} Gbit/s" for l in links]))
+    fig.update_layout(yaxis_title="bytes", showlegend=False)
+    return fig
+
+
+def peak_vs_mean(summary: dict, peaks_gbps: dict[tuple[str, str], float]) -> go.Figure:
+    wan = [l for l in summary["bytes_per_link"] if l["kind"] == "wan"]
+    names = [l["link"] for l in wan]
+    fig = _fig("WAN bandwidth used: peak and mean over the run, against capacity")
+    fig.add_trace(go.Bar(x=names, y=[peaks_gbps.get((l["src"], l["dst"]), 0.0) for l in wan], name="peak",
+                         marker_color="#08519c"))
+    fig.add_trace(go.Bar(x=names, y=[l["bytes"] * 8 / 1e9 / summary["sim_duration_s"]
+                                     if summary["sim_duration_s"] > 0 else 0.0 for l in wan],
+                         name="mean", marker_color="#6baed6"))
+    fig.add_trace(go.Scatter(x=names, y=[l.get("cap_gbps", l["bandwidth_gbps"]) for l in wan], name="capacity",
+                             mode="markers", marker={"symbol": "line-ew-open", "size": 30, "color": "black",
+                                                     "line": {"width": 2}}))
+    fig.update_layout(barmode="group", yaxis_title="Gbit/s")
+    return fig
+
+
+def topology_picture(run: RunData) -> go.Figure:
+    """Regions as circles (sized by workers) on a ring; WAN links as lines as wide as the
+    bytes they carried (both directions)."""
+    topo = run.scenario["topology"]
+    regions = [r["name"] for r in topo["regions"]]
+    nodes = {r["name"]: r["nodes"] for r in topo["regions"]}
+    n = len(regions)
+    pos = {r: (math.cos(math.pi / 2 - 2 * math.pi * i / n), math.sin(math.pi / 2 - 2 * math.pi * i / n))
+           if n > 1 else (0.0, 0.0) for i, r in enumerate(regions)}
+    by_pair: dict[frozenset, float] = {}
+    for l in run.summary.get("bytes_per_link", []):
+        if l["kind"] == "wan":
+            key = frozenset((l["src"], l["dst"]))
+            by_pair[key] = by_pair.get(key, 0.0) + l["bytes"]
+    top = max(by_pair.values(), default=0.0) or 1.0
+    fig = _fig("Topology: regions and WAN links (width = bytes carried)", height=420)
+    mids_x, mids_y, mids_t = [], [], []
+    for link in topo.get("links", []):
+        a, b = link["a"], link["b"]
+        nbytes = by_pair.get(frozenset((a, b)), 0.0)
+        (x0, y0), (x1, y1) = pos[a], pos[b]
+        fig.add_trace(go.Scatter(x=[x0, x1], y=[y0, y1], mode="lines", showlegend=False, hoverinfo="skip",
+                                 line={"width": 1.5 + 16 * nbytes / top, "color": "#6a51a3",
+                                       "dash": "solid" if nbytes > 0 else "dot"}))
+        mids_x.append((x0 + x1) / 2)
+        mids_y.append((y0 + y1) / 2)
+        mids_t.append(f"{a}\u2013{b}: {fmt_bytes(nbytes)}<br>{link['bandwidth_gbps']:g} Gbit/s, "
+                      f"{link['latency_s'] * 1e3:g} ms")
+    if mids_x:
+        fig.add_trace(go.Scatter(x=mids_x, y=mids_y, mode="markers+text", text=[t.split("<br>")[0].split(": ")[1]
+                                                                                 for t in mids_t],
+                                 textposition="top center", hovertext=mids_t, hoverinfo="text", name="WAN link",
+                                 marker={"size": 6, "color": "#6a51a3"}, showlegend=False))
+    big = max(nodes.values())
+    fig.add_trace(go.Scatter(x=[pos[r][0] for r in regions], y=[pos[r][1] for r in regions], mode="markers+text",
+                             text=[f"<b>{r}</b><br>{nodes[r]} workers" for r in regions], textposition="middle center",
+                             marker={"size": [34 + 40 * math.sqrt(nodes[r] / big) for r in regions],
+                                     "color": "#deebf7", "line": {"color": "#08519c", "width": 2}},
+                             hovertext=[f"{r}: {nodes[r]} workers" for r in regions], hoverinfo="text",
+                             name="region", showlegend=False))
+    axis = {"visible": False, "range": [-1.5, 1.5]}
+    fig.update_layout(xaxis=axis, yaxis={**axis, "scaleanchor": "x"}, plot_bgcolor="white")
+    return fig
+
+
+# ---------------------------------------------------------------------- learning
+def loss_vs_time(metrics: pd.DataFrame, floor: float | None) -> go.Figure:
+    fig = _fig("Loss vs simulated time", height=420)
     train = metrics[metrics["kind"] == "train"]
     if len(train):
         per_step = train.groupby("step").agg(time_s=("time_s", "max"), loss=("loss", "mean")).reset_index()
-        fig.add_trace(go.Scatter(x=per_step["time_s"], y=per_step["loss"], mode="lines", name="train loss (mean of workers)",
-                                 line={"color": "#9ecae1", "width": 1}))
+        fig.add_trace(go.Scatter(x=per_step["time_s"], y=per_step["loss"], mode="lines",
+                                 name="train loss (mean of workers)", line={"color": "#9ecae1", "width": 1}))
     ev = metrics[metrics["kind"] == "eval"]
     fig.add_trace(go.Scatter(x=ev["time_s"], y=ev["loss"], mode="lines+markers", name="eval loss (global model)",
-                             line={"color": "#08519c", "width": 2}))
-    if floor is not None:
-        fig.add_hline(y=floor, line={"dash": "dash", "color": "black"},
-                      annotation_text=f"loss floor {floor:.3f} nats", annotation_position="top right")
-    fig.update_layout(title="Loss vs simulated time", xaxis_title="simulated time (s)", yaxis_title="loss (nats)",
-                      height=420, margin={"t": 50, "b": 40})
+                             line={"color": "#08519c", "width": 2}, marker={"size": 5}))
+    _floor_line(fig, floor, list(ev["loss"]) + (list(per_step["loss"]) if len(train) else []))
+    fig.update_layout(xaxis_title="simulated time (s)", yaxis_title="loss (nats)")
     return fig
 
 
-def _loss_vs_figure(metrics: pd.DataFrame, column: str, title: str, floor: float | None) -> go.Figure:
+def loss_vs(metrics: pd.DataFrame, column: str, title: str, xlabel: str, floor: float | None) -> go.Figure:
     ev = metrics[metrics["kind"] == "eval"]
-    fig = go.Figure(go.Scatter(x=ev[column], y=ev["loss"], mode="lines+markers", name="eval loss",
-                               line={"color": "#08519c"}))
-    if floor is not None:
-        fig.add_hline(y=floor, line={"dash": "dash", "color": "black"})
-    fig.update_layout(title=title, xaxis_title=column, yaxis_title="eval loss (nats)", height=360,
-                      margin={"t": 50, "b": 40})
+    fig = _fig(title)
+    fig.add_trace(go.Scatter(x=ev[column], y=ev["loss"], mode="lines+markers", name="eval loss",
+                             line={"color": "#08519c"}, marker={"size": 5}))
+    _floor_line(fig, floor, ev["loss"])
+    fig.update_layout(xaxis_title=xlabel, yaxis_title="eval loss (nats)", showlegend=False)
     return fig
 
 
-def _utilization_figure(summary: dict) -> go.Figure:
-    nodes = list(summary["per_node"])
-    fig = go.Figure()
-    for state, color in STATE_COLORS.items():
-        fig.add_trace(go.Bar(x=nodes, y=[summary["per_node"][n][f"{state}_frac"] for n in nodes],
-                             name=STATE_LABELS[state], marker_color=color))
-    fig.update_layout(barmode="stack", title=f"Time per node by state (overall compute utilization "
-                                             f"{summary['utilization']:.1%})",
-                      yaxis={"title": "fraction of simulated time", "range": [0, 1.0001]}, height=380,
-                      margin={"t": 50, "b": 40})
+def diagnostic_kinds(metrics: pd.DataFrame) -> list[str]:
+    """Metric kinds other than train and eval (NoLoCo 'spread', eager 'drift', any later one)."""
+    return sorted(k for k in metrics["kind"].astype(str).unique() if k not in ("train", "eval"))
+
+
+def diagnostics(metrics: pd.DataFrame) -> go.Figure | None:
+    kinds = diagnostic_kinds(metrics)
+    if not kinds:
+        return None
+    fig = _fig("Method diagnostics vs simulated time")
+    for i, k in enumerate(kinds):
+        d = metrics[metrics["kind"] == k]
+        fig.add_trace(go.Scatter(x=d["time_s"], y=d["loss"], mode="lines+markers", name=DIAGNOSTIC_LABELS.get(k, k),
+                                 yaxis="y" if i == 0 else "y2", marker={"size": 4}))
+    layout = {"xaxis_title": "simulated time (s)", "yaxis": {"title": kinds[0]}}
+    if len(kinds) > 1:
+        layout["yaxis2"] = {"title": ", ".join(kinds[1:]), "overlaying": "y", "side": "right"}
+    fig.update_layout(**layout)
     return fig
 
 
-def _bytes_figure(summary: dict) -> go.Figure:
-    links = sorted(summary["bytes_per_link"], key=lambda l: (l["kind"] != "wan", -l["bytes"]))
-    links = [l for l in links if l["bytes"] > 0]
-    fig = go.Figure(go.Bar(x=[l["link"] for l in links], y=[l["bytes"] for l in links],
-                           marker_color=["#6a51a3" if l["kind"] == "wan" else "#bcbddc" for l in links],
-                           text=[_fmt_bytes(l["bytes"]) for l in links], textposition="outside",
-                           hovertext=[f"{l['kind']} {l['bandwidth_gbps']} Gbit/s" for l in links]))
-    fig.update_layout(title="Bytes per directed link (WAN dark, intra-region light)", yaxis_title="bytes",
-                      height=380, margin={"t": 50, "b": 80})
-    return fig
+# ---------------------------------------------------------------------- header and summary
+def topology_text(topo: dict) -> str:
+    regs = ", ".join(f"{r['name']} {r['nodes']}" + (f" x{r['step_time_multiplier']:g} step time"
+                                                     if r.get("step_time_multiplier", 1) != 1 else "")
+                     + (f" {r['gpu']}" if r.get("gpu") else "") for r in topo["regions"])
+    n = sum(r["nodes"] for r in topo["regions"])
+    wan = "; ".join(f"{l['a']}\u2013{l['b']} {l['bandwidth_gbps']:g} Gbit/s {l['latency_s'] * 1e3:g} ms"
+                    + (" (time series)" if l.get("bandwidth_csv") else "")
+                    + (f" ({len(l['outages'])} outages)" if l.get("outages") else "") for l in topo.get("links", []))
+    intra = topo.get("intra_region") or {}
+    return (f"{n} workers in {len(topo['regions'])} regions ({regs}); WAN: {wan or 'none'}; intra-region "
+            f"{intra.get('bandwidth_gbps', '?'):g} Gbit/s {intra.get('latency_s', 0) * 1e3:g} ms")
 
 
-def _header(summary: dict, manifest: dict) -> str:
-    sc = manifest["scenario"]
-    algo = ", ".join(f"{k}={v}" for k, v in summary["algorithm"].items())
-    topo = "; ".join(f"{r['name']}: {r['nodes']} nodes" for r in sc["topology"]["regions"])
-    wan = "; ".join(f"{l['a']}-{l['b']} {l['bandwidth_gbps']} Gbit/s {l['latency_s'] * 1e3:g} ms"
-                    for l in sc["topology"]["links"]) or "none"
-    rows = [
-        ("status", manifest["status"]), ("algorithm", algo), ("topology", topo), ("WAN links", wan),
-        ("seed", manifest["seed"]), ("simulated duration", f"{summary['sim_duration_s']:.2f} s"),
-        ("rounds / tokens", f"{summary['rounds']} / {summary['tokens']:,}"),
-        ("compute utilization", f"{summary['utilization']:.1%}"),
-        ("payload per sync", _fmt_bytes(summary["payload_bytes_per_sync"]) + f" ({summary['wire_format']})"),
-        ("bytes on the wire (total / WAN)", f"{_fmt_bytes(summary['bytes_total'])} / {_fmt_bytes(summary['wan_bytes'])}"),
-        ("final eval loss / floor", f"{summary['final_eval_loss']:.4f} / "
-                                    f"{summary['loss_floor']:.4f}" if summary["loss_floor"] is not None
-         else f"{summary['final_eval_loss']}"),
-        ("device", manifest.get("device")),
-        ("wall time", f"{summary['wall_s']:.1f} s" if summary.get("wall_s") else "-"),
+def section_text(d: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in d.items())
+
+
+def target_for(summary: dict) -> float | None:
+    return summary.get("target_eval_loss")
+
+
+def summary_rows(run: RunData) -> list[tuple[str, object]]:
+    s = run.summary
+    target = target_for(s)
+    if target is None:
+        ttt = "no target set (run.target_eval_loss)"
+    else:
+        t = time_to_loss(run.metrics, target)
+        ttt = f"{fmt_s(t)} (target {target:g})" if t is not None else f"not reached (target {target:g})"
+    wan = [l for l in s.get("bytes_per_link", []) if l["kind"] == "wan"]
+    peak = max(wan, key=lambda l: l.get("peak_gbps", 0.0), default=None)
+    rounds = s.get("rounds") or 0
+    bpwr = s.get("bytes_per_worker_per_round",
+                  s["bytes_total"] / (s["workers"] * rounds) if rounds else None)
+    floor = s.get("loss_floor")
+    final = s.get("final_eval_loss")
+    return [
+        ("compute utilization (CU)", f"{s['utilization']:.1%}"),
+        ("time to target eval loss", ttt),
+        ("final eval loss / floor / gap", f"{final:.4f} / {floor:.4f} / {final - floor:.4f}"
+         if final is not None and floor is not None else (f"{final:.4f}" if final is not None else "-")),
+        ("bytes on the wire (all transfers) / over WAN links", f"{fmt_bytes(s['bytes_total'])} / "
+                                                               f"{fmt_bytes(s.get('wan_bytes'))}"),
+        ("bytes per worker per round", fmt_bytes(bpwr)),
+        ("payload per sync", f"{fmt_bytes(s.get('payload_bytes_per_sync'))} ({s.get('wire_format', '?')})"),
+        ("peak WAN bandwidth used", f"{fmt_gbps(peak.get('peak_gbps'))} on {peak['link']} "
+                                    f"(capacity {peak.get('cap_gbps', peak['bandwidth_gbps']):g}, "
+                                    f"mean {fmt_gbps(peak.get('mean_gbps'))})" if peak else "no WAN links"),
+        ("rounds / tokens", f"{rounds} / {s.get('tokens', 0):,}"),
     ]
-    trs = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
-    return (f"<h1>{html.escape(summary['name'])}</h1>"
-            f"<p>{html.escape(sc.get('description', ''))}</p><table class='summary'>{trs}</table>")
 
 
-def write_dashboard(path: Path, sim, events: pd.DataFrame, metrics: pd.DataFrame, summary: dict, manifest: dict) -> None:
-    floor = summary.get("loss_floor")
-    figs = [
-        _loss_figure(metrics, floor),
-        _utilization_figure(summary),
-        _bytes_figure(summary),
-        _loss_vs_figure(metrics, "tokens", "Eval loss vs tokens", floor),
-        _loss_vs_figure(metrics, "bytes", "Eval loss vs bytes on the wire", floor),
+def header_rows(run: RunData) -> list[tuple[str, object]]:
+    m, s, sc = run.manifest, run.summary, run.scenario
+    wall = m.get("wall_s") or s.get("wall_s")
+    return [
+        ("status", m.get("status")),
+        ("algorithm", algorithm_label(sc["algorithm"])),
+        ("topology", topology_text(sc["topology"])),
+        ("model", f"{section_text(sc['model'])} ({s.get('n_params', 0):,} parameters)"),
+        ("data", section_text(sc["data"])),
+        ("inner optimizer", section_text(sc.get("optimizer", {}))),
+        ("seed", m.get("seed")),
+        ("simulated duration", fmt_s(s.get("sim_duration_s"))),
+        ("wall time", fmt_s(wall)),
+        ("device", m.get("device")),
+        ("run", f"{m.get('started_at', '?')}, git {str(m.get('git_revision') or '?')[:10]}, "
+                f"locosim {(m.get('versions') or {}).get('locosim', '?')}"),
     ]
-    parts = []
-    for i, fig in enumerate(figs):
-        parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0), div_id=f"fig{i}",
-                                 config={"displaylogo": False}))
-    page = f"""<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>locosim: {html.escape(summary['name'])}</title>
-<style>body{{font-family:sans-serif;margin:1.5em;max-width:1200px}} table.summary th{{text-align:left;padding-right:1.5em}}
-.figs{{display:grid;grid-template-columns:1fr 1fr;gap:1em}} .wide{{grid-column:1 / span 2}}</style>
-</head><body>
-{_header(summary, manifest)}
-<div class="figs"><div class="wide">{parts[0]}</div><div>{parts[1]}</div><div>{parts[2]}</div>
-<div>{parts[3]}</div><div>{parts[4]}</div></div>
-<script type="application/json" id="locosim-summary">{html.escape(json.dumps(summary, default=str))}</script>
-</body></html>
-"""
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
+
+
+# ---------------------------------------------------------------------- the page
+def run_figures(run: RunData) -> tuple[dict[str, tuple[go.Figure, bool]], dict | None]:
+    """Every figure of a run's dashboard by div id (figure, wide?), in page order, plus the
+    timeline selector's data (None when every worker has its own row)."""
+    s = run.summary
+    floor = s.get("loss_floor")
+    net = network_series(run)
+    caps = {(l["src"], l["dst"]): float(l.get("cap_gbps", l["bandwidth_gbps"])) for l in s["bytes_per_link"]}
+    wan = {(l["src"], l["dst"]) for l in s["bytes_per_link"] if l["kind"] == "wan"}
+    figs: dict[str, tuple[go.Figure, bool]] = {}
+    gantt, selector = timeline(run)
+    figs["fig-timeline"] = (gantt, True)
+    figs["fig-util-node"] = (utilization_by_node(s), False)
+    figs["fig-util-region"] = (utilization_by_region(s), False)
+    wan_series = {l: v for l, v in net["links"].items() if l in wan}
+    if wan_series:
+        figs["fig-throughput-link"] = (_throughput_figure("Throughput per directed WAN link", wan_series,
+                                                          net["end_s"], caps), False)
+    if net["pairs"]:
+        figs["fig-throughput-pair"] = (_throughput_figure("Throughput per region pair (source \u2192 destination)",
+                                                          net["pairs"], net["end_s"]), False)
+    figs["fig-bytes-link"] = (bytes_per_link(s), False)
+    if wan:
+        figs["fig-bandwidth-peak"] = (peak_vs_mean(s, net["peaks_gbps"]), False)
+    figs["fig-topology"] = (topology_picture(run), False)
+    if len(run.metrics) and (run.metrics["kind"] == "eval").any():  # a timing-only run has no losses
+        figs["fig-loss-time"] = (loss_vs_time(run.metrics, floor), True)
+        figs["fig-loss-tokens"] = (loss_vs(run.metrics, "tokens", "Eval loss vs tokens", "tokens (all workers)",
+                                           floor), False)
+        figs["fig-loss-bytes"] = (loss_vs(run.metrics, "bytes", "Eval loss vs bytes on the wire",
+                                          "bytes sent so far (all transfers)", floor), False)
+    diag = diagnostics(run.metrics) if len(run.metrics) else None
+    if diag is not None:
+        figs["fig-diagnostics"] = (diag, True)
+    return figs, selector
+
+
+SECTIONS = [
+    ("Timeline", ["fig-timeline"]),
+    ("Utilization", ["fig-util-node", "fig-util-region"]),
+    ("Network", ["fig-throughput-link", "fig-throughput-pair", "fig-bytes-link", "fig-bandwidth-peak",
+                 "fig-topology"]),
+    ("Learning", ["fig-loss-time", "fig-loss-tokens", "fig-loss-bytes", "fig-diagnostics"]),
+]
+
+
+def build_dashboard(run: RunData) -> Page:
+    figs, selector = run_figures(run)
+    s = run.summary
+    page = Page(f"locosim: {s['name']}")
+    desc = run.scenario.get("description") or ""
+    page.html(f"<h1>{html.escape(s['name'])}</h1>" + (f"<p class='desc'>{html.escape(desc)}</p>" if desc else ""))
+    page.html("<div class='cols'><div>" + kv_table(header_rows(run)).replace("class='kv'", "class='kv' id='header'")
+              + "</div><div>" + kv_table(summary_rows(run)).replace("class='kv'", "class='kv' id='summary-table'")
+              + "</div></div>")
+    for title, ids in SECTIONS:
+        present = [i for i in ids if i in figs]
+        page.html(f"<h2>{title}</h2>")
+        if title == "Learning" and "fig-loss-time" not in figs:
+            page.html("<p class='note'>No losses: a timing-only run (no numerics).</p>")
+        if title == "Network" and "fig-throughput-link" not in figs:
+            page.html("<p class='note'>No WAN traffic in this run (one region, or nothing crossed a WAN link).</p>")
+        page.html("<div class='cols'>")
+        for i in present:
+            fig, wide = figs[i]
+            page.figure(i, fig, wide=wide)
+            if i == "fig-timeline" and selector is not None:
+                page.html(f"<div class='wide'>{_selector_html(i, selector)}</div>")
+        page.html("</div>")
+    page.html("<p class='note'>Throughput: the run's transfers replayed through the same flow-level network "
+              "model (sim.metrics.tables.replay_rates); long runs are shown as means over equal time bins.</p>")
+    page.data("locosim-summary", s)
+    return page
+
+
+def write_dashboard(path: Path, sim, events: pd.DataFrame, metrics: pd.DataFrame, summary: dict,
+                    manifest: dict) -> None:
+    """Write ``dashboard.html`` for a run that just finished (``sim`` is not needed: the page
+    is drawn from the same tables the run directory holds)."""
+    run = RunData(Path(path).parent, manifest, summary, events, metrics, label=Path(path).parent.name)
+    build_dashboard(run).write(Path(path))
+
+
+def render_run_dir(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Redraw a run directory's dashboard from its files (to ``out``, default its dashboard.html)."""
+    run = load_run(run_dir)
+    path = Path(out) if out is not None else Path(run_dir) / "dashboard.html"
+    build_dashboard(run).write(path)
+    return path
+
+
+def export_run_pngs(run_dir: str | Path, png_dir: str | Path) -> tuple[list[Path], str | None]:
+    """PNG of every dashboard figure of a run directory (see ``page.export_pngs``)."""
+    figs, _ = run_figures(load_run(run_dir))
+    for fig, _wide in figs.values():
+        fig.update_layout(template="plotly_white")
+    return export_pngs({k: f for k, (f, _w) in figs.items()}, Path(png_dir))

@@ -98,3 +98,44 @@ def build_model(spec, vocab_size: int) -> nn.Module:
 
 def n_layers_of(spec) -> int:
     return getattr(spec, "n_layers", 1)
+
+
+# --------------------------------------------------------------------------- explicit replica dimension
+def _stacked_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """x [N, ..., in] @ w[N, out, in]^T + b [N, out], one batched matmul (torch.baddbmm) for all N replicas."""
+    n, d_in = x.shape[0], x.shape[-1]
+    y = torch.baddbmm(b.unsqueeze(1), x.reshape(n, -1, d_in), w.transpose(1, 2))
+    return y.reshape(*x.shape[:-1], w.shape[1])
+
+
+def _stacked_layer_norm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (x.shape[-1],)
+    return F.layer_norm(x, x.shape[-1:]) * w.reshape(shape) + b.reshape(shape)
+
+
+def stacked_gpt_logits(params: dict[str, torch.Tensor], idx: torch.Tensor, n_layers: int, n_heads: int) -> torch.Tensor:
+    """TinyGPT's forward for N replicas at once, written with the replica dimension explicit:
+    ``params`` are TinyGPT's parameters (same names) stacked to ``[N, ...]``, ``idx`` is
+    ``[N, B, T]``; returns logits ``[N, B, T, V]``. Every linear layer is one ``baddbmm``
+    over the replicas, so one autograd pass gives every replica's gradient (the same
+    numbers as ``torch.func.vmap`` over ``TinyGPT``, to fp32 rounding)."""
+    n, b, t = idx.shape
+    tok = params["tok.weight"]
+    x = tok[torch.arange(n, device=idx.device).reshape(n, 1, 1), idx] + params["pos.weight"][:, :t].unsqueeze(1)
+    d = x.shape[-1]
+    h, dh = n_heads, d // n_heads
+    causal = torch.ones(t, t, dtype=torch.bool, device=idx.device).triu(1)
+    for i in range(n_layers):
+        p = f"blocks.{i}."
+        qkv = _stacked_linear(_stacked_layer_norm(x, params[p + "ln1.weight"], params[p + "ln1.bias"]),
+                              params[p + "qkv.weight"], params[p + "qkv.bias"])
+        q, k, v = (z.reshape(n, b, t, h, dh).transpose(2, 3) for z in qkv.split(d, dim=-1))  # [N, B, h, T, dh]
+        att = (q @ k.transpose(-2, -1)) / math.sqrt(dh)
+        att = att.masked_fill(causal, float("-inf")).softmax(dim=-1)
+        y = (att @ v).transpose(2, 3).reshape(n, b, t, d)
+        x = x + _stacked_linear(y, params[p + "proj.weight"], params[p + "proj.bias"])
+        hid = _stacked_linear(_stacked_layer_norm(x, params[p + "ln2.weight"], params[p + "ln2.bias"]),
+                              params[p + "fc1.weight"], params[p + "fc1.bias"])
+        x = x + _stacked_linear(F.gelu(hid), params[p + "fc2.weight"], params[p + "fc2.bias"])
+    x = _stacked_layer_norm(x, params["ln_f.weight"], params["ln_f.bias"])
+    return _stacked_linear(x, params["head.weight"], params["head.bias"])

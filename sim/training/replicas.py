@@ -107,16 +107,36 @@ class Replicas:
         scale = (self.opt.grad_clip / (sq.sqrt() + 1e-6)).clamp(max=1.0)
         return {k: g * scale.reshape(-1, *([1] * (g.dim() - 1))) for k, g in grads.items()}
 
+    def lr_at(self, t: torch.Tensor) -> torch.Tensor:
+        """Inner learning rate at optimizer step ``t`` (1-based, per replica): linear warmup
+        over ``warmup_steps``, then constant or cosine decay to ``min_lr_ratio * lr`` over
+        ``decay_steps`` (held there afterwards)."""
+        o = self.opt
+        t = t.to(torch.float64)
+        factor = torch.ones_like(t)
+        if o.warmup_steps > 0:
+            factor = torch.clamp(t / o.warmup_steps, max=1.0)
+        if o.schedule == "cosine":
+            progress = torch.clamp((t - o.warmup_steps) / o.decay_steps, min=0.0, max=1.0)
+            cos = 0.5 * (1 + torch.cos(torch.pi * progress))
+            factor = factor * (o.min_lr_ratio + (1 - o.min_lr_ratio) * cos)
+        return o.lr * factor
+
     def _apply(self, params: dict, grads: dict, sel: torch.Tensor | None) -> dict[str, torch.Tensor]:
         o = self.opt
-        if o.name == "sgd":
-            return {k: p - o.lr * (grads[k] + o.weight_decay * p) for k, p in params.items()}
         if sel is None:
             self.opt_steps += 1
             t = self.opt_steps
         else:
             self.opt_steps.index_add_(0, sel, torch.ones_like(sel))
             t = self.opt_steps.index_select(0, sel)
+        lr = self.lr_at(t)
+        if o.name == "sgd":
+            out = {}
+            for k, p in params.items():
+                lr_k = lr.to(p.dtype).reshape((-1,) + (1,) * (p.dim() - 1))
+                out[k] = p - lr_k * (grads[k] + o.weight_decay * p)
+            return out
         bc1 = 1 - o.beta1 ** t.to(torch.float64)
         bc2 = 1 - o.beta2 ** t.to(torch.float64)
         out = {}
@@ -129,8 +149,9 @@ class Replicas:
             shape = (-1,) + (1,) * (p.dim() - 1)
             c1 = bc1.to(p.dtype).reshape(shape)
             c2 = bc2.to(p.dtype).reshape(shape)
+            lr_k = lr.to(p.dtype).reshape(shape)
             denom = (v / c2).sqrt() + o.eps
-            q = p * (1 - o.lr * o.weight_decay) - o.lr * (m / c1) / denom
+            q = p * (1 - lr_k * o.weight_decay) - lr_k * (m / c1) / denom
             if sel is None:
                 self.exp_avg[k].copy_(m)
                 self.exp_avg_sq[k].copy_(v)
@@ -151,7 +172,17 @@ class Replicas:
 
 
 class Numerics:
-    """Lazy, batched inner steps in simulated order, plus the data streams that feed them."""
+    """Lazy, batched inner steps in simulated order, plus the data streams that feed them.
+
+    Each worker has a queue, in its own simulated order, of inner steps and *ops* (an
+    algorithm's contribution to a collective, an outer step, a merge). ``flush`` runs
+    the queues: ops at the heads of queues run first (an op whose inputs are not ready
+    -- a group mean whose members have not all contributed -- waits), then every worker
+    whose head is an inner step takes it in one batched call, masked to those workers.
+    Ordering hazard: an op that reads several workers' values (a mean) must only run
+    after each of them ran its contribution op at the right place in its own queue; the
+    op's ``ready`` says so, so numerics never depend on when ``flush`` is called.
+    """
 
     def __init__(self, replicas: Replicas, dataset, batch_size: int, seed: int):
         self.replicas = replicas
@@ -162,26 +193,47 @@ class Numerics:
         self.pending: list[deque] = [deque() for _ in range(n)]
         self.batched_calls = 0
         self.replica_steps = 0
+        self.ops_run = 0
 
     def enqueue(self, worker: int, step: int, time_s: float) -> None:
-        self.pending[worker].append((step, time_s))
+        """An inner step the engine finished at ``time_s``; it runs at the next flush."""
+        self.pending[worker].append(("step", step, time_s))
+
+    def enqueue_op(self, worker: int, fn: Callable[[], None], ready: Callable[[], bool] | None = None) -> None:
+        """Run ``fn`` after the worker's queued steps, once ``ready()`` (default: at once)."""
+        self.pending[worker].append(("op", fn, ready))
 
     def _tokens(self, workers: list[int]) -> torch.Tensor:
         batches = [self.dataset.train_batch(self.data_rngs[w], w, self.batch_size) for w in workers]
         return torch.from_numpy(np.stack(batches))
 
     def flush(self) -> list[tuple[int, int, float, float]]:
-        """Run every pending inner step; returns (worker, step, time_s, loss) per step run."""
+        """Run every queued step and every op whose inputs are ready; returns the train
+        records (worker, step, time_s, loss) of the steps run."""
         out = []
+        queues = self.pending
         while True:
-            workers = [w for w in range(self.replicas.n) if self.pending[w]]
-            if not workers:
+            progressed = False
+            for q in queues:
+                while q and q[0][0] == "op" and (q[0][2] is None or q[0][2]()):
+                    _, fn, _ = q.popleft()
+                    fn()
+                    self.ops_run += 1
+                    progressed = True
+            workers = [w for w, q in enumerate(queues) if q and q[0][0] == "step"]
+            if workers:
+                meta = [queues[w].popleft() for w in workers]
+                losses = self.replicas.step(workers, self._tokens(workers)).tolist()
+                self.batched_calls += 1
+                self.replica_steps += len(workers)
+                out += [(w, s, t, l) for w, (_, s, t), l in zip(workers, meta, losses)]
+                progressed = True
+            if not progressed:
                 return out
-            meta = [self.pending[w].popleft() for w in workers]
-            losses = self.replicas.step(workers, self._tokens(workers)).tolist()
-            self.batched_calls += 1
-            self.replica_steps += len(workers)
-            out += [(w, s, t, l) for w, (s, t), l in zip(workers, meta, losses)]
+
+    def waiting_ops(self) -> int:
+        """Ops still queued after a flush (they wait for inputs the simulation has not made yet)."""
+        return sum(len(q) for q in self.pending)
 
     def synchronous_step(self, step: int, time_s: float, grad_transform: GradTransform) -> list[tuple[int, int, float, float]]:
         """All replicas take one step together with ``grad_transform`` (e.g. the all-reduce)."""
@@ -190,3 +242,32 @@ class Numerics:
         self.batched_calls += 1
         self.replica_steps += len(workers)
         return [(w, step, time_s, l) for w, l in zip(workers, losses)]
+
+
+class StackedReplicas(Replicas):
+    """Replicas whose gradients come from the GPT written with an explicit replica dimension
+    (``models.stacked_gpt_logits``: weights ``[N, out, in]``, one ``baddbmm`` per linear layer
+    for all replicas) and ONE autograd pass over the sum of the replicas' losses -- each
+    replica's loss depends only on its own slice, so the gradient of the sum is every
+    replica's own gradient. Clipping, AdamW and the optimizer state are ``Replicas``'
+    (already over the stacked tensors). An alternative to the vmap engine, equal to it to
+    fp32 rounding (tests/test_replica_engines.py); GPT models only."""
+
+    def __init__(self, model: nn.Module, n: int, opt, device: torch.device, seed: int):
+        from sim.training.models import TinyGPT, stacked_gpt_logits
+
+        if not isinstance(model, TinyGPT):
+            raise ValueError(f"StackedReplicas needs a TinyGPT (model kind gpt), got {type(model).__name__}; "
+                             "use Replicas (vmap) for other models")
+        super().__init__(model, n, opt, device, seed)
+        layers, heads = len(model.blocks), model.blocks[0].heads
+
+        def grad_and_loss(params: dict, x: torch.Tensor, y: torch.Tensor):
+            leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+            logits = stacked_gpt_logits(leaves, x, layers, heads)
+            losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
+                                     reduction="none").reshape(x.shape[0], -1).mean(dim=1)
+            grads = torch.autograd.grad(losses.sum(), list(leaves.values()))
+            return dict(zip(leaves, grads)), losses
+
+        self._grad_and_loss = grad_and_loss

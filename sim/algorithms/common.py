@@ -1,0 +1,257 @@
+"""What every outer (low-communication) method shares: warm start, outer state, results.
+
+- Warm start: the first ``warm_start_steps`` inner steps are plain ddp (the DiLoCo paper
+  starts from a pretrained model; from scratch, an outer Nesterov step at lr 0.7 first
+  throws a tiny model back toward the uniform loss). The method's own outer state is
+  taken from the replicas when the last warm-up step is applied, and its schedule counts
+  inner steps from there.
+- Outer state is kept per worker, stacked like the replicas (``outer``: the outer /
+  slow parameters; ``momentum``: the outer optimizer's buffer). Methods whose workers
+  all apply the same update (DiLoCo, delayed, streaming) keep identical rows; eager
+  DiLoCo and NoLoCo let them differ, and report how far apart they are.
+- Each collective's inputs and result live in a ``Reduction`` keyed by ``Send.key``,
+  created when the step that sends is queued, completed when the engine reports the
+  collective done.
+- Faults (issue 4): a collective may complete over a subset of its group; the average
+  is over those present, and a worker that is not among them applies the outer step to
+  its outer copy (which stays the shared one) but keeps its own local parameters (the
+  DiLoCo paper's dropped outer gradients). A worker that comes back (``recover``) takes
+  a live peer's outer state and restarts from its outer parameters, at the point of the
+  peer's queue where the fetch began; its own inner optimizer state is kept (a joiner's
+  is fresh). ``use_step`` tells which results a worker that came back will still use.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from sim.algorithms.base import Need, Send, StepPlan
+from sim.algorithms.transforms import ErrorFeedback, Reduction, Tree, replica_mean, wire_roundtrip
+
+
+def allreduce_plan(stream: str, round_: int, group: tuple[int, ...], elems: int, wire_format: str,
+                   counts_as_round: bool) -> StepPlan:
+    """Data-parallel step: send this step's gradient to everyone and wait for the mean."""
+    send = Send(stream, round_, group, elems, wire_format, "ring_allreduce", counts_as_round)
+    return StepPlan(sends=(send,), needs=(Need(stream, round_),), local_step=False)
+
+
+def allreduce_grads(wire_format: str, contributors: tuple[int, ...] | None = None):
+    """Gradient transform of one ddp step: every replica gets the mean of the wire-format
+    grads (of ``contributors`` only when some gradients were dropped)."""
+    def transform(grads: Tree) -> Tree:
+        sent = wire_roundtrip(grads, wire_format, stacked=True)
+        if contributors is not None:
+            import torch
+
+            idx = torch.tensor(contributors, device=next(iter(sent.values())).device)
+            sent = {k: v.index_select(0, idx) for k, v in sent.items()}
+        mean = replica_mean(sent)
+        return {k: mean[k].unsqueeze(0).expand_as(g) for k, g in grads.items()}
+    return transform
+
+
+def only(records: list, contributors: tuple[int, ...] | None) -> list:
+    """Train records of the workers whose gradients counted (all when ``contributors`` is None)."""
+    if contributors is None:
+        return records
+    keep = set(contributors)
+    return [r for r in records if r[0] in keep]
+
+
+def run_or_enqueue(numerics, worker: int, fn, ready=None) -> None:
+    """Run ``fn`` now if ``worker``'s queue is empty and it is ready (its state is current),
+    else queue it behind what the worker has queued."""
+    if not numerics.pending[worker] and (ready is None or ready()):
+        fn()
+        numerics.ops_run += 1
+    else:
+        numerics.enqueue_op(worker, fn, ready)
+
+
+def copy_row(stacked: Tree, dst: int, src: Tree) -> None:
+    for k in stacked:
+        stacked[k][dst].copy_(src[k])
+
+
+class OuterMethod:
+    """Base of the DiLoCo family and NoLoCo; subclasses give ``method_plan`` and ``method_ops``."""
+
+    def __init__(self, spec, n_workers: int, seed: int):
+        self.spec = spec
+        self.n_workers = n_workers
+        self.seed = seed
+        self.everyone = tuple(range(n_workers))
+        self.warm = spec.warm_start_steps
+        self.n_params = 0
+
+    # ---------------------------------------------------------------- schedule (data)
+    def configure(self, layout: list[tuple[str, int]], proxy_layers: int | None = None) -> None:
+        """Learn the parameter layout: (name, elements on the wire) in model order. Payload
+        sizes come from it (scaled to a timing proxy when there is one); no tensors needed."""
+        self.layout = list(layout)
+        self.n_params = sum(e for _, e in layout)
+
+    def at_step(self, worker: int, step: int) -> StepPlan:
+        if step <= self.warm:
+            return allreduce_plan("warmup", step - 1, self.everyone, self.n_params, self.spec.payload_dtype, False)
+        return self.method_plan(worker, step - self.warm)
+
+    def method_plan(self, worker: int, step: int) -> StepPlan:
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- numerics
+    def init(self, replicas) -> dict:
+        state: dict = {"reductions": {}, "outer": None, "momentum": None,
+                       "ef": ErrorFeedback(self.spec.payload_dtype) if self.spec.error_feedback else None,
+                       "absent": set(), "down": set(), "applying": {}, "short": {}}
+        if self.warm == 0:
+            self.start(replicas, state)
+        return state
+
+    def start(self, replicas, state: dict) -> None:
+        """Take the outer state from the replicas (after warm start, or at once)."""
+        import torch
+
+        state["outer"] = {k: v.clone() for k, v in replicas.params.items()}
+        state["momentum"] = {k: torch.zeros_like(v) for k, v in replicas.params.items()}
+
+    def on_step(self, numerics, state: dict, worker: int, step: int, time_s: float, plan: StepPlan) -> None:
+        if not plan.local_step:
+            return  # a ddp step: it runs when its all-reduce completes (on_reduced)
+        numerics.enqueue(worker, step, time_s)
+        self.method_ops(numerics, state, worker, step - self.warm, plan)
+
+    def method_ops(self, numerics, state: dict, worker: int, step: int, plan: StepPlan) -> None:
+        raise NotImplementedError
+
+    def wire(self, state: dict, worker: int, tree: Tree) -> Tree:
+        """What the receivers see of ``worker``'s payload ``tree`` (with error feedback: of the
+        payload plus the worker's residual, which is then updated)."""
+        if state["ef"] is not None:
+            return state["ef"].send(worker, tree)
+        return wire_roundtrip(tree, self.spec.payload_dtype)
+
+    def reduction(self, state: dict, key: tuple, worker: int | None = None) -> Reduction:
+        """The reduction of collective ``key``; ``worker`` registers as one that will use it."""
+        red = state["reductions"].get(key)
+        if red is None and worker is not None and worker not in state["short"].get(key, (worker,)):
+            red = Reduction(key[2])  # it ran without this worker and every user is done with it
+            red.finish(state["short"][key])
+            red.gone = True
+            return red
+        if red is None:
+            red = state["reductions"][key] = Reduction(key[2])
+            red.excused |= state["absent"] & set(key[2])
+        if worker is not None:
+            red.users.add(worker)
+            red.excused.discard(worker)
+        return red
+
+    def release(self, state: dict, key: tuple, worker: int) -> None:
+        red = state["reductions"].get(key)
+        if red is not None and red.release(worker):
+            del state["reductions"][key]
+
+    def on_reduced(self, numerics, state: dict, send: Send, time_s: float, participants: tuple | None = None) -> list:
+        """The engine finished ``send``'s collective over ``participants`` (None: the whole
+        group); returns train records of steps it ran."""
+        if send.stream == "warmup":
+            records = numerics.synchronous_step(send.round + 1, time_s,
+                                                allreduce_grads(self.spec.payload_dtype, participants))
+            if send.round + 1 == self.warm:
+                self.start(numerics.replicas, state)
+            return only(records, participants)
+        self.reduction(state, send.key).finish(participants)
+        if participants is not None:
+            state["short"][send.key] = participants
+        return []
+
+    # ---------------------------------------------------------------- faults
+    def use_step(self, key: tuple) -> int:
+        """The last engine step at which a worker uses the result of collective ``key``."""
+        raise NotImplementedError
+
+    def _sweep(self, state: dict) -> None:
+        for key in [k for k, red in state["reductions"].items() if red.freeable()]:
+            del state["reductions"][key]
+
+    def on_member_down(self, state: dict, worker: int) -> None:
+        """``worker`` failed (simulated time): results it has not registered for will not wait for it."""
+        state["absent"].add(worker)
+        state["down"].add(worker)
+        for red in state["reductions"].values():
+            if worker in red.group and worker not in red.users:
+                red.excused.add(worker)
+        self._sweep(state)
+
+    def on_member_up(self, state: dict, worker: int, step: int) -> None:
+        """``worker`` is back and goes on after engine step ``step``: it will use the results
+        whose use comes later, and none of the others."""
+        state["absent"].discard(worker)
+        if not state["applying"].get(worker):
+            state["down"].discard(worker)
+        for key, red in state["reductions"].items():
+            if worker in red.group and worker not in red._released:
+                if self.use_step(key) > step:
+                    red.excused.discard(worker)
+                else:
+                    red.excused.add(worker)
+        self._sweep(state)
+
+    def recover(self, numerics, state: dict, worker: int, peer: int) -> None:
+        """``worker`` fetches ``peer``'s parameters, starting now: snapshot the peer's state at
+        this point of its queue; overwrite the worker's outer state with it and its replica
+        with the outer parameters (during warm start: the peer's replica) at this point of
+        the worker's queue."""
+        box: dict = {}
+        params = numerics.replicas.params
+
+        def snapshot() -> None:
+            box["params"] = {k: v[peer].clone() for k, v in params.items()}
+            if state["outer"] is not None:
+                box["outer"] = {k: v[peer].clone() for k, v in state["outer"].items()}
+                box["momentum"] = {k: v[peer].clone() for k, v in state["momentum"].items()}
+
+        def apply() -> None:
+            if "outer" in box and state["outer"] is not None:
+                copy_row(state["outer"], worker, box["outer"])
+                copy_row(state["momentum"], worker, box["momentum"])
+                copy_row(params, worker, box["outer"])
+            else:
+                copy_row(params, worker, box["params"])
+            state["applying"][worker] -= 1
+            if not state["applying"][worker] and worker not in state["absent"]:
+                state["down"].discard(worker)
+
+        state["applying"][worker] = state["applying"].get(worker, 0) + 1
+        run_or_enqueue(numerics, peer, snapshot)
+        run_or_enqueue(numerics, worker, apply, lambda: "params" in box)
+
+    def _live_rows(self, state: dict) -> list[int]:
+        """Workers whose outer rows are current (not down, not waiting to take a peer's)."""
+        rows = [w for w in range(self.n_workers) if w not in state["down"]]
+        return rows or list(range(self.n_workers))
+
+    outer_rows_differ = False
+    """True where workers' outer parameters may differ (eager, noloco): evaluate their mean."""
+    diagnostic: tuple[str, Callable[[Tree], float]] | None = None
+    """(metric name, function of the stacked outer parameters) reported at every evaluation."""
+
+    def global_params(self, numerics, state: dict) -> Tree:
+        """Parameters evaluated as 'the model': the outer parameters (their mean over workers
+        where they differ; replica 0 during warm start)."""
+        if state["outer"] is None:
+            return numerics.replicas.replica(0)
+        rows = self._live_rows(state)  # workers down (or about to take a peer's state) have stale rows
+        if self.outer_rows_differ:
+            if len(rows) == self.n_workers:
+                return {k: v.float().mean(dim=0) for k, v in state["outer"].items()}
+            return {k: v[rows].float().mean(dim=0) for k, v in state["outer"].items()}
+        return {k: v[rows[0]] for k, v in state["outer"].items()}
+
+    def diagnostics(self, numerics, state: dict) -> dict[str, float]:
+        if self.diagnostic is None or state["outer"] is None:
+            return {}
+        name, fn = self.diagnostic
+        return {name: fn(state["outer"])}

@@ -1,0 +1,117 @@
+"""Streaming DiLoCo (Douillard et al. 2025, arXiv 2501.18512, Algorithm 2).
+
+The parameters are split into P fragments of whole transformer blocks
+(``fragment_layers`` blocks each; ``strided``: block i goes to fragment i mod P, the
+paper's default, or ``sequential``). The non-block parameters (embeddings, final norm,
+head) form one more fragment of their own, as in MaxText and consistent with the
+paper's simulated schedule (``embeddings_fragment: false`` puts them in fragment 0).
+
+Fragment p is synced every H inner steps at its own offset t_p = round(H (p+1) / P), so
+offsets are spread evenly over H and in steady state one fragment is on the wire at a
+time (peak bandwidth / P). At a sync at step t every worker sends
+Delta_{m,p} = theta_p(outer) - theta_{m,p}(t) (``payload_dtype`` on the wire, averaged
+in fp32) and keeps training; tau = ``overlap_steps`` steps later it must have the
+average, takes the outer Nesterov step on the fragment's outer parameters and merges:
+theta_{m,p} = alpha theta_{m,p}(t+tau) + (1 - alpha) theta_p(outer) (torchft's lerp).
+P = 1, tau = 0, alpha = 0 is DiLoCo exactly. Outer lr defaults to the paper's tuned 0.4.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from sim.algorithms.base import Need, ScheduleInfo, Send, StepPlan
+from sim.algorithms.common import OuterMethod
+from sim.algorithms.transforms import OuterNesterov, assign, merge, tree_sub, worker_view
+
+_BLOCK = re.compile(r"^blocks\.(\d+)\.")
+
+
+def fragments_of(names: list[str], fragment_layers: int, pattern: str, embeddings_fragment: bool) -> list[list[str]]:
+    """Parameter names of each fragment; a model without blocks is one fragment."""
+    block_of = {n: int(m.group(1)) for n in names if (m := _BLOCK.match(n))}
+    others = [n for n in names if n not in block_of]
+    if not block_of:
+        return [list(names)]
+    layers = max(block_of.values()) + 1
+    p_blocks = math.ceil(layers / fragment_layers)
+    frags: list[list[str]] = [[] for _ in range(p_blocks)]
+    for n, i in block_of.items():
+        frags[i % p_blocks if pattern == "strided" else i // fragment_layers].append(n)
+    frags = [f for f in frags if f]
+    if embeddings_fragment and others:
+        return [others] + frags
+    frags[0] = others + frags[0]
+    return frags
+
+
+class StreamingDiLoCo(OuterMethod):
+    def __init__(self, spec, n_workers: int, seed: int):
+        super().__init__(spec, n_workers, seed)
+        self.H = spec.inner_steps
+        self.tau = spec.overlap_steps
+        self.alpha = spec.mixing
+        self.outer = OuterNesterov(spec.outer_lr, spec.outer_momentum, spec.nesterov)
+        self.fragments: list[list[str]] = []
+        self.offsets: list[int] = []
+        self.frag_elems: list[int] = []
+        self.info = ScheduleInfo(wire_format=spec.payload_dtype)
+
+    def configure(self, layout: list[tuple[str, int]], proxy_layers: int | None = None) -> None:
+        super().configure(layout, proxy_layers)
+        s = self.spec
+        elems = dict(layout)
+        self.fragments = fragments_of([k for k, _ in layout], s.fragment_layers, s.pattern, s.embeddings_fragment)
+        p = len(self.fragments)
+        self.offsets = [max(1, round(self.H * (i + 1) / p)) for i in range(p)]
+        self.frag_elems = [sum(elems[n] for n in f) for f in self.fragments]
+        self.info = ScheduleInfo(wire_format=s.payload_dtype,
+                                 syncs_per_round=p,
+                                 extra={"fragments": p, "fragment_params": self.frag_elems, "offsets": self.offsets})
+
+    def _due(self, step: int) -> list[tuple[int, int]]:
+        """(fragment, round) pairs whose sync falls at ``step``."""
+        if step < 1:
+            return []
+        return [(p, (step - t) // self.H) for p, t in enumerate(self.offsets) if step >= t and (step - t) % self.H == 0]
+
+    def use_step(self, key: tuple) -> int:
+        return self.warm + self.offsets[int(key[0][4:])] + key[1] * self.H + self.tau
+
+    def method_plan(self, worker: int, step: int) -> StepPlan:
+        sends = tuple(Send(f"frag{p}", j, self.everyone, self.frag_elems[p], self.spec.payload_dtype, "ring_allreduce")
+                      for p, j in self._due(step))
+        needs = tuple(Need(f"frag{p}", j) for p, j in self._due(step - self.tau))
+        return StepPlan(sends=sends, needs=needs) if sends or needs else StepPlan()
+
+    def method_ops(self, numerics, state: dict, worker: int, step: int, plan: StepPlan) -> None:
+        params = numerics.replicas.params
+        for send in plan.sends:  # contributions first: with tau = 0 the same fragment is applied next
+            keys = self.fragments[int(send.stream[4:])]
+            red = self.reduction(state, send.key, worker)
+
+            def contribute(red=red, keys=keys) -> None:
+                fresh = tree_sub(worker_view(state["outer"], worker, keys), worker_view(params, worker, keys))
+                red.add(worker, self.wire(state, worker, fresh))
+
+            numerics.enqueue_op(worker, contribute)
+        for need in plan.needs:
+            keys = self.fragments[int(need.stream[4:])]
+            key = (need.stream, need.round, self.everyone)
+            red = self.reduction(state, key, worker)
+
+            def apply(red=red, keys=keys, key=key) -> None:
+                if red.gone:  # left out, and the result is gone: nothing to apply
+                    return
+                outer_w = worker_view(state["outer"], worker, keys)
+                mom_w = worker_view(state["momentum"], worker, keys)
+                new_outer, new_mom = self.outer.update(red.mean(), mom_w, outer_w)
+                assign(outer_w, new_outer)
+                assign(mom_w, new_mom)
+                if worker in red.present:  # left out of the average (down or late): keep its own params
+                    local = worker_view(params, worker, keys)
+                    assign(local, merge(local, new_outer, self.alpha))
+                self.release(state, key, worker)
+
+            numerics.enqueue_op(worker, apply, red.ready)

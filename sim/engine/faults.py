@@ -1,0 +1,376 @@
+"""Stragglers, heterogeneity, failures, churn and flaky links, as processes (issue 4).
+
+What a scenario's ``faults:`` section becomes in virtual time:
+
+- **Heterogeneity**: a node's step time is its region's (gpu, ``step_time_multiplier``)
+  times ``node_step_time_multiplier`` (per node).
+- **Stragglers**: every step's work is multiplied by a factor drawn per step from a
+  distribution (lognormal ``exp(N(mu, sigma^2))``, Pareto with minimum ``scale`` and tail
+  ``alpha``, or empirical: a row of a CSV of measured step times, divided by the file's
+  median). Per node (``scope: node``, stream ``faults/stragglers/<i>/<node>``) or shared by
+  a region's nodes (``scope: region``: the k-th step of every node of the region draws the
+  same factor, stream ``faults/stragglers/<i>/region/<region>``). Factors of several
+  specs that select one node multiply.
+- **Slow periods**: per node, on/off periods with exponential durations (stream
+  ``faults/slow/<i>/<node>``); while on, the node computes ``factor`` times slower. The
+  periods are a schedule drawn ahead, so a step that straddles a boundary runs at each
+  speed for its part inside it: the worker accounts for the work it had left.
+- **Failures and churn**: per node, a process merges the explicit down windows
+  (``failures.schedule``, ``churn``) with random failures (up time ~ Exp(mtbf_s), down
+  time ~ Exp(mttr_s), stream ``faults/failures/<node>``) and interrupts the worker
+  (``Worker.fail``), then revives it. Down, a worker neither computes nor communicates;
+  collectives stop waiting for it (``SyncBarrier.member_down``). Back, it fetches the
+  parameters (the model's fp32 ``payload_bytes``, or the timing proxy's) from the live
+  peer nearest by route latency -- a real network transfer, state ``comm_blocked`` --
+  and goes on from that peer's step: the numerics overwrite its replica with the peer's
+  parameters (the method's outer parameters where it has them) at the point of the
+  peer's queue where the fetch began (``algorithm.recover``). A joiner does the same.
+  Nobody up to fetch from: it goes on from its own parameters.
+- **Links**: degradation windows (bandwidth x factor) become part of the edge's
+  bandwidth series before the network is built; random outages (stream
+  ``faults/links/<a>-<b>``) are added to the edge's outages as they happen. Flows on a
+  link that is down stall until it is back (the network does not reroute).
+
+Every fault is recorded (``FaultSpan``; ``Recovery`` for each fetch; ``Dropped`` by the
+barrier for contributions left out). No tensor math here.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from typing import Callable, Generator
+
+import numpy as np
+import simpy
+
+from kernels.formats import payload_bytes
+from sim.engine.clock import rng as named_rng
+from sim.engine.network import _bandwidth_at
+from sim.metrics.records import FaultSpan, Recorder, Recovery
+
+
+def _selected(where, nodes: list[str], region_of: dict[str, str]) -> list[int]:
+    """Indices of the nodes a ``regions`` / ``nodes`` selector picks (both empty: all)."""
+    if not where.regions and not where.nodes:
+        return list(range(len(nodes)))
+    regions, names = set(where.regions), set(where.nodes)
+    return [i for i, n in enumerate(nodes) if n in names or region_of[n] in regions]
+
+
+# ---------------------------------------------------------------------- per-step factors
+def _sampler(spec, g: np.random.Generator) -> Callable[[], float]:
+    if spec.kind == "lognormal":
+        return lambda: float(g.lognormal(spec.mu, spec.sigma))
+    if spec.kind == "pareto":
+        return lambda: float(spec.scale * (1.0 + g.pareto(spec.alpha)))
+    if spec.kind == "empirical":
+        samples = np.asarray(spec.samples(), dtype=float)
+        scale = float(np.median(samples)) if spec.normalize == "median" else 1.0
+        return lambda: float(samples[g.integers(len(samples))] / scale)
+    raise ValueError(f"unknown straggler factor kind '{spec.kind}'; known: lognormal, pareto, empirical")
+
+
+class _SharedDraws:
+    """The k-th draw of one stream, for every node that shares it (region scope)."""
+
+    def __init__(self, draw: Callable[[], float]):
+        self.draw = draw
+        self.values: list[float] = []
+
+    def __call__(self, k: int) -> float:
+        while len(self.values) <= k:
+            self.values.append(self.draw())
+        return self.values[k]
+
+
+class StepWork:
+    """Seconds of work of a node's k-th computed step: base x the product of its factors."""
+
+    def __init__(self, base_s: float, factors: list[Callable[[int], float]]):
+        self.base_s = base_s
+        self.factors = factors
+
+    def __call__(self, k: int) -> float:
+        w = self.base_s
+        for f in self.factors:
+            w *= f(k)
+        return w
+
+
+# ---------------------------------------------------------------------- slow periods
+class SlowPeriods:
+    """On/off slow periods of one node from one spec: off ~ Exp(mean_off_s), then on ~
+    Exp(mean_on_s) with step-time multiplier ``factor``; drawn lazily, ahead of need."""
+
+    def __init__(self, spec, g: np.random.Generator):
+        self.spec, self.g = spec, g
+        self.starts: list[float] = []
+        self.ends: list[float] = []
+        self._horizon = 0.0
+
+    def _cover(self, t: float) -> None:
+        while self._horizon <= t:
+            start = self._horizon + float(self.g.exponential(self.spec.mean_off_s))
+            end = start + float(self.g.exponential(self.spec.mean_on_s))
+            if end > start:
+                self.starts.append(start)
+                self.ends.append(end)
+            self._horizon = end
+
+    def at(self, t: float) -> tuple[float, float]:
+        """(factor at time t, next time the factor changes, > t)."""
+        self._cover(t)
+        i = bisect.bisect_right(self.starts, t) - 1
+        if i >= 0 and t < self.ends[i]:
+            return self.spec.factor, self.ends[i]
+        return 1.0, self.starts[i + 1]
+
+
+class Speed:
+    """A node's slow periods from every spec that selects it (their factors multiply)."""
+
+    def __init__(self, sources: list[SlowPeriods]):
+        self.sources = sources
+
+    def elapsed(self, t0: float, work: float) -> float:
+        """Wall seconds from t0 until ``work`` seconds of full-speed work are done."""
+        t, left = t0, work
+        while True:
+            factor, nxt = 1.0, math.inf
+            for s in self.sources:
+                f, change = s.at(t)
+                factor *= f
+                nxt = min(nxt, change)
+            if left * factor <= nxt - t:
+                return t + left * factor - t0
+            left -= (nxt - t) / factor
+            t = nxt
+
+
+# ---------------------------------------------------------------------- links
+def apply_link_windows(graph, link_faults) -> list[FaultSpan]:
+    """Fold degradation windows into the WAN edges' bandwidth series (before the Network
+    is built); returns their records."""
+    spans = []
+    for lf in link_faults:
+        if not lf.degrade:
+            continue
+        d = graph.edges[lf.a, lf.b]
+        old = list(d.get("bandwidth_series") or [])
+        windows = sorted((w.start_s, w.end_s, w.factor) for w in lf.degrade)
+        times = sorted({t for t, _ in old} | {w[0] for w in windows} | {w[1] for w in windows})
+
+        def base(t: float) -> float:
+            bw = d["bandwidth_gbps"]
+            for time_s, value in old:
+                if time_s > t:
+                    break
+                bw = value
+            return bw
+
+        def factor(t: float) -> float:
+            return next((f for s, e, f in windows if s <= t < e), 1.0)
+
+        d["bandwidth_series"] = [(t, base(t) * factor(t)) for t in times]
+        spans += [FaultSpan("link_degraded", -1, f"{lf.a}<->{lf.b}", s, e, f) for s, e, f in windows]
+    return spans
+
+
+# ---------------------------------------------------------------------- the faults of one run
+class FaultModel:
+    """Builds and runs one scenario's faults around already-built workers.
+
+    ``on_fetch(worker, peer, step)``: a worker starts fetching ``peer``'s parameters (None:
+    nobody is up; it keeps its own) and will go on after ``step`` (numerics snapshot the
+    peer now); ``on_rejoined(worker)``: it has them and computes again; ``on_down(worker)``:
+    it failed. The runner connects them to the algorithm.
+    """
+
+    def __init__(self, env: simpy.Environment, seed: int, faults, nodes: list[str], region_of: dict[str, str],
+                 recorder: Recorder):
+        self.env, self.seed, self.spec = env, seed, faults
+        self.nodes, self.region_of = list(nodes), region_of
+        self.recorder = recorder
+        self.workers: list = []
+        self._open: dict[int, tuple[str, float]] = {}  # worker -> (kind, since) while down
+        self._speeds: list[Speed | None] = [None] * len(nodes)
+        self._link_spans: list[FaultSpan] = []
+        self._open_links: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ step times
+    def multiplier(self, i: int) -> float:
+        return self.spec.node_step_time_multiplier.get(self.nodes[i], 1.0)
+
+    def step_work(self, i: int, base_s: float) -> Callable[[int], float]:
+        """Work of worker i's k-th step (a constant when no straggler spec selects it)."""
+        factors = []
+        for n, st in enumerate(self.spec.stragglers):
+            if st.factor is None or i not in _selected(st, self.nodes, self.region_of):
+                continue
+            node = self.nodes[i]
+            if st.scope == "region":
+                key = (n, self.region_of[node])
+                shared = self._shared = getattr(self, "_shared", {})
+                if key not in shared:
+                    shared[key] = _SharedDraws(_sampler(st.factor, named_rng(self.seed, f"faults/stragglers/{n}/region/{key[1]}")))
+                factors.append(shared[key])
+            else:
+                factors.append(_SharedDraws(_sampler(st.factor, named_rng(self.seed, f"faults/stragglers/{n}/{node}"))))
+        if not factors:
+            return lambda _k, t=base_s: t
+        return StepWork(base_s, factors)
+
+    def elapsed(self, i: int) -> Callable[[float, float], float] | None:
+        sources = [SlowPeriods(st.slow_periods, named_rng(self.seed, f"faults/slow/{n}/{self.nodes[i]}"))
+                   for n, st in enumerate(self.spec.stragglers)
+                   if st.slow_periods is not None and i in _selected(st, self.nodes, self.region_of)]
+        if not sources:
+            return None
+        self._speeds[i] = Speed(sources)
+        return self._speeds[i].elapsed
+
+    # ------------------------------------------------------------------ failures and churn
+    def start(self, workers: list, barrier, net, fetch_bytes: float,
+              on_fetch: Callable[[int, int | None, int], None] | None = None,
+              on_rejoined: Callable[[int], None] | None = None,
+              on_down: Callable[[int], None] | None = None) -> None:
+        """Give the workers their rejoin procedure and start one availability process per
+        node that can go down, and one outage process per flaky link."""
+        self.workers, self.barrier, self.net = workers, barrier, net
+        self.fetch_bytes = fetch_bytes
+        self.on_fetch, self.on_rejoined = on_fetch, on_rejoined
+        for w in workers:
+            w.rejoin = self._rejoin
+            w.on_down = on_down
+        f = self.spec
+        random_nodes = set(_selected(f.failures, self.nodes, self.region_of)) if f.failures and f.failures.mtbf_s else set()
+        for i, node in enumerate(self.nodes):
+            windows: list[tuple[float, float, str]] = []
+            if f.failures is not None:
+                windows += [(w.start_s, math.inf if w.end_s is None else w.end_s, "failure")
+                            for w in f.failures.schedule if w.node == node]
+            for m in f.churn:
+                if m.node == node:
+                    windows += [(s, math.inf if e is None else e, "churn") for s, e in m.absent()]
+            if windows or i in random_nodes:
+                self.env.process(self._availability(workers[i], sorted(windows), i in random_nodes))
+        for lf in f.links:
+            if lf.mtbf_s is not None:
+                self.env.process(self._flaps(lf))
+
+    def _availability(self, worker, windows: list[tuple[float, float, str]], random: bool) -> Generator:
+        env, f = self.env, self.spec.failures
+        g = named_rng(self.seed, f"faults/failures/{worker.node}") if random else None
+        pending = list(windows)
+        while True:
+            t_random = env.now + float(g.exponential(f.mtbf_s)) if random else math.inf
+            t_window = pending[0][0] if pending else math.inf
+            if math.isinf(t_random) and math.isinf(t_window):
+                return
+            if t_window <= t_random:
+                start, end, kind = pending.pop(0)
+                start = max(start, env.now)
+            else:
+                start, end, kind = t_random, t_random + float(g.exponential(f.mttr_s)), "failure"
+            if start > env.now:
+                yield env.timeout(start - env.now)
+            while pending and pending[0][0] <= end:  # windows that begin while it is down extend it
+                end = max(end, pending.pop(0)[1])
+            self._open[worker.index] = (kind, env.now)
+            worker.fail()
+            if math.isinf(end):
+                return
+            yield env.timeout(end - env.now)
+            del self._open[worker.index]
+            self.recorder.faults.append(FaultSpan(kind, worker.index, worker.node, start, env.now))
+            worker.revive()
+
+    def _peer(self, w):
+        """Whom ``w`` fetches from: the live worker nearest by route latency (ties: lowest
+        index) among those at least as far as ``w`` had got; if none is, the furthest
+        live worker (``w`` waits for it). None: nobody is up."""
+        live = [p for p in self.workers if p is not w and p.up and self.barrier.up[p.index]]
+        ahead = [p for p in live if p.steps_done >= w.progress]
+        if ahead:
+            return min(ahead, key=lambda p: (self.net.route_latency_s(p.node, w.node), p.index))
+        return max(live, key=lambda p: (p.steps_done, -p.index)) if live else None
+
+    def _rejoin(self, w) -> Generator:
+        """Come back: wait until some live peer has got as far as ``w`` had (so no step is
+        done twice), fetch its parameters, go on from its step."""
+        start = self.env.now
+        while True:
+            peer = self._peer(w)
+            if peer is None or peer.steps_done >= w.progress:
+                break
+            w.tracker.set("straggler_wait")
+            yield peer.reached(w.progress)  # fires early if the peer fails: choose again
+        w.tracker.set("comm_blocked")
+        # the step it goes on from is decided now, with the parameters' snapshot
+        step = w.progress if peer is None else peer.steps_done
+        if self.on_fetch is not None:
+            self.on_fetch(w.index, None if peer is None else peer.index, step)
+        if peer is None:  # nobody up to fetch from: go on from its own parameters
+            nbytes, peer_node = 0.0, ""
+        else:
+            nbytes, peer_node = self.fetch_bytes, peer.node
+            yield self.net.transfer(peer.node, w.node, nbytes, f"recovery:{w.index}")
+        w.steps_done = step
+        w.tracker.step = step
+        self.barrier.member_up(w.index, step)
+        if self.on_rejoined is not None:
+            self.on_rejoined(w.index)
+        self.recorder.recoveries.append(Recovery(w.index, w.node, peer_node, start, self.env.now, nbytes, step))
+
+    # ------------------------------------------------------------------ links
+    def _flaps(self, lf) -> Generator:
+        env, net = self.env, self.net
+        d = net.graph.edges[lf.a, lf.b]
+        g = named_rng(self.seed, f"faults/links/{lf.a}-{lf.b}")
+        name = f"{lf.a}<->{lf.b}"
+        while True:
+            yield env.timeout(float(g.exponential(lf.mtbf_s)))
+            start, end = env.now, env.now + float(g.exponential(lf.mttr_s))
+            if not end > start:
+                continue
+            # the edge's own outages list: the network's bandwidth series playback sees it too
+            d.setdefault("outages", []).append((start, end))
+            net.set_bandwidth_gbps(lf.a, lf.b, 0.0)
+            self._open_links[name] = start
+            yield env.timeout(end - start)
+            del self._open_links[name]
+            net.set_bandwidth_gbps(lf.a, lf.b, _bandwidth_at(d, env.now))
+            self.recorder.faults.append(FaultSpan("link_outage", -1, name, start, end))
+
+    # ------------------------------------------------------------------ end of run
+    def finish(self, link_windows: list[FaultSpan] = ()) -> None:
+        """Record what is still going on at the end of the run, clipped to now (idempotent)."""
+        if getattr(self, "_finished", False):
+            return
+        self._finished = True
+        now = self.env.now
+        for i, (kind, since) in sorted(self._open.items()):
+            self.recorder.faults.append(FaultSpan(kind, i, self.nodes[i], since, now))
+        for name, since in sorted(self._open_links.items()):
+            self.recorder.faults.append(FaultSpan("link_outage", -1, name, since, now))
+        for s in link_windows:
+            if s.start_s < now:
+                self.recorder.faults.append(FaultSpan(s.kind, s.worker, s.node, s.start_s, min(s.end_s, now), s.factor))
+        for i, speed in enumerate(self._speeds):
+            if speed is None:
+                continue
+            for src in speed.sources:
+                for s, e in zip(src.starts, src.ends):
+                    if s < now:
+                        self.recorder.faults.append(FaultSpan("slow_period", i, self.nodes[i], s, min(e, now),
+                                                              src.spec.factor))
+
+    @property
+    def anyone_down(self) -> bool:
+        return any(not w.up for w in self.workers)
+
+
+def fetch_bytes(params: int) -> float:
+    """Bytes a rejoining worker fetches: the parameters in fp32."""
+    return float(payload_bytes(params, "fp32"))

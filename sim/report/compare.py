@@ -1,0 +1,400 @@
+"""Many runs side by side: ``locosim compare RUN_DIR... -o compare.html``.
+
+Every run (or group of replications: the same scenario except its seed) gets one colour,
+the same in every figure, and every figure puts all runs on one pair of axes: eval loss
+vs simulated time, vs bytes on the wire and vs tokens (one shared loss range), compute
+utilization and its breakdown by state, time to a common target eval loss, bytes on the
+wire, and a table of differences against a baseline run. Replications are drawn as their
+mean with a min-max band (curves interpolated onto a common grid over the range that
+every seed covers).
+
+Runs that did not train the same model on the same data are refused (``CompareError``)
+unless forced: their losses are not on the same scale.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+
+from sim.metrics.tables import time_to_loss
+from sim.report.dashboard import DIAGNOSTIC_LABELS, _fig, diagnostic_kinds, loss_range, topology_text
+from sim.report.page import STATE_COLORS, STATE_LABELS, Page, export_pngs, fmt_bytes, grid_table, kv_table
+from sim.report.runs import (Group, RunData, RunDirError, algorithm_label, find_run_dirs, group_replications,
+                             incomparable, load_run, unique_labels)
+
+# Plotly's qualitative "D3" palette: ten colours that stay apart on screen and in print.
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+           "#17becf"]
+GRID_POINTS = 200
+
+
+class CompareError(ValueError):
+    """Runs that cannot be compared as asked; ``str(err)`` is one line."""
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    h = hex_color.lstrip("#")
+    return f"rgba({int(h[0:2], 16)},{int(h[2:4], 16)},{int(h[4:6], 16)},{alpha})"
+
+
+# ---------------------------------------------------------------------- loading
+def load_groups(paths: list[str | Path], force: bool = False) -> list[Group]:
+    """Run directories (or directories holding them) -> coloured replication groups.
+    CompareError (one line) when a path holds no readable run or, without ``force``, the
+    runs train different models or data."""
+    try:
+        runs = [load_run(p) for p in find_run_dirs(paths)]
+    except RunDirError as err:
+        raise CompareError(str(err)) from None
+    if not runs:
+        raise CompareError("no run directories given")
+    why = incomparable(runs)
+    if why and not force:
+        raise CompareError(f"runs are not comparable: {why}; pass --force to compare them anyway")
+    unique_labels(runs)
+    groups = group_replications(runs)
+    for i, g in enumerate(groups):
+        g.color = PALETTE[i % len(PALETTE)]
+    return groups
+
+
+def pick_baseline(groups: list[Group], baseline: str | Path | None) -> Group:
+    """The group holding the run named by ``baseline`` (a run directory or a label); the
+    first group when None."""
+    if baseline is None:
+        return groups[0]
+    want = str(baseline)
+    p = Path(want)
+    for g in groups:
+        for r in g.runs:
+            if r.label == want or r.path.name == want or (p.exists() and r.path.resolve() == p.resolve()):
+                return g
+        if g.label == want:
+            return g
+    labels = ", ".join(r.label for g in groups for r in g.runs)
+    raise CompareError(f"--baseline {want}: not one of the compared runs ({labels})")
+
+
+def choose_target(groups: list[Group], target: float | None) -> tuple[float | None, str]:
+    """The eval loss that 'time to target' is measured at, and where it came from: the one
+    given, else the runs' common ``run.target_eval_loss``, else the worst final eval loss
+    among the runs (a loss every run reached)."""
+    if target is not None:
+        return target, "given with --target"
+    runs = [r for g in groups for r in g.runs]
+    set_targets = {r.summary.get("target_eval_loss") for r in runs}
+    if len(set_targets) == 1 and None not in set_targets:
+        return set_targets.pop(), "run.target_eval_loss of every run"
+    finals = [r.summary.get("final_eval_loss") for r in runs]
+    if any(f is None for f in finals):
+        return None, "some run has no eval loss"
+    return max(finals), "the worst final eval loss among the runs (every run reached it)"
+
+
+# ---------------------------------------------------------------------- numbers per group
+def _eval(run: RunData):
+    return run.metrics[run.metrics["kind"] == "eval"]
+
+
+def band(runs: list[RunData], column: str, kind: str = "eval", n: int = GRID_POINTS
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x, mean, min, max) of the runs' ``kind`` loss against ``column``: one run's own points,
+    or several runs interpolated onto a common grid over the x range they all cover."""
+    curves = []
+    for r in runs:
+        d = r.metrics[r.metrics["kind"] == kind].sort_values([column, "time_s"], kind="stable")
+        curves.append((d[column].to_numpy(float), d["loss"].to_numpy(float)))
+    curves = [c for c in curves if len(c[0])]
+    if not curves:
+        e = np.array([])
+        return e, e, e, e
+    if len(curves) == 1:
+        x, y = curves[0]
+        return x, y, y, y
+    lo_x = max(c[0][0] for c in curves)
+    hi_x = min(c[0][-1] for c in curves)
+    grid = np.linspace(lo_x, hi_x, n) if hi_x > lo_x else np.array([lo_x])
+    ys = np.array([np.interp(grid, x, y) for x, y in curves])
+    return grid, ys.mean(axis=0), ys.min(axis=0), ys.max(axis=0)
+
+
+def group_stats(g: Group, target: float | None) -> dict:
+    """Mean over a group's runs of what the comparison shows (None where a run lacks it)."""
+    def mean(values):
+        vals = [v for v in values if v is not None]
+        return float(np.mean(vals)) if vals and len(vals) == len(values) else None
+
+    def spread(values):
+        vals = [v for v in values if v is not None]
+        return (float(min(vals)), float(max(vals))) if vals and len(vals) == len(values) else (None, None)
+
+    ss = [r.summary for r in g.runs]
+    ttt = [time_to_loss(r.metrics, target) for r in g.runs]
+    rounds = [s.get("rounds") or 0 for s in ss]
+    bpwr = [s.get("bytes_per_worker_per_round", s["bytes_total"] / (s["workers"] * n) if n else None)
+            for s, n in zip(ss, rounds)]
+    return {
+        "final_eval_loss": mean([s.get("final_eval_loss") for s in ss]),
+        "utilization": mean([s["utilization"] for s in ss]),
+        "utilization_range": spread([s["utilization"] for s in ss]),
+        "state_fractions": {st: mean([s["state_fractions"].get(st, 0.0) for s in ss]) for st in STATE_COLORS},
+        "time_to_target_s": mean(ttt),
+        "time_to_target_range": spread(ttt),
+        "bytes_total": mean([s["bytes_total"] for s in ss]),
+        "wan_bytes": mean([s.get("wan_bytes", 0.0) for s in ss]),
+        "bytes_per_worker_per_round": mean(bpwr),
+        "peak_wan_gbps": mean([s.get("peak_wan_gbps") for s in ss]),
+        "sim_duration_s": mean([s["sim_duration_s"] for s in ss]),
+        "tokens": mean([s.get("tokens", 0) for s in ss]),
+    }
+
+
+def diff_rows(groups: list[Group], baseline: Group, target: float | None) -> list[dict]:
+    """One row per group: its numbers and their difference from the baseline's
+    (loss and CU as differences, time and bytes as ratios)."""
+    stats = {id(g): group_stats(g, target) for g in groups}
+    b = stats[id(baseline)]
+
+    def diff(x, y):
+        return None if x is None or y is None else x - y
+
+    def ratio(x, y):
+        return None if x is None or y is None or y == 0 else x / y
+
+    rows = []
+    for g in groups:
+        s = stats[id(g)]
+        rows.append({
+            "label": g.label, "color": g.color, "baseline": g is baseline, "seeds": g.seeds,
+            "algorithm": algorithm_label(g.runs[0].algorithm), **s,
+            "d_final_eval_loss": diff(s["final_eval_loss"], b["final_eval_loss"]),
+            "d_utilization": diff(s["utilization"], b["utilization"]),
+            "x_time_to_target": ratio(s["time_to_target_s"], b["time_to_target_s"]),
+            "x_bytes_total": ratio(s["bytes_total"], b["bytes_total"]),
+            "x_wan_bytes": ratio(s["wan_bytes"], b["wan_bytes"]),
+            "x_sim_duration": ratio(s["sim_duration_s"], b["sim_duration_s"]),
+        })
+    return rows
+
+
+# ---------------------------------------------------------------------- figures
+def _line_group(fig: go.Figure, g: Group, column: str, kind: str = "eval", name: str | None = None,
+                dash: str = "solid", yaxis: str = "y") -> None:
+    x, mean, lo, hi = band(g.runs, column, kind)
+    if not len(x):
+        return
+    name = name or g.label
+    if len(g.runs) > 1:
+        fig.add_trace(go.Scatter(x=x, y=hi, mode="lines", line={"width": 0}, showlegend=False, hoverinfo="skip",
+                                 legendgroup=name, yaxis=yaxis))
+        fig.add_trace(go.Scatter(x=x, y=lo, mode="lines", line={"width": 0}, fill="tonexty",
+                                 fillcolor=_rgba(g.color, 0.2), showlegend=False, hoverinfo="skip",
+                                 legendgroup=name, name=f"{name} min-max", yaxis=yaxis))
+    fig.add_trace(go.Scatter(x=x, y=mean, mode="lines+markers" if len(x) <= 60 else "lines", name=name,
+                             legendgroup=name, line={"color": g.color, "width": 2, "dash": dash},
+                             marker={"size": 4}, yaxis=yaxis,
+                             hovertemplate="%{x:.4g}: %{y:.4f}<extra>" + html.escape(name) + "</extra>"))
+
+
+def _loss_range(groups: list[Group], floor: float | None) -> list[float] | None:
+    return loss_range([v for g in groups for r in g.runs for v in _eval(r)["loss"]], floor)
+
+
+def _bars(title: str, groups: list[Group], values: list, ranges: list | None, ytitle: str, text: list[str],
+          **layout) -> go.Figure:
+    fig = _fig(title)
+    labels = [g.label for g in groups]
+    err = None
+    if ranges and any(len(g.runs) > 1 for g in groups):
+        err = {"type": "data", "symmetric": False,
+               "array": [(r[1] - v) if v is not None and r[1] is not None else 0 for v, r in zip(values, ranges)],
+               "arrayminus": [(v - r[0]) if v is not None and r[0] is not None else 0
+                              for v, r in zip(values, ranges)], "color": "#444"}
+    fig.add_trace(go.Bar(x=labels, y=[v if v is not None else 0 for v in values],
+                         marker_color=[g.color for g in groups], text=text, textposition="outside",
+                         cliponaxis=False, error_y=err, showlegend=False,
+                         hovertemplate="%{x}: %{text}<extra></extra>"))
+    fig.update_layout(yaxis_title=ytitle, **layout)
+    return fig
+
+
+def compare_figures(groups: list[Group], target: float | None) -> dict[str, tuple[go.Figure, bool]]:
+    """Every figure of the comparison page by div id (figure, wide?)."""
+    floor = groups[0].runs[0].summary.get("loss_floor")
+    yrange = _loss_range(groups, floor)
+    figs: dict[str, tuple[go.Figure, bool]] = {}
+    for fig_id, column, title, xlabel in (
+            ("cmp-loss-time", "time_s", "Eval loss vs simulated time", "simulated time (s)"),
+            ("cmp-loss-bytes", "bytes", "Eval loss vs bytes on the wire", "bytes sent so far (all transfers)"),
+            ("cmp-loss-tokens", "tokens", "Eval loss vs tokens", "tokens (all workers)")):
+        fig = _fig(title, height=440 if fig_id == "cmp-loss-time" else 400)
+        for g in groups:
+            _line_group(fig, g, column)
+        if floor is not None and yrange is not None and floor >= yrange[0]:
+            fig.add_hline(y=floor, line={"dash": "dash", "color": "black", "width": 1},
+                          annotation_text=f"loss floor {floor:.3f}", annotation_position="top right")
+        elif floor is not None:
+            title = f"{title} (loss floor {floor:.3f}, below this range)"
+        fig.update_layout(title_text=title)
+        if target is not None:
+            fig.add_hline(y=target, line={"dash": "dot", "color": "#888", "width": 1},
+                          annotation_text=f"target {target:.3f}", annotation_position="bottom right")
+        fig.update_layout(xaxis_title=xlabel, yaxis={"title": "eval loss (nats)", "range": yrange})
+        figs[fig_id] = (fig, fig_id == "cmp-loss-time")
+    stats = [group_stats(g, target) for g in groups]
+    cu = [s["utilization"] for s in stats]
+    figs["cmp-cu"] = (_bars("Compute utilization (CU)", groups, cu, [s["utilization_range"] for s in stats],
+                            "CU", [f"{v:.1%}" if v is not None else "-" for v in cu],
+                            yaxis={"title": "CU", "range": [0, 1.08], "tickformat": ".0%"}), False)
+    ttt = [s["time_to_target_s"] for s in stats]
+    tt_title = f"Simulated time to eval loss {target:.3f}" if target is not None else "Time to target (no target)"
+    figs["cmp-time-to-target"] = (_bars(tt_title, groups, ttt, [s["time_to_target_range"] for s in stats],
+                                        "simulated time (s)",
+                                        [f"{v:,.2f} s" if v is not None else "not reached" for v in ttt]), False)
+    fig = _fig("Where the time went (mean fraction of simulated time per state)")
+    for st, color in STATE_COLORS.items():
+        ys = [s["state_fractions"][st] or 0.0 for s in stats]
+        fig.add_trace(go.Bar(x=[g.label for g in groups], y=ys, name=STATE_LABELS[st], marker_color=color,
+                             text=[f"{y:.0%}" if y >= 0.05 else "" for y in ys], textposition="inside",
+                             hovertemplate="%{x}: %{y:.1%}<extra>" + STATE_LABELS[st] + "</extra>"))
+    fig.update_layout(barmode="stack", yaxis={"title": "fraction", "range": [0, 1.0001], "tickformat": ".0%"})
+    figs["cmp-states"] = (fig, False)
+    fig = _fig("Bytes on the wire (log scale)")
+    labels = [g.label for g in groups]
+    for key, name, alpha in (("bytes_total", "all transfers", 1.0), ("wan_bytes", "over WAN links", 0.5)):
+        vals = [s[key] or 0.0 for s in stats]
+        fig.add_trace(go.Bar(x=labels, y=vals, name=name, text=[fmt_bytes(v) for v in vals], textposition="outside",
+                             cliponaxis=False, marker={"color": [_rgba(g.color, alpha) for g in groups],
+                                                       "line": {"color": [g.color for g in groups], "width": 1}}))
+    fig.update_layout(barmode="group", yaxis={"title": "bytes", "type": "log"})
+    figs["cmp-bytes"] = (fig, False)
+    kinds = sorted({k for g in groups for r in g.runs for k in diagnostic_kinds(r.metrics)})
+    if kinds:
+        fig = _fig("Method diagnostics vs simulated time")
+        dashes = ["solid", "dash", "dot", "dashdot"]
+        for i, k in enumerate(kinds):
+            for g in groups:
+                if any(k in diagnostic_kinds(r.metrics) for r in g.runs):
+                    _line_group(fig, g, "time_s", kind=k, name=f"{g.label}: {k}", dash=dashes[i % len(dashes)],
+                                yaxis="y" if i == 0 else "y2")
+        layout = {"xaxis_title": "simulated time (s)",
+                  "yaxis": {"title": ", ".join(DIAGNOSTIC_LABELS.get(k, k).split(":")[0] for k in kinds[:1])}}
+        if len(kinds) > 1:
+            layout["yaxis2"] = {"title": ", ".join(kinds[1:]), "overlaying": "y", "side": "right"}
+        fig.update_layout(**layout)
+        figs["cmp-diagnostics"] = (fig, True)
+    return figs
+
+
+# ---------------------------------------------------------------------- page
+def _f(v, fmt: str, none: str = "-") -> str:
+    return none if v is None else format(v, fmt)
+
+
+def diff_table_html(rows: list[dict]) -> str:
+    header = ["run", "algorithm", "final eval loss", "\u0394 loss", "CU", "\u0394 CU", "time to target",
+              "\u00d7 time", "bytes on wire", "\u00d7 bytes", "WAN bytes", "bytes / worker / round",
+              "peak WAN", "simulated time"]
+    body = []
+    for r in rows:
+        base = r["baseline"]
+        sw = f"<span class='swatch' style='background:{r['color']}'></span>{html.escape(r['label'])}" + \
+             (" <b>(baseline)</b>" if base else "")
+        body.append([
+            sw, r["algorithm"], _f(r["final_eval_loss"], ".4f"),
+            "baseline" if base else _f(r["d_final_eval_loss"], "+.4f"),
+            _f(r["utilization"], ".1%"), "baseline" if base else
+            (_f(r["d_utilization"] * 100 if r["d_utilization"] is not None else None, "+.1f") + " pp"),
+            _f(r["time_to_target_s"], ",.2f", "not reached") + (" s" if r["time_to_target_s"] is not None else ""),
+            "baseline" if base else _f(r["x_time_to_target"], ".2f") + "\u00d7",
+            fmt_bytes(r["bytes_total"]), "baseline" if base else _f(r["x_bytes_total"], ".3g") + "\u00d7",
+            fmt_bytes(r["wan_bytes"]), fmt_bytes(r["bytes_per_worker_per_round"]),
+            _f(r["peak_wan_gbps"], ".3g") + " Gbit/s" if r["peak_wan_gbps"] is not None else "-",
+            _f(r["sim_duration_s"], ",.2f") + " s",
+        ])
+    return grid_table(header, body, "diff-table", raw_first=True)
+
+
+def runs_table_html(groups: list[Group]) -> str:
+    header = ["run", "algorithm and knobs", "seeds", "workers / topology", "status", "directories"]
+    body = []
+    for g in groups:
+        r0 = g.runs[0]
+        body.append([f"<span class='swatch' style='background:{g.color}'></span>{html.escape(g.label)}",
+                     algorithm_label(r0.algorithm), ", ".join(str(s) for s in g.seeds),
+                     topology_text(r0.scenario["topology"]),
+                     ", ".join(sorted({str(r.manifest.get("status")) for r in g.runs})),
+                     ", ".join(str(r.path) for r in g.runs)])
+    return grid_table(header, body, "runs-table", raw_first=True)
+
+
+def build_compare(groups: list[Group], baseline: Group, target: float | None, target_why: str,
+                  forced_note: str | None = None, sweep=None) -> tuple[Page, dict[str, go.Figure]]:
+    figs = compare_figures(groups, target)
+    n_runs = sum(len(g.runs) for g in groups)
+    page = Page(f"locosim compare: {n_runs} runs")
+    sc = groups[0].runs[0].scenario
+    page.html(f"<h1>Comparison of {n_runs} runs" + (f" in {len(groups)} groups" if len(groups) != n_runs else "")
+              + "</h1>")
+    rows = [("model", ", ".join(f"{k}={v}" for k, v in sc["model"].items())),
+            ("data", ", ".join(f"{k}={v}" for k, v in sc["data"].items())),
+            ("loss floor", _f(groups[0].runs[0].summary.get("loss_floor"), ".4f")),
+            ("target eval loss", f"{_f(target, '.4f')} ({target_why})"),
+            ("baseline", baseline.label)]
+    page.html(kv_table(rows))
+    if forced_note:
+        page.html(f"<p class='note'><b>Forced:</b> {html.escape(forced_note)}; losses may not be comparable.</p>")
+    page.html("<p class='note'>Replications (same scenario, different seeds) are one line: the mean, with a "
+              "band from the lowest to the highest seed.</p>")
+    page.html(runs_table_html(groups))
+    rows_ = diff_rows(groups, baseline, target)
+    page.html("<h2>Differences against the baseline</h2>" + diff_table_html(rows_))
+    page.data("locosim-compare", rows_)
+    if sweep is not None:  # a sweep directory: each metric against each swept parameter first
+        from sim.report.sweep import sweep_figures
+
+        sfigs = sweep_figures(*sweep)
+        if sfigs:
+            page.html("<h2>Sweep: metrics vs swept parameters</h2><div class='cols'>")
+            for fig_id, fig in sfigs.items():
+                page.figure(fig_id, fig)
+                figs[fig_id] = (fig, False)
+            page.html("</div>")
+    order = [("Learning", ["cmp-loss-time", "cmp-loss-bytes", "cmp-loss-tokens", "cmp-diagnostics"]),
+             ("Utilization and cost", ["cmp-cu", "cmp-time-to-target", "cmp-states", "cmp-bytes"])]
+    for title, ids in order:
+        page.html(f"<h2>{title}</h2><div class='cols'>")
+        for i in ids:
+            if i in figs:
+                fig, wide = figs[i]
+                page.figure(i, fig, wide=wide)
+        page.html("</div>")
+    return page, {k: f for k, (f, _w) in figs.items()}
+
+
+def write_compare(paths: list[str | Path], out: str | Path, baseline: str | Path | None = None,
+                  force: bool = False, target: float | None = None, png_dir: str | Path | None = None
+                  ) -> tuple[Path, list[Group], str | None]:
+    """Write the comparison page; returns (its path, the groups, a one-line PNG note or None).
+    CompareError (one line) for runs that cannot be compared as asked."""
+    groups = load_groups(paths, force=force)
+    runs = [r for g in groups for r in g.runs]
+    forced = incomparable(runs) if force else None
+    base = pick_baseline(groups, baseline)
+    tgt, why = choose_target(groups, target)
+    from sim.report.sweep import load_sweep
+
+    sweep = load_sweep(paths[0]) if len(paths) == 1 else None
+    page, figs = build_compare(groups, base, tgt, why, forced, sweep)
+    out = Path(out)
+    page.write(out)
+    note = None
+    if png_dir is not None:
+        written, note = export_pngs(figs, Path(png_dir))
+        if note is None:
+            note = f"{len(written)} PNGs in {png_dir}"
+    return out, groups, note

@@ -1,0 +1,151 @@
+"""One self-contained HTML page of plotly figures (plotly.js embedded once, works offline),
+and static PNG export of the same figures.
+
+PNG export goes through kaleido, which drives a Chromium it finds on the machine
+(Debian's ``chromium`` package, or the browser named by ``BROWSER_PATH``); without
+kaleido or a Chromium it skips and says so in one line instead of failing a run.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import shutil
+from pathlib import Path
+
+import plotly.graph_objects as go
+
+# One look for every page: compute green, comm red, waiting orange, down grey.
+STATE_COLORS = {"compute": "#2ca02c", "comm_blocked": "#d62728", "straggler_wait": "#ff7f0e", "down": "#7f7f7f"}
+STATE_LABELS = {"compute": "compute", "comm_blocked": "comm-blocked", "straggler_wait": "straggler-wait",
+                "down": "down"}
+CONFIG = {"displaylogo": False, "responsive": True}
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.2em auto;max-width:1400px;padding:0 1em;
+color:#222}
+h1{margin-bottom:.2em} h2{margin-top:1.4em;border-bottom:1px solid #ddd;padding-bottom:.2em}
+p.desc{color:#555;margin-top:0}
+table.kv th{text-align:left;padding:2px 1.5em 2px 0;color:#444;font-weight:600;vertical-align:top}
+table.kv td{padding:2px 0}
+table.grid{border-collapse:collapse;font-size:.92em} table.grid th,table.grid td{border:1px solid #ddd;padding:3px 8px}
+table.grid th{background:#f4f4f4} table.grid td.num{text-align:right;font-variant-numeric:tabular-nums}
+.cols{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:1em}
+.cols>.wide{grid-column:1 / span 2} .fig{min-height:200px}
+.note{color:#666;font-size:.9em} .swatch{display:inline-block;width:.9em;height:.9em;border-radius:2px;
+vertical-align:middle;margin-right:.4em}
+"""
+
+
+def fmt_bytes(b: float | None) -> str:
+    if b is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if abs(b) < 1000 or unit == "PB":
+            return f"{b:,.1f} {unit}"
+        b /= 1000.0
+    return f"{b:.1f} PB"
+
+
+def fmt_s(s: float | None) -> str:
+    return "-" if s is None else f"{s:,.2f} s"
+
+
+def fmt_gbps(g: float | None) -> str:
+    return "-" if g is None else f"{g:,.3g} Gbit/s"
+
+
+def kv_table(rows: list[tuple[str, object]]) -> str:
+    trs = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
+    return f"<table class='kv'>{trs}</table>"
+
+
+def grid_table(header: list[str], rows: list[list[object]], table_id: str, raw_first: bool = False) -> str:
+    """An HTML table; numbers right-aligned. ``raw_first``: the first cell is trusted HTML (a swatch)."""
+    ths = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = []
+    for row in rows:
+        tds = []
+        for i, v in enumerate(row):
+            numeric = isinstance(v, (int, float)) or (isinstance(v, str) and v[:1] in tuple("+-0123456789\u2212"))
+            cls = " class='num'" if numeric else ""
+            tds.append(f"<td{cls}>{v if (raw_first and i == 0) else html.escape(str(v))}</td>")
+        body.append("<tr>" + "".join(tds) + "</tr>")
+    return f"<table class='grid' id='{table_id}'><thead><tr>{ths}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+class Page:
+    """Sections of HTML and figures, written as one file with plotly.js inlined once."""
+
+    def __init__(self, title: str):
+        self.title = title
+        self.parts: list[str] = []
+        self.figures: dict[str, go.Figure] = {}
+        self._first_fig = True
+
+    def html(self, text: str) -> None:
+        self.parts.append(text)
+
+    def figure(self, fig_id: str, fig: go.Figure, wide: bool = False) -> None:
+        """Add a figure in its own div ``fig_id`` (the div the browser test looks for)."""
+        self.figures[fig_id] = fig
+        fig.update_layout(template="plotly_white", font={"size": 12})
+        div = fig.to_html(full_html=False, include_plotlyjs=self._first_fig, div_id=fig_id, config=CONFIG)
+        self._first_fig = False
+        self.parts.append(f"<div class='fig{' wide' if wide else ''}'>{div}</div>")
+
+    def data(self, element_id: str, obj) -> None:
+        """Embed JSON for scripts and tests (a <script type=application/json>)."""
+        text = json.dumps(obj, default=str).replace("</", "<\\/")
+        self.parts.append(f"<script type='application/json' id='{element_id}'>{text}</script>")
+
+    def write(self, path: Path) -> None:
+        page = (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+                f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
+                f"<title>{html.escape(self.title)}</title><style>{CSS}</style></head><body>\n"
+                + "\n".join(self.parts) + "\n</body></html>\n")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(page, encoding="utf-8")
+        tmp.replace(path)
+
+
+def find_chromium() -> str | None:
+    """A Chromium or Chrome executable for kaleido: $BROWSER_PATH, else one on PATH."""
+    env = os.environ.get("BROWSER_PATH")
+    if env and Path(env).is_file():
+        return env
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def export_pngs(figures: dict[str, go.Figure], out_dir: Path, width: int = 1100, height: int | None = None
+                ) -> tuple[list[Path], str | None]:
+    """Write ``<fig id>.png`` for every figure into ``out_dir``. Returns (files written, None),
+    or ([], one line saying why nothing was written) when kaleido or Chromium is missing."""
+    try:
+        import kaleido  # noqa: F401
+    except ImportError:
+        return [], "png export skipped: kaleido is not installed (pip install 'locosim[browser]')"
+    browser = find_chromium()
+    if browser is None:
+        return [], ("png export skipped: no Chromium found (install the system's chromium package, "
+                    "or set BROWSER_PATH to a Chrome/Chromium executable)")
+    os.environ.setdefault("BROWSER_PATH", browser)  # where kaleido's choreographer looks first
+    import plotly.io as pio
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{fig_id}.png" for fig_id in figures]
+    heights = [height or int(f.layout.height or 450) for f in figures.values()]
+    try:
+        pio.write_images(list(figures.values()), paths, format="png", width=width, height=heights)
+    except Exception as err:  # a browser that will not start: say so, do not fail the run
+        return [], f"png export skipped: kaleido could not render with {browser} ({type(err).__name__}: " \
+                   f"{str(err).splitlines()[0] if str(err) else ''})"
+    return paths, None

@@ -1,0 +1,181 @@
+"""Run directories as the report reads them, and what makes two runs comparable.
+
+A dashboard is drawn from a run's files only (``manifest.json``, ``summary.json``,
+``events.parquet``, ``metrics.parquet``), so a page can be redrawn later and many runs
+can be put side by side. No plotly here: this module decides *which* runs go together
+(replications: the same scenario except its seed) and *whether* they may be compared
+(the same data and model); ``compare`` draws them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+# Scenario sections that must be equal for two runs' losses to mean the same thing.
+COMPARABLE_SECTIONS = ("data", "model")
+
+
+class RunDirError(ValueError):
+    """A path is not a readable run directory; ``str(err)`` is one line."""
+
+
+@dataclass
+class RunData:
+    """One run directory's files, read."""
+    path: Path
+    manifest: dict
+    summary: dict
+    events: pd.DataFrame
+    metrics: pd.DataFrame
+    label: str = ""
+
+    @property
+    def scenario(self) -> dict:
+        return self.manifest["scenario"]
+
+    @property
+    def algorithm(self) -> dict:
+        return self.scenario["algorithm"]
+
+
+def load_run(path: str | Path) -> RunData:
+    """Read a run directory; RunDirError (one line) when a file is missing or unreadable."""
+    p = Path(path)
+    if not (p / "manifest.json").is_file():
+        raise RunDirError(f"{p}: not a run directory (no manifest.json)")
+    try:
+        manifest = json.loads((p / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise RunDirError(f"{p / 'manifest.json'}: unreadable ({type(err).__name__})") from None
+    missing = [f for f in ("summary.json", "events.parquet", "metrics.parquet") if not (p / f).is_file()]
+    if missing:
+        raise RunDirError(f"{p}: run has no {', '.join(missing)} (status {manifest.get('status', '?')}); "
+                          "nothing to draw")
+    try:
+        summary = json.loads((p / "summary.json").read_text(encoding="utf-8"))
+        events = pd.read_parquet(p / "events.parquet")
+        metrics = pd.read_parquet(p / "metrics.parquet")
+    except (OSError, ValueError) as err:
+        raise RunDirError(f"{p}: unreadable run files ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+    return RunData(p, manifest, summary, events, metrics, label=p.name)
+
+
+def find_run_dirs(paths: list[str | Path]) -> list[Path]:
+    """Run directories named by ``paths``: each is a run directory (it has manifest.json) or a
+    directory holding run directories at any depth (a sweep or a variants run), taken in
+    sorted order. Duplicates are dropped; RunDirError when a path holds no run."""
+    out: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if not p.exists():
+            raise RunDirError(f"{p}: no such directory")
+        if (p / "manifest.json").is_file():
+            found = [p]
+        elif p.is_dir():
+            found = sorted(m.parent for m in p.rglob("manifest.json"))
+            if not found:
+                raise RunDirError(f"{p}: not a run directory and holds none (no manifest.json inside)")
+        else:
+            raise RunDirError(f"{p}: not a run directory (a file, not a directory)")
+        for f in found:
+            if f.resolve() not in {o.resolve() for o in out}:
+                out.append(f)
+    return out
+
+
+def unique_labels(runs: list[RunData]) -> None:
+    """Give each run a short unique label: its directory name, prefixed by its parent's name
+    where two runs share a directory name."""
+    names = [r.path.name for r in runs]
+    for r in runs:
+        r.label = r.path.name if names.count(r.path.name) == 1 else f"{r.path.parent.name}/{r.path.name}"
+    seen: dict[str, int] = {}
+    for r in runs:
+        n = seen.get(r.label, 0)
+        seen[r.label] = n + 1
+        if n:
+            r.label = f"{r.label}#{n + 1}"
+
+
+def _first_difference(a, b, path: str) -> str | None:
+    """Dotted path and values of the first place two JSON values differ (None if equal)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in list(a) + [k for k in b if k not in a]:
+            d = _first_difference(a.get(k), b.get(k), f"{path}.{k}")
+            if d:
+                return d
+        return None
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            d = _first_difference(x, y, f"{path}.{i}")
+            if d:
+                return d
+        return None
+    return None if a == b else f"{path} ({json.dumps(b)} vs {json.dumps(a)})"
+
+
+def incomparable(runs: list[RunData]) -> str | None:
+    """Why the runs cannot be compared (one line), or None: every run must train the same
+    model on the same data (scenario sections ``data`` and ``model``) as the first."""
+    base = runs[0]
+    for r in runs[1:]:
+        for section in COMPARABLE_SECTIONS:
+            d = _first_difference(base.scenario.get(section), r.scenario.get(section), section)
+            if d:
+                return f"{r.path} differs from {base.path} in {d}"
+    return None
+
+
+def replication_key(run: RunData) -> str:
+    """Runs with equal keys are replications: the same scenario except its seed."""
+    sc = {k: v for k, v in run.scenario.items() if k != "seed"}
+    return json.dumps(sc, sort_keys=True)
+
+
+@dataclass
+class Group:
+    """Runs of one scenario that differ only in seed (often just one run)."""
+    label: str
+    runs: list[RunData] = field(default_factory=list)
+    color: str = "#1f77b4"
+
+    @property
+    def seeds(self) -> list[int]:
+        return [r.manifest.get("seed") for r in self.runs]
+
+
+def group_replications(runs: list[RunData]) -> list[Group]:
+    """Group runs by ``replication_key`` in first-seen order; a group of several runs is
+    labelled by its first run and its seed count."""
+    groups: dict[str, Group] = {}
+    for r in runs:
+        groups.setdefault(replication_key(r), Group(label=r.label)).runs.append(r)
+    out = list(groups.values())
+    for g in out:
+        if len(g.runs) > 1:
+            g.label = f"{g.runs[0].label} ({len(g.runs)} seeds)"
+    return out
+
+
+def topology_graph(topology: dict):
+    """The network graph of a manifest's topology (``engine.network.build_graph``). A link's
+    bandwidth_csv that can no longer be read is dropped (nominal bandwidth instead)."""
+    from sim.engine.network import build_graph
+    from sim.scenario import Topology
+
+    topo = Topology.model_validate(topology)
+    try:
+        return build_graph(topo)[0]
+    except (ValueError, OSError):
+        links = [l.model_copy(update={"bandwidth_csv": None}) for l in topo.links]
+        return build_graph(topo.model_copy(update={"links": links}))[0]
+
+
+def algorithm_label(algorithm: dict) -> str:
+    """``name k=v ...`` from a scenario's algorithm section, whatever the method."""
+    knobs = [f"{k}={v}" for k, v in algorithm.items() if k != "name"]
+    return " ".join([str(algorithm.get("name", "?"))] + knobs)

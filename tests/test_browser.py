@@ -1,0 +1,128 @@
+"""Both dashboard pages in a real headless Chromium: no console errors, every figure drew its data.
+
+Needs Playwright's Python package and the system's Chromium (/usr/bin/chromium; no browser is
+downloaded). Without them these tests skip with a message, except where LOCOSIM_REQUIRE_BROWSER=1
+(CI sets it): there they fail. Screenshots go to $LOCOSIM_ARTIFACTS (default tests/artifacts/);
+with LOCOSIM_UPDATE_DOCS_IMG=1 they are also copied to docs/img/ for the README.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from sim.report.compare import write_compare
+from tests.conftest import ROOT
+from tests.test_report import make_runs
+
+CHROMIUM = os.environ.get("LOCOSIM_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(os.environ.get("LOCOSIM_ARTIFACTS", ROOT / "tests" / "artifacts"))
+
+# Per figure div: traces, data points plotly computed to draw (calcdata), and SVG trace groups drawn.
+PLOT_CHECK = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(gd => ({
+  id: gd.id,
+  traces: (gd.data || []).length,
+  points: (gd.calcdata || []).reduce((n, cd) => n + cd.filter(pt => pt && (pt.x !== undefined || pt.p !== undefined)
+                                                                && !Number.isNaN(pt.y ?? pt.s)).length, 0),
+  drawn: gd.querySelectorAll('.main-svg .trace, .main-svg .point, .main-svg path.js-line').length,
+  hasLayout: !!gd._fullLayout,
+}))"""
+
+
+def _browser_or_skip():
+    missing = []
+    try:
+        from playwright.sync_api import sync_playwright  # noqa: F401
+    except ImportError:
+        missing.append("the playwright Python package (pip install -e '.[browser]')")
+    if not Path(CHROMIUM).is_file():
+        missing.append(f"Chromium at {CHROMIUM} (apt-get install chromium)")
+    if missing:
+        msg = "browser test needs " + " and ".join(missing)
+        if os.environ.get("LOCOSIM_REQUIRE_BROWSER") == "1":
+            pytest.fail(msg + " (LOCOSIM_REQUIRE_BROWSER=1)")
+        pytest.skip(msg)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    _browser_or_skip()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+def _open_and_check(browser, page_path: Path, shot: str) -> list[dict]:
+    """Load a page from disk, fail on any console error or page error, return the per-figure check,
+    and save a full-page screenshot."""
+    errors: list[str] = []
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.on("console", lambda m: errors.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
+    page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
+    page.goto(page_path.resolve().as_uri(), wait_until="load")
+    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot .main-svg').length > 0")
+    page.wait_for_timeout(500)
+    figures = page.evaluate(PLOT_CHECK)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / shot), full_page=True)
+    if os.environ.get("LOCOSIM_UPDATE_DOCS_IMG") == "1":
+        (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
+        shutil.copy(ARTIFACTS / shot, ROOT / "docs" / "img" / shot)
+    page.close()
+    assert errors == [], errors
+    return figures
+
+
+def _assert_all_drawn(figures: list[dict], expected: set[str]) -> None:
+    by_id = {f["id"]: f for f in figures}
+    assert expected <= set(by_id), expected - set(by_id)
+    for f in figures:
+        assert f["hasLayout"] and f["traces"] > 0 and f["points"] > 0 and f["drawn"] > 0, f
+
+
+def test_run_dashboard_in_chromium(browser, tmp_path_factory):
+    """The run dashboard opens without console errors and every figure div drew a plot with data."""
+    _, runs = make_runs(tmp_path_factory)
+    figures = _open_and_check(browser, runs["noloco"] / "dashboard.html", "dashboard.png")
+    _assert_all_drawn(figures, {"fig-timeline", "fig-util-node", "fig-util-region", "fig-throughput-link",
+                                "fig-throughput-pair", "fig-bytes-link", "fig-bandwidth-peak", "fig-topology",
+                                "fig-loss-time", "fig-loss-tokens", "fig-loss-bytes", "fig-diagnostics"})
+
+
+def test_compare_page_in_chromium(browser, tmp_path_factory):
+    """The comparison of all five methods (DiLoCo with two seeds) opens without console errors and
+    every figure div drew a plot with data."""
+    root, _ = make_runs(tmp_path_factory)
+    out = tmp_path_factory.mktemp("cmp") / "compare.html"
+    write_compare([root], out, baseline="ddp")
+    figures = _open_and_check(browser, out, "compare.png")
+    _assert_all_drawn(figures, {"cmp-loss-time", "cmp-loss-bytes", "cmp-loss-tokens", "cmp-cu",
+                                "cmp-time-to-target", "cmp-states", "cmp-bytes", "cmp-diagnostics"})
+
+
+def test_png_export_with_system_chromium(tmp_path_factory):
+    """With kaleido and the system Chromium, --png's export writes one real PNG per dashboard figure."""
+    _browser_or_skip()
+    try:
+        import kaleido  # noqa: F401
+    except ImportError:
+        if os.environ.get("LOCOSIM_REQUIRE_BROWSER") == "1":
+            pytest.fail("kaleido is not installed (pip install -e '.[browser]')")
+        pytest.skip("PNG export needs kaleido (pip install -e '.[browser]')")
+    from sim.report.dashboard import export_run_pngs, run_figures
+    from sim.report.runs import load_run
+
+    _, runs = make_runs(tmp_path_factory)
+    out = tmp_path_factory.mktemp("png")
+    written, note = export_run_pngs(runs["diloco"], out)
+    assert note is None, note
+    assert {p.stem for p in written} == set(run_figures(load_run(runs["diloco"]))[0])
+    for p in written:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000, p
