@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -32,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from bench.machine import torch_machine  # noqa: E402
 from kernels.backend import triton_available  # noqa: E402
 from kernels.formats import parse_format, payload_bytes  # noqa: E402
 from kernels.outer import outer_nesterov_  # noqa: E402
@@ -53,19 +53,6 @@ def timed_ms(fn, device: torch.device, repeats: int) -> float:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     return 1e3 * statistics.median(times)
-
-
-def machine(device: torch.device) -> dict:
-    out = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-           "python": platform.python_version(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-           "device": str(device)}
-    if device.type == "cuda":
-        out["gpu"] = torch.cuda.get_device_name(device)
-    if triton_available():
-        import triton
-
-        out["triton"] = triton.__version__
-    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -108,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
         ms = timed_ms(lambda: outer_nesterov_(p, v, d, 0.7, 0.9, True, backend), dev, args.repeats)
         outer[backend] = {"ms": ms, "gb_per_s": 20 * n / ms / 1e6}  # read p, v, delta; write p, v
     report = {"elements": n, "senders": k, "repeats": args.repeats, "formats": results,
-              "outer_nesterov": outer, "machine": machine(dev)}
+              "outer_nesterov": outer, "machine": torch_machine(dev)}
     print(json.dumps(report, indent=2))
     return report
 

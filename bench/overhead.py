@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -27,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from bench.machine import torch_machine  # noqa: E402
 from sim.algorithms.transforms import OuterNesterov, assign, replica_mean, worker_view  # noqa: E402
 from sim.runner import Simulation  # noqa: E402
 from sim.scenario import load_scenario  # noqa: E402
@@ -96,9 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
         "run_wall_s": run_s, "numerics_only_wall_s": loop_s, "overhead": run_s / loop_s - 1,
         "run_wall_s_all": runs, "numerics_only_wall_s_all": loops, "same_result": same,
         "simulated_s": sim.env.now,
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "python": platform.python_version(), "torch": torch.__version__,
-                    "torch_threads": torch.get_num_threads(), "device": str(sim.device)},
+        "machine": torch_machine(sim.device),
     }
     print(json.dumps(report, indent=2))
     return report

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import statistics
 import sys
 import time
@@ -42,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from bench.machine import torch_machine  # noqa: E402
 from sim.scenario import InnerOptimizer  # noqa: E402
 from sim.training.models import TinyGPT  # noqa: E402
 from sim.training.replicas import Replicas, StackedReplicas, init_params  # noqa: E402
@@ -74,7 +74,8 @@ def time_steps(step, device: torch.device, warmup: int, steps: int) -> float:
 class LoopEngine:
     """N separate modules and optimizers, stepped one after another."""
 
-    def __init__(self, model: torch.nn.Module, n: int, device: torch.device):
+    def __init__(self, model: torch.nn.Module, n: int, device: torch.device, precision: str = "fp32"):
+        self.precision, self.device = precision, device
         self.models = [copy.deepcopy(model).to(device) for _ in range(n)]
         self.opts = [torch.optim.AdamW(m.parameters(), lr=OPT.lr, betas=(OPT.beta1, OPT.beta2), eps=OPT.eps,
                                        weight_decay=OPT.weight_decay, foreach=True) for m in self.models]
@@ -83,8 +84,10 @@ class LoopEngine:
         x, y = tokens[..., :-1], tokens[..., 1:]
         for i, (m, opt) in enumerate(zip(self.models, self.opts)):
             opt.zero_grad(set_to_none=True)
-            logits = m(x[i])
-            F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y[i].reshape(-1)).backward()
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+                logits = m(x[i])
+                loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y[i].reshape(-1))
+            loss.backward()
             torch.nn.utils.clip_grad_norm_(m.parameters(), OPT.grad_clip, foreach=True)
             opt.step()
 
@@ -92,8 +95,8 @@ class LoopEngine:
 class BatchedEngine:
     """The project's stacked replicas (torch.func vmap)."""
 
-    def __init__(self, model: torch.nn.Module, n: int, device: torch.device):
-        self.replicas = Replicas(model, n, OPT, device, seed=0)
+    def __init__(self, model: torch.nn.Module, n: int, device: torch.device, precision: str = "fp32"):
+        self.replicas = Replicas(model, n, OPT, device, seed=0, precision=precision)
         self.idx = list(range(n))
 
     def step(self, tokens: torch.Tensor) -> None:
@@ -103,12 +106,21 @@ class BatchedEngine:
 class StackedEngine(BatchedEngine):
     """The GPT written with an explicit replica dimension (bmm, one autograd pass)."""
 
-    def __init__(self, model: torch.nn.Module, n: int, device: torch.device):
-        self.replicas = StackedReplicas(model, n, OPT, device, seed=0)
+    compile = False
+
+    def __init__(self, model: torch.nn.Module, n: int, device: torch.device, precision: str = "fp32"):
+        self.replicas = StackedReplicas(model, n, OPT, device, seed=0, precision=precision, compile=self.compile)
         self.idx = list(range(n))
 
 
-ENGINES = {"loop": LoopEngine, "batched": BatchedEngine, "stacked": StackedEngine}
+class CompiledEngine(StackedEngine):
+    """The stacked engine with its training forward under torch.compile (``run.compile``)."""
+
+    compile = True
+
+
+ENGINES = {"loop": LoopEngine, "batched": BatchedEngine, "stacked": StackedEngine, "compiled": CompiledEngine}
+DEFAULT_ENGINES = ["loop", "batched", "stacked"]
 
 
 def build(model_name: str, seq_len: int) -> torch.nn.Module:
@@ -117,15 +129,6 @@ def build(model_name: str, seq_len: int) -> torch.nn.Module:
         for name, p in model.named_parameters():
             p.copy_(init_params(model, 0)[name])
     return model
-
-
-def machine(device: torch.device) -> dict:
-    out = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-           "python": platform.python_version(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-           "device": str(device)}
-    if device.type == "cuda":
-        out["gpu"] = torch.cuda.get_device_name(device)
-    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -137,7 +140,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seq-len", type=int, default=None, help="tokens per sequence (128 on CUDA, 64 on CPU)")
     ap.add_argument("--steps", type=int, default=None, help="timed steps per engine and N (10 on CUDA, 3 on CPU)")
     ap.add_argument("--warmup", type=int, default=None, help="untimed steps first (3 on CUDA, 1 on CPU)")
-    ap.add_argument("--engines", nargs="+", choices=list(ENGINES), default=list(ENGINES))
+    ap.add_argument("--engines", nargs="+", choices=list(ENGINES), default=DEFAULT_ENGINES,
+                    help="compiled: stacked under torch.compile (its warm-up steps pay the compile)")
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                    help="bf16: forward and backward under torch.autocast, for every engine (the loop too)")
     args = ap.parse_args(argv)
     dev = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                        ("cpu" if args.device == "auto" else args.device))
@@ -154,8 +160,8 @@ def main(argv: list[str] | None = None) -> dict:
         tokens = torch.randint(0, VOCAB, (n, b, t + 1), generator=g).to(dev)
         row: dict = {"replicas": n}
         for name in args.engines:
-            engine = ENGINES[name](model, n, dev)
-            sec = time_steps(lambda: engine.step(tokens), dev, warmup, steps)
+            engine = ENGINES[name](model, n, dev, args.precision)
+            sec = time_steps(lambda e=engine: e.step(tokens), dev, warmup, steps)
             row[f"{name}_replica_steps_per_s"] = n / sec
             row[f"{name}_tokens_per_s"] = n * b * t / sec
             del engine
@@ -167,8 +173,9 @@ def main(argv: list[str] | None = None) -> dict:
                     row[f"{name}_over_loop"] = row[f"{name}_replica_steps_per_s"] / row["loop_replica_steps_per_s"]
         per_n[str(n)] = row
     report = {"model": args.model, "params": n_params, "batch_size": b, "seq_len": t, "tokens_per_replica_step": b * t,
-              "steps": steps, "warmup": warmup, "optimizer": "adamw, grad_clip 1.0, fp32", "per_replicas": per_n,
-              "machine": machine(dev)}
+              "steps": steps, "warmup": warmup, "optimizer": "adamw, grad_clip 1.0, fp32 state",
+              "precision": args.precision, "per_replicas": per_n,
+              "machine": torch_machine(dev)}
     print(json.dumps(report, indent=2))
     return report
 

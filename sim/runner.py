@@ -83,8 +83,10 @@ class Simulation:
         self.numerics_on = sc.numerics
         self.tokens_per_step = sc.compute.batch_size * sc.model.seq_len
         self.dataset = self.replicas = self.numerics = None
-        self.device = None
+        self.device = self.memory = self.engine = None
         measure = None
+        self.algorithm = make_algorithm(sc.algorithm, n, sc.seed)
+        self.algorithm.kernels = sc.run.kernels
         if self.numerics_on:
             measure = self._build_numerics()
             self.n_params = self.replicas.n_params
@@ -96,7 +98,6 @@ class Simulation:
             layout = scale_layout(layout, sc.timing.params)
         self.layout = layout
         self.wire_params = sum(e for _, e in layout)
-        self.algorithm = make_algorithm(sc.algorithm, n, sc.seed)
         self.algorithm.configure(layout, sc.timing.layers if sc.timing is not None else None)
         self.state = self.algorithm.init(self.replicas) if self.numerics_on else None
         self.schedule = self.algorithm.info
@@ -146,10 +147,12 @@ class Simulation:
         """Data, replicas, lazy numerics and eval batches (torch); returns the step-time probe."""
         import torch
 
+        from kernels.backend import resolve_backend
         from sim.engine.clock import rng as named_rng
         from sim.training.data import make_dataset
+        from sim.training.memory import check_fits, estimate
         from sim.training.models import build_model
-        from sim.training.replicas import Numerics, Replicas, resolve_device
+        from sim.training.replicas import Numerics, Replicas, StackedReplicas, replica_engine, resolve_device
         from sim.training.timing import measure_step_s
 
         sc, n = self.sc, self.n_workers
@@ -160,15 +163,30 @@ class Simulation:
                              f"(got {sc.model.vocab_size})")
         self.device = resolve_device(sc.run.device)
         with torch.device("meta"):
-            model = build_model(sc.model, vocab)
-        self.replicas = Replicas(model, n, sc.optimizer, self.device, sc.seed)
+            model = build_model(sc.model, vocab)  # shapes only: nothing allocated yet
+        self.memory = estimate(sum(p.numel() for p in model.parameters()), n, sc.model, vocab, sc.compute.batch_size,
+                               sc.run.eval_batch_size, self.algorithm.outer_state_copies, sc.run.eval_replicas)
+        check_fits(self.memory, self.device, sc.run.memory_limit_gb)  # refuse before anything is allocated
+        try:
+            resolve_backend(sc.run.kernels, torch.empty(0, device=self.device))
+        except RuntimeError as err:
+            raise ValueError(f"run.kernels: {err}") from None
+        self.engine = replica_engine(sc.run.engine, sc.model.kind)
+
+        def make_replicas(count: int) -> Replicas:
+            if self.engine == "stacked":
+                return StackedReplicas(model, count, sc.optimizer, self.device, sc.seed, sc.run.precision,
+                                       compile=sc.run.compile)
+            return Replicas(model, count, sc.optimizer, self.device, sc.seed, sc.run.precision)
+
+        self.replicas = make_replicas(n)
         self.numerics = Numerics(self.replicas, self.dataset, sc.compute.batch_size, sc.seed)
         g = named_rng(sc.seed, "data/eval")
         self.eval_batches = [torch.from_numpy(self.dataset.eval_batch(g, sc.run.eval_batch_size))
                              for _ in range(sc.run.eval_batches)]
 
         def measure(repeats: int) -> float:
-            probe = Replicas(model, 1, sc.optimizer, self.device, sc.seed)
+            probe = make_replicas(1)
             tokens = torch.from_numpy(self.dataset.train_batch(named_rng(sc.seed, "timing/measure"), 0,
                                                                sc.compute.batch_size))[None]
 
@@ -285,6 +303,9 @@ class Simulation:
         loss = self.replicas.eval_loss(params, self.eval_batches)
         step = self.workers[0].steps_done if step is None else step
         self.recorder.losses.append(LossPoint("eval", -1, step, self.env.now, loss))
+        if self.sc.run.eval_replicas:  # every replica's own parameters, in one batched call per batch
+            for w, value in enumerate(self.replicas.eval_losses(self.replicas.params, self.eval_batches).tolist()):
+                self.recorder.losses.append(LossPoint("replica_eval", w, step, self.env.now, value))
         for kind, value in self.algorithm.diagnostics(self.numerics, self.state).items():
             self.recorder.losses.append(LossPoint(kind, -1, step, self.env.now, value))
         return loss

@@ -414,6 +414,25 @@ class Run(_Strict):
     eval_batch_size: Int = Field(default=32, ge=1, description="Sequences per held-out batch.")
     target_eval_loss: float | None = Field(default=None, gt=0, description="Report the simulated time at which eval loss first reaches this.")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Where numerics run; auto = cuda when available.")
+    engine: Literal["auto", "vmap", "stacked"] = Field(default="auto", description=(
+        "How replicas are stepped together: vmap (torch.func over the model, any model kind) or stacked (the GPT "
+        "written with a replica dimension, one batched matmul per layer and one autograd pass; gpt only). "
+        "auto: stacked for gpt, vmap otherwise."))
+    precision: Literal["fp32", "bf16"] = Field(default="fp32", description=(
+        "Inner forward/backward precision: bf16 runs them under torch.autocast (parameters, gradients and "
+        "optimizer state stay fp32). Meant for CUDA; on CPU it is slower than fp32."))
+    compile: bool = Field(default=False, description=(
+        "torch.compile the stacked engine's training forward (fused kernels; the first steps pay the compile, "
+        "and a compile that fails falls back to eager with a warning). Stacked engine only."))
+    kernels: Literal["auto", "torch", "triton"] = Field(default="auto", description=(
+        "Backend of the wire-format and outer-update kernels: torch (reference), triton (needs CUDA), "
+        "auto (triton on CUDA when it imports, else torch)."))
+    eval_replicas: bool = Field(default=False, description=(
+        "Also evaluate every replica's own parameters at each evaluation (one batched call; kind "
+        "'replica_eval' in metrics.parquet, thin lines in the dashboard)."))
+    memory_limit_gb: PositiveFloat | None = Field(default=None, description=(
+        "Memory the numerics may use (GB); omitted: what the device has free (CUDA) or available (CPU). "
+        "A scenario whose estimate exceeds it is refused before it starts."))
 
     @model_validator(mode="after")
     def _stops(self) -> "Run":
@@ -662,6 +681,14 @@ class Scenario(_Strict):
         for i, l in enumerate(f.links):
             if frozenset((l.a, l.b)) not in links:
                 raise _FieldError(("faults", "links", i), f"no topology link joins '{l.a}' and '{l.b}'")
+        return self
+
+    @model_validator(mode="after")
+    def _engine(self) -> "Scenario":
+        if self.run.engine == "stacked" and self.model.kind != "gpt":
+            raise _FieldError(("run", "engine"), f"stacked needs model kind gpt (got {self.model.kind}); use auto or vmap")
+        if self.run.compile and (self.run.engine == "vmap" or self.model.kind != "gpt"):
+            raise _FieldError(("run", "compile"), "needs the stacked engine (model kind gpt, run.engine auto or stacked)")
         return self
 
     @model_validator(mode="after")

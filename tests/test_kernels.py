@@ -334,3 +334,33 @@ def test_ddp_grads_with_block_format_match_bytes(root):
     assert all(torch.isfinite(v).all() for v in sim.replicas.params.values())
     assert sim.payload_bytes == payload_bytes(sim.wire_params, "int8:128")
     assert math.isclose(sim.payload_bytes / sim.wire_params, 1 + 4 / 128, rel_tol=0.02)
+
+
+@needs_triton
+@pytest.mark.parametrize("name", ["diloco", "streaming_diloco"])
+def test_a_run_with_triton_kernels_equals_the_torch_reference(root, name):
+    """run.kernels: triton puts the Triton quantize/dequantize and fused outer-update kernels in the
+    run path (here under the interpreter on CPU); the run ends where the torch reference's does."""
+    base = TINY + [f"algorithm={METHODS[name]}", "algorithm.payload_dtype='int8:32'", "algorithm.error_feedback=true",
+                   "run.max_rounds=3", "run.eval_every_steps=null", f"run.device={DEVICE}"]
+    runs = {}
+    for backend in ("torch", "triton"):
+        sim = Simulation(load_scenario(root / "scenarios/quickstart.yaml", base + [f"run.kernels={backend}"]))
+        sim.run()
+        runs[backend] = sim
+    ref, tri = runs["torch"], runs["triton"]
+    assert tri.algorithm.kernels == "triton"
+    a = ref.algorithm.global_params(ref.numerics, ref.state)
+    b = tri.algorithm.global_params(tri.numerics, tri.state)
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6)
+
+
+def test_triton_kernels_without_cuda_or_interpreter_are_refused_naming_the_field(root, monkeypatch):
+    """run.kernels: triton on a CPU run without TRITON_INTERPRET is bad input (exit 2 in the CLI), not a crash."""
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is here: triton kernels can run")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    sc = load_scenario(root / "scenarios/quickstart.yaml", TINY + ["run.kernels=triton", "run.device=cpu"])
+    with pytest.raises(ValueError, match=r"run\.kernels"):
+        Simulation(sc)

@@ -36,11 +36,11 @@ def allreduce_plan(stream: str, round_: int, group: tuple[int, ...], elems: int,
     return StepPlan(sends=(send,), needs=(Need(stream, round_),), local_step=False)
 
 
-def allreduce_grads(wire_format: str, contributors: tuple[int, ...] | None = None):
+def allreduce_grads(wire_format: str, contributors: tuple[int, ...] | None = None, backend: str = "auto"):
     """Gradient transform of one ddp step: every replica gets the mean of the wire-format
     grads (of ``contributors`` only when some gradients were dropped)."""
     def transform(grads: Tree) -> Tree:
-        sent = wire_roundtrip(grads, wire_format, stacked=True)
+        sent = wire_roundtrip(grads, wire_format, stacked=True, backend=backend)
         if contributors is not None:
             import torch
 
@@ -103,7 +103,7 @@ class OuterMethod:
     # ---------------------------------------------------------------- numerics
     def init(self, replicas) -> dict:
         state: dict = {"reductions": {}, "outer": None, "momentum": None,
-                       "ef": ErrorFeedback(self.spec.payload_dtype) if self.spec.error_feedback else None,
+                       "ef": ErrorFeedback(self.spec.payload_dtype, self.kernels) if self.spec.error_feedback else None,
                        "absent": set(), "down": set(), "applying": {}, "short": {}}
         if self.warm == 0:
             self.start(replicas, state)
@@ -130,7 +130,7 @@ class OuterMethod:
         payload plus the worker's residual, which is then updated)."""
         if state["ef"] is not None:
             return state["ef"].send(worker, tree)
-        return wire_roundtrip(tree, self.spec.payload_dtype)
+        return wire_roundtrip(tree, self.spec.payload_dtype, backend=self.kernels)
 
     def reduction(self, state: dict, key: tuple, worker: int | None = None) -> Reduction:
         """The reduction of collective ``key``; ``worker`` registers as one that will use it."""
@@ -158,7 +158,7 @@ class OuterMethod:
         group); returns train records of steps it ran."""
         if send.stream == "warmup":
             records = numerics.synchronous_step(send.round + 1, time_s,
-                                                allreduce_grads(self.spec.payload_dtype, participants))
+                                                allreduce_grads(self.spec.payload_dtype, participants, self.kernels))
             if send.round + 1 == self.warm:
                 self.start(numerics.replicas, state)
             return only(records, participants)
@@ -233,6 +233,10 @@ class OuterMethod:
         rows = [w for w in range(self.n_workers) if w not in state["down"]]
         return rows or list(range(self.n_workers))
 
+    outer_state_copies = 2
+    """Per-worker copies of the parameters kept besides the replica: outer parameters and momentum."""
+    kernels = "auto"
+    """Backend of the wire-format and outer-update kernels (``run.kernels``; set by the runner)."""
     outer_rows_differ = False
     """True where workers' outer parameters may differ (eager, noloco): evaluate their mean."""
     diagnostic: tuple[str, Callable[[Tree], float]] | None = None

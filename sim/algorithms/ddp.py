@@ -48,6 +48,11 @@ def layer_buckets(layout: list[tuple[str, int]]) -> list[tuple[float, int]]:
 
 
 class DDP:
+    outer_state_copies = 0
+    """Per-worker copies of the parameters the method keeps besides the replica (memory estimate)."""
+    kernels = "auto"
+    """Backend of the wire-format kernels (``run.kernels``; set by the runner)."""
+
     def __init__(self, spec, n_workers: int, seed: int):
         self.spec = spec
         self.everyone = tuple(range(n_workers))
@@ -95,7 +100,7 @@ class DDP:
             state["arrived"][send.round] = (got, present)
             return []
         state["arrived"].pop(send.round, None)
-        records = numerics.synchronous_step(send.round + 1, time_s, allreduce_grads(self.spec.payload_dtype, present))
+        records = numerics.synchronous_step(send.round + 1, time_s, allreduce_grads(self.spec.payload_dtype, present, self.kernels))
         return only(records, present)
 
     def recover(self, numerics, state: dict, worker: int, peer: int) -> None:

@@ -81,11 +81,9 @@ class DiLoCo(OuterMethod):
                     delta = avg
             outer_w = worker_view(state["outer"], worker)
             mom_w = worker_view(state["momentum"], worker)
-            new_outer, new_mom = self.outer.update(delta, mom_w, outer_w)
-            assign(outer_w, new_outer)
-            assign(mom_w, new_mom)
+            self.outer.step_(outer_w, mom_w, delta, self.kernels)
             if red_old is None or worker in red_old.present:  # dropped: keep its own params
-                assign(worker_view(params, worker), new_outer)
+                assign(worker_view(params, worker), outer_w)
             if red_old is not None:
                 self.release(state, old_key, worker)
 

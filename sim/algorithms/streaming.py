@@ -106,12 +106,10 @@ class StreamingDiLoCo(OuterMethod):
                     return
                 outer_w = worker_view(state["outer"], worker, keys)
                 mom_w = worker_view(state["momentum"], worker, keys)
-                new_outer, new_mom = self.outer.update(red.mean(), mom_w, outer_w)
-                assign(outer_w, new_outer)
-                assign(mom_w, new_mom)
+                self.outer.step_(outer_w, mom_w, red.mean(), self.kernels)
                 if worker in red.present:  # left out of the average (down or late): keep its own params
                     local = worker_view(params, worker, keys)
-                    assign(local, merge(local, new_outer, self.alpha))
+                    assign(local, merge(local, outer_w, self.alpha))
                 self.release(state, key, worker)
 
             numerics.enqueue_op(worker, apply, red.ready)

@@ -19,24 +19,25 @@ if TYPE_CHECKING:
 Tree = dict[str, "torch.Tensor"]
 
 
-def wire_roundtrip(tree: Tree, fmt: str, stacked: bool = False) -> Tree:
+def wire_roundtrip(tree: Tree, fmt: str, stacked: bool = False, backend: str = "auto") -> Tree:
     """A contribution as the receivers see it after the wire format. ``tree`` is one payload
     (``stacked``: dim 0 is the replica and each replica's slice is its own payload).
 
     Block and top-k formats see a payload as one flat vector in tree order -- what
     ``kernels.formats.payload_bytes`` counts -- so it is concatenated, sent and split back;
-    plain casts go tensor by tensor (the same values either way)."""
+    plain casts go tensor by tensor (the same values either way). ``backend``: the kernels'
+    (``kernels.backend``; every backend gives the reference's values)."""
     from kernels.formats import parse_format
     from kernels.quantize import roundtrip
 
     if parse_format(fmt).elementwise:
-        return {k: roundtrip(v, fmt) for k, v in tree.items()}
+        return {k: roundtrip(v, fmt, backend) for k, v in tree.items()}
     import torch
 
     keys = list(tree)
     lead = (tree[keys[0]].shape[0],) if stacked else ()
     flat = torch.cat([tree[k].reshape(*lead, -1).float() for k in keys], dim=-1)
-    out = roundtrip(flat, fmt)
+    out = roundtrip(flat, fmt, backend)
     sizes = [tree[k][0].numel() if stacked else tree[k].numel() for k in keys]
     return {k: part.reshape(tree[k].shape) for k, part in zip(keys, out.split(sizes, dim=-1))}
 
@@ -49,15 +50,16 @@ class ErrorFeedback:
     quantization error), instead of accumulating every round's error. Residuals are per
     worker and per tensor name (a streaming fragment carries only its own)."""
 
-    def __init__(self, fmt: str):
+    def __init__(self, fmt: str, backend: str = "auto"):
         self.fmt = fmt
+        self.backend = backend
         self.residual: dict[int, Tree] = {}
 
     def send(self, worker: int, tree: Tree) -> Tree:
         """``tree`` plus this worker's residual, as the receivers see it after the wire."""
         res = self.residual.setdefault(worker, {})
         want = {k: v + res[k] if k in res else v for k, v in tree.items()}
-        sent = wire_roundtrip(want, self.fmt)
+        sent = wire_roundtrip(want, self.fmt, backend=self.backend)
         res.update({k: want[k] - sent[k] for k in want})
         return sent
 
@@ -89,6 +91,14 @@ class OuterNesterov:
             new_state[k] = v
             new_params[k] = p - self.lr * step
         return new_params, new_state
+
+    def step_(self, params: Tree, state: Tree, delta: Tree, backend: str = "auto") -> None:
+        """``update`` in place (``params`` and ``state`` are overwritten; the same values), one
+        fused kernel per tensor (``kernels.outer.outer_nesterov_``)."""
+        from kernels.outer import outer_nesterov_
+
+        for k, p in params.items():
+            outer_nesterov_(p, state[k], delta[k], self.lr, self.momentum, self.nesterov, backend)
 
 
 def tree_sub(a: Tree, b: Tree) -> Tree:

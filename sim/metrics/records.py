@@ -48,7 +48,8 @@ class Sync:
 @dataclass(slots=True)
 class LossPoint:
     """A value over time: kind 'train' (one worker's step loss), 'eval' (the global model's
-    held-out loss), 'spread' (NoLoCo: std of slow weights across workers) or 'drift'
+    held-out loss), 'replica_eval' (one replica's own held-out loss, ``run.eval_replicas``),
+    'spread' (NoLoCo: std of slow weights across workers) or 'drift'
     (eager DiLoCo: max pairwise distance between workers' outer parameters)."""
     kind: str
     worker: int

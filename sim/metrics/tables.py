@@ -276,6 +276,9 @@ def summarize(sim, events: pd.DataFrame, metrics: pd.DataFrame, manifest: dict) 
         "faults": fault_summary(sim.recorder),
         "ended_early": getattr(sim, "ended_early", None),
         "numerics": ({"batched_calls": sim.numerics.batched_calls, "replica_steps": sim.numerics.replica_steps,
-                      "device": str(sim.device)} if sim.numerics is not None else None),
+                      "device": str(sim.device), "engine": sim.engine, "precision": sc.run.precision,
+                      "compiled": bool(getattr(sim.replicas, "compiled", False)),
+                      "kernels": sc.run.kernels, "memory_estimate": sim.memory.as_dict()}
+                     if sim.numerics is not None else None),
     }
 

@@ -368,6 +368,11 @@ def loss_vs_time(metrics: pd.DataFrame, floor: float | None) -> go.Figure:
         per_step = train.groupby("step").agg(time_s=("time_s", "max"), loss=("loss", "mean")).reset_index()
         fig.add_trace(go.Scatter(x=per_step["time_s"], y=per_step["loss"], mode="lines",
                                  name="train loss (mean of workers)", line={"color": "#9ecae1", "width": 1}))
+    reps = metrics[metrics["kind"] == "replica_eval"]
+    for i, (w, d) in enumerate(reps.groupby("worker")):  # run.eval_replicas: each replica's own parameters
+        fig.add_trace(go.Scatter(x=d["time_s"], y=d["loss"], mode="lines", name="eval loss (each replica)",
+                                 legendgroup="replica_eval", showlegend=i == 0, hovertext=f"replica {w}",
+                                 line={"color": "#fdae6b", "width": 1}))
     ev = metrics[metrics["kind"] == "eval"]
     fig.add_trace(go.Scatter(x=ev["time_s"], y=ev["loss"], mode="lines+markers", name="eval loss (global model)",
                              line={"color": "#08519c", "width": 2}, marker={"size": 5}))
@@ -388,7 +393,7 @@ def loss_vs(metrics: pd.DataFrame, column: str, title: str, xlabel: str, floor: 
 
 def diagnostic_kinds(metrics: pd.DataFrame) -> list[str]:
     """Metric kinds other than train and eval (NoLoCo 'spread', eager 'drift', any later one)."""
-    return sorted(k for k in metrics["kind"].astype(str).unique() if k not in ("train", "eval"))
+    return sorted(k for k in metrics["kind"].astype(str).unique() if k not in ("train", "eval", "replica_eval"))
 
 
 def diagnostics(metrics: pd.DataFrame) -> go.Figure | None:
@@ -460,6 +465,19 @@ def summary_rows(run: RunData) -> list[tuple[str, object]]:
     ]
 
 
+def numerics_text(num: dict | None) -> str:
+    """Replica engine, precision, kernels and the memory estimate of a run (timing-only: none)."""
+    if not num:
+        return "none (timing only)"
+    text = f"{num.get('engine', '?')} engine{' (compiled)' if num.get('compiled') else ''}, {num.get('precision', 'fp32')}"
+    text += f", {num.get('kernels', 'auto')} kernels, {num.get('replica_steps', 0):,} replica-steps in "
+    text += f"{num.get('batched_calls', 0):,} batched calls"
+    mem = num.get("memory_estimate")
+    if mem:
+        text += f"; memory estimate {mem['bytes_per_replica'] / 1e6:.3g} MB per replica, {mem['total_bytes'] / 1e6:.3g} MB in all"
+    return text
+
+
 def header_rows(run: RunData) -> list[tuple[str, object]]:
     m, s, sc = run.manifest, run.summary, run.scenario
     wall = m.get("wall_s") or s.get("wall_s")
@@ -474,6 +492,7 @@ def header_rows(run: RunData) -> list[tuple[str, object]]:
         ("simulated duration", fmt_s(s.get("sim_duration_s"))),
         ("wall time", fmt_s(wall)),
         ("device", m.get("device")),
+        ("numerics", numerics_text(s.get("numerics"))),
         ("run", f"{m.get('started_at', '?')}, git {str(m.get('git_revision') or '?')[:10]}, "
                 f"locosim {(m.get('versions') or {}).get('locosim', '?')}"),
     ]

@@ -5,13 +5,18 @@ model parameter), as do their AdamW states. One call of ``Replicas.step`` comput
 selected replica's loss and gradient together with ``torch.func.vmap`` over
 ``grad_and_value`` of a ``functional_call`` -- never a Python loop over models -- then
 clips each replica's gradient by its own global norm and applies each replica's own
-optimizer state. ``Numerics`` keeps, per worker, the inner steps the engine has
-finished but the numerics have not run yet, and flushes them in batches (masked when
-workers have different numbers pending) in exactly the simulated order.
+optimizer state. ``StackedReplicas`` gets the same gradients from the GPT written with an
+explicit replica dimension (one batched matmul per layer, one autograd pass; optionally
+under ``torch.compile``); ``run.engine`` picks one (``replica_engine``). Both can run the
+forward and backward under bf16 autocast (``run.precision``) and evaluate all replicas
+in one batched call (``eval_losses``). ``Numerics`` keeps, per worker, the inner steps
+the engine has finished but the numerics have not run yet, and flushes them in batches
+(masked when workers have different numbers pending) in exactly the simulated order.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from typing import Callable
 
@@ -50,14 +55,26 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def replica_engine(engine: str, model_kind: str) -> str:
+    """The replica engine a run uses: ``run.engine``, with auto = stacked for gpt, vmap otherwise."""
+    if engine == "auto":
+        return "stacked" if model_kind == "gpt" else "vmap"
+    if engine == "stacked" and model_kind != "gpt":
+        raise ValueError(f"run.engine: stacked needs model kind gpt (got {model_kind}); use auto or vmap")
+    return engine
+
+
 class Replicas:
     """M replicas of one model as stacked tensors, with per-replica inner optimizer state."""
 
-    def __init__(self, model: nn.Module, n: int, opt, device: torch.device, seed: int):
+    def __init__(self, model: nn.Module, n: int, opt, device: torch.device, seed: int, precision: str = "fp32"):
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision: fp32 or bf16 (got {precision})")
         self.model = model
         self.n = n
         self.opt = opt
         self.device = device
+        self.precision = precision
         base = init_params(model, torch_seed(seed, "model/init"))
         self.shapes = {k: tuple(v.shape) for k, v in base.items()}
         self.params = {k: v.to(device).unsqueeze(0).repeat(n, *([1] * v.dim())).contiguous() for k, v in base.items()}
@@ -71,6 +88,13 @@ class Replicas:
 
         self._loss_fn = loss_fn
         self._grad_and_loss = vmap(grad_and_value(loss_fn))
+        self._replica_losses = vmap(loss_fn, in_dims=(0, None, None))  # every replica on the same batch
+
+    def _autocast(self):
+        """bf16 autocast around forward and backward (``precision: bf16``); fp32 otherwise."""
+        if self.precision == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     @property
     def n_params(self) -> int:
@@ -86,7 +110,9 @@ class Replicas:
         tokens = tokens.to(self.device)
         x, y = tokens[..., :-1], tokens[..., 1:]
         params = self.params if full else {k: v.index_select(0, sel) for k, v in self.params.items()}
-        grads, losses = self._grad_and_loss(params, x, y)
+        with self._autocast():
+            grads, losses = self._grad_and_loss(params, x, y)
+        losses = losses.float()
         if grad_transform is not None:
             grads = grad_transform(grads)
         with torch.no_grad():
@@ -167,7 +193,20 @@ class Replicas:
         total = 0.0
         for b in batches:
             b = b.to(self.device)
-            total += float(self._loss_fn(params, b[..., :-1], b[..., 1:]))
+            with self._autocast():
+                total += float(self._loss_fn(params, b[..., :-1], b[..., 1:]))
+        return total / len(batches)
+
+    @torch.no_grad()
+    def eval_losses(self, stacked: dict[str, torch.Tensor], batches: list[torch.Tensor]) -> torch.Tensor:
+        """Mean cross-entropy of each of N stacked parameter sets ``[N, ...]`` (e.g. every
+        replica) over the same held-out batches, N at a time in one batched call per batch; [N]."""
+        total = None
+        for b in batches:
+            b = b.to(self.device)
+            with self._autocast():
+                losses = self._replica_losses(stacked, b[..., :-1], b[..., 1:]).float()
+            total = losses if total is None else total + losses
         return total / len(batches)
 
 
@@ -253,21 +292,50 @@ class StackedReplicas(Replicas):
     (already over the stacked tensors). An alternative to the vmap engine, equal to it to
     fp32 rounding (tests/test_replica_engines.py); GPT models only."""
 
-    def __init__(self, model: nn.Module, n: int, opt, device: torch.device, seed: int):
+    def __init__(self, model: nn.Module, n: int, opt, device: torch.device, seed: int, precision: str = "fp32",
+                 compile: bool = False):
         from sim.training.models import TinyGPT, stacked_gpt_logits
 
         if not isinstance(model, TinyGPT):
             raise ValueError(f"StackedReplicas needs a TinyGPT (model kind gpt), got {type(model).__name__}; "
                              "use Replicas (vmap) for other models")
-        super().__init__(model, n, opt, device, seed)
+        super().__init__(model, n, opt, device, seed, precision)
         layers, heads = len(model.blocks), model.blocks[0].heads
+
+        def losses_of(params: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            """Each replica's mean cross-entropy on its own tokens: [N]."""
+            logits = stacked_gpt_logits(params, x, layers, heads)
+            return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
+                                   reduction="none").reshape(x.shape[0], -1).mean(dim=1)
+
+        self.compiled = compile
+        self._eager_losses = losses_of
+        self._train_losses = torch.compile(losses_of) if compile else losses_of
 
         def grad_and_loss(params: dict, x: torch.Tensor, y: torch.Tensor):
             leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
-            logits = stacked_gpt_logits(leaves, x, layers, heads)
-            losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
-                                     reduction="none").reshape(x.shape[0], -1).mean(dim=1)
+            losses = self._forward(leaves, x, y)
             grads = torch.autograd.grad(losses.sum(), list(leaves.values()))
             return dict(zip(leaves, grads)), losses
 
+        def replica_losses(params: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            n = next(iter(params.values())).shape[0]
+            return losses_of(params, x.expand(n, *x.shape), y.expand(n, *y.shape))
+
         self._grad_and_loss = grad_and_loss
+        self._replica_losses = replica_losses
+
+    def _forward(self, leaves: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The training forward, compiled with ``torch.compile`` when asked for; a compile that
+        fails (no C++ compiler, an unsupported backend) falls back to eager, once, with a warning."""
+        if not self.compiled:
+            return self._eager_losses(leaves, x, y)
+        try:
+            return self._train_losses(leaves, x, y)
+        except Exception as err:  # noqa: BLE001 -- any compiler failure; eager raises real errors itself
+            import warnings
+
+            warnings.warn(f"run.compile: torch.compile failed ({type(err).__name__}: {str(err).splitlines()[0]}); "
+                          "running eager", RuntimeWarning, stacklevel=2)
+            self.compiled = False
+            return self._eager_losses(leaves, x, y)

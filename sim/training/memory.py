@@ -1,0 +1,130 @@
+"""How much memory a run's numerics need, checked before anything is allocated.
+
+Per replica, in fp32 (4 bytes an element), with P the model's parameters:
+
+* persistent state: parameters, AdamW's two moments, and the method's per-worker outer
+  state (outer parameters and outer momentum for the DiLoCo family and NoLoCo, none for
+  ddp) -- ``(3 + outer_copies) x P``;
+* transients of one inner step: the gradient and the optimizer's new moments and new
+  parameters before they are copied back -- ``4 x P``;
+* activations kept for the backward pass of one step, per token (``activation_floats``);
+  tests check this against the bytes autograd really saves (``saved_tensor_bytes``).
+
+Plus, once for the run, the logits of one evaluation batch (for every replica at once
+with ``run.eval_replicas``). The estimate leaves out allocator slack and the CUDA context;
+it is there to refuse, before starting, a scenario that cannot fit, not to size a device
+to the byte.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+FLOAT_BYTES = 4
+STATE_COPIES = 3       # parameters, exp_avg, exp_avg_sq
+STEP_TRANSIENT_COPIES = 4  # gradient, new exp_avg, new exp_avg_sq, new parameters
+
+
+def activation_floats(spec, vocab: int) -> int:
+    """Floats autograd keeps per token for one forward/backward of one replica.
+
+    gpt, per block: the two LayerNorms' inputs and outputs (4d), qkv's input and q, k, v
+    (4d), the attention probabilities before and after softmax (2 x heads x T), the
+    attention output and projection input (2d), the MLP's input (d), hidden before and
+    after GELU (2 x mlp_ratio x d); after the blocks: the final LayerNorm (2d) and the
+    logits and their log-softmax (2V). mlp: the context embeddings, hidden before and
+    after GELU, logits and log-softmax."""
+    if spec.kind == "gpt":
+        d, t, h, r = spec.d_model, spec.seq_len, spec.n_heads, spec.mlp_ratio
+        per_block = 4 * d + 4 * d + 2 * h * t + 2 * d + d + 2 * r * d
+        return spec.n_layers * per_block + 2 * d + 2 * vocab
+    return spec.context * spec.d_model + 2 * spec.hidden + 2 * vocab
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    n_params: int
+    replicas: int
+    state_bytes_per_replica: int
+    activation_bytes_per_replica: int
+    eval_bytes: int
+
+    @property
+    def bytes_per_replica(self) -> int:
+        return self.state_bytes_per_replica + self.activation_bytes_per_replica
+
+    @property
+    def total_bytes(self) -> int:
+        return self.replicas * self.bytes_per_replica + self.eval_bytes
+
+    def as_dict(self) -> dict:
+        return {"bytes_per_replica": self.bytes_per_replica, "total_bytes": self.total_bytes,
+                "state_bytes_per_replica": self.state_bytes_per_replica,
+                "activation_bytes_per_replica": self.activation_bytes_per_replica, "eval_bytes": self.eval_bytes}
+
+
+def estimate(n_params: int, replicas: int, spec, vocab: int, batch_size: int, eval_batch_size: int,
+             outer_copies: int, eval_replicas: bool) -> MemoryEstimate:
+    state = (STATE_COPIES + outer_copies + STEP_TRANSIENT_COPIES) * n_params * FLOAT_BYTES
+    act = batch_size * spec.seq_len * activation_floats(spec, vocab) * FLOAT_BYTES
+    evaluated = replicas if eval_replicas else 1
+    eval_bytes = evaluated * eval_batch_size * spec.seq_len * 2 * vocab * FLOAT_BYTES
+    return MemoryEstimate(n_params, replicas, state, act, eval_bytes)
+
+
+def available_bytes(device) -> tuple[int | None, str]:
+    """Bytes the numerics may use on ``device`` now, and where the number comes from."""
+    if device.type == "cuda":
+        import torch
+
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free), f"free on {torch.cuda.get_device_name(device)}"
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024, "available host memory"
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "free host memory"
+    except (ValueError, OSError, AttributeError):
+        return None, "unknown"
+
+
+def check_fits(est: MemoryEstimate, device, limit_gb: float | None) -> None:
+    """Raise ValueError (one line, naming what to change) when ``est`` exceeds the memory there is."""
+    if limit_gb is not None:
+        have, where = int(limit_gb * 1e9), "run.memory_limit_gb"
+    else:
+        have, where = available_bytes(device)
+        if have is None:
+            return
+    if est.total_bytes > have:
+        raise ValueError(
+            f"run: the numerics need about {est.total_bytes / 1e9:.3g} GB ({est.replicas} replicas x "
+            f"{est.bytes_per_replica / 1e6:.4g} MB: {est.state_bytes_per_replica / 1e6:.4g} MB parameters and "
+            f"optimizer state, {est.activation_bytes_per_replica / 1e6:.4g} MB activations) but {where} is "
+            f"{have / 1e9:.3g} GB; use fewer workers, a smaller model.* or compute.batch_size, or set "
+            "numerics: false for a timing-only run")
+
+
+def saved_tensor_bytes(fn, exclude=()) -> int:
+    """Bytes of the distinct storages autograd saves for backward while ``fn()`` runs,
+    leaving out those of the tensors in ``exclude`` (the parameters): an independent
+    measurement of activation memory, used by the tests."""
+    import torch
+
+    skip = {t.untyped_storage().data_ptr() for t in exclude}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor):
+        storage = t.untyped_storage()
+        if t.is_floating_point() and storage.data_ptr() not in skip:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values())
