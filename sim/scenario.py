@@ -420,7 +420,7 @@ class Run(_Strict):
         "auto: stacked for gpt, vmap otherwise."))
     precision: Literal["fp32", "bf16"] = Field(default="fp32", description=(
         "Inner forward/backward precision: bf16 runs them under torch.autocast (parameters, gradients and "
-        "optimizer state stay fp32). Meant for CUDA; on CPU it is slower than fp32."))
+        "optimizer state stay fp32). On CPU its speed depends on the CPU's bf16 support."))
     compile: bool = Field(default=False, description=(
         "torch.compile the stacked engine's training forward (fused kernels; the first steps pay the compile, "
         "and a compile that fails falls back to eager with a warning). Stacked engine only."))

@@ -120,8 +120,9 @@ def stacked_gpt_logits(params: dict[str, torch.Tensor], idx: torch.Tensor, n_lay
     over the replicas, so one autograd pass gives every replica's gradient (the same
     numbers as ``torch.func.vmap`` over ``TinyGPT``, to fp32 rounding)."""
     n, b, t = idx.shape
-    tok = params["tok.weight"]
-    x = tok[torch.arange(n, device=idx.device).reshape(n, 1, 1), idx] + params["pos.weight"][:, :t].unsqueeze(1)
+    tok = params["tok.weight"]  # [N, V, d]: one lookup in the flattened table, replica r's rows offset by r V
+    rows = idx + torch.arange(n, device=idx.device).reshape(n, 1, 1) * tok.shape[1]
+    x = F.embedding(rows, tok.reshape(-1, tok.shape[-1])) + params["pos.weight"][:, :t].unsqueeze(1)
     d = x.shape[-1]
     h, dh = n_heads, d // n_heads
     causal = torch.ones(t, t, dtype=torch.bool, device=idx.device).triu(1)
