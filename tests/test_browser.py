@@ -16,7 +16,7 @@ import pytest
 
 from sim.report.compare import write_compare
 from tests.conftest import ROOT
-from tests.test_report import make_runs
+from tests.test_report import make_fault_run, make_runs
 
 CHROMIUM = os.environ.get("LOCOSIM_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("LOCOSIM_ARTIFACTS", ROOT / "tests" / "artifacts"))
@@ -94,6 +94,13 @@ def test_run_dashboard_in_chromium(browser, tmp_path_factory):
     _assert_all_drawn(figures, {"fig-timeline", "fig-util-node", "fig-util-region", "fig-throughput-link",
                                 "fig-throughput-pair", "fig-bytes-link", "fig-bandwidth-peak", "fig-topology",
                                 "fig-loss-time", "fig-loss-tokens", "fig-loss-bytes", "fig-diagnostics"})
+
+
+def test_fault_run_dashboard_in_chromium(browser, tmp_path_factory):
+    """A run with failures, churn and dropped contributions (and every replica evaluated) draws its
+    Faults panel and its per-replica eval lines without console errors."""
+    figures = _open_and_check(browser, make_fault_run(tmp_path_factory) / "dashboard.html", "dashboard_faults.png")
+    _assert_all_drawn(figures, {"fig-timeline", "fig-loss-time", "fig-faults"})
 
 
 def test_compare_page_in_chromium(browser, tmp_path_factory):

@@ -256,3 +256,47 @@ def test_png_export_skips_with_one_message_without_chromium(sweep, tmp_path, mon
     assert written == [] and note.startswith("png export skipped") and "\n" not in note
     _, _, note = write_compare([runs["diloco"]], tmp_path / "c.html", png_dir=tmp_path / "png")
     assert note.startswith("png export skipped") and not list((tmp_path / "png").glob("*.png"))
+
+
+
+def make_fault_run(tmp_path_factory):
+    """A spot_churn run (failures, churn, stragglers, a 2 s sync timeout; every replica evaluated),
+    made once per session."""
+    if "faults" not in _CACHE:
+        from sim.runner import Simulation, run_to_dir
+        from sim.scenario import load_variants
+
+        (_, sc), = [v for v in load_variants(ROOT / "scenarios/spot_churn.yaml",
+                                             TINY + ["run.max_sim_time_s=40", "run.eval_replicas=true"])
+                    if v[0] == "diloco_timeout"]
+        out = tmp_path_factory.mktemp("faults") / "spot_churn"
+        run_to_dir(Simulation(sc), out)
+        _CACHE["faults"] = out
+    return _CACHE["faults"]
+
+
+def test_faults_panel_shows_every_fault_fetch_and_dropped_contribution(tmp_path_factory, tmp_path):
+    """A run with failures, churn, stragglers and a sync timeout gets a Faults section: one bar per
+    fault span and parameter fetch in events.parquet, one marker per dropped contribution; a run
+    without faults has no such section."""
+    from sim.runner import Simulation, run_to_dir
+    from sim.scenario import load_scenario
+
+    run = load_run(make_fault_run(tmp_path_factory))
+    figs, _ = run_figures(run)
+    fig = figs["fig-faults"][0]
+    ev = run.events
+    spans = ev[ev["kind"].isin(["fault", "recovery"])]
+    dropped = ev[ev["kind"] == "dropped"]
+    assert len(spans) and len(dropped)  # the scenario really had both
+    assert sum(len(t.x) for t in fig.data if t.type == "bar") == len(spans)
+    assert sum(len(t.x) for t in fig.data if t.type == "scatter") == len(dropped)
+    names = {t.name for t in fig.data}
+    assert "parameter fetch from a peer" in names and "node down (failure)" in names
+    page = "\n".join(build_dashboard(run).parts)
+    assert "<h2>Faults</h2>" in page and "contributions dropped" in page
+
+    quiet = tmp_path / "quiet"
+    run_to_dir(Simulation(load_scenario(ROOT / "scenarios/quickstart.yaml", TINY + ["run.max_rounds=2"])), quiet)
+    assert "fig-faults" not in run_figures(load_run(quiet))[0]
+    assert "<h2>Faults</h2>" not in "\n".join(build_dashboard(load_run(quiet)).parts)

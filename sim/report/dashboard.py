@@ -3,8 +3,9 @@
 Drawn from the run's files only, so ``render_run_dir`` can redraw any run directory:
 
 * header: scenario, algorithm and its knobs (whatever the method: read from the manifest),
-  topology, seed, simulated and wall time, device; a summary table (CU, time to the target
-  eval loss, bytes, bytes per worker per round, peak WAN bandwidth);
+  topology, seed, simulated and wall time, device, numerics (engine, precision, kernels,
+  memory estimate); a summary table (CU, time to the target eval loss, bytes, bytes per
+  worker per round, peak WAN bandwidth, faults);
 * timeline: a Gantt of every worker's states (compute, comm-blocked, straggler-wait,
   down); above ``MAX_GANTT_ROWS`` workers, one row per region (each slice coloured by the
   state most of its workers were in) and a selector that adds one worker's row;
@@ -13,7 +14,10 @@ Drawn from the run's files only, so ``render_run_dir`` can redraw any run direct
   link, peak vs mean bandwidth per WAN link, a topology picture (links as wide as their bytes);
 * learning: train and eval loss vs simulated time, eval loss vs tokens and vs bytes, the
   synthetic language's loss floor, and method diagnostics (NoLoCo spread, eager DiLoCo
-  drift: metrics rows of any kind other than train and eval) when a run has them.
+  drift: metrics rows of any kind other than train and eval) when a run has them, and each
+  replica's own eval loss with ``run.eval_replicas``;
+* faults (when the run had any): failure, churn, slow-period and link spans and parameter
+  fetches on each node's or link's row, dropped contributions as markers.
 
 Throughput comes from ``sim.metrics.tables.replay_rates`` (the run's transfers replayed
 through the network model), the same function that gives the summary's peak bandwidth.
@@ -412,6 +416,53 @@ def diagnostics(metrics: pd.DataFrame) -> go.Figure | None:
     return fig
 
 
+# ---------------------------------------------------------------------- faults
+FAULT_STYLE = {  # tag -> (legend label, colour)
+    "failure": ("node down (failure)", "#d62728"), "churn": ("node absent (churn)", "#9467bd"),
+    "slow_period": ("slow period", "#ff7f0e"), "link_outage": ("link outage", "#8c564b"),
+    "link_degraded": ("link degraded", "#e377c2"), "recovery": ("parameter fetch from a peer", "#17becf"),
+}
+DROPPED_SYMBOLS = {"late": "x", "down": "circle-x", "rejoined": "diamond-x"}
+
+
+def faults_figure(events: pd.DataFrame) -> go.Figure | None:
+    """Every fault span (failures, churn, slow periods, link outages and degradations) and
+    recovery fetch as a bar on its node's or link's row, and every dropped contribution as a
+    marker at the time it was dropped; None when the run had none."""
+    ev = events[events["kind"].isin(["fault", "recovery", "dropped"])]
+    if not len(ev):
+        return None
+    rows = sorted(ev["node"].astype(str).unique(), key=lambda r: ("<->" in r, r))  # nodes, then links
+    fig = _fig("Faults, parameter fetches and dropped contributions", height=int(min(900, 160 + 26 * len(rows))))
+    spans = ev[ev["kind"] != "dropped"].copy()
+    spans["tag"] = np.where(spans["kind"] == "recovery", "recovery", spans["tag"].astype(str))
+    for tag, d in spans.groupby("tag", sort=False):
+        label, colour = FAULT_STYLE.get(tag, (tag, "#7f7f7f"))
+        note = [f"x{f:g}" if pd.notna(f) else "" for f in d["factor"]] if tag in ("slow_period", "link_degraded") else \
+            [f"{fmt_bytes(b)} from {src}" if tag == "recovery" else "" for b, src in zip(d["payload_bytes"], d["src"])]
+        fig.add_trace(go.Bar(y=d["node"].astype(str), x=d["duration_s"], base=d["start_s"], orientation="h", name=label,
+                             marker={"color": colour, "line": {"width": 0}}, opacity=0.85, customdata=note,
+                             hovertemplate="%{y}: %{base:.3g} s + %{x:.3g} s %{customdata}<extra>" + label + "</extra>"))
+    dropped = ev[ev["kind"] == "dropped"]
+    for reason, d in dropped.groupby(dropped["tag"].astype(str), sort=False):
+        fig.add_trace(go.Scatter(x=d["start_s"], y=d["node"].astype(str), mode="markers",
+                                 name=f"contribution dropped ({reason})", customdata=d["round"],
+                                 marker={"symbol": DROPPED_SYMBOLS.get(reason, "x"), "size": 9, "color": "#111111"},
+                                 hovertemplate="%{y}: dropped at %{x:.3g} s, round %{customdata}<extra></extra>"))
+    fig.update_layout(barmode="overlay", xaxis_title="simulated time (s)",
+                      yaxis={"categoryorder": "array", "categoryarray": rows[::-1], "type": "category"})
+    return fig
+
+
+def faults_text(faults: dict | None) -> str:
+    if not faults or not (faults.get("faults") or faults.get("dropped_contributions") or faults.get("recoveries")):
+        return "none"
+    kinds = ", ".join(f"{n} {FAULT_STYLE.get(k, (k,))[0]}" for k, n in sorted(faults["faults"].items()))
+    dropped = sum(faults.get("dropped_contributions", {}).values())
+    return (f"{kinds or 'no fault spans'}; {dropped} contributions dropped; {faults.get('recoveries', 0)} parameter "
+            f"fetches ({fmt_bytes(faults.get('recovery_bytes'))}, {fmt_s(faults.get('recovery_s'))} in all)")
+
+
 # ---------------------------------------------------------------------- header and summary
 def topology_text(topo: dict) -> str:
     regs = ", ".join(f"{r['name']} {r['nodes']}" + (f" x{r['step_time_multiplier']:g} step time"
@@ -462,6 +513,7 @@ def summary_rows(run: RunData) -> list[tuple[str, object]]:
                                     f"(capacity {peak.get('cap_gbps', peak['bandwidth_gbps']):g}, "
                                     f"mean {fmt_gbps(peak.get('mean_gbps'))})" if peak else "no WAN links"),
         ("rounds / tokens", f"{rounds} / {s.get('tokens', 0):,}"),
+        ("faults", faults_text(s.get("faults"))),
     ]
 
 
@@ -532,6 +584,9 @@ def run_figures(run: RunData) -> tuple[dict[str, tuple[go.Figure, bool]], dict |
     diag = diagnostics(run.metrics) if len(run.metrics) else None
     if diag is not None:
         figs["fig-diagnostics"] = (diag, True)
+    faults = faults_figure(run.events)
+    if faults is not None:
+        figs["fig-faults"] = (faults, True)
     return figs, selector
 
 
@@ -541,7 +596,9 @@ SECTIONS = [
     ("Network", ["fig-throughput-link", "fig-throughput-pair", "fig-bytes-link", "fig-bandwidth-peak",
                  "fig-topology"]),
     ("Learning", ["fig-loss-time", "fig-loss-tokens", "fig-loss-bytes", "fig-diagnostics"]),
+    ("Faults", ["fig-faults"]),
 ]
+OPTIONAL_SECTIONS = {"Faults"}  # left out of the page when the run has none of their figures
 
 
 def build_dashboard(run: RunData) -> Page:
@@ -555,6 +612,8 @@ def build_dashboard(run: RunData) -> Page:
               + "</div></div>")
     for title, ids in SECTIONS:
         present = [i for i in ids if i in figs]
+        if not present and title in OPTIONAL_SECTIONS:
+            continue
         page.html(f"<h2>{title}</h2>")
         if title == "Learning" and "fig-loss-time" not in figs:
             page.html("<p class='note'>No losses: a timing-only run (no numerics).</p>")
