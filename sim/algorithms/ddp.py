@@ -100,7 +100,8 @@ class DDP:
             state["arrived"][send.round] = (got, present)
             return []
         state["arrived"].pop(send.round, None)
-        records = numerics.synchronous_step(send.round + 1, time_s, allreduce_grads(self.spec.payload_dtype, present, self.kernels))
+        records = numerics.synchronous_step(send.round + 1, time_s,
+                                            allreduce_grads(self.spec.payload_dtype, present, self.kernels))
         return only(records, present)
 
     def recover(self, numerics, state: dict, worker: int, peer: int) -> None:

@@ -442,7 +442,7 @@ def faults_figure(events: pd.DataFrame) -> go.Figure | None:
             [f"{fmt_bytes(b)} from {src}" if tag == "recovery" else "" for b, src in zip(d["payload_bytes"], d["src"])]
         fig.add_trace(go.Bar(y=d["node"].astype(str), x=d["duration_s"], base=d["start_s"], orientation="h", name=label,
                              marker={"color": colour, "line": {"width": 0}}, opacity=0.85, customdata=note,
-                             hovertemplate="%{y}: %{base:.3g} s + %{x:.3g} s %{customdata}<extra>" + label + "</extra>"))
+                             hovertemplate=f"%{{y}}: %{{base:.3g}} s + %{{x:.3g}} s %{{customdata}}<extra>{label}</extra>"))
     dropped = ev[ev["kind"] == "dropped"]
     for reason, d in dropped.groupby(dropped["tag"].astype(str), sort=False):
         fig.add_trace(go.Scatter(x=d["start_s"], y=d["node"].astype(str), mode="markers",
@@ -521,12 +521,14 @@ def numerics_text(num: dict | None) -> str:
     """Replica engine, precision, kernels and the memory estimate of a run (timing-only: none)."""
     if not num:
         return "none (timing only)"
-    text = f"{num.get('engine', '?')} engine{' (compiled)' if num.get('compiled') else ''}, {num.get('precision', 'fp32')}"
-    text += f", {num.get('kernels', 'auto')} kernels, {num.get('replica_steps', 0):,} replica-steps in "
-    text += f"{num.get('batched_calls', 0):,} batched calls"
+    compiled = " (compiled)" if num.get("compiled") else ""
+    text = (f"{num.get('engine', '?')} engine{compiled}, {num.get('precision', 'fp32')}, "
+            f"{num.get('kernels', 'auto')} kernels, {num.get('replica_steps', 0):,} replica-steps in "
+            f"{num.get('batched_calls', 0):,} batched calls")
     mem = num.get("memory_estimate")
     if mem:
-        text += f"; memory estimate {mem['bytes_per_replica'] / 1e6:.3g} MB per replica, {mem['total_bytes'] / 1e6:.3g} MB in all"
+        text += (f"; memory estimate {mem['bytes_per_replica'] / 1e6:.3g} MB per replica, "
+                 f"{mem['total_bytes'] / 1e6:.3g} MB in all")
     return text
 
 
