@@ -94,8 +94,8 @@ class Link(LinkSpec):
         "CSV file with header 'time_s,bandwidth_gbps' (relative to the scenario file): from each row's time_s on, "
         "the link has that bandwidth each direction (a step function; 0 = down); before the first row, bandwidth_gbps."))
     outages: list[LinkOutage] = Field(default_factory=list, description=(
-        "Scheduled outages [start_s, end_s): capacity 0 both ways; flows on the link stall until it is back "
-        "(no rerouting). Outages may overlap (their union counts)."))
+        "Scheduled outages [start_s, end_s): capacity 0 both ways; a transfer starting meanwhile takes another "
+        "route if one is up, one already on the link stalls until it is back. Outages may overlap (their union counts)."))
 
     @model_validator(mode="after")
     def _outages(self) -> "Link":

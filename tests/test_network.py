@@ -478,3 +478,45 @@ def test_incremental_rates_equal_global_progressive_filling(case):
     assert len(out) == len(flows) and net.active_flows == 0
     total = sum(f[2] for f in flows)
     assert sum(net.sent_bytes.values()) == pytest.approx(total, rel=1e-12, abs=1e-6)
+
+
+def _triangle(outages):
+    """a-b direct (1 GB/s, 0.1 s) with ``outages``, and a detour a-c-b (1 GB/s, 0.2 s per hop)."""
+    env = simpy.Environment()
+    g = nx.Graph()
+    g.add_edge("a", "b", bandwidth_gbps=GBPS_1E9, latency_s=0.1, outages=outages)
+    g.add_edge("a", "c", bandwidth_gbps=GBPS_1E9, latency_s=0.2)
+    g.add_edge("c", "b", bandwidth_gbps=GBPS_1E9, latency_s=0.2)
+    return env, Network(env, g)
+
+
+def test_a_flow_started_while_its_link_is_down_takes_the_detour():
+    """With a-b down over [0.5, 5), a 1 GB transfer started at t=1 goes a-c-b: delivered at
+    1 + 1 + 0.4 s (not 5 + 1 + 0.1), and recorded with that route; one started before the
+    outage keeps its route and stalls (0.5 GB sent, then 0.5 GB after t=5)."""
+    env, net = _triangle([(0.5, 5.0)])
+    out = {}
+    _timed(env, net, "a", "b", 1e9, out=out, key="before")
+    _timed(env, net, "a", "b", 1e9, at=1.0, out=out, key="during")
+    env.run(until=1.0)
+    assert net.route("a", "b") == ["a", "c", "b"] and net.route_latency_s("a", "b") == pytest.approx(0.4)
+    env.run()
+    assert out["during"] == pytest.approx(1.0 + 1.0 + 0.4, rel=1e-12)
+    assert out["before"] == pytest.approx(5.0 + 0.5 + 0.1, rel=1e-12)
+    routes = {t.start_s: t.route for t in net.recorder.transfers}
+    assert routes[1.0] == "a>c>b" and routes[0.0] == "a>b"
+    assert net.route("a", "b") == ["a", "b"]  # the link is back: the short route again
+
+
+def test_without_a_detour_a_flow_waits_for_the_link():
+    """Both a-b and c-b down: no live route, so the transfer keeps a-b and waits for it."""
+    env = simpy.Environment()
+    g = nx.Graph()
+    g.add_edge("a", "b", bandwidth_gbps=GBPS_1E9, latency_s=0.1, outages=[(0.0, 2.0)])
+    g.add_edge("a", "c", bandwidth_gbps=GBPS_1E9, latency_s=0.2)
+    g.add_edge("c", "b", bandwidth_gbps=GBPS_1E9, latency_s=0.2, outages=[(0.0, 3.0)])
+    net = Network(env, g)
+    out = {}
+    _timed(env, net, "a", "b", 1e9, at=1.0, out=out, key=0)
+    env.run()
+    assert out[0] == pytest.approx(2.0 + 1.0 + 0.1, rel=1e-12)

@@ -28,8 +28,9 @@ What a scenario's ``faults:`` section becomes in virtual time:
   Nobody up to fetch from: it goes on from its own parameters.
 - **Links**: degradation windows (bandwidth x factor) become part of the edge's
   bandwidth series before the network is built; random outages (stream
-  ``faults/links/<a>-<b>``) are added to the edge's outages as they happen. Flows on a
-  link that is down stall until it is back (the network does not reroute).
+  ``faults/links/<a>-<b>``) are added to the edge's outages as they happen. A flow that
+  starts while a link of its route is down goes around it when another route is up; a
+  flow already on the link stalls until it is back (``sim.engine.network``).
 
 Every fault is recorded (``FaultSpan``; ``Recovery`` for each fetch; ``Dropped`` by the
 barrier for contributions left out). No tensor math here.

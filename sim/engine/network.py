@@ -8,8 +8,10 @@ later, so an isolated flow takes ``latency + S / B`` (the alpha-beta model).
 
 Links may change over time: an edge can carry a bandwidth time series (a step function:
 from each ``time_s`` on, the link has that ``bandwidth_gbps``) and scheduled outages
-(``[start_s, end_s)`` with capacity 0). Flows on a link that is down get rate 0 and stall
-until it comes back; routes do not change (rerouting is not modelled yet).
+(``[start_s, end_s)`` with capacity 0). A flow that *starts* while a link of its route is
+down takes the shortest route (by latency) over the links that are up, when there is one,
+and waits for the link otherwise; a flow already sending when its link goes down gets
+rate 0 and stalls until the link comes back (it is not moved mid-flight).
 
 How rates stay cheap to maintain (the result is the exact max-min allocation):
 
@@ -28,7 +30,7 @@ How rates stay cheap to maintain (the result is the exact max-min allocation):
 Modelled: bandwidth sharing, multi-hop routes, propagation latency, bandwidth that
 changes at given times, outages.
 Not modelled: packets, TCP dynamics, congestion control, per-flow windows, queueing delay,
-rerouting around a failed link.
+moving a flow that is already sending to another route.
 """
 
 from __future__ import annotations
@@ -120,10 +122,26 @@ class Network:
 
     # ------------------------------------------------------------------ routes
     def route(self, src: str, dst: str) -> list[str]:
-        return self._route_info(src, dst)[0]
+        """The route a flow from ``src`` to ``dst`` starting now takes (around links that are down)."""
+        return self._current_route(src, dst)[0]
 
     def route_latency_s(self, src: str, dst: str) -> float:
-        return self._route_info(src, dst)[2]
+        return self._current_route(src, dst)[2]
+
+    def _current_route(self, src: str, dst: str) -> tuple[list[str], list[tuple[str, str]], float]:
+        """The shortest route by latency; while a link on it is down, the shortest route over
+        the links that are up, if there is one (else the usual route, whose flows then wait)."""
+        info = self._route_info(src, dst)
+        cap = self.capacity
+        if all(cap[l] > 0 for l in info[1]):
+            return info
+        live = nx.subgraph_view(self.graph, filter_edge=lambda a, b: cap[(a, b)] > 0 and cap[(b, a)] > 0)
+        try:
+            path = nx.shortest_path(live, src, dst, weight="latency_s")
+        except nx.NetworkXNoPath:
+            return info
+        links = list(zip(path, path[1:]))
+        return path, links, sum(self.graph.edges[a, b]["latency_s"] for a, b in links)
 
     def _route_info(self, src: str, dst: str) -> tuple[list[str], list[tuple[str, str]], float]:
         key = (src, dst)
@@ -165,7 +183,7 @@ class Network:
         """
         if nbytes < 0 or not math.isfinite(nbytes):
             raise ValueError(f"transfer size must be finite and >= 0 (got {nbytes})")
-        path, links, route_latency = self._route_info(src, dst)
+        path, links, route_latency = self._current_route(src, dst)
         latency = route_latency if latency_s is None else latency_s
         if not latency >= 0 or math.isinf(latency):
             raise ValueError(f"transfer latency_s must be finite and >= 0 (got {latency_s})")
