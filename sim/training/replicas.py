@@ -289,8 +289,9 @@ class StackedReplicas(Replicas):
     for all replicas) and ONE autograd pass over the sum of the replicas' losses -- each
     replica's loss depends only on its own slice, so the gradient of the sum is every
     replica's own gradient. Clipping, AdamW and the optimizer state are ``Replicas``'
-    (already over the stacked tensors). An alternative to the vmap engine, equal to it to
-    fp32 rounding (tests/test_replica_engines.py); GPT models only."""
+    (already over the stacked tensors). The default engine for GPT models (``run.engine:
+    auto``); equal to the vmap engine to fp32 rounding, and a replica's step is bit-identical
+    whichever replicas it is batched with (tests/test_replica_engines.py); GPT models only."""
 
     def __init__(self, model: nn.Module, n: int, opt, device: torch.device, seed: int, precision: str = "fp32",
                  compile: bool = False):
