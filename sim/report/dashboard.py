@@ -438,8 +438,10 @@ def faults_figure(events: pd.DataFrame) -> go.Figure | None:
     spans["tag"] = np.where(spans["kind"] == "recovery", "recovery", spans["tag"].astype(str))
     for tag, d in spans.groupby("tag", sort=False):
         label, colour = FAULT_STYLE.get(tag, (tag, "#7f7f7f"))
-        note = [f"x{f:g}" if pd.notna(f) else "" for f in d["factor"]] if tag in ("slow_period", "link_degraded") else \
-            [f"{fmt_bytes(b)} from {src}" if tag == "recovery" else "" for b, src in zip(d["payload_bytes"], d["src"])]
+        if tag == "recovery":
+            note = [f"{fmt_bytes(b)} from {src}" for b, src in zip(d["payload_bytes"], d["src"])]
+        else:  # slow periods and degraded links carry their multiplier
+            note = [f"x{f:g}" if pd.notna(f) else "" for f in d["factor"]]
         fig.add_trace(go.Bar(y=d["node"].astype(str), x=d["duration_s"], base=d["start_s"], orientation="h", name=label,
                              marker={"color": colour, "line": {"width": 0}}, opacity=0.85, customdata=note,
                              hovertemplate=f"%{{y}}: %{{base:.3g}} s + %{{x:.3g}} s %{{customdata}}<extra>{label}</extra>"))
