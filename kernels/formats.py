@@ -23,6 +23,9 @@ name           what is sent                          bytes for n values
                0 mantissa bits), two per byte, one
                fp32 absmax scale per block of B
                (default 128; B even)
+``X:tensor``   X = int8, fp8 or e3m0 with ONE fp32   as X with a single scale: n + 4;
+               scale for the whole payload (its      e3m0 (exactly 4 bits a value):
+               absmax), e.g. ``e3m0:tensor``         ceil(n / 2) + 4  (0 for n = 0)
 ``topk[:f]``   the k = ceil(f n) largest-magnitude   8 k  (fp32 value + int32 index)
                values (default f = 0.01) and their
                int32 indices
@@ -51,17 +54,32 @@ SCALE_BYTES = 4   # one fp32 scale per block
 INDEX_BYTES = 4   # one int32 index per kept value (top-k)
 TOPK_VALUE_BYTES = 4  # kept values travel as fp32
 
-_FORMS = ("fp32, bf16, fp16, int8[:B], fp8[:B], e3m0[:B] (B: block size, default 128; even for e3m0), "
+_FORMS = ("fp32, bf16, fp16, int8[:B], fp8[:B], e3m0[:B] (B: block size, default 128; even for e3m0; "
+          "B = 'tensor': one scale for the whole payload, e.g. e3m0:tensor), "
           "topk[:f] (f: fraction kept, 0 < f <= 1, default 0.01)")
+PER_TENSOR = "tensor"  # the block parameter meaning "one block: the whole payload"
 
 
 @dataclass(frozen=True)
 class WireFormat:
-    """A parsed format string: its base ``name`` and its parameter (block size or top-k fraction)."""
+    """A parsed format string: its base ``name`` and its parameter (block size or top-k fraction).
+    ``per_tensor``: a block format with one scale for the whole payload (``block_size`` is None;
+    ``block_for(n)`` gives the block the kernels use)."""
 
     name: str
     block_size: int | None = None
     topk_fraction: float | None = None
+    per_tensor: bool = False
+
+    def block_for(self, n: int) -> int:
+        """Block size the kernels use for a payload of ``n`` values: B, or for ``:tensor`` the
+        whole payload, rounded up to an even size (so e3m0's nibbles pair up within the block;
+        the padding is zeros, which change no absmax and are never sent)."""
+        if self.per_tensor:
+            return max(2, n + (n & 1))
+        if self.block_size is None:
+            raise ValueError(f"wire format '{self}' has no blocks")
+        return self.block_size
 
     @property
     def lossless(self) -> bool:
@@ -74,6 +92,8 @@ class WireFormat:
         return self.name in BYTES_PER_ELEMENT
 
     def __str__(self) -> str:
+        if self.per_tensor:
+            return f"{self.name}:{PER_TENSOR}"
         if self.block_size is not None:
             return f"{self.name}:{self.block_size}"
         if self.topk_fraction is not None:
@@ -95,9 +115,12 @@ def parse_format(fmt: str) -> WireFormat:
         return WireFormat(name)
     if name in BLOCK_FORMATS:
         block = DEFAULT_BLOCK_SIZE
+        if sep and param == PER_TENSOR:
+            return WireFormat(name, per_tensor=True)
         if sep:
             if not param.isdigit() or int(param) < 1:
-                raise ValueError(f"wire format '{fmt}': block size must be a positive integer; valid: {_FORMS}")
+                raise ValueError(f"wire format '{fmt}': block size must be a positive integer or "
+                                 f"'{PER_TENSOR}'; valid: {_FORMS}")
             block = int(param)
         if name == "e3m0" and block % 2:
             raise ValueError(f"wire format '{fmt}': e3m0 packs two values per byte, so its block size must be even")
@@ -133,7 +156,7 @@ def payload_bytes(n_elements: int, fmt: str) -> int:
     if f.name in BYTES_PER_ELEMENT:
         return n * BYTES_PER_ELEMENT[f.name]
     if f.name in BLOCK_FORMATS:
-        blocks = -(-n // f.block_size)
+        blocks = (1 if n else 0) if f.per_tensor else -(-n // f.block_size)
         codes = -(-n // 2) if f.name == "e3m0" else n
         return codes + SCALE_BYTES * blocks
     k = topk_count(n, f.topk_fraction)

@@ -22,6 +22,10 @@ a ``Packed`` whose tensors are exactly what goes on the wire, so
   for e = 0; ``scales`` fp32 ``s = absmax(block)``. ``|x| / s`` goes to the nearest of
   0, 2^-6, ..., 2^0 in linear distance (ties upward): relative error at most 1/3 above
   2^-7 s.
+* ``int8:tensor`` / ``fp8:tensor`` / ``e3m0:tensor``: as above with one block, the whole
+  payload: ``scales [..., 1]`` (``[..., 0]`` when n = 0), so e3m0 sends exactly 4 bits a
+  value plus one fp32 scale. Equal, value for value, to the block format with B = n (n
+  rounded up to even; the zero padding is never sent).
 * ``topk:f``: ``data [..., k]`` fp32 values and ``indices [..., k]`` int32 positions
   (ascending) of the k = ceil(f n) largest magnitudes; the rest are received as 0.
 
@@ -91,9 +95,9 @@ def quantize(x: torch.Tensor, fmt: str, backend: str = "auto") -> Packed:
     if resolve_backend(backend, x) == "triton":
         from kernels import triton_kernels as tk
 
-        data, scales = tk.quantize_blocks(x2, f.name, f.block_size)
+        data, scales = tk.quantize_blocks(x2, f.name, f.block_for(n), per_row=f.per_tensor)
     else:
-        data, scales = _quantize_blocks_ref(x2, f.name, f.block_size)
+        data, scales = _quantize_blocks_ref(x2, f.name, f.block_for(n))
     return Packed(str(f), n, data.reshape(*lead, -1), scales.reshape(*lead, -1))
 
 
@@ -111,9 +115,9 @@ def dequantize(p: Packed, backend: str = "auto") -> torch.Tensor:
     if resolve_backend(backend, p.data) == "triton":
         from kernels import triton_kernels as tk
 
-        out = tk.dequantize_blocks(data, scales, p.n, f.name, f.block_size)
+        out = tk.dequantize_blocks(data, scales, p.n, f.name, f.block_for(p.n))
     else:
-        out = _dequantize_blocks_ref(data, scales, p.n, f.name, f.block_size)
+        out = _dequantize_blocks_ref(data, scales, p.n, f.name, f.block_for(p.n))
     return out.reshape(*lead, p.n)
 
 
@@ -129,7 +133,7 @@ def dequantize_mean(p: Packed, backend: str = "auto") -> torch.Tensor:
         rest = p.lead_shape[1:]
         data = p.data.reshape(k, -1, p.data.shape[-1])
         scales = p.scales.reshape(k, -1, p.scales.shape[-1])
-        return tk.dequantize_mean_blocks(data, scales, p.n, f.name, f.block_size).reshape(*rest, p.n)
+        return tk.dequantize_mean_blocks(data, scales, p.n, f.name, f.block_for(p.n)).reshape(*rest, p.n)
     return dequantize(p, "torch").mean(dim=0)
 
 

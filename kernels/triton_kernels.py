@@ -25,6 +25,7 @@ import triton.language as tl
 _FMT = {"int8": 0, "fp8": 1, "e3m0": 2}
 _QMAX = {"int8": 127.0, "fp8": 448.0, "e3m0": 1.0}
 TILE = 1024
+PER_ROW_TILE = 128  # elements a quantize tile covers when one scale spans the row (even: e3m0 pairs)
 
 
 @triton.jit
@@ -89,15 +90,18 @@ def _e3m0_value(nib):
 
 @triton.jit
 def _quantize_kernel(x_ptr, q_ptr, s_ptr, n, nb, nq, B, QMAX: tl.constexpr, FMT: tl.constexpr,
-                     G: tl.constexpr, BP2: tl.constexpr):
+                     G: tl.constexpr, BP2: tl.constexpr, PER_ROW: tl.constexpr):
     row = tl.program_id(1).to(tl.int64)
     blk = tl.program_id(0) * G + tl.arange(0, G)
     col = tl.arange(0, BP2)
     offs = blk[:, None] * B + col[None, :]
     m = (col[None, :] < B) & (offs < n) & (blk[:, None] < nb)
     x = tl.load(x_ptr + row * n + offs, mask=m, other=0.0)
-    s = tl.div_rn(tl.max(tl.abs(x), axis=1), QMAX)
-    tl.store(s_ptr + row * nb + blk, s, mask=blk < nb)
+    if PER_ROW:  # one scale per row, given (computed by the launcher); blocks are only tiles here
+        s = tl.load(s_ptr + row + blk * 0)
+    else:
+        s = tl.div_rn(tl.max(tl.abs(x), axis=1), QMAX)
+        tl.store(s_ptr + row * nb + blk, s, mask=blk < nb)
     safe = tl.where(s > 0, s, 1.0)[:, None]
     if FMT == 0:
         q = tl.minimum(tl.maximum(_rne(tl.div_rn(x, safe)), -127.0), 127.0)
@@ -170,17 +174,23 @@ def _tile(block: int) -> tuple[int, int]:
     return max(1, 1024 // bp2), bp2
 
 
-def quantize_blocks(x2: torch.Tensor, name: str, block: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """x2 [R, n] fp32 contiguous -> (codes [R, m] int8 / uint8, scales [R, ceil(n/B)] fp32)."""
+def quantize_blocks(x2: torch.Tensor, name: str, block: int,
+                    per_row: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """x2 [R, n] fp32 contiguous -> (codes [R, m] int8 / uint8, scales [R, ceil(n/B)] fp32).
+    ``per_row`` (the ``:tensor`` formats, ``block`` >= n): one scale per row, its absmax / QMAX
+    taken here (exact, as the reference), and the row is encoded in tiles of PER_ROW_TILE."""
     r, n = x2.shape
     nb = -(-n // block)
     nq = -(-n // 2) if name == "e3m0" else n
     codes = torch.empty(r, nq, dtype=torch.int8 if name == "int8" else torch.uint8, device=x2.device)
     scales = torch.empty(r, nb, dtype=torch.float32, device=x2.device)
     if r and n:
+        if per_row:
+            scales = (x2.abs().amax(dim=1, keepdim=True) / _QMAX[name]).contiguous()
+            block, nb = PER_ROW_TILE, -(-n // PER_ROW_TILE)  # tiles sharing the row's one scale
         g, bp2 = _tile(block)
         _quantize_kernel[(triton.cdiv(nb, g), r)](x2, codes, scales, n, nb, nq, block, QMAX=_QMAX[name],
-                                                  FMT=_FMT[name], G=g, BP2=bp2)
+                                                  FMT=_FMT[name], G=g, BP2=bp2, PER_ROW=per_row)
     return codes, scales
 
 

@@ -2,8 +2,9 @@
 
 Bad input (scenario files, flags) prints one line naming the field and what is allowed,
 exits 2 and writes nothing. Ctrl-C during a run leaves a readable directory whose
-manifest says ``interrupted`` (exit 130). A run that fails says so in its manifest and
-exits 1.
+manifest says ``interrupted`` (exit 130; SIGTERM the same, exit 143). A run that fails says
+so in its manifest and exits 1. Output directories are claimed atomically before any work
+and never reused (``sim.rundir``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -18,6 +20,7 @@ from pathlib import Path
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process that SIGTERM ended
 
 
 class BadInput(Exception):
@@ -38,12 +41,13 @@ def _load(path: str, overrides: list[str]):
         raise BadInput(str(err)) from None
 
 
-def _load_variants(path: str, overrides: list[str], only: str | None = None):
-    """[(variant name or None, scenario)] of a file, or just the variant ``only``."""
+def _load_variants(path: str, overrides: list[str], only: str | None = None, default_run: dict | None = None):
+    """[(variant name or None, scenario)] of a file, or just the variant ``only``; ``default_run``:
+    the run: section of a scenario without one (see ``sim.scenario.load_variants``)."""
     from sim.scenario import ScenarioError, load_variants
 
     try:
-        variants = load_variants(path, overrides)
+        variants = load_variants(path, overrides, default_run=default_run)
     except ScenarioError as err:
         raise BadInput(str(err)) from None
     if only is not None:
@@ -56,12 +60,52 @@ def _load_variants(path: str, overrides: list[str], only: str | None = None):
 
 
 def cmd_validate(args) -> int:
-    for name, sc in _load_variants(args.file, args.set):
+    """The schema, then (unless --schema-only) every check `run` makes before it starts
+    (sim.checks.check_before_work): data, device, kernels, memory estimate, work estimate."""
+    variants = _load_variants(args.file, args.set)
+    lines = []
+    for name, sc in variants:
         n = sc.topology.n_workers
         label = f" variant {name}" if name else ""
-        print(f"{args.file}{label}: ok ({sc.name}: {_algorithm_label(sc)}, {n} workers in "
-              f"{len(sc.topology.regions)} regions)")
+        extra = ""
+        if not args.schema_only:
+            from sim.checks import check_before_work
+
+            try:
+                pre = check_before_work(sc)
+            except (ValueError, RuntimeError) as err:
+                where = f"variants.{name}: " if name else ""
+                raise BadInput(where + str(err).splitlines()[0]) from None
+            events = pre.events.total
+            extra = f"; about {_num(events)} events" if pre.events.terms else ""
+            if pre.memory is not None:
+                extra += f"; numerics about {_num(pre.memory.total_bytes / 1e6)} MB on {pre.device}"
+        lines.append(f"{_term(args.file)}{_term(label)}: ok ({_term(sc.name)}: {_algorithm_label(sc)}, "
+                     f"{n} workers in {len(sc.topology.regions)} regions{extra})")
+    print("\n".join(lines))
     return 0
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _term(text: str) -> str:
+    """Text from a scenario made safe for a terminal: control characters (escape sequences,
+    carriage returns, newlines) are shown as \\xNN instead of acting on the terminal."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+
+
+def _num(x: float | None, digits: int = 4) -> str:
+    """A number with ``digits`` significant digits, without a long tail or a bare exponent
+    for everyday magnitudes: 0.05, 12.35, 1,234, 1.23e+09."""
+    if x is None:
+        return "-"
+    if x != x or x in (float("inf"), float("-inf")):
+        return str(x)
+    if x == 0 or 1e-3 <= abs(x) < 1e6:
+        text = f"{x:,.{digits}g}" if abs(x) >= 1 else f"{x:.{digits}g}"
+        return text if "e" not in text else f"{x:,.{max(0, digits - len(str(int(abs(x)))))}f}"
+    return f"{x:.{digits - 1}e}"
 
 
 def _algorithm_label(sc) -> str:
@@ -75,27 +119,66 @@ def _default_out(name: str) -> Path:
     return Path("runs") / f"{safe}-{stamp}"
 
 
+def _claim_out(args, variants):
+    """Claim the run directory -- and for a file with variants each OUT/<variant> -- atomically,
+    before anything is built (``sim.rundir``): of two commands given the same --out at once exactly
+    one gets it; two started in the same second without --out get NAME-TIMESTAMP and
+    NAME-TIMESTAMP-2. Returns (the top claim, {variant or None: its run directory's claim})."""
+    from sim.rundir import RunDirError, claim_dir, claim_unique
+
+    single = len(variants) == 1 and variants[0][0] is None
+    default = None if args.out else _default_out(Path(args.file).stem if len(variants) > 1 else variants[0][1].name)
+    try:
+        top = claim_dir(Path(args.out), placeholder=single) if args.out else claim_unique(default, placeholder=single)
+    except RunDirError as err:
+        raise BadInput(f"--out {args.out or default}: {err}") from None
+    if single:
+        return top, {None: top}
+    claims = {}
+    for name, _ in variants:  # same order in every process: whoever gets the first gets them all
+        try:
+            claims[name] = claim_dir(top.path / name, new_only=True)
+        except RunDirError as err:
+            for c in reversed([top, *claims.values()]):
+                c.release()
+            raise BadInput(f"--out {top.path / name}: {err}") from None
+    return top, claims
+
+
 def cmd_run(args) -> int:
+    from sim.rundir import Terminated, handle_sigterm
     from sim.runner import Simulation
 
+    handle_sigterm()  # SIGTERM ends a run like Ctrl-C: tables written, manifest interrupted, exit 143
     variants = _load_variants(args.file, args.set, args.variant)
-    out = Path(args.out) if args.out else _default_out(Path(args.file).stem if len(variants) > 1 else variants[0][1].name)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise BadInput(f"--out {out}: already exists and is not empty; choose a new directory "
-                       "(nothing is overwritten)")
-    sims = []
-    for name, sc in variants:  # build every variant before writing anything: bad input fails first
-        try:
-            sims.append((name, Simulation(sc)))
-        except (ValueError, RuntimeError) as err:
-            where = f"variants.{name}: " if name else ""
-            raise BadInput(where + str(err).splitlines()[0]) from None
-    if len(sims) == 1 and sims[0][0] is None:
-        return _run_one(sims[0][1], out, args)
-    for name, sim in sims:
-        code = _run_one(sim, out / name, args, png_sub=name)
-        if code != 0:
-            return code
+    top, unstarted = _claim_out(args, variants)
+    out = top.path
+    try:
+        sims = []
+        for name, sc in variants:  # build every variant before running any: bad input fails first
+            try:
+                sims.append((name, Simulation(sc)))
+            except (ValueError, RuntimeError) as err:
+                where = f"variants.{name}: " if name else ""
+                raise BadInput(where + str(err).splitlines()[0]) from None
+        if len(sims) == 1 and sims[0][0] is None:
+            unstarted.clear()
+            return _run_one(sims[0][1], out, args)
+        for name, sim in sims:
+            del unstarted[name]
+            code = _run_one(sim, out / name, args, png_sub=name)
+            if code != 0:
+                return code
+    except KeyboardInterrupt as err:  # while building (a run's own interrupt is handled in _run_one)
+        what = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted"
+        nothing_started = len(unstarted) == len(variants)  # their claims are released below
+        print(f"{what}{' before the run started; nothing written' if nothing_started else ''}", file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(err, Terminated) else EXIT_INTERRUPTED
+    finally:  # claims of runs that never started (bad input, an interrupt, an earlier variant failed)
+        for claim in reversed(list(unstarted.values())):
+            claim.release()
+        if None not in unstarted and len(unstarted) == len(variants):
+            top.release()  # the variants' parent, when none of them started
     print(f"{len(sims)} variants in {out}; compare them with: locosim compare {out} -o {out / 'compare.html'}")
     return 0
 
@@ -108,19 +191,28 @@ def _run_one(sim, out: Path, args, png_sub: str | None = None) -> int:
     try:
         with progress:
             manifest = run_to_dir(sim, out, progress.update, source=str(args.file))
-    except KeyboardInterrupt:
-        print(f"interrupted: partial results in {out} (manifest status: interrupted)", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (sim.rundir.Terminated)
+        from sim.rundir import Terminated
+
+        what = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted"
+        print(f"{what}: partial results in {out} (manifest status: interrupted)", file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(err, Terminated) else EXIT_INTERRUPTED
     except Exception as err:  # the manifest records it; one line for the user
         print(f"run failed: {type(err).__name__}: {err} (details in {out / 'manifest.json'})", file=sys.stderr)
         return EXIT_FAILED
     summary = json.loads((out / "summary.json").read_text())
     floor, final = summary["loss_floor"], summary["final_eval_loss"]
     floor_txt = f" (floor {floor:.3f})" if floor is not None else ""
-    loss_txt = f"final eval loss {final:.4f}{floor_txt}" if final is not None else "timing only (no numerics)"
-    print(f"{sc.name}: {manifest['status']} in {manifest['wall_s']:.1f} s wall, "
-          f"{summary['sim_duration_s']:.1f} s simulated, {summary['rounds']} rounds, "
+    loss_txt = (f"final eval loss {_num(final)}{floor_txt}" if final is not None else
+                "final eval loss not finite" if summary.get("diverged") else "timing only (no numerics)")
+    print(f"{_term(sc.name)}: {manifest['status']} in {_num(manifest['wall_s'], 3)} s wall, "
+          f"{_num(summary['sim_duration_s'])} s simulated, {summary['rounds']} rounds, "
           f"utilization {summary['utilization']:.1%}, {loss_txt}")
+    if summary.get("diverged"):
+        print(f"diverged: {_term(summary['diverged']['reason'])} (run.on_divergence: {sc.run.on_divergence})")
+    if summary.get("ended_early"):
+        print(f"ended early at {_num(summary['sim_duration_s'])} s simulated, before any stop condition: "
+              f"{_term(summary['ended_early'])}")
     print(f"dashboard: {out / 'dashboard.html'}")
     if getattr(args, "png", None):
         from sim.report.dashboard import export_run_pngs
@@ -141,12 +233,13 @@ class _progress_reporter:
 
     def __enter__(self):
         if self.enabled:
+            from rich.markup import escape
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
             self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
                                 TimeElapsedColumn(), transient=False)
             self.bar.__enter__()
-            self.task = self.bar.add_task(self.sc.name, total=1.0, info="")
+            self.task = self.bar.add_task(escape(_term(self.sc.name)), total=1.0, info="")  # no markup, no escapes
         return self
 
     def update(self, p) -> None:
@@ -180,39 +273,59 @@ def _floats(flag: str, text: str, lo: float, hi: float) -> list[float]:
 
 
 def cmd_bandwidth(args) -> int:
-    from sim.bandwidth import search
+    from sim.bandwidth import DEFAULT_ROUNDS, search
 
-    variants = _load_variants(args.file, args.set, args.variant)
+    # bandwidth sets its own run (timing only, --rounds rounds): a file needs no run: section
+    variants = _load_variants(args.file, args.set, args.variant, default_run={"max_rounds": DEFAULT_ROUNDS})
     targets = _floats("--cu", args.cu, 0.0, 1.0)
     if not (0 < args.grid_min < args.grid_max):
         raise BadInput(f"--grid-min {args.grid_min} / --grid-max {args.grid_max}: need 0 < min < max (Gbit/s)")
     if args.grid_points < 2:
         raise BadInput(f"--grid-points {args.grid_points}: need at least 2")
-    if args.rounds < 2:
+    if args.rounds is not None and args.rounds < 2:
         raise BadInput(f"--rounds {args.rounds}: need at least 2")
     results = {}
     for name, sc in variants:
+        rounds = args.rounds if args.rounds is not None else (sc.run.max_rounds or DEFAULT_ROUNDS)
+        where = f"variants.{name}: " if name else ""
+        if rounds < 2:
+            raise BadInput(f"{where}run.max_rounds {rounds}: the bandwidth search needs at least 2 rounds "
+                           "(or --rounds)")
         try:
-            res = search(sc, targets, args.grid_min, args.grid_max, args.grid_points, args.rounds)
+            res = search(sc, targets, args.grid_min, args.grid_max, args.grid_points, rounds, args.window)
         except (ValueError, RuntimeError) as err:
-            where = f"variants.{name}: " if name else ""
             raise BadInput(where + str(err).splitlines()[0]) from None
         results[name] = (sc, res)
-    print(f"smallest WAN bandwidth (Gbit/s) reaching each CU; grid {args.grid_min:g}-{args.grid_max:g} Gbit/s, "
-          f"{args.grid_points} log points", file=sys.stderr)
-    print(f"{'method':<28}" + "".join(f"{'CU ' + format(t, 'g'):>10}" for t in sorted(targets)), file=sys.stderr)
+    window = {"steady": "steady (from the end of the first quarter of the rounds)",
+              "all": "all (from time 0, the last sync included)"}[args.window]
+    print(f"smallest WAN bandwidth (Gbit/s) reaching each CU; CU window {window}; grid {args.grid_min:g}-"
+          f"{args.grid_max:g} Gbit/s, {args.grid_points} log points", file=sys.stderr)
+    print(f"{'method':<28}{'rounds':>7}" + "".join(f"{'CU ' + format(t, 'g'):>10}" for t in sorted(targets)),
+          file=sys.stderr)
+
+    def cell(res, t: float, bw: float | None) -> str:  # '*': capped by the links the search leaves alone
+        text = ">" + format(args.grid_max, "g") if bw is None else format(bw, ".3g")
+        return f"{text + ('*' if t in res.capped else ''):>10}"
+
     for name, (sc, res) in results.items():
-        cells = "".join(f"{('>' + format(args.grid_max, 'g')) if bw is None else format(bw, '.3g'):>10}"
-                        for bw in res.targets.values())
-        print(f"{(name or _algorithm_label(sc)):<28}{cells}", file=sys.stderr)
+        cells = "".join(cell(res, t, bw) for t, bw in res.targets.items())
+        print(f"{(name or _algorithm_label(sc)):<28}{res.rounds:>7}{cells}", file=sys.stderr)
+        if res.capped:
+            print(f"  * {res.cap_warning()}", file=sys.stderr)
 
     def one(sc, res) -> dict:
-        return {"scenario": sc.name, "algorithm": sc.algorithm.model_dump(mode="json"),
+        return {"scenario": sc.name, "algorithm": sc.algorithm.model_dump(mode="json"), "rounds": res.rounds,
                 "bandwidth_gbps_for_cu": {f"{t:g}": bw for t, bw in res.targets.items()},
+                "fixed_links": res.fixed_links,
+                "capped_by_fixed_links": {f"{t:g}": {"bandwidth_gbps_if_fixed_links_infinite": cap.uncapped_gbps,
+                                                     "cu_at_infinite_wan": cap.cu_at_infinite_wan}
+                                          for t, cap in res.capped.items()},
+                "warning": res.cap_warning(),
                 "evaluations": [{"bandwidth_gbps": b, "cu": c} for b, c in res.evaluations.items()]}
 
+    used = {res.rounds for _, res in results.values()}
     out = {"grid": {"min_gbps": args.grid_min, "max_gbps": args.grid_max, "points": args.grid_points},
-           "rounds": args.rounds}
+           "window": args.window, "rounds": used.pop() if len(used) == 1 else None}
     if len(results) == 1 and None in results:
         out.update(one(*results[None]))
     else:
@@ -227,11 +340,17 @@ def cmd_compare(args) -> int:
     out = Path(args.out)
     if out.is_dir():
         raise BadInput(f"-o {out}: is a directory; name the HTML file to write")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir() or not os.access(parent, os.W_OK):  # before reading every run
+        raise BadInput(f"-o {out}: cannot write there ({'no such directory' if not parent.is_dir() else 'not writable'}"
+                       f" {parent})")
     try:
         path, groups, note = write_compare(args.runs, out, baseline=args.baseline, force=args.force,
                                            target=args.target, png_dir=args.png)
     except CompareError as err:
         raise BadInput(str(err)) from None
+    except OSError as err:  # e.g. the disk filled while writing the page
+        raise BadInput(f"-o {out}: cannot write the page ({err.strerror or type(err).__name__})") from None
     n = sum(len(g.runs) for g in groups)
     print(f"compared {n} runs ({len(groups)} groups): {path}")
     if note:
@@ -256,19 +375,33 @@ def cmd_sweep(args) -> int:
             import ray  # noqa: F401
         except ImportError:
             raise BadInput("--ray: Ray is not installed; pip install 'locosim[ray]' (or use --workers N)") from None
-    out = Path(args.out) if args.out else _default_out(Path(args.file).stem + "-sweep")
+    from sim.rundir import RunDirError, claim_unique, handle_sigterm, was_terminated
+
+    handle_sigterm()  # SIGTERM stops the sweep like Ctrl-C (runs in progress end interrupted), exit 143
+    if args.out:
+        out = Path(args.out)
+    else:  # a new directory; two sweeps started in the same second get NAME-sweep-TIMESTAMP and ...-2
+        default = _default_out(Path(args.file).stem + "-sweep")
+        try:
+            out = claim_unique(default, placeholder=False).path
+        except RunDirError as err:
+            raise BadInput(f"--out {default}: {err}") from None
     if out.exists() and not out.is_dir():
         raise BadInput(f"--out {out}: exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not (out / "sweep.json").exists():
         raise BadInput(f"--out {out}: a non-empty directory that is not a sweep; choose a new directory")
     bar = _SweepBar(len(plan.runs), enabled=not args.quiet)
-    with bar:
-        res = run_sweep(plan, out, args.workers, args.ray, bar.update)
+    try:
+        with bar:  # run_sweep holds OUT/sweep.lock: a second sweep here is refused while this one lives
+            res = run_sweep(plan, out, args.workers, args.ray, bar.update)
+    except RunDirError as err:
+        raise BadInput(f"--out {out}: {err}") from None
     print(f"sweep {out}: {res.done} done, {res.failed} failed, {res.skipped} skipped of {len(plan.runs)} runs; "
           f"index: {res.index_path}")
     if res.interrupted:
-        print("interrupted: run the same command again to resume (completed runs are skipped)", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        what = "terminated (SIGTERM)" if was_terminated() else "interrupted"
+        print(f"{what}: run the same command again to resume (completed runs are skipped)", file=sys.stderr)
+        return EXIT_TERMINATED if was_terminated() else EXIT_INTERRUPTED
     return EXIT_FAILED if res.failed else 0
 
 
@@ -314,6 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check a scenario file", description="Check a scenario file and print a one-line summary.")
     v.add_argument("file", help="scenario YAML")
     v.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override a field (repeatable)")
+    v.add_argument("--schema-only", action="store_true", help="check only the schema; skip the checks `run` makes "
+                                                              "before it starts (data, device, memory and work "
+                                                              "estimates)")
     v.set_defaults(func=cmd_validate)
 
     r = sub.add_parser("run", help="run a scenario and write its directory",
@@ -332,14 +468,20 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bandwidth", help="smallest WAN bandwidth reaching each compute-utilization target",
                        description="Timing-only runs on a log grid of WAN bandwidths (every link set alike); prints "
                                    "a table on stderr and JSON on stdout: the smallest grid bandwidth whose "
-                                   "steady-state CU reaches each target, for the scenario's algorithm.")
+                                   "CU (--window) reaches each target, for the scenario's algorithm, and a warning "
+                                   "where links it does not vary (intra-region) cap the answer. The file needs no run: "
+                                   "section.")
     b.add_argument("file", help="scenario YAML")
     b.add_argument("--cu", default="0.5,0.8,0.9,0.95,0.99", help="CU targets in (0, 1], comma-separated")
     b.add_argument("--grid-min", type=float, default=0.1, help="lowest bandwidth, Gbit/s (default 0.1)")
     b.add_argument("--grid-max", type=float, default=1000.0, help="highest bandwidth, Gbit/s (default 1000)")
     b.add_argument("--grid-points", type=int, default=50, help="log-spaced grid points (default 50)")
     b.add_argument("--variant", metavar="NAME", help="only this entry of the file's variants: section (default: each)")
-    b.add_argument("--rounds", type=int, default=20, help="outer rounds per run; CU is measured after the first quarter")
+    b.add_argument("--rounds", type=int, default=None, help="outer rounds (ddp: steps) per run (default: the file's "
+                                                             "run.max_rounds, else 20)")
+    b.add_argument("--window", choices=("steady", "all"), default="steady",
+                   help="CU window: steady = from the end of the first quarter of the rounds (default); all = the "
+                        "whole run from time 0, the wait for the last sync included")
     b.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override a field (repeatable)")
     b.set_defaults(func=cmd_bandwidth)
 
@@ -386,8 +528,11 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         return args.func(args)
     except BadInput as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {_term(err)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:  # Ctrl-C while importing or planning: nothing was started
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -28,10 +28,11 @@ from sim.engine.faults import FaultModel, apply_link_windows, fetch_bytes
 from sim.engine.sync import SyncBarrier
 from sim.engine.network import Network, build_graph
 from sim.engine.node import Worker
-from sim.metrics.records import LossPoint, Recorder
+from sim.metrics.records import LossPoint, Recorder, finite_json
 from sim.scenario import Scenario
 
 STATUS_RUNNING, STATUS_COMPLETED, STATUS_INTERRUPTED, STATUS_FAILED = "running", "completed", "interrupted", "failed"
+STATUS_DIVERGED = "diverged"  # a loss or the parameters became NaN / inf (run.on_divergence)
 
 
 @dataclass
@@ -68,9 +69,11 @@ class Simulation:
 
     def __init__(self, sc: Scenario):
         from sim.algorithms import make_algorithm
+        from sim.checks import check_before_work
         from sim.training.timing import base_step_time_s
 
         self.sc = sc
+        self.prework = check_before_work(sc)  # everything `locosim validate` checks, before anything is built
         self.clock = Clock(sc.seed)
         self.env = self.clock.env
         self.recorder = Recorder()
@@ -130,48 +133,53 @@ class Simulation:
         self._counted: set[int] = set()
         self.round_end_s: list[float] = []
         self.tokens = 0
-        self.step_done_times: list[float] = []
+        self.step_done_times: list[float] = []  # end time of every step (numerics on: tokens at each loss)
         self.last_loss: float | None = None
         self.workers = [Worker(self.env, i, node, self.faults.step_work(i, self.step_time_s[i]),
                                self.algorithm.at_step, self.barrier, self._on_step, self.recorder,
                                elapsed=self.faults.elapsed(i))
                         for i, node in enumerate(self.nodes)]
-        if hasattr(self.algorithm, "set_liveness"):  # noloco re-pairing draws groups among the workers up
-            self.algorithm.set_liveness(lambda: [w.up and self.barrier.up[w.index] for w in self.workers])
+        f = sc.faults
+        self._nobody_leaves = not f.churn and (f.failures is None or (not f.failures.mtbf_s and not f.failures.schedule))
+        if sc.run.coalesce and not self.numerics_on and sc.run.max_tokens is None and self._nobody_leaves:
+            # nobody looks at a quiet step as it ends: run quiet stretches as one event each
+            for w in self.workers:
+                w.quiet = self.algorithm.quiet_steps
+                w.on_quiet = self._on_quiet_steps
+                w.horizon = lambda: math.inf if sc.run.max_sim_time_s is None else sc.run.max_sim_time_s
+        self.algorithm.set_liveness(lambda: [w.up and self.barrier.up[w.index] for w in self.workers])
         self.faults.start(self.workers, self.barrier, self.net, fetch_bytes(self.wire_params),
                           on_fetch=self._on_fetch, on_rejoined=self._on_rejoined, on_down=self._on_down)
         self.finished = False
         self.ended_early: str | None = None
+        self.diverged: dict | None = None  # {step, time_s, what, value}: the first NaN / inf seen
 
     def _build_numerics(self):
         """Data, replicas, lazy numerics and eval batches (torch); returns the step-time probe."""
         import torch
 
-        from kernels.backend import resolve_backend
-        from sim.engine.clock import rng as named_rng
+        from sim.rng import rng as named_rng
         from sim.training.data import make_dataset
-        from sim.training.memory import check_fits, estimate
         from sim.training.models import build_model
-        from sim.training.replicas import Numerics, Replicas, StackedReplicas, replica_engine, resolve_device
+        from sim.training.replicas import Numerics, Replicas, StackedReplicas, replica_engine
         from sim.training.timing import measure_step_s
 
         sc, n = self.sc, self.n_workers
+        # data, device, memory and kernels were checked by check_before_work (self.prework) before
+        # anything was allocated
+        self.device, self.memory = self.prework.device, self.prework.memory
         self.dataset = make_dataset(sc.data, sc.model.seq_len, n, sc.seed)
         vocab = self.dataset.vocab_size
-        if sc.model.vocab_size is not None and sc.model.vocab_size != vocab:
-            raise ValueError(f"model.vocab_size: must equal the data's vocabulary ({vocab}) or be omitted "
-                             f"(got {sc.model.vocab_size})")
-        self.device = resolve_device(sc.run.device)
         with torch.device("meta"):
             model = build_model(sc.model, vocab)  # shapes only: nothing allocated yet
-        self.memory = estimate(sum(p.numel() for p in model.parameters()), n, sc.model, vocab, sc.compute.batch_size,
-                               sc.run.eval_batch_size, self.algorithm.outer_state_copies, sc.run.eval_replicas)
-        check_fits(self.memory, self.device, sc.run.memory_limit_gb)  # refuse before anything is allocated
-        try:
-            resolve_backend(sc.run.kernels, torch.empty(0, device=self.device))
-        except RuntimeError as err:
-            raise ValueError(f"run.kernels: {err}") from None
         self.engine = replica_engine(sc.run.engine, sc.model.kind)
+        if self.device.type == "cpu":
+            from sim.training.threads import choose_threads
+
+            step_flop = 6.0 * sum(p.numel() for p in model.parameters()) * self.tokens_per_step * n
+            if sc.run.threads != "auto" or "OMP_NUM_THREADS" not in os.environ:
+                torch.set_num_threads(choose_threads(sc.run.threads, step_flop,
+                                                     share=int(os.environ.get("LOCOSIM_PROCESSES", "1") or 1)))
 
         def make_replicas(count: int) -> Replicas:
             if self.engine == "stacked":
@@ -202,15 +210,19 @@ class Simulation:
     # ------------------------------------------------------------------ callbacks from the engine
     def _on_step(self, worker: int, step: int, time_s: float, plan) -> None:
         self.tokens += self.tokens_per_step
-        self.step_done_times.append(time_s)
-        if not self.numerics_on:
+        if not self.numerics_on:  # (no losses to put tokens against: step times are not kept)
             self._check_tokens()
             return
+        self.step_done_times.append(time_s)
         self.algorithm.on_step(self.numerics, self.state, worker, step, time_s, plan)
         every = self.sc.run.eval_every_steps
         if plan.local_step and worker == 0 and every and step % every == 0:
             self.evaluate(step)
         self._check_tokens()
+
+    def _on_quiet_steps(self, worker: int, first: int, ends: list[float]) -> None:
+        """Steps ``first``.. of a quiet stretch ended at ``ends`` (timing-only: count them)."""
+        self.tokens += self.tokens_per_step * len(ends)
 
     def _check_tokens(self) -> None:
         mt = self.sc.run.max_tokens
@@ -218,12 +230,12 @@ class Simulation:
             self.stop.succeed()
 
     def _on_down(self, worker: int) -> None:
-        if self.numerics_on and hasattr(self.algorithm, "on_member_down"):
+        if self.numerics_on:
             self.algorithm.on_member_down(self.state, worker)
         self._check_rounds()
 
     def _on_fetch(self, worker: int, peer: int | None, step: int) -> None:
-        if self.numerics_on and hasattr(self.algorithm, "recover"):
+        if self.numerics_on:
             if peer is not None:
                 self.algorithm.recover(self.numerics, self.state, worker, peer)
             self.algorithm.on_member_up(self.state, worker, step)
@@ -237,14 +249,12 @@ class Simulation:
         if self.numerics_on:
             records = self.algorithm.on_reduced(self.numerics, self.state, send, self.env.now, participants)
             self._record_train(records)
-            if records:  # a ddp step just ran (it only runs once its all-reduce is done): evaluate on schedule
-                step = records[0][1]
-                every = self.sc.run.eval_every_steps
-                if every and step % every == 0:
-                    self.evaluate(step)
+            step = self.algorithm.evaluate_after(records, self.sc.run.eval_every_steps)
+            if step is not None:
+                self.evaluate(step)
         if not send.counts_as_round:
             return
-        if hasattr(self.algorithm, "round_groups"):  # gossip: groups differ; see _check_rounds
+        if self.algorithm.rounds_by_groups:  # gossip: groups differ; see _check_rounds
             if send.round not in self._counted:
                 self._round_done.setdefault(send.round, set()).add(send.group)
             self._check_rounds()
@@ -267,11 +277,13 @@ class Simulation:
         """Gossip rounds: round r is done when each of its groups has synced or can no longer
         sync (its collective is not under way and none of its members is up and still before
         that round's step). A group that syncs after its round was counted does not count again."""
-        if not hasattr(self.algorithm, "round_groups"):
+        if not self.algorithm.rounds_by_groups:
             return
         for r in sorted(self._round_done):
             stream, groups, step = self.algorithm.round_groups(r)
             done = self._round_done[r]
+            if self._nobody_leaves and len(done) < len(groups):
+                continue  # every member stays up: a group is settled only once it has synced
 
             def settled(g) -> bool:
                 if g in done:
@@ -290,8 +302,18 @@ class Simulation:
     def _record_train(self, records: list) -> None:
         for w, step, t, loss in records:
             self.recorder.losses.append(LossPoint("train", w, step, t, loss))
+            if not math.isfinite(loss):
+                self._diverge(step, t, f"train loss of worker {w}", loss)
         if records:
             self.last_loss = float(np.mean([r[3] for r in records]))
+
+    def _diverge(self, step: int, time_s: float, what: str, value: float) -> None:
+        """Note the first non-finite value; with run.on_divergence stop, end the run there."""
+        if self.diverged is None:
+            self.diverged = {"step": int(step), "time_s": float(time_s), "what": what, "value": str(value),
+                             "reason": f"{what} became {value} at step {int(step)}, simulated time {time_s:.6g} s"}
+        if self.sc.run.on_divergence == "stop" and not self.stop.triggered:
+            self.stop.succeed()
 
     def evaluate(self, step: int | None = None) -> float | None:
         """Eval loss of the global model now (queued inner steps and ready ops run first),
@@ -303,6 +325,12 @@ class Simulation:
         loss = self.replicas.eval_loss(params, self.eval_batches)
         step = self.workers[0].steps_done if step is None else step
         self.recorder.losses.append(LossPoint("eval", -1, step, self.env.now, loss))
+        if self.diverged is None:
+            bad = next((k for k, p in params.items() if not bool(p.isfinite().all())), None)
+            if bad is not None:
+                self._diverge(step, self.env.now, f"global parameter {bad}", "nan/inf")
+            elif not math.isfinite(loss):
+                self._diverge(step, self.env.now, "eval loss", loss)
         if self.sc.run.eval_replicas:  # every replica's own parameters, in one batched call per batch
             for w, value in enumerate(self.replicas.eval_losses(self.replicas.params, self.eval_batches).tolist()):
                 self.recorder.losses.append(LossPoint("replica_eval", w, step, self.env.now, value))
@@ -330,9 +358,11 @@ class Simulation:
         while not self.stop.processed:
             if math.isinf(env.peek()):
                 if self.faults.anyone_down:  # the workers left are gone for good: nothing more can happen
-                    self.ended_early = "no events left: no worker is up, or those up wait only for workers gone for good"
+                    self.ended_early = ("no events left: no worker is up, or those up wait only for workers gone for "
+                                        "good (" + self.stall_reason() + ")")
                     break
-                raise RuntimeError("simulation ran out of events before a stop condition was met")
+                raise RuntimeError("simulation ran out of events before a stop condition was met: "
+                                   + self.stall_reason())
             env.step()
             if on_progress is not None and time.monotonic() - last > progress_every_s:
                 last = time.monotonic()
@@ -341,13 +371,36 @@ class Simulation:
         if on_progress is not None:
             on_progress(self.progress())
 
+    def stall_reason(self) -> str:
+        """Why nothing more can happen (one line): the links whose zero bandwidth holds transfers
+        for good, the workers down and what the others wait in."""
+        parts = []
+        stalled: dict[tuple[str, str], int] = {}
+        for f in self.net.flows_in_flight():
+            for l in f.links:
+                if self.net.capacity.get(l, 1.0) <= 0:
+                    stalled[l] = stalled.get(l, 0) + 1
+        for (u, v), count in sorted(stalled.items()):
+            parts.append(f"link {u}->{v} has bandwidth 0 for good with {count} transfer(s) on it"
+                         + (" (its bandwidth_csv ends at 0)" if self.graph.edges[u, v].get("bandwidth_series") else ""))
+        down = [w.node for w in self.workers if not w.up]
+        if down:
+            parts.append(f"down for good: {', '.join(down[:8])}{', ...' if len(down) > 8 else ''}")
+        states: dict[str, list[str]] = {}
+        for w in self.workers:
+            if w.up:
+                states.setdefault(w.tracker.state, []).append(w.node)
+        for state, nodes in sorted(states.items()):
+            parts.append(f"{state}: {', '.join(nodes[:8])}{', ...' if len(nodes) > 8 else ''}")
+        return "; ".join(parts) or "no worker process is left"
+
     def finish(self) -> None:
         """Close open state spans, run pending steps and take a final eval (idempotent)."""
         if self.finished:
             return
         self.finished = True
         for w in self.workers:
-            w.tracker.finish()
+            w.finish()
         self.faults.finish(self._link_windows)
         self.evaluate()
 
@@ -385,15 +438,32 @@ def _now() -> str:
 
 def write_json(path: Path, obj) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    # NaN / inf become null: bare NaN is not JSON (summarize records which values were replaced and why)
+    text = json.dumps(finite_json(obj), indent=2, default=_json_default, allow_nan=False)
+    try:
+        tmp.write_text(text + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:  # a full disk (or Ctrl-C) mid-write: no half-written .tmp is left behind
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_json_in_place(path: Path, obj) -> None:
+    """Last resort for the final manifest when ``write_json`` failed (a full disk has no room for
+    a new .tmp file): overwrite the existing file compactly, which fits in the blocks its indented
+    first version already holds. Not atomic; used only where the alternative is a manifest that
+    says ``running`` for ever."""
+    text = json.dumps(finite_json(obj), separators=(",", ":"), default=_json_default, allow_nan=False)
+    with open(path, "r+b") as f:
+        f.write(text.encode("utf-8"))
+        f.truncate()
 
 
 def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
+    if isinstance(o, np.floating):
+        return o.item() if math.isfinite(o) else None
+    if isinstance(o, np.integer):
         return o.item()
-    if isinstance(o, float) and not math.isfinite(o):
-        return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
@@ -403,7 +473,8 @@ def run_to_dir(sim: Simulation, out_dir: Path, on_progress: Callable[[Progress],
 
     KeyboardInterrupt is caught: the directory is completed with what was recorded and
     marked interrupted, then the interrupt is re-raised. Other errors mark it failed and
-    are re-raised after the files are written.
+    are re-raised after the files are written. An error while writing the files (a full
+    disk) marks the run failed with the reason, leaves no ``.tmp`` file and is re-raised.
     """
     from sim.metrics.tables import events_table, metrics_table, summarize
     from sim.report.dashboard import write_dashboard
@@ -414,7 +485,7 @@ def run_to_dir(sim: Simulation, out_dir: Path, on_progress: Callable[[Progress],
         "name": sc.name, "status": STATUS_RUNNING, "scenario": sc.model_dump(mode="json"), "source": source,
         "seed": sc.seed, "versions": _versions(), "git_revision": _git_revision(),
         "device": _describe_device(sim.device),
-        "host": platform.node(), "started_at": _now(), "ended_at": None, "wall_s": None, "error": None,
+        "host": platform.node(), "pid": os.getpid(), "started_at": _now(), "ended_at": None, "wall_s": None, "error": None,
         "files": [],
     }
     write_json(out_dir / "manifest.json", manifest)
@@ -422,9 +493,10 @@ def run_to_dir(sim: Simulation, out_dir: Path, on_progress: Callable[[Progress],
     pending: BaseException | None = None
     try:
         sim.run(on_progress)
-        manifest["status"] = STATUS_COMPLETED
-    except KeyboardInterrupt as err:
+        manifest["status"] = STATUS_DIVERGED if getattr(sim, "diverged", None) else STATUS_COMPLETED
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (sim.rundir.Terminated: "terminated by SIGTERM")
         manifest["status"] = STATUS_INTERRUPTED
+        manifest["error"] = str(err) or None
         pending = err
     except Exception as err:  # recorded in the manifest, then re-raised for the CLI
         manifest["status"] = STATUS_FAILED
@@ -434,7 +506,7 @@ def run_to_dir(sim: Simulation, out_dir: Path, on_progress: Callable[[Progress],
     try:
         if manifest["status"] != STATUS_COMPLETED:
             for w in sim.workers:  # keep what was recorded; no more numerics after an interrupt
-                w.tracker.finish()
+                w.finish()
             sim.faults.finish(sim._link_windows)
             sim.finished = True
         events = events_table(sim.recorder)
@@ -449,9 +521,24 @@ def run_to_dir(sim: Simulation, out_dir: Path, on_progress: Callable[[Progress],
     except KeyboardInterrupt as err:  # a second Ctrl-C while writing: keep what is written
         manifest["status"] = STATUS_INTERRUPTED
         pending = pending or err
+    except Exception as err:  # e.g. OSError: the disk is full; the run's own ending stays in the error
+        reason = f"writing the run directory failed: {type(err).__name__}: {err}"
+        manifest["error"] = f"{manifest['error']}; then {reason}" if manifest["error"] else reason
+        manifest["status"] = STATUS_FAILED
+        pending = pending or err
     finally:
         manifest["ended_at"] = _now()
-        write_json(out_dir / "manifest.json", manifest)
+        manifest["diverged"] = getattr(sim, "diverged", None)
+        manifest["ended_early"] = getattr(sim, "ended_early", None)
+        try:
+            write_json(out_dir / "manifest.json", manifest)
+        except OSError:
+            try:
+                _write_json_in_place(out_dir / "manifest.json", manifest)
+            except OSError:
+                pass  # nothing left to write it with; the error below still reaches the caller
+        for tmp in out_dir.glob("*.tmp"):  # left by a writer that failed (e.g. the dashboard's page)
+            tmp.unlink(missing_ok=True)
     if pending is not None:
         raise pending
     return manifest
@@ -459,8 +546,12 @@ def run_to_dir(sim: Simulation, out_dir: Path, on_progress: Callable[[Progress],
 
 def _write_parquet(df, path: Path) -> None:
     tmp = path.with_suffix(".parquet.tmp")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    try:
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk (or Ctrl-C) mid-write: no half-written .tmp is left behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _describe_device(device) -> str:

@@ -54,6 +54,12 @@ def _known_gpu(name: str) -> str:
 
 GpuName = Annotated[str, AfterValidator(_known_gpu)]
 
+# Bounds that keep a scenario inside what one process can simulate: beyond them the graph,
+# the data tables or the clock itself would exhaust memory or overflow before a check could run.
+MAX_WORKERS = 100_000
+MAX_MARKOV_TABLE = 20_000_000  # (vocab_size - topics) ** (order + 1): 16 bytes each while the language is built
+DEFAULT_MAX_EVENTS = 100_000_000
+
 
 def _read_text(p: Path) -> str:
     """A UTF-8 file referenced by a scenario; ValueError (one line) when it is missing or unreadable."""
@@ -69,16 +75,16 @@ def _read_text(p: Path) -> str:
 class Region(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$",
                       description="Region name, referenced by links (letters, digits, _ . -).")
-    nodes: Int = Field(ge=1, description="Number of GPU nodes (one worker / replica each) in this region.")
+    nodes: Int = Field(ge=1, le=MAX_WORKERS, description=f"Number of GPU nodes (one worker / replica each) in this region (at most {MAX_WORKERS:,} in all).")
     gpu: GpuName | None = Field(default=None, description=(
         f"GPU name, used by compute.step_time mode 'flops' for its peak FLOP/s; one of: {', '.join(GPU_PEAK_FLOPS)}."))
     step_time_multiplier: PositiveFloat = Field(
-        default=1.0, description="Multiplies every step time of this region's nodes (1 = reference speed; 2 = half as fast).")
+        default=1.0, le=1e6, description="Multiplies every step time of this region's nodes (1 = reference speed; 2 = half as fast).")
 
 
 class LinkSpec(_Strict):
-    bandwidth_gbps: float = Field(gt=0, description="Bandwidth in Gbit/s, each direction (full duplex); .inf allowed.")
-    latency_s: float = Field(ge=0, allow_inf_nan=False, description="One-way latency in seconds.")
+    bandwidth_gbps: float = Field(ge=1e-6, description="Bandwidth in Gbit/s, each direction (full duplex), >= 1e-6 (1 kbit/s); .inf allowed.")
+    latency_s: float = Field(ge=0, le=3600, allow_inf_nan=False, description="One-way latency in seconds (at most 3600).")
 
 
 class LinkOutage(_Strict):
@@ -139,6 +145,10 @@ class Link(LinkSpec):
             if not (math.isfinite(bw) and bw >= 0):
                 raise ValueError(f"{p.name} line {line}: bandwidth_gbps must be finite and >= 0 (got {row[1].strip()})")
             out.append((t, bw))
+        if out[-1][1] == 0:
+            raise ValueError(f"{p.name}: the last row sets bandwidth_gbps 0 from time_s {out[-1][0]:g} on, for ever "
+                             "(every transfer over the link would wait for good); end with a bandwidth > 0, or use "
+                             "outages for a link that is down for a while")
         return out
 
     @staticmethod
@@ -180,6 +190,12 @@ class Topology(_Strict):
                     raise _FieldError(("links", i, end), f"unknown region '{name}'; regions are: {', '.join(names)}")
             if link.a == link.b:
                 raise _FieldError(("links", i, "b"), "a link must join two different regions")
+            for j, other in enumerate(self.links[:i]):
+                if {other.a, other.b} == {link.a, link.b}:
+                    raise _FieldError(("links", i), f"links.{j} already joins '{link.a}' and '{link.b}'; "
+                                                    "one link per pair of regions (merge them into one)")
+        if self.n_workers > MAX_WORKERS:
+            raise _FieldError(("regions",), f"{self.n_workers:,} nodes in all; at most {MAX_WORKERS:,}")
         if len(self.regions) > 1:
             import networkx as nx
 
@@ -200,11 +216,11 @@ class Topology(_Strict):
 class GPTModel(_Strict):
     kind: Literal["gpt"] = "gpt"
     vocab_size: Int | None = Field(default=None, ge=2, description="Vocabulary size; default: taken from the data.")
-    d_model: Int = Field(default=64, ge=4, description="Embedding width.")
-    n_layers: Int = Field(default=2, ge=1, description="Transformer blocks (L).")
+    d_model: Int = Field(default=64, ge=4, le=65_536, description="Embedding width.")
+    n_layers: Int = Field(default=2, ge=1, le=1024, description="Transformer blocks (L).")
     n_heads: Int = Field(default=4, ge=1, description="Attention heads; must divide d_model.")
-    seq_len: Int = Field(default=64, ge=2, description="Context length in tokens.")
-    mlp_ratio: Int = Field(default=4, ge=1, description="MLP hidden width = mlp_ratio x d_model.")
+    seq_len: Int = Field(default=64, ge=2, le=1_048_576, description="Context length in tokens.")
+    mlp_ratio: Int = Field(default=4, ge=1, le=64, description="MLP hidden width = mlp_ratio x d_model.")
 
     @model_validator(mode="after")
     def _heads(self) -> "GPTModel":
@@ -216,10 +232,10 @@ class GPTModel(_Strict):
 class MLPModel(_Strict):
     kind: Literal["mlp"] = "mlp"
     vocab_size: Int | None = Field(default=None, ge=2, description="Vocabulary size; default: taken from the data.")
-    d_model: Int = Field(default=32, ge=2, description="Embedding width per context token.")
-    hidden: Int = Field(default=128, ge=1, description="Hidden width.")
-    context: Int = Field(default=3, ge=1, description="Previous tokens the MLP sees.")
-    seq_len: Int = Field(default=32, ge=2, description="Tokens per training sequence.")
+    d_model: Int = Field(default=32, ge=2, le=65_536, description="Embedding width per context token.")
+    hidden: Int = Field(default=128, ge=1, le=1_048_576, description="Hidden width.")
+    context: Int = Field(default=3, ge=1, le=4096, description="Previous tokens the MLP sees.")
+    seq_len: Int = Field(default=32, ge=2, le=1_048_576, description="Tokens per training sequence.")
 
 
 ModelSpec = Annotated[Union[GPTModel, MLPModel], Field(discriminator="kind")]
@@ -246,6 +262,11 @@ class SyntheticData(_Strict):
             raise _FieldError(("branching",), f"must be <= vocab_size - topics = {self.vocab_size - self.topics} (got {self.branching})")
         if (self.vocab_size - self.topics) ** self.order > 2_000_000:
             raise _FieldError(("order",), "(vocab_size - topics) ** order must be <= 2,000,000 contexts")
+        table = (self.vocab_size - self.topics) ** (self.order + 1)
+        if table > MAX_MARKOV_TABLE:  # refused before the language's tables are allocated
+            raise _FieldError(("vocab_size",), f"the synthetic language needs (vocab_size - topics) ** (order + 1) "
+                                               f"= {table:,} table entries (about {16 * table / 2**30:.3g} GiB to "
+                                               f"build); at most {MAX_MARKOV_TABLE:,}: lower vocab_size or order")
         return self
 
 
@@ -287,7 +308,7 @@ def _known_wire_format(fmt: str) -> str:
     return str(parse_format(fmt))
 
 
-# fp32 | bf16 | fp16 | int8[:B] | fp8[:B] | e3m0[:B] | topk[:f]: bytes and layout in kernels/formats.py
+# fp32 | bf16 | fp16 | int8[:B] | fp8[:B] | e3m0[:B] (B also 'tensor') | topk[:f]: bytes and layout in kernels/formats.py
 WireDtype = Annotated[str, AfterValidator(_known_wire_format)]
 
 
@@ -298,18 +319,36 @@ SYNC_TIMEOUT_DOC = (
     "every member that is up (a member that is down is never waited for).")
 
 
+ALLREDUCE_DOC = (
+    "Collective that averages the payload (sim/engine/collectives.py): ring_allreduce (pipelined ring), "
+    "ring_allreduce_stepwise, tree_allreduce (binomial), hierarchical_allreduce (in-region reduce, per-shard "
+    "rings across regions), parameter_server (star around the first worker).")
+AllReduceName = Literal["ring_allreduce", "ring_allreduce_stepwise", "tree_allreduce", "hierarchical_allreduce",
+                        "parameter_server"]
+
+
 class DDPAlgorithm(_Strict):
     """Data-parallel: all-reduce the gradients every inner step (the baseline)."""
     name: Literal["ddp"] = "ddp"
     payload_dtype: WireDtype = Field(default="fp32", description="Wire format of gradients: fp32, bf16, fp16, int8[:B], fp8[:B], e3m0[:B] or topk[:f] (see kernels/formats.py).")
     overlap: bool = Field(default=True, description="One bucket per layer, all-reduced as soon as its backward is done (overlapping the rest of backward, as DDP buckets do); false: one all-reduce after the step.")
+    collective: AllReduceName = Field(default="ring_allreduce", description=ALLREDUCE_DOC)
+    sync_grain: Literal["step", "layer"] = Field(default="step", description=(
+        "What the next step waits for: step = every bucket before it starts (PyTorch's optimizer steps once all "
+        "buckets are in); layer = each layer's forward waits only for its own bucket (per-layer optimizer, as "
+        "the DiLoCo papers' compute-utilization DAG draws it). Timing only; the math is the same."))
     sync_timeout_s: PositiveFloat | None = Field(default=None, description=SYNC_TIMEOUT_DOC)
 
 
 class _OuterMethod(_Strict):
     warm_start_steps: Int = Field(default=0, ge=0, description="Inner steps of ddp before the method takes over (the DiLoCo paper starts from a pretrained model).")
-    payload_dtype: WireDtype = Field(default="fp32", description="Wire format of pseudo-gradients, averaged in fp32: fp32, bf16, fp16, int8[:B], fp8[:B], e3m0[:B] (B: block size with one fp32 scale each, default 128) or topk[:f] (fraction kept, default 0.01).")
+    payload_dtype: WireDtype = Field(default="fp32", description="Wire format of pseudo-gradients, averaged in fp32: fp32, bf16, fp16, int8[:B], fp8[:B], e3m0[:B] (B: block size with one fp32 scale each, default 128; B = tensor: one scale for the whole payload, e.g. e3m0:tensor) or topk[:f] (fraction kept, default 0.01).")
     error_feedback: bool = Field(default=False, description="Carry each worker's quantization error (what it meant to send minus what was received) into its next payload (lossy formats only).")
+    sync_grain: Literal["layer", "step"] = Field(default="layer", description=(
+        "Grain of an outer sync: layer = each layer's payload leaves as soon as its backward is done at the sync "
+        "step and the step that needs the result waits only at the forward of a layer still on the wire (the "
+        "DiLoCo papers' compute-utilization model); step = one send after the step and the whole next step "
+        "waits for it. Timing only; the math is the same."))
     sync_timeout_s: PositiveFloat | None = Field(default=None, description=SYNC_TIMEOUT_DOC)
 
     @model_validator(mode="after")
@@ -326,6 +365,7 @@ class DiLoCoAlgorithm(_OuterMethod):
     outer_lr: float = Field(default=0.7, gt=0, description="eta, outer Nesterov learning rate (DiLoCo default 0.7).")
     outer_momentum: float = Field(default=0.9, ge=0, lt=1, description="mu, outer Nesterov momentum (DiLoCo default 0.9).")
     nesterov: bool = Field(default=True, description="Nesterov form v = mu v + delta; theta -= lr (delta + mu v). False: heavy ball theta -= lr v.")
+    collective: AllReduceName = Field(default="ring_allreduce", description=ALLREDUCE_DOC)
 
 
 class StreamingDiLoCoAlgorithm(DiLoCoAlgorithm):
@@ -338,6 +378,10 @@ class StreamingDiLoCoAlgorithm(DiLoCoAlgorithm):
     overlap_steps: Int = Field(default=1, ge=0, description="tau: inner steps a fragment may be in flight before it must be applied (paper 1; must be < H).")
     mixing: float = Field(default=0.5, ge=0, le=1, description="alpha: merged = alpha * local + (1 - alpha) * outer (0 discards the tau local steps).")
     embeddings_fragment: bool = Field(default=True, description="Non-block parameters (embeddings, final norm, head) form their own fragment (MaxText layout); false: they join fragment 0.")
+    fragment_schedule: Literal["even", "interval"] = Field(default="even", description=(
+        "When each fragment syncs within H: even = offset t_p = round(H (p+1) / P) over the P fragments; "
+        "interval = every floor(H / (P_blocks + 1)) steps, t_p = (p+1) floor(H / (P_blocks + 1)) (the "
+        "Streaming DiLoCo paper's simulated schedule: 1B/10B/100B sync a fragment every 11/5/2 steps at H = 100)."))
 
     @model_validator(mode="after")
     def _tau(self) -> "StreamingDiLoCoAlgorithm":
@@ -367,6 +411,9 @@ class NoLoCoAlgorithm(_OuterMethod):
     outer_momentum: float = Field(default=0.5, ge=0, lt=1, description="alpha: momentum of the outer update (NoLoCo 0.5).")
     gamma: float = Field(default=0.7, ge=0, description="gamma: pull of a worker's slow weights toward its group mean (NoLoCo 0.7).")
     group_size: Int = Field(default=2, ge=1, description="n: workers per gossip group, re-drawn each outer step (NoLoCo 2).")
+    collective: Literal["exchange", "ring_allgather"] = Field(default="exchange", description=(
+        "How a group shares its payloads: exchange (every member sends to every other at once) or "
+        "ring_allgather (around a ring)."))
     dead_partner: Literal["skip", "repair"] = Field(default="skip", description=(
         "When a group member is down (or timed out): skip = the others skip that outer step and keep their own "
         "params; repair = each round's groups are drawn among the workers up when the first worker reaches it "
@@ -380,7 +427,7 @@ AlgorithmSpec = Annotated[Union[DDPAlgorithm, DiLoCoAlgorithm, StreamingDiLoCoAl
 # --------------------------------------------------------------------------- compute
 class FixedStepTime(_Strict):
     mode: Literal["fixed"] = "fixed"
-    step_time_s: PositiveFloat = Field(description="Seconds per inner step (forward + backward + optimizer) at multiplier 1.")
+    step_time_s: PositiveFloat = Field(le=1e6, description="Seconds per inner step (forward + backward + optimizer) at multiplier 1.")
 
 
 class FlopsStepTime(_Strict):
@@ -400,7 +447,7 @@ StepTimeSpec = Annotated[Union[FixedStepTime, FlopsStepTime, MeasuredStepTime], 
 
 class Compute(_Strict):
     step_time: StepTimeSpec = Field(default=FixedStepTime(step_time_s=0.1), description="How long an inner step takes in virtual time.")
-    batch_size: Int = Field(default=16, ge=1, description="Sequences per worker per inner step.")
+    batch_size: Int = Field(default=16, ge=1, le=1_048_576, description="Sequences per worker per inner step.")
 
 
 # --------------------------------------------------------------------------- run
@@ -410,10 +457,17 @@ class Run(_Strict):
     max_tokens: Int | None = Field(default=None, ge=1, description="Stop after this many training tokens over all workers.")
     eval_every_steps: Int | None = Field(default=None, ge=1, description="Evaluate the global model every N inner steps of worker 0.")
     eval_every_s: PositiveFloat | None = Field(default=None, description="Evaluate every N simulated seconds.")
-    eval_batches: Int = Field(default=4, ge=1, description="Held-out batches per evaluation.")
-    eval_batch_size: Int = Field(default=32, ge=1, description="Sequences per held-out batch.")
+    eval_batches: Int = Field(default=4, ge=1, le=10_000, description="Held-out batches per evaluation.")
+    eval_batch_size: Int = Field(default=32, ge=1, le=1_048_576, description="Sequences per held-out batch.")
     target_eval_loss: float | None = Field(default=None, gt=0, description="Report the simulated time at which eval loss first reaches this.")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Where numerics run; auto = cuda when available.")
+    threads: Union[Literal["auto"], Annotated[int, Field(ge=1, le=1024)]] = Field(default="auto", description=(
+        "CPU threads for the numerics (torch intra-op). auto: 1 for tiny models (extra threads slow them down 4-9x "
+        "as soon as another process shares the cores), all the process's cores (its share, in a sweep pool) "
+        "for steps above 2e10 FLOPs; OMP_NUM_THREADS, when set, wins over auto."))
+    coalesce: bool = Field(default=True, description=(
+        "Timing-only runs: compute a worker's steps that send and need nothing as one event (the timeline is "
+        "identical, only faster; off where a token budget or failures need every step as it ends)."))
     engine: Literal["auto", "vmap", "stacked"] = Field(default="auto", description=(
         "How replicas are stepped together: vmap (torch.func over the model, any model kind) or stacked (the GPT "
         "written with a replica dimension, one batched matmul per layer and one autograd pass; gpt only). "
@@ -433,6 +487,13 @@ class Run(_Strict):
     memory_limit_gb: PositiveFloat | None = Field(default=None, description=(
         "Memory the numerics may use (GB); omitted: what the device has free (CUDA) or available (CPU). "
         "A scenario whose estimate exceeds it is refused before it starts."))
+    on_divergence: Literal["stop", "continue"] = Field(default="stop", description=(
+        "When a train or eval loss (or the global parameters at an eval) becomes NaN or inf: stop = end the run "
+        "there, status 'diverged' with the step and simulated time; continue = keep simulating (the status "
+        "still says diverged)."))
+    max_events: Int | None = Field(default=DEFAULT_MAX_EVENTS, ge=1, description=(
+        "Refuse, before starting, a run whose estimated work (inner steps of all workers, failures, link "
+        "flaps, slow periods, evaluations) exceeds this many events; null = no limit."))
 
     @model_validator(mode="after")
     def _stops(self) -> "Run":
@@ -443,22 +504,22 @@ class Run(_Strict):
 
 class TimingProxy(_Strict):
     """Time and payloads of a large model while a tiny one is trained (convergence)."""
-    params: PositiveFloat = Field(description="Parameters of the timed model (e.g. 1.0e9): payload sizes scale to it.")
-    layers: Int = Field(ge=1, description="Transformer layers of the timed model (per-layer compute and DDP buckets; timing-only fragments).")
+    params: PositiveFloat = Field(le=1e15, description="Parameters of the timed model (e.g. 1.0e9): payload sizes scale to it.")
+    layers: Int = Field(ge=1, le=10_000, description="Transformer layers of the timed model (per-layer compute and DDP buckets; timing-only fragments).")
     step_time_s: PositiveFloat | None = Field(default=None, description="Seconds per inner step; omitted: from compute.step_time with the proxy's parameters (flops mode: 6 x params x tokens per step / (peak x MFU x GPUs)).")
     tokens_per_step: Int | None = Field(default=None, ge=1, description="Tokens per worker per step of the timed model (flops mode); omitted: the trained model's batch_size x seq_len.")
 
 # --------------------------------------------------------------------------- faults
 class LognormalFactor(_Strict):
     kind: Literal["lognormal"] = "lognormal"
-    mu: float = Field(default=0.0, allow_inf_nan=False, description="Mean of log(factor) (0: median factor 1).")
-    sigma: float = Field(default=0.25, ge=0, allow_inf_nan=False, description="Standard deviation of log(factor) (sigma, not sigma^2).")
+    mu: float = Field(default=0.0, ge=-10, le=10, description="Mean of log(factor) (0: median factor 1); in [-10, 10].")
+    sigma: float = Field(default=0.25, ge=0, le=4, description="Standard deviation of log(factor) (sigma, not sigma^2); at most 4.")
 
 
 class ParetoFactor(_Strict):
     kind: Literal["pareto"] = "pareto"
-    alpha: PositiveFloat = Field(default=3.0, description="Tail index: smaller = heavier tail (mean is infinite for alpha <= 1).")
-    scale: PositiveFloat = Field(default=1.0, description="Smallest factor (x_m of the Pareto distribution).")
+    alpha: float = Field(default=3.0, ge=0.5, le=1e6, description="Tail index: smaller = heavier tail (mean is infinite for alpha <= 1); at least 0.5, so a draw stays finite.")
+    scale: PositiveFloat = Field(default=1.0, le=1e6, description="Smallest factor (x_m of the Pareto distribution).")
 
 
 class EmpiricalFactor(_Strict):
@@ -502,7 +563,7 @@ FactorSpec = Annotated[Union[LognormalFactor, ParetoFactor, EmpiricalFactor], Fi
 class SlowPeriods(_Strict):
     mean_off_s: PositiveFloat = Field(description="Mean seconds at normal speed between slow periods (exponential).")
     mean_on_s: PositiveFloat = Field(description="Mean seconds a slow period lasts (exponential).")
-    factor: float = Field(gt=1, allow_inf_nan=False, description="Step-time multiplier while slow (2 = half speed).")
+    factor: float = Field(gt=1, le=1e6, description="Step-time multiplier while slow (2 = half speed).")
 
 
 class _Where(_Strict):
@@ -600,7 +661,7 @@ class LinkFault(_Strict):
 
 class Faults(_Strict):
     """Stragglers, heterogeneity, failures, churn and flaky links (sim/engine/faults.py)."""
-    node_step_time_multiplier: dict[str, PositiveFloat] = Field(default_factory=dict, description=(
+    node_step_time_multiplier: dict[str, Annotated[PositiveFloat, Field(le=1e6)]] = Field(default_factory=dict, description=(
         "Per-node step-time multipliers ('region/i' -> x), on top of the region's gpu and step_time_multiplier."))
     stragglers: list[Stragglers] = Field(default_factory=list, description="Straggler models; factors of several that select a node multiply.")
     failures: Failures | None = Field(default=None, description="Node failures (down, then fetch parameters from a live peer).")
@@ -692,6 +753,26 @@ class Scenario(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _method_fits(self) -> "Scenario":
+        """Knobs the user set that would be silently clipped to the topology or model: refused
+        instead (a default that does not fit, e.g. fragment_layers 3 on a 1-layer model, is clipped)."""
+        a, n = self.algorithm, self.topology.n_workers
+        if a.name == "noloco" and a.group_size > n and "group_size" in a.model_fields_set:
+            raise _FieldError(("algorithm", "group_size"), f"must be <= the number of workers ({n}) "
+                                                           f"(got {a.group_size})")
+        if a.name == "streaming_diloco":
+            if self.numerics and self.model.kind == "gpt":
+                layers, where = self.model.n_layers, "model.n_layers"
+            elif not self.numerics and self.timing is not None:
+                layers, where = self.timing.layers, "timing.layers"
+            else:
+                layers = where = None
+            if layers is not None and a.fragment_layers > layers and "fragment_layers" in a.model_fields_set:
+                raise _FieldError(("algorithm", "fragment_layers"), f"must be <= the model's {layers} layers "
+                                                                    f"({where}) (got {a.fragment_layers})")
+        return self
+
+    @model_validator(mode="after")
     def _vocab(self) -> "Scenario":
         if isinstance(self.data, SyntheticData) and self.model.vocab_size not in (None, self.data.vocab_size):
             raise _FieldError(("model", "vocab_size"), f"must equal data.vocab_size={self.data.vocab_size} or be omitted (got {self.model.vocab_size})")
@@ -736,7 +817,7 @@ def _unwrap(ann: Any) -> Any:
         return _unwrap(typing.get_args(ann)[0])
     if origin is Union or str(origin) == "types.UnionType":
         args = [a for a in typing.get_args(ann) if a is not type(None)]
-        return args[0] if len(args) == 1 else tuple(_unwrap(a) for a in args)
+        return _unwrap(args[0]) if len(args) == 1 else tuple(_unwrap(a) for a in args)
     return ann
 
 
@@ -827,23 +908,104 @@ def parse_scenario(data: Any, source: str = "<scenario>") -> Scenario:
         raise ScenarioError(_format_error(err)) from None
 
 
+MAX_YAML_VALUES = 1_000_000  # values in a loaded document, counting every alias expansion
+MAX_YAML_BYTES = 16 * 2**20
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` that refuses a mapping naming the same key twice (YAML says keys are
+    unique; PyYAML would silently keep the last one, e.g. a second ``algorithm:``)."""
+
+
+def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict = {}
+    for key_node, _value in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: *base' keys may be overridden
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            first = seen.get(key)
+        except TypeError:  # an unhashable key: construct_mapping reports it
+            continue
+        if first is not None:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first at line {first}); each key may appear once in a mapping",
+                key_node.start_mark)
+        seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def _kind_of(value: Any) -> str:
+    import datetime as dt
+
+    if isinstance(value, (dt.date, dt.datetime)):
+        return f"a date ({value.isoformat()})"
+    if isinstance(value, (bytes, bytearray)):
+        return "binary data (!!binary)"
+    if isinstance(value, (set, frozenset)):
+        return "a set (!!set)"
+    return f"a {type(value).__name__}"
+
+
+def check_plain(data: Any, path: tuple = (), source: str | None = None) -> None:
+    """Refuse (ScenarioError, one line) YAML data that is not plain JSON-like values -- dates,
+    ``!!binary``, ``!!set`` -- or that expands (through aliases) to more than MAX_YAML_VALUES
+    values, before anything copies it. ``path``: where ``data`` sits in the scenario;
+    ``source``: what to name when the whole document is too large (its file)."""
+    count = 0
+    stack: list[tuple[Any, tuple]] = [(data, tuple(path))]
+    while stack:
+        value, at = stack.pop()
+        count += 1
+        if count > MAX_YAML_VALUES:
+            raise ScenarioError(f"{source or '.'.join(map(str, path)) or '<top level>'}: the document expands to more "
+                                f"than {MAX_YAML_VALUES:,} values (YAML aliases repeated inside each other?); "
+                                "write the scenario out plainly")
+        dotted = ".".join(str(p) for p in at) or "<top level>"
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if not (k is None or isinstance(k, (str, int, float, bool))):
+                    raise ScenarioError(f"{dotted}: a key is {_kind_of(k)}; keys are strings")
+                stack.append((v, at + (k,)))
+        elif isinstance(value, list):
+            stack.extend((v, at + (i,)) for i, v in enumerate(value))
+        elif not (value is None or isinstance(value, (str, int, float, bool))):
+            raise ScenarioError(f"{dotted}: {_kind_of(value)} is not a string, number, boolean, list or mapping; "
+                                "quote it to make it a string")
+
+
+def load_yaml_text(text: str) -> Any:
+    """Parse YAML like ``yaml.safe_load`` but refusing duplicate keys (yaml.YAMLError)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)
+
+
 def read_yaml(path: str | Path) -> dict:
     p = Path(path)
     try:
+        if p.is_file() and p.stat().st_size > MAX_YAML_BYTES:
+            raise ScenarioError(f"{p}: {p.stat().st_size:,} bytes; a scenario file may have at most "
+                                f"{MAX_YAML_BYTES:,}")
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ScenarioError(f"{p}: no such file") from None
     except (IsADirectoryError, UnicodeDecodeError, PermissionError) as err:
         raise ScenarioError(f"{p}: cannot read as a UTF-8 text file ({type(err).__name__})") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml_text(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or "syntax error"
-        raise ScenarioError(f"{p}: not valid YAML: {problem}{where}") from None
+        raise ScenarioError(f"{p}: not valid YAML{where}: {problem}") from None
+    except (ValueError, RecursionError) as err:  # e.g. a timestamp like 2024-13-45, or nesting too deep
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise ScenarioError(f"{p}: not valid YAML: {type(err).__name__}: {first}") from None
     if not isinstance(data, dict):
         raise ScenarioError(f"{p}: a scenario must be a YAML mapping of sections (got {type(data).__name__})")
+    check_plain(data, source=str(p))
     return data
 
 
@@ -858,9 +1020,10 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         if not all(parts):
             raise ScenarioError(f"--set {item}: empty key in path")
         try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
+            value = load_yaml_text(raw)
+        except (yaml.YAMLError, ValueError, RecursionError):
             value = raw
+        check_plain(value, tuple(parts), source=f"--set {key}")
         node: Any = data
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
@@ -882,7 +1045,9 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 
 _TAGS = ("name", "kind", "mode")  # discriminators: a section that changes one is replaced, not merged
-_VARIANT_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+# A variant name becomes a directory (OUT/<name>/) and part of sweep run ids: one path component,
+# never "." or ".." (which would write over or outside OUT), never hidden or flag-like.
+_VARIANT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 
 
 def merge_variant(base: Any, patch: Any) -> Any:
@@ -902,21 +1067,53 @@ def merge_variant(base: Any, patch: Any) -> Any:
     return out
 
 
-def load_variants(path: str | Path, overrides: list[str] | None = None) -> list[tuple[str | None, Scenario]]:
+def _variant_overrides(variants: Any, overrides: list[str]) -> tuple[Any, list[str]]:
+    """Split off ``variants.NAME.key.path=value`` overrides and apply them to NAME's block of
+    ``variants:`` (as if the file said so, before the merge); return the variants and the
+    other overrides (which apply to every variant after the merge)."""
+    rest, mine = [], []
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        (mine if key == "variants" or key.startswith("variants.") else rest).append(item)
+    for item in mine:
+        key = item.split("=", 1)[0].strip()
+        name = key.split(".")[1] if key.count(".") >= 1 else ""
+        if not isinstance(variants, dict):
+            raise ScenarioError(f"--set {key}: this file has no variants: section "
+                                "(a mapping of variant name -> sections)")
+        if not name:
+            raise ScenarioError(f"--set {key}: name a variant, e.g. variants.NAME.algorithm.inner_steps=50; "
+                                f"variants: {', '.join(map(str, variants))}")
+        if name not in variants:
+            raise ScenarioError(f"--set {key}: no variant '{name}'; variants: {', '.join(map(str, variants))}")
+        variants = apply_overrides({"variants": variants}, [item])["variants"]
+    return variants, rest
+
+
+def load_variants(path: str | Path, overrides: list[str] | None = None,
+                  default_run: dict | None = None) -> list[tuple[str | None, Scenario]]:
     """The scenarios a file describes: one (None, scenario) without ``variants:``; else one
     (variant name, scenario) per entry of ``variants:`` (name -> sections merged into the
-    base). ``--set`` overrides apply to every variant after the merge."""
+    base). ``--set variants.NAME.key=value`` edits NAME's block before the merge; other
+    ``--set`` overrides apply to every variant after the merge. ``default_run``: the ``run:``
+    section of a scenario that has none (``locosim bandwidth`` sets its own run)."""
     data = read_yaml(path)
     data.pop("sweep", None)  # read by `locosim sweep` (sim.sweep); a single run ignores it
-    variants = data.pop("variants", None)
+    variants, overrides = _variant_overrides(data.pop("variants", None), overrides or [])
+
+    def with_run(d: dict) -> dict:
+        return {**d, "run": dict(default_run)} if default_run is not None and "run" not in d else d
+
     if variants is None:
-        return [(None, _finish(parse_scenario(apply_overrides(data, overrides or []), str(path)), path))]
+        return [(None, _finish(parse_scenario(apply_overrides(with_run(data), overrides), str(path)), path))]
     if not isinstance(variants, dict) or not variants:
         raise ScenarioError("variants: must be a non-empty mapping of variant name -> sections to change")
     out = []
     for name, patch in variants.items():
-        if not isinstance(name, str) or not _VARIANT_NAME.match(name):
-            raise ScenarioError(f"variants.{name}: variant names use letters, digits, _ . - only")
+        if not isinstance(name, str) or not _VARIANT_NAME.fullmatch(name):
+            shown = name if isinstance(name, str) and re.fullmatch(r"\w+", name) else json.dumps(str(name))
+            raise ScenarioError(f"variants.{shown}: a variant name becomes a directory name: 1-64 letters, "
+                                "digits, _ . - starting with a letter, digit or _")
         if not isinstance(patch, dict):
             raise ScenarioError(f"variants.{name}: must be a mapping of sections to change (got {type(patch).__name__})")
         merged = merge_variant(data, patch)
@@ -924,7 +1121,7 @@ def load_variants(path: str | Path, overrides: list[str] | None = None) -> list[
         if "name" not in patch:
             merged["name"] = f"{merged['name']}-{name}"
         try:
-            sc = parse_scenario(apply_overrides(merged, overrides or []), str(path))
+            sc = parse_scenario(apply_overrides(with_run(merged), overrides), str(path))
         except ScenarioError as err:
             raise ScenarioError(f"variants.{name}: {err}") from None
         out.append((name, _finish(sc, path)))
@@ -973,6 +1170,7 @@ def json_schema() -> dict:
     schema = Scenario.model_json_schema()
     schema.setdefault("properties", {})["variants"] = {
         "type": "object", "additionalProperties": {"type": "object"},
+        "propertyNames": {"pattern": _VARIANT_NAME.pattern},
         "description": "Optional: variant name -> sections merged into this scenario; `locosim run` runs each "
                        "into its own subdirectory (e.g. one variant per method)."}
     schema["properties"]["sweep"] = {

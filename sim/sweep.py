@@ -8,10 +8,18 @@ ones are skipped, interrupted or failed ones are run again (resume). Every run i
 ordinary run directory (``sim.runner.run_to_dir``); ``index.parquet`` lists them all with
 their parameters, status and summary metrics, and is rewritten after every run.
 
-Execution: a local ``ProcessPoolExecutor`` (spawn; one torch thread per process when
-several run at once) by default; with ``ray_address`` one Ray task per run (a GPU per task
-when the run uses CUDA). No scheduler of our own: a failed run is recorded with its
-error and the sweep goes on.
+Execution: in this process (``workers=1``), a local pool of spawned worker processes (one
+torch thread each) or, with ``ray_address``, one Ray task per run (a GPU per task when the
+run uses CUDA). A failed run is recorded with its error and the sweep goes on.
+
+The local pool is ours rather than ``ProcessPoolExecutor`` because the executor queues runs
+into its workers ahead of time and cannot take them back: after Ctrl-C its workers started
+queued runs, and when the parent was killed they went on running them. Here a worker gets a
+run only when it is idle; on Ctrl-C or SIGTERM no run is handed out any more, the workers'
+runs end as interrupted (tables written) and the workers exit; and a worker dies with its
+parent (``PR_SET_PDEATHSIG`` on Linux, plus a thread watching ``os.getppid()``).
+
+One sweep at a time per directory: ``OUT/sweep.lock`` (``sim.rundir.SweepLock``).
 """
 
 from __future__ import annotations
@@ -19,18 +27,26 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import os
 import re
 import shutil
+import signal
+import sys
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 
-from sim.scenario import ScenarioError, load_variants, read_yaml
+from sim.rundir import SweepLock
+from sim.scenario import ScenarioError, check_plain, load_variants, load_yaml_text, read_yaml
 
 INDEX = "index.parquet"
+MAX_RUNS = 10_000  # runs in one sweep (variants x grid points x seeds)
+FINISHED = ("completed", "diverged")  # a diverged run is a result: skipped on resume, not counted as failed
 SUMMARY_KEYS = ("utilization", "final_eval_loss", "loss_floor", "sim_duration_s", "wan_bytes", "rounds", "tokens",
                 "time_to_target_s")
 
@@ -57,7 +73,16 @@ def parse_values(text: str) -> list[Any]:
     parts = [p.strip() for p in text.split(",")]
     if not parts or any(p == "" for p in parts):
         raise ScenarioError(f"--grid {text}: expected comma-separated values, e.g. 50,100,500")
-    return [yaml.safe_load(p) for p in parts]
+    out = []
+    for p in parts:
+        try:
+            value = load_yaml_text(p)
+        except (yaml.YAMLError, ValueError, RecursionError):
+            raise ScenarioError(f"--grid {text}: {p!r} is not a valid YAML value (quote it, or close its brackets; "
+                                "a value holding commas cannot be a grid value)") from None
+        check_plain(value, source=f"--grid {text}")
+        out.append(value)
+    return out
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -67,6 +92,8 @@ def parse_seeds(text: str) -> list[int]:
         lo, hi = int(m.group(1)), int(m.group(2))
         if hi < lo:
             raise ScenarioError(f"--seeds {text}: the range end must be >= its start")
+        if hi - lo + 1 > MAX_RUNS:
+            raise ScenarioError(f"--seeds {text}: {hi - lo + 1:,} seeds; a sweep may have at most {MAX_RUNS:,} runs")
         return list(range(lo, hi + 1))
     try:
         seeds = [int(s) for s in text.split(",")]
@@ -74,6 +101,8 @@ def parse_seeds(text: str) -> list[int]:
         raise ScenarioError(f"--seeds {text}: expected a range like 0..4 or a list like 0,3,7") from None
     if any(s < 0 for s in seeds):
         raise ScenarioError(f"--seeds {text}: seeds must be >= 0")
+    if len(seeds) > MAX_RUNS:
+        raise ScenarioError(f"--seeds {text}: {len(seeds):,} seeds; a sweep may have at most {MAX_RUNS:,} runs")
     return seeds
 
 
@@ -85,6 +114,16 @@ def _label_value(v: Any) -> str:
 
 def _short_key(key: str) -> str:
     return key.split(".")[-1]
+
+
+MAX_LABEL = 150  # characters of a run's label; the hash after it keeps ids unique, and a name stays < 255
+
+
+def safe_label(text: str) -> str:
+    """A label as one safe path component: anything but letters, digits and ``_ . + = -`` becomes
+    ``_`` (a grid key like ``us/0`` must not make nested directories), no leading ``.`` or ``-``
+    (never ``.``, ``..``, hidden or flag-like), at most MAX_LABEL characters."""
+    return (re.sub(r"[^A-Za-z0-9_.+=-]+", "_", text).lstrip(".-") or "run")[:MAX_LABEL]
 
 
 def plan_sweep(path: str | Path, grid: dict[str, list[Any]] | None = None, seeds: list[int] | None = None,
@@ -104,6 +143,9 @@ def plan_sweep(path: str | Path, grid: dict[str, list[Any]] | None = None, seeds
             raise ScenarioError("sweep.seeds: a list of integers >= 0")
     base_overrides = list(overrides or [])
     keys = list(full_grid)
+    planned = math.prod(len(v) for v in full_grid.values()) * len(seeds if seeds is not None else [None])
+    if planned > MAX_RUNS:  # refused before planning: each planned run is validated, which takes a while
+        raise ScenarioError(f"sweep: {planned:,} grid points x seeds; a sweep may have at most {MAX_RUNS:,} runs")
     runs: list[RunSpec] = []
     seen: set[str] = set()
     combos = list(itertools.product(*(full_grid[k] for k in keys))) if keys else [()]
@@ -117,7 +159,7 @@ def plan_sweep(path: str | Path, grid: dict[str, list[Any]] | None = None, seeds
                 parts = ([variant] if variant else []) + [f"{_short_key(k)}={_label_value(v)}"
                                                            for k, v in zip(keys, values)]
                 parts.append(f"seed={sc.seed}")
-                label = "-".join(parts)
+                label = safe_label("-".join(parts))
                 run_id = f"{label}-{digest}"
                 if run_id in seen:
                     continue
@@ -136,15 +178,11 @@ def status_of(run_dir: Path) -> str | None:
         return None
 
 
-def execute_run(scenario: dict, out_dir: str, source: str, threads: int | None) -> dict:
-    """Run one scenario into ``out_dir`` (in a pool process or a Ray task); never raises for a failed run."""
-    if threads:
-        try:
-            import torch
-
-            torch.set_num_threads(threads)
-        except ImportError:
-            pass
+def execute_run(scenario: dict, out_dir: str, source: str, share: int = 1) -> dict:
+    """Run one scenario into ``out_dir`` (in a pool process or a Ray task); never raises for a
+    failed run. ``share``: how many runs share this machine's cores at once (``run.threads:
+    auto`` gives a large model its share of them; a tiny one takes one thread anyway)."""
+    os.environ["LOCOSIM_PROCESSES"] = str(max(1, share))
     from sim.runner import Simulation, run_to_dir
     from sim.scenario import Scenario
 
@@ -152,8 +190,8 @@ def execute_run(scenario: dict, out_dir: str, source: str, threads: int | None) 
     try:
         sim = Simulation(Scenario.model_validate(scenario))
         manifest = run_to_dir(sim, out, source=source)
-    except KeyboardInterrupt:
-        return {"status": "interrupted", "error": "KeyboardInterrupt"}
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (sim.rundir.Terminated)
+        return {"status": "interrupted", "error": str(err) or "KeyboardInterrupt"}
     except Exception as err:  # recorded in the index; the sweep goes on
         if not (out / "manifest.json").exists():
             out.mkdir(parents=True, exist_ok=True)
@@ -172,15 +210,29 @@ class SweepResult:
 
 
 def run_sweep(plan: SweepPlan, out: Path, workers: int = 1, ray_address: str | None = None,
-              on_update: Callable[[int, int, int, int], None] | None = None) -> SweepResult:
-    """Run every planned run not already completed under ``out``; write ``out/index.parquet``."""
+              on_update: Callable[[int, int, int, int], None] | None = None,
+              on_note: Callable[[str], None] | None = None) -> SweepResult:
+    """Run every planned run not already completed under ``out``; write ``out/index.parquet``.
+
+    Holds ``out/sweep.lock`` throughout: ``sim.rundir.SweepLocked`` (one line) while another
+    live sweep holds it, before anything in ``out`` is touched (resuming removes unfinished run
+    directories, which would be the other sweep's runs in progress). ``on_note`` (default:
+    stderr) hears when a stale lock was taken over."""
     out.mkdir(parents=True, exist_ok=True)
+    with SweepLock(out) as lock:
+        if lock.note:
+            (on_note or (lambda text: print(text, file=sys.stderr)))(lock.note)
+        return _run_locked(plan, out, workers, ray_address, on_update)
+
+
+def _run_locked(plan: SweepPlan, out: Path, workers: int, ray_address: str | None,
+                on_update: Callable[[int, int, int, int], None] | None) -> SweepResult:
     (out / "sweep.json").write_text(json.dumps({"axes": plan.axes, "runs": [r.run_id for r in plan.runs]}, indent=2))
     todo, skipped = [], 0
     for r in plan.runs:
         d = out / r.run_id
         st = status_of(d)
-        if st == "completed":
+        if st in FINISHED:
             skipped += 1
             continue
         if d.exists():  # interrupted, failed or unreadable: start it again from scratch
@@ -194,7 +246,7 @@ def run_sweep(plan: SweepPlan, out: Path, workers: int = 1, ray_address: str | N
     def record(r: RunSpec, res: dict) -> None:
         nonlocal done, failed
         results[r.run_id] = res
-        if res["status"] == "completed":
+        if res["status"] in FINISHED:
             done += 1
         else:
             failed += 1
@@ -210,7 +262,7 @@ def run_sweep(plan: SweepPlan, out: Path, workers: int = 1, ray_address: str | N
             _run_ray(todo, out, ray_address, record)
         elif workers <= 1:
             for r in todo:
-                res = execute_run(r.scenario, str(out / r.run_id), r.source, None)
+                res = execute_run(r.scenario, str(out / r.run_id), r.source)
                 if res["status"] == "interrupted":
                     raise KeyboardInterrupt
                 record(r, res)
@@ -219,27 +271,183 @@ def run_sweep(plan: SweepPlan, out: Path, workers: int = 1, ray_address: str | N
     except KeyboardInterrupt:
         interrupted = True
     write_index(plan, out, results, cache)
-    return SweepResult(out / INDEX, done, failed, skipped, interrupted)
+    # the counts come from the runs' manifests, as the index's status column does, so the two agree
+    # even when an interrupt landed between a run's end and its record()
+    ended = [status_of(out / r.run_id) for r in todo]
+    return SweepResult(out / INDEX, sum(s in FINISHED for s in ended), ended.count("failed"), skipped, interrupted)
+
+
+STOP_GRACE_S = 600.0  # after Ctrl-C / SIGTERM: how long a worker may take to write its interrupted run
+# (a second Ctrl-C stops at once)
+WATCHDOG_EVERY_S = 1.0  # how often a worker checks that its parent is still there
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Make this worker end when the sweep process dies, however it dies (SIGKILL included):
+    the kernel sends SIGTERM when the parent exits (Linux ``PR_SET_PDEATHSIG``); a thread
+    checking ``os.getppid()`` does the same elsewhere, and exits hard if the run does not end."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:  # the parent died before the prctl took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(WATCHDOG_EVERY_S)
+        os.kill(os.getpid(), signal.SIGTERM)  # end the run as on SIGTERM: tables written, interrupted
+        time.sleep(STOP_GRACE_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="locosim-parent-watchdog", daemon=True).start()
+
+
+def _pool_worker(conn, parent_pid: int) -> None:
+    """A pool worker: runs what the parent sends, one run at a time, until it sends None.
+    Ctrl-C is ignored here (the terminal sends it to every process; the parent decides and
+    sends SIGTERM once); SIGTERM ends the run in progress as Ctrl-C would, then the worker."""
+    from sim.rundir import handle_sigterm, was_terminated
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    handle_sigterm()
+    _die_with_parent(parent_pid)
+    try:
+        while not was_terminated():
+            msg = conn.recv()
+            if msg is None:
+                break
+            run_id, args = msg
+            res = execute_run(*args)
+            # a SIGTERM now would cut the message in half: hold it until the result is sent
+            posix = hasattr(signal, "pthread_sigmask")
+            if posix:
+                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+            try:
+                conn.send((run_id, res))
+            finally:
+                if posix:
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    except (EOFError, OSError, KeyboardInterrupt):  # parent gone, or SIGTERM while idle
+        pass
+
+
+class _Worker:
+    def __init__(self, ctx):
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_pool_worker, args=(child, os.getpid()), daemon=True,
+                                name="locosim-sweep-worker")
+        self.proc.start()
+        child.close()
+
+    def result(self) -> dict | None:
+        """The result the worker sent, or None if it died without sending one."""
+        try:
+            if self.conn.poll():
+                return self.conn.recv()[1]
+        except Exception:  # EOF, a broken pipe, a message cut short: as good as no result
+            pass
+        return None
+
+    def stop(self, timeout_s: float) -> None:
+        """Ask an idle worker to exit; kill one that does not."""
+        try:
+            self.conn.send(None)
+        except (OSError, ValueError):
+            pass
+        self.proc.join(timeout_s)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(5.0)
+        self.conn.close()
+
+
+def _settle(run_dir: Path, status: str, error: str) -> None:
+    """Mark a run whose worker died mid-run (its manifest still says running, or there is none)."""
+    st = status_of(run_dir)
+    if st not in (None, "running"):
+        return
+    try:
+        manifest = json.loads((run_dir / "manifest.json").read_text()) if st else {}
+    except (OSError, ValueError):
+        manifest = {}
+    if not run_dir.exists():
+        return
+    manifest.update(status=status, error=error)
+    (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
 
 
 def _run_pool(todo: list[RunSpec], out: Path, workers: int, record) -> None:
+    """Hand each run to an idle worker (none is queued ahead); see the module docstring."""
     import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing.connection import wait
 
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = {pool.submit(execute_run, r.scenario, str(out / r.run_id), r.source, 1): r for r in todo}
-        try:
-            for fut in as_completed(futures):
-                r = futures[fut]
+    ctx = mp.get_context("spawn")
+    queue = list(reversed(todo))  # pop() takes the next run in plan order
+    everyone: list[_Worker] = []
+    busy: dict[_Worker, RunSpec] = {}
+
+    def start() -> _Worker:
+        w = _Worker(ctx)
+        everyone.append(w)
+        return w
+
+    try:
+        idle = [start() for _ in range(min(workers, len(queue)))]
+        while queue or busy:
+            while queue and idle:
+                w, r = idle.pop(), queue.pop()
+                busy[w] = r  # before the send: an interrupt in between still finds the worker busy
                 try:
-                    res = fut.result()
-                except Exception as err:  # the worker process died
-                    res = {"status": "failed", "error": f"{type(err).__name__}: {err}"}
+                    w.conn.send((r.run_id, (r.scenario, str(out / r.run_id), r.source, workers)))
+                except OSError:  # it died while idle: a new worker takes the run
+                    del busy[w]
+                    queue.append(r)
+                    idle.append(start())
+            ready = set(wait([w.conn for w in busy] + [w.proc.sentinel for w in busy]))
+            for w in [w for w in busy if w.conn in ready or w.proc.sentinel in ready]:
+                r = busy.pop(w)
+                res = w.result()
+                if res is None:  # died without a word (killed, out of memory)
+                    w.proc.join(1.0)
+                    res = {"status": "failed", "error": f"the worker process died (exit code {w.proc.exitcode})"}
+                    _settle(out / r.run_id, "failed", res["error"])
+                    if queue:
+                        idle.append(start())
+                elif res["status"] == "interrupted":  # someone signalled the worker: stop the sweep
+                    raise KeyboardInterrupt
+                else:
+                    idle.append(w)
                 record(r, res)
-        except KeyboardInterrupt:
-            for f in futures:
-                f.cancel()
-            raise
+    except KeyboardInterrupt:
+        # Nothing more is handed out. Each busy worker gets one SIGTERM and ends its run as
+        # interrupted (tables written); runs that ended meanwhile are still recorded.
+        for w in busy:
+            try:
+                os.kill(w.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + STOP_GRACE_S
+        while busy and time.monotonic() < deadline:
+            ready = set(wait([w.conn for w in busy] + [w.proc.sentinel for w in busy],
+                             timeout=max(0.0, deadline - time.monotonic())))
+            for w in [w for w in busy if w.conn in ready or w.proc.sentinel in ready]:
+                r = busy.pop(w)
+                res = w.result()
+                if res is None:
+                    _settle(out / r.run_id, "interrupted", "the worker process was stopped")
+                elif res["status"] != "interrupted":
+                    record(r, res)
+        raise
+    finally:
+        deadline = time.monotonic() + 10.0  # idle workers exit at once; one still busy here is killed
+        for w in everyone:
+            w.stop(timeout_s=max(0.0, deadline - time.monotonic()))
+        for w, r in busy.items():  # did not end within the grace period (or a second Ctrl-C)
+            _settle(out / r.run_id, "interrupted", "the worker process was stopped")
 
 
 def _run_ray(todo: list[RunSpec], out: Path, address: str, record) -> None:
@@ -288,7 +496,7 @@ def write_index(plan: SweepPlan, out: Path, results: dict[str, dict], cache: dic
         for k in SUMMARY_KEYS:
             v = summary.get(k)
             row[k] = float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
-        if row["status"] in ("completed", "failed"):
+        if row["status"] in FINISHED + ("failed",):
             cache[r.run_id] = row
         rows.append(row)
     df = pd.DataFrame(rows)

@@ -64,9 +64,9 @@ def _assert_conserved(net, total):
 
 # ---------------------------------------------------------------------------- registry
 def test_registry_names():
-    """COLLECTIVES holds exactly the six documented names."""
+    """COLLECTIVES holds exactly the seven documented names."""
     assert set(COLLECTIVES) == {"ring_allreduce", "ring_allreduce_stepwise", "tree_allreduce",
-                                "hierarchical_allreduce", "parameter_server", "exchange"}
+                                "hierarchical_allreduce", "parameter_server", "ring_allgather", "exchange"}
 
 
 @pytest.mark.parametrize("name", sorted(COLLECTIVES))
@@ -86,6 +86,15 @@ def test_ring_matches_alpha_beta_and_conserves_bytes(name, p):
     t, net = _run(name, _complete(p), [f"n{i}" for i in range(p)])
     assert t == pytest.approx(2 * (p - 1) * LAT + 2 * (p - 1) / p * SIZE / B, rel=1e-9)
     _assert_conserved(net, 2 * (p - 1) * SIZE)
+
+
+@pytest.mark.parametrize("p", [2, 3, 5, 8])
+def test_ring_allgather_matches_alpha_beta_and_conserves_bytes(p):
+    """Ring all-gather of S per member takes (P-1)a + (P-1)·S/B on equal links (each link
+    carries the other P-1 contributions) and puts P(P-1)·S bytes on the wire."""
+    t, net = _run("ring_allgather", _complete(p), [f"n{i}" for i in range(p)])
+    assert t == pytest.approx((p - 1) * LAT + (p - 1) * SIZE / B, rel=1e-9)
+    _assert_conserved(net, p * (p - 1) * SIZE)
 
 
 @pytest.mark.parametrize("p", [3, 4, 6])

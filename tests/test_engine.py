@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim.engine.clock import Clock, rng
+from sim.engine.clock import Clock
+from sim.rng import rng
 
 pytest.importorskip("torch")
 

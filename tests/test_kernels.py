@@ -364,3 +364,79 @@ def test_triton_kernels_without_cuda_or_interpreter_are_refused_naming_the_field
     sc = load_scenario(root / "scenarios/quickstart.yaml", TINY + ["run.kernels=triton", "run.device=cpu"])
     with pytest.raises(ValueError, match=r"run\.kernels"):
         Simulation(sc)
+
+
+# --------------------------------------------------------------------------- one scale per payload (X:tensor)
+TENSOR_FORMATS = ["e3m0:tensor", "int8:tensor", "fp8:tensor"]
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 1001, 2 ** 20 + 1, 10 ** 9])
+def test_e3m0_tensor_is_exactly_4_bits_a_value_plus_one_fp32_scale(n):
+    """e3m0:tensor costs ceil(n/2) bytes of codes plus one 4-byte scale (nothing for n = 0): for even n,
+    exactly 4 n + 32 bits; int8:tensor / fp8:tensor cost n + 4."""
+    scale = 4 if n else 0
+    assert payload_bytes(n, "e3m0:tensor") == math.ceil(n / 2) + scale
+    assert payload_bytes(n, "int8:tensor") == payload_bytes(n, "fp8:tensor") == n + scale
+    if n and n % 2 == 0:
+        assert 8 * payload_bytes(n, "e3m0:tensor") == 4 * n + 32
+
+
+@pytest.mark.parametrize("fmt", TENSOR_FORMATS)
+@pytest.mark.parametrize("n", SIZES)
+def test_tensor_scale_packed_sizes_equal_payload_bytes(fmt, n):
+    """The packed tensors of a :tensor payload are its codes and ONE scale per payload row."""
+    p = quantize(_x(3, n), fmt, backend="torch")
+    assert p.scales.shape == (3, 1)
+    assert p.payload_nbytes == payload_bytes(n, fmt)
+
+
+@pytest.mark.parametrize("fmt", TENSOR_FORMATS)
+@pytest.mark.parametrize("n", [1, 2, 7, 33, 130, 1000])
+def test_tensor_scale_roundtrip_equals_the_block_format_with_block_the_payload_size(fmt, n):
+    """X:tensor gives exactly the codes, scale and received values of X:B with B = n (rounded up to
+    even: e3m0's block size must be even, and the padding is zeros that change no absmax)."""
+    x = _x(3, n, seed=n)
+    name = fmt.split(":")[0]
+    block = n + n % 2 if name == "e3m0" else n
+    one, blocked = quantize(x, fmt, "torch"), quantize(x, f"{name}:{block}", "torch")
+    assert torch.equal(one.data, blocked.data) and torch.equal(one.scales, blocked.scales)
+    torch.testing.assert_close(dequantize(one, "torch"), dequantize(blocked, "torch"), rtol=0, atol=0)
+    torch.testing.assert_close(roundtrip(x, fmt, "torch"), roundtrip(x, f"{name}:{block}", "torch"), rtol=0, atol=0)
+
+
+def test_tensor_scale_spans_the_whole_flattened_payload_not_each_tensor():
+    """A tree sent as e3m0:tensor shares one scale across all its tensors (one payload, one absmax)."""
+    tree = {"a": torch.randn(3, 5) * 100.0, "b": torch.randn(7) * 1e-3}
+    got = wire_roundtrip(tree, "e3m0:tensor", backend="torch")
+    flat = torch.cat([tree["a"].reshape(-1), tree["b"]])
+    want = roundtrip(flat, f"e3m0:{flat.numel() + flat.numel() % 2}", "torch")
+    torch.testing.assert_close(torch.cat([got["a"].reshape(-1), got["b"]]), want, rtol=0, atol=0)
+    assert got["b"].abs().max() < tree["b"].abs().max()  # b's tiny values fall under the shared scale's levels
+
+
+def test_tensor_format_strings_parse_canonicalize_and_refuse_typos(root):
+    """'e3m0:tensor' is a payload_dtype (kept as written); 'e3m0:tensors' is refused naming the forms,
+    and the runner charges ceil(n/2) + 4 bytes a payload."""
+    assert str(parse_format("e3m0:tensor")) == "e3m0:tensor" and parse_format("e3m0:tensor").per_tensor
+    with pytest.raises(ValueError, match="tensor"):
+        parse_format("e3m0:tensors")
+    sc = load_scenario(root / "scenarios/quickstart.yaml", ["algorithm.payload_dtype='e3m0:tensor'"])
+    assert sc.algorithm.payload_dtype == "e3m0:tensor"
+    from sim.scenario import load_variants
+
+    sc = dict(load_variants(root / "scenarios/wan_1b.yaml", ["variants.diloco.algorithm.payload_dtype='e3m0:tensor'"]))
+    sim = Simulation(sc["diloco"])
+    assert sim.payload_bytes == -(-sim.wire_params // 2) + 4
+
+
+@needs_triton
+@pytest.mark.parametrize("fmt", TENSOR_FORMATS)
+@pytest.mark.parametrize("n", [1, 7, 130, 301])
+def test_triton_tensor_scale_equals_reference_bit_for_bit(fmt, n):
+    """The Triton path of X:tensor (one scale per row, the row encoded in tiles) equals the reference."""
+    x = _x(3, n, seed=n).to(DEVICE)
+    ref, tri = quantize(x, fmt, "torch"), quantize(x, fmt, "triton")
+    assert torch.equal(tri.data, ref.data) and torch.equal(tri.scales, ref.scales)
+    torch.testing.assert_close(dequantize(ref, "triton"), dequantize(ref, "torch"), rtol=0, atol=0)
+    p = quantize(_x(4, n, seed=n).reshape(2, 2, n).to(DEVICE), fmt, "torch")
+    torch.testing.assert_close(dequantize_mean(p, "triton"), dequantize_mean(p, "torch"))

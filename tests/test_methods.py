@@ -77,7 +77,7 @@ def test_streaming_with_one_fragment_no_overlap_no_mixing_is_diloco(root):
     """streaming_diloco with P=1, tau=0, alpha=0 gives DiLoCo's parameters exactly."""
     common = ["run.max_rounds=4", "run.device=cpu"]
     dil = _sim(root, "algorithm={name: diloco, inner_steps: 3, outer_lr: 0.5}", *common)
-    st = _sim(root, "algorithm={name: streaming_diloco, inner_steps: 3, outer_lr: 0.5, fragment_layers: 8, "
+    st = _sim(root, "algorithm={name: streaming_diloco, inner_steps: 3, outer_lr: 0.5, fragment_layers: 1, "
                     "overlap_steps: 0, mixing: 0.0, embeddings_fragment: false}", *common)
     assert st.schedule.syncs_per_round == 1
     dil.run()

@@ -41,6 +41,24 @@ EXPECTED_PREFIX: dict[str, object] = {
     "sync_timeout_negative": "algorithm.sync_timeout_s:",
     "faults_window_backwards": "faults.links.0.degrade.0.end_s:",
     "faults_empirical_csv_missing": "faults.stragglers.0.factor.csv: no such file",
+    "variant_name_dotdot": 'variants."..": a variant name becomes a directory name',  # issue 13 (test_reliability)
+    # issue 13: refused before work (see also tests/test_refusals.py)
+    "duplicate_key": FILE,
+    "yaml_date_value": "name: a date (2024-06-01)",
+    "yaml_binary_value": "description: binary data (!!binary)",
+    "yaml_set_value": "topology.links.0.a: a set (!!set)",
+    "yaml_alias_bomb": FILE,
+    "duplicate_link": "topology.links.1: links.0 already joins",
+    "noloco_group_too_large": "algorithm.group_size: must be <= the number of workers (4)",
+    "fragment_layers_too_large": "algorithm.fragment_layers: must be <= the model's 1 layers",
+    "latency_huge": "topology.links.0.latency_s:",
+    "straggler_mu_huge": "faults.stragglers.0.factor.mu:",
+    "pareto_alpha_tiny": "faults.stragglers.0.factor.alpha:",
+    "bandwidth_csv_zero_forever": "topology.links.0.bandwidth_csv:",
+    "nodes_too_many": "topology.regions.0.nodes:",
+    "workers_too_many": "topology.regions: 120,000 nodes in all",
+    "synthetic_vocab_huge": "data.vocab_size: the synthetic language needs",
+    "batch_huge": "compute.batch_size:",
 }
 
 

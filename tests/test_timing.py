@@ -117,10 +117,11 @@ def _diloco_cu(h: int, step_s: float, payload_bits: float, gbps: float) -> float
 
 
 def test_bandwidth_search_matches_the_alpha_beta_answer(root):
-    """For 2-worker DiLoCo (ring of 2 moves S each way, no latency) the searched bandwidth
-    for each CU target is the smallest grid point where H T / (H T + S/B) reaches it."""
+    """For 2-worker DiLoCo at step grain (ring of 2 moves S each way, no latency, sent after
+    the step) the searched bandwidth for each CU target is the smallest grid point where
+    H T / (H T + S/B) reaches it."""
     params, h = 1.0e8, 10
-    sc = _timing(root, f"algorithm={{name: diloco, inner_steps: {h}, payload_dtype: bf16}}",
+    sc = _timing(root, f"algorithm={{name: diloco, inner_steps: {h}, payload_dtype: bf16, sync_grain: step}}",
                  f"timing={{params: {params}, layers: 4}}", "run.max_rounds=4")
     targets = [0.5, 0.9, 0.99]
     res = search(sc, targets, grid_min=0.1, grid_max=1000, grid_points=50, rounds=8)
@@ -130,6 +131,29 @@ def test_bandwidth_search_matches_the_alpha_beta_answer(root):
         assert res.targets[t] == pytest.approx(expected, rel=1e-12), t
     for b, cu in res.evaluations.items():
         assert cu == pytest.approx(_diloco_cu(h, T, params * 16, b), rel=1e-9)
+
+
+def test_bandwidth_search_at_layer_grain_matches_the_work_conserving_link(root):
+    """2-worker DiLoCo at layer grain (the default): the L parts of S/L leave d = 2T/(3L)
+    apart during the sync step's backward, layer 0's last, and the link works on them
+    without idling, so layer 0's part -- needed first -- is in b + max(0, (L-1)(b - d)) after
+    the step ends (b = S/(L B)); CU = H T / (H T + that) at every grid point searched."""
+    params, h, layers = 1.0e8, 10, 4
+    sc = _timing(root, f"algorithm={{name: diloco, inner_steps: {h}, payload_dtype: bf16}}",
+                 f"timing={{params: {params}, layers: {layers}}}", "run.max_rounds=4")
+
+    def cu(gbps: float) -> float:
+        b, d = params * 16 / layers / (gbps * 1e9), 2 * T / (3 * layers)
+        return h * T / (h * T + b + max(0.0, (layers - 1) * (b - d)))
+
+    targets = [0.5, 0.9, 0.99]
+    res = search(sc, targets, grid_min=0.1, grid_max=1000, grid_points=50, rounds=8)
+    grid = [float(x) for x in __import__("numpy").logspace(-1, 3, 50)]
+    for t in targets:
+        assert res.targets[t] == pytest.approx(next(g for g in grid if cu(g) >= t - 1e-12), rel=1e-12), t
+    for gbps, got in res.evaluations.items():
+        assert got == pytest.approx(cu(gbps), rel=1e-9)
+    assert res.targets[0.99] < 0.5 * next(g for g in grid if _diloco_cu(h, T, params * 16, g) >= 0.99)
 
 
 def test_steady_cu_of_overlapped_method_ignores_the_first_rounds(root):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from sim.engine.clock import rng
+from sim.rng import rng
 from sim.scenario import GPTModel, InnerOptimizer, MLPModel, SyntheticData
 from sim.training.data import MarkovLanguage
 from sim.training.models import build_model

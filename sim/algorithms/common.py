@@ -25,14 +25,14 @@ from __future__ import annotations
 
 from typing import Callable
 
-from sim.algorithms.base import Need, Send, StepPlan
+from sim.algorithms.base import Algorithm, Need, Send, StepPlan
 from sim.algorithms.transforms import ErrorFeedback, Reduction, Tree, replica_mean, wire_roundtrip
 
 
 def allreduce_plan(stream: str, round_: int, group: tuple[int, ...], elems: int, wire_format: str,
-                   counts_as_round: bool) -> StepPlan:
+                   counts_as_round: bool, collective: str = "ring_allreduce") -> StepPlan:
     """Data-parallel step: send this step's gradient to everyone and wait for the mean."""
-    send = Send(stream, round_, group, elems, wire_format, "ring_allreduce", counts_as_round)
+    send = Send(stream, round_, group, elems, wire_format, collective, counts_as_round)
     return StepPlan(sends=(send,), needs=(Need(stream, round_),), local_step=False)
 
 
@@ -74,7 +74,7 @@ def copy_row(stacked: Tree, dst: int, src: Tree) -> None:
         stacked[k][dst].copy_(src[k])
 
 
-class OuterMethod:
+class OuterMethod(Algorithm):
     """Base of the DiLoCo family and NoLoCo; subclasses give ``method_plan`` and ``method_ops``."""
 
     def __init__(self, spec, n_workers: int, seed: int):
@@ -83,6 +83,7 @@ class OuterMethod:
         self.seed = seed
         self.everyone = tuple(range(n_workers))
         self.warm = spec.warm_start_steps
+        self.warm_collective = "ring_allreduce"  # the all-reduce of warm start's ddp steps
         self.n_params = 0
 
     # ---------------------------------------------------------------- schedule (data)
@@ -94,11 +95,24 @@ class OuterMethod:
 
     def at_step(self, worker: int, step: int) -> StepPlan:
         if step <= self.warm:
-            return allreduce_plan("warmup", step - 1, self.everyone, self.n_params, self.spec.payload_dtype, False)
+            return allreduce_plan("warmup", step - 1, self.everyone, self.n_params, self.spec.payload_dtype, False,
+                                  self.warm_collective)
         return self.method_plan(worker, step - self.warm)
 
     def method_plan(self, worker: int, step: int) -> StepPlan:
         raise NotImplementedError
+
+    def quiet_steps(self, worker: int, step: int) -> int:
+        """How many steps from ``step`` on have empty plans (no send, no need), said without
+        drawing anything (the engine may then run them as one stretch of compute)."""
+        if step <= self.warm:
+            return 0
+        return self.method_quiet(worker, step - self.warm)
+
+    def method_quiet(self, worker: int, step: int) -> int:
+        """``quiet_steps`` counted from the end of warm start; a method that does not say
+        has none (every step is looked at)."""
+        return 0
 
     # ---------------------------------------------------------------- numerics
     def init(self, replicas) -> dict:

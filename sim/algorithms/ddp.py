@@ -12,6 +12,11 @@ Parameters outside the blocks (embeddings, head) form one more bucket released a
 end of backward. The next step starts once every bucket has arrived (its optimizer step
 needs them all). With a timing proxy the buckets are the proxy's L equal layers.
 ``overlap: false``: one all-reduce of the whole gradient after the step.
+``sync_grain`` is about what waits: ``step`` (default; PyTorch's optimizer steps once every
+bucket is in) makes the next step wait for all buckets before it starts; ``layer`` (a
+per-layer optimizer, as the papers' compute-utilization DAG draws it) makes each layer's
+forward in the next step wait only for its own bucket (the non-block bucket: before the
+step). The math is the same.
 Faults (issue 4): a bucket's all-reduce may run without a worker that is down or late
 (``sync_timeout_s``); the step then averages the gradients of the workers present in
 every bucket of that step, and every replica applies it (replicas stay identical, so a
@@ -21,65 +26,65 @@ Not modelled: bucket-size tuning (one bucket per layer), gradient compression ho
 
 from __future__ import annotations
 
-import re
-
-from sim.algorithms.base import Need, ScheduleInfo, Send, StepPlan
+from sim.algorithms.base import Algorithm, Need, ScheduleInfo, Send, StepPlan, block_of, forward_start
 from sim.algorithms.common import allreduce_grads, copy_row, only
 from sim.algorithms.transforms import Tree
 
-_BLOCK = re.compile(r"^blocks\.(\d+)\.")
 
-
-def layer_buckets(layout: list[tuple[str, int]]) -> list[tuple[float, int]]:
-    """(release fraction of the step, elements) per gradient bucket, in release order."""
+def layer_buckets(layout: list[tuple[str, int]]) -> list[tuple[float, int, float]]:
+    """(release fraction, elements, fraction of the next step at which it is needed at layer
+    grain) per gradient bucket, in release order."""
     blocks: dict[int, int] = {}
     other = 0
     for name, elems in layout:
-        m = _BLOCK.match(name)
-        if m:
-            blocks[int(m.group(1))] = blocks.get(int(m.group(1)), 0) + elems
+        b = block_of(name)
+        if b is not None:
+            blocks[b] = blocks.get(b, 0) + elems
         else:
             other += elems
     n = len(blocks)
-    out = [(1 / 3 + 2 / 3 * (n - i) / n, blocks[i]) for i in sorted(blocks, reverse=True)]
+    out = [(1 / 3 + 2 / 3 * (n - i) / n, blocks[i], forward_start(i, n)) for i in sorted(blocks, reverse=True)]
     if other:
-        out.append((1.0, other))
+        out.append((1.0, other, 0.0))
     return out
 
 
-class DDP:
-    outer_state_copies = 0
-    """Per-worker copies of the parameters the method keeps besides the replica (memory estimate)."""
-    kernels = "auto"
-    """Backend of the wire-format kernels (``run.kernels``; set by the runner)."""
+class DDP(Algorithm):
 
     def __init__(self, spec, n_workers: int, seed: int):
         self.spec = spec
         self.everyone = tuple(range(n_workers))
         self.n_params = 0
         self.buckets: list[tuple[float, int]] = []
+        self.need_at: list[float] = []  # per bucket: where the next step needs it (layer grain)
         self._plan: tuple[int, StepPlan] | None = None
         self.info = ScheduleInfo(wire_format=spec.payload_dtype)
 
     def configure(self, layout: list[tuple[str, int]], proxy_layers: int | None = None) -> None:
         self.n_params = sum(e for _, e in layout)
         if not self.spec.overlap:
-            self.buckets = [(1.0, self.n_params)]
+            self.buckets, self.need_at = [(1.0, self.n_params)], [0.0]
         elif proxy_layers is not None:
             per = self.n_params / proxy_layers
             self.buckets = [(1 / 3 + 2 / 3 * (proxy_layers - i) / proxy_layers, round(per)) for i in
                             range(proxy_layers - 1, -1, -1)]
+            self.need_at = [forward_start(i, proxy_layers) for i in range(proxy_layers - 1, -1, -1)]
         else:
-            self.buckets = layer_buckets(layout)
+            buckets = layer_buckets(layout)
+            self.buckets = [(f, e) for f, e, _ in buckets]
+            self.need_at = [a for _, _, a in buckets]
+        if self.spec.sync_grain == "step":
+            self.need_at = [0.0] * len(self.buckets)
         self.info = ScheduleInfo(wire_format=self.spec.payload_dtype,
                                  syncs_per_round=len(self.buckets), extra={"buckets": len(self.buckets)})
 
     def at_step(self, worker: int, step: int) -> StepPlan:
         r = step - 1
         if self._plan is None or self._plan[0] != r:  # every worker asks for the same plan each step
-            sends = tuple((f, Send(f"grads{b}", r, self.everyone, elems, self.spec.payload_dtype, "ring_allreduce"))
+            sends = tuple((f, Send(f"grads{b}", r, self.everyone, elems, self.spec.payload_dtype,
+                                         self.spec.collective))
                           for b, (f, elems) in enumerate(self.buckets))
-            needs = tuple(Need(s.stream, r) for _, s in sends)
+            needs = tuple(Need(s.stream, r, 0, at) for (_, s), at in zip(sends, self.need_at))
             self._plan = (r, StepPlan(during=sends, needs=needs, local_step=False))
         return self._plan[1]
 
@@ -109,14 +114,5 @@ class DDP:
         params = numerics.replicas.params
         copy_row(params, worker, {k: v[peer] for k, v in params.items()})
 
-    def on_member_down(self, state: dict, worker: int) -> None:
-        """Nothing to do: ddp keeps no per-worker results."""
-
-    def on_member_up(self, state: dict, worker: int, step: int) -> None:
-        """Nothing to do: ddp keeps no per-worker results."""
-
     def global_params(self, numerics, state: dict) -> Tree:
         return numerics.replicas.replica(0)
-
-    def diagnostics(self, numerics, state: dict) -> dict[str, float]:
-        return {}

@@ -10,13 +10,19 @@ average is over those present). Inner optimizer states stay per replica and are 
 synchronised (paper section 6.1). H = 1 with inner SGD and outer SGD lr 1 without
 momentum is data-parallel SGD.
 
+Timing: at ``sync_grain: layer`` (default) the pseudo-gradient of each layer starts its
+all-reduce as soon as that layer's backward is done at the sync step, and the next step
+waits, layer by layer, only at the forward of a layer whose average is still on the wire
+(the papers' compute-utilization model); ``step``: one all-reduce after the step and the
+whole next step waits for it. The math is the same at either grain.
+
 The one-outer-step-overlapped variants (``eager.py``) are this class with a delay: the
 average applied at round r is that of round r - k; DiLoCo is k = 0.
 """
 
 from __future__ import annotations
 
-from sim.algorithms.base import Need, ScheduleInfo, Send, StepPlan, NOTHING
+from sim.algorithms.base import NOTHING, ScheduleInfo, StepPlan, layer_parts, layered_needs, layered_send
 from sim.algorithms.common import OuterMethod
 from sim.algorithms.transforms import OuterNesterov, assign, tree_sub, worker_view
 
@@ -31,6 +37,14 @@ class DiLoCo(OuterMethod):
         self.outer = OuterNesterov(spec.outer_lr, spec.outer_momentum, spec.nesterov)
         self.info = ScheduleInfo(wire_format=spec.payload_dtype)
         self._plans: dict[int, StepPlan] = {}
+        self.grain = spec.sync_grain
+        self.warm_collective = spec.collective
+        self.parts: list[tuple[int | None, int]] = []
+        self.layers = 1
+
+    def configure(self, layout: list[tuple[str, int]], proxy_layers: int | None = None) -> None:
+        super().configure(layout, proxy_layers)
+        self.parts, self.layers = layer_parts(layout, None, proxy_layers)
 
     def method_plan(self, worker: int, step: int) -> StepPlan:
         if step % self.H:
@@ -38,19 +52,24 @@ class DiLoCo(OuterMethod):
         r = step // self.H - 1
         plan = self._plans.get(r)
         if plan is None:
-            send = Send("outer", r, self.everyone, self.n_params, self.spec.payload_dtype, "ring_allreduce")
-            needs = (Need("outer", r - self.delay),) if r >= self.delay else ()
-            plan = self._plans[r] = StepPlan(sends=(send,), needs=needs)
+            during, sends = layered_send("outer", r, self.everyone, self.parts, self.layers, self.spec.payload_dtype,
+                                         self.spec.collective, grain=self.grain)
+            needs = layered_needs("outer", r - self.delay, self.parts, self.layers, self.grain) if r >= self.delay else ()
+            plan = self._plans[r] = StepPlan(during=during, sends=sends, needs=needs)
             self._plans.pop(r - 2, None)
         return plan
+
+    def method_quiet(self, worker: int, step: int) -> int:
+        return -step % self.H  # steps before the next multiple of H (the one that sends and needs)
 
     def use_step(self, key: tuple) -> int:
         return self.warm + (key[1] + self.delay + 1) * self.H
 
     def method_ops(self, numerics, state: dict, worker: int, step: int, plan: StepPlan) -> None:
-        if not plan.sends:
+        outgoing = plan.outgoing()
+        if not outgoing:
             return
-        send = plan.sends[0]
+        send = outgoing[0]
         r = send.round
         red_now = self.reduction(state, send.key, worker)
         old_key = ("outer", r - self.delay, self.everyone)

@@ -22,20 +22,26 @@ slow weights. ``repair``: each round's groups are drawn among the workers that a
 when the first worker reaches the round (those down get a group of their own); a member
 that fails after the draw is skipped as above.
 
+Timing: at ``sync_grain: layer`` (default) each layer's share of the exchange leaves as
+soon as that layer's backward is done at the outer step, and the next step waits only
+at the forward of a layer whose exchange is still on the wire; ``step``: one exchange
+after the step, and the whole next step waits for it.
+
 Not modelled: NoLoCo's random pipeline routing of the inner steps (we train full
 replicas, no pipeline stages).
 """
 
 from __future__ import annotations
 
-from sim.algorithms.base import Need, ScheduleInfo, Send, StepPlan, NOTHING
+from sim.algorithms.base import NOTHING, ScheduleInfo, StepPlan, layer_parts, layered_needs, layered_send
 from sim.algorithms.common import OuterMethod
 from sim.algorithms.transforms import assign, spread, tree_sub, worker_view
-from sim.engine.clock import rng as named_rng
+from sim.rng import rng as named_rng
 
 
 class NoLoCo(OuterMethod):
     outer_rows_differ = True  # slow weights per worker: the model is their mean
+    rounds_by_groups = True  # groups are re-drawn every round
     diagnostic = ("spread", spread)
     def __init__(self, spec, n_workers: int, seed: int):
         super().__init__(spec, n_workers, seed)
@@ -44,8 +50,17 @@ class NoLoCo(OuterMethod):
         self.info = ScheduleInfo(wire_format=spec.payload_dtype,
                                  syncs_per_round=-(-n_workers // self.n))
         self._groups: dict[int, dict[int, tuple[int, ...]]] = {}
+        self._sorted: dict[int, tuple[dict, list]] = {}  # round -> (its groups dict, them sorted)
         self.repair = getattr(spec, "dead_partner", "skip") == "repair"
         self._alive = None
+        self.grain = spec.sync_grain
+        self.parts: list[tuple[int | None, int]] = []
+        self.layers = 1
+
+    def configure(self, layout: list[tuple[str, int]], proxy_layers: int | None = None) -> None:
+        super().configure(layout, proxy_layers)
+        parts, self.layers = layer_parts(layout, None, proxy_layers)
+        self.parts = [(layer, 2 * e) for layer, e in parts]  # pseudo-gradient and slow weights of each layer
 
     def set_liveness(self, alive) -> None:
         """``alive()`` -> list of bools, worker i up (the engine's view; used by repair)."""
@@ -73,7 +88,15 @@ class NoLoCo(OuterMethod):
 
     def round_groups(self, round_: int) -> tuple[str, list[tuple[int, ...]], int]:
         """(stream, the groups of round ``round_``, the engine step at which they sync)."""
-        return "gossip", sorted(set(self.groups(round_).values())), self.warm + (round_ + 1) * self.H
+        g = self.groups(round_)
+        cached = self._sorted.get(round_)
+        if cached is None or cached[0] is not g:
+            cached = self._sorted[round_] = (g, sorted(set(g.values())))
+            self._sorted.pop(round_ - 8, None)
+        return "gossip", cached[1], self.warm + (round_ + 1) * self.H
+
+    def method_quiet(self, worker: int, step: int) -> int:
+        return -step % self.H  # steps before the next outer step
 
     def use_step(self, key: tuple) -> int:
         return self.warm + (key[1] + 1) * self.H
@@ -82,13 +105,15 @@ class NoLoCo(OuterMethod):
         if step % self.H:
             return NOTHING
         r = step // self.H - 1
-        send = Send("gossip", r, self.groups(r)[worker], 2 * self.n_params, self.spec.payload_dtype, "exchange")
-        return StepPlan(sends=(send,), needs=(Need("gossip", r),))
+        during, sends = layered_send("gossip", r, self.groups(r)[worker], self.parts, self.layers,
+                                     self.spec.payload_dtype, self.spec.collective, grain=self.grain)
+        return StepPlan(during=during, sends=sends, needs=layered_needs("gossip", r, self.parts, self.layers, self.grain))
 
     def method_ops(self, numerics, state: dict, worker: int, step: int, plan: StepPlan) -> None:
-        if not plan.sends:
+        outgoing = plan.outgoing()
+        if not outgoing:
             return
-        send = plan.sends[0]
+        send = outgoing[0]
         red = self.reduction(state, send.key, worker)
         params = numerics.replicas.params
         s = self.spec

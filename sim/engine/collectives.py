@@ -45,6 +45,8 @@ formulas below P = len(members), S = nbytes, a = route latency, B = link bandwid
   streams the reduced S back to each (full duplex: replies flow while contributions
   arrive, but a reply's last byte leaves only after every contribution has arrived).
   ``2a + k·S/B`` for k workers behind one server link of bandwidth B.
+* ``ring_allgather``: pipelined ring all-gather, S per member; each link carries the other
+  P - 1 contributions: ``(P-1)a + (P-1)·S/B`` on uniform links (sparse methods).
 * ``exchange``: group exchange for gossip (NoLoCo): every member sends S to every other
   member at once. For a pair, ``a + S/B`` each way (full duplex).
 
@@ -180,6 +182,15 @@ def parameter_server(env: simpy.Environment, net: Network, members: list[str], n
     yield env.all_of([net.transfer(server, w, nbytes, tag, ready=all_in) for w in workers])
 
 
+def ring_allgather(env: simpy.Environment, net: Network, members: list[str], nbytes: float,
+                   tag: str = "allgather") -> Generator:
+    """SimPy process body: pipelined ring all-gather; each member contributes ``nbytes`` and
+    ends with all P contributions (sparse methods' index + value payloads). Each member's
+    link carries the other P - 1 contributions: ``(P-1)a + (P-1)·S/B`` on uniform links."""
+    p = len(members)
+    yield _wait(env, _ring_stream(net, list(members), nbytes * p, p - 1, tag))
+
+
 def exchange(env: simpy.Environment, net: Network, members: list[str], nbytes: float,
              tag: str = "exchange") -> Generator:
     """SimPy process body: every member sends ``nbytes`` to every other member at once."""
@@ -195,5 +206,11 @@ COLLECTIVES: dict[str, Callable[..., Generator]] = {
     "tree_allreduce": tree_allreduce,
     "hierarchical_allreduce": hierarchical_allreduce,
     "parameter_server": parameter_server,
+    "ring_allgather": ring_allgather,
     "exchange": exchange,
 }
+
+ALLREDUCES = ("ring_allreduce", "ring_allreduce_stepwise", "tree_allreduce", "hierarchical_allreduce",
+              "parameter_server")
+"""The collectives that leave every member with the mean of all contributions (what ddp and
+the DiLoCo family need; a scenario picks one with ``algorithm.collective``)."""

@@ -46,7 +46,7 @@ import numpy as np
 import simpy
 
 from kernels.formats import payload_bytes
-from sim.engine.clock import rng as named_rng
+from sim.rng import rng as named_rng
 from sim.engine.network import _bandwidth_at
 from sim.metrics.records import FaultSpan, Recorder, Recovery
 
@@ -60,35 +60,55 @@ def _selected(where, nodes: list[str], region_of: dict[str, str]) -> list[int]:
 
 
 # ---------------------------------------------------------------------- per-step factors
-def _sampler(spec, g: np.random.Generator) -> Callable[[], float]:
+def _sampler(spec, g: np.random.Generator) -> Callable[[int], np.ndarray]:
+    """``draw(n)``: the stream's next n factors (numpy draws n values as n single draws would)."""
     if spec.kind == "lognormal":
-        return lambda: float(g.lognormal(spec.mu, spec.sigma))
+        return lambda n: g.lognormal(spec.mu, spec.sigma, size=n)
     if spec.kind == "pareto":
-        return lambda: float(spec.scale * (1.0 + g.pareto(spec.alpha)))
+        return lambda n: spec.scale * (1.0 + g.pareto(spec.alpha, size=n))
     if spec.kind == "empirical":
         samples = np.asarray(spec.samples(), dtype=float)
         scale = float(np.median(samples)) if spec.normalize == "median" else 1.0
-        return lambda: float(samples[g.integers(len(samples))] / scale)
+        return lambda n: samples[g.integers(len(samples), size=n)] / scale
     raise ValueError(f"unknown straggler factor kind '{spec.kind}'; known: lognormal, pareto, empirical")
 
 
 class _SharedDraws:
-    """The k-th draw of one stream, for every node that shares it (region scope)."""
+    """The k-th draw of one stream, for every node that shares it (region scope), drawn in
+    blocks. ``forget``: one node reads it, in increasing k, so draws it has passed are dropped."""
 
-    def __init__(self, draw: Callable[[], float]):
+    BLOCK = 256
+
+    def __init__(self, draw: Callable[[int], np.ndarray], forget: bool = False):
         self.draw = draw
-        self.values: list[float] = []
+        self.forget = forget
+        self.values = np.empty(0)
+        self.first = 0  # index of values[0]
+
+    def _cover(self, k0: int, end: int) -> None:
+        if self.forget and k0 > self.first:
+            self.values = self.values[k0 - self.first:]
+            self.first = k0
+        have = self.first + len(self.values)
+        if end > have:
+            more = max(end - have, self.BLOCK, len(self.values))
+            self.values = np.concatenate([self.values, self.draw(more)])
 
     def __call__(self, k: int) -> float:
-        while len(self.values) <= k:
-            self.values.append(self.draw())
-        return self.values[k]
+        self._cover(k, k + 1)
+        return float(self.values[k - self.first])
+
+    def block(self, k0: int, n: int) -> np.ndarray:
+        """Draws k0 .. k0 + n - 1."""
+        self._cover(k0, k0 + n)
+        return self.values[k0 - self.first:k0 - self.first + n]
 
 
 class StepWork:
-    """Seconds of work of a node's k-th computed step: base x the product of its factors."""
+    """Seconds of work of a node's k-th computed step: base x the product of its factors
+    (``block``: of steps k0 .. k0 + n - 1, the same numbers as n calls)."""
 
-    def __init__(self, base_s: float, factors: list[Callable[[int], float]]):
+    def __init__(self, base_s: float, factors: list[_SharedDraws]):
         self.base_s = base_s
         self.factors = factors
 
@@ -96,6 +116,12 @@ class StepWork:
         w = self.base_s
         for f in self.factors:
             w *= f(k)
+        return w
+
+    def block(self, k0: int, n: int) -> np.ndarray:
+        w = np.full(n, self.base_s)
+        for f in self.factors:
+            w = w * f.block(k0, n)
         return w
 
 
@@ -203,7 +229,7 @@ class FaultModel:
     def multiplier(self, i: int) -> float:
         return self.spec.node_step_time_multiplier.get(self.nodes[i], 1.0)
 
-    def step_work(self, i: int, base_s: float) -> Callable[[int], float]:
+    def step_work(self, i: int, base_s: float) -> StepWork:
         """Work of worker i's k-th step (a constant when no straggler spec selects it)."""
         factors = []
         for n, st in enumerate(self.spec.stragglers):
@@ -217,9 +243,8 @@ class FaultModel:
                     shared[key] = _SharedDraws(_sampler(st.factor, named_rng(self.seed, f"faults/stragglers/{n}/region/{key[1]}")))
                 factors.append(shared[key])
             else:
-                factors.append(_SharedDraws(_sampler(st.factor, named_rng(self.seed, f"faults/stragglers/{n}/{node}"))))
-        if not factors:
-            return lambda _k, t=base_s: t
+                factors.append(_SharedDraws(_sampler(st.factor, named_rng(self.seed, f"faults/stragglers/{n}/{node}")),
+                                            forget=True))
         return StepWork(base_s, factors)
 
     def elapsed(self, i: int) -> Callable[[float, float], float] | None:

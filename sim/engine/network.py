@@ -24,8 +24,11 @@ How rates stay cheap to maintain (the result is the exact max-min allocation):
 * Progressive filling uses a heap of per-link fair shares. Shares only grow as flows are
   frozen, so stale heap entries are re-pushed lazily: O((F·h + L) log L) per component of
   F flows with h hops over L links, instead of O(L²).
-* Each flow keeps its own ``remaining`` as of ``updated_s``; finish times sit in a heap
-  with lazy invalidation, and one SimPy timer waits for the earliest.
+* A component of more than ``_SMALL`` flows is found and rated with numpy over arrays that
+  hold every active flow's route (link ids), rate, progress and finish time: the same
+  heap's pops, many per vectorized pass, and the same floats, bit for bit (see
+  ``_progressive_filling``). Only the flows whose rate changed get a new finish time; one
+  SimPy timer waits for the earliest.
 
 Modelled: bandwidth sharing, multi-hop routes, propagation latency, bandwidth that
 changes at given times, outages.
@@ -39,14 +42,19 @@ import heapq
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from itertools import islice
 from typing import Iterable
 
 import networkx as nx
+import numpy as np
 import simpy
 
 from sim.metrics.records import Recorder, Transfer
 
 _INF = math.inf
+# A component of up to this many flows is found and rated in plain Python (a dict walk and
+# a heap); a larger one with numpy over the network's flow arrays. Both give the same floats.
+_SMALL = 32
 
 
 def gbps_to_bytes_per_s(gbps: float) -> float:
@@ -63,13 +71,14 @@ class Flow:
     tag: str
     start_s: float
     done: simpy.Event
-    remaining: float = 0.0  # bytes still to send, as of updated_s
-    rate: float = 0.0  # bytes/s since updated_s
+    rate: float = 0.0  # bytes/s now (the network's arrays hold the progress behind it)
     seq: int = 0
     route: list[str] = field(default_factory=list)
-    updated_s: float = 0.0
-    version: int = 0  # bumped whenever the finish time changes; older heap entries are stale
     ready: simpy.Event | None = None
+    link_ids: list[int] = field(default_factory=list)  # ``links`` as the network's link ids
+    slot: int = -1  # its column in the network's flow arrays while it sends, else -1
+    version: int = 0  # bumped whenever its finish time moves; older heap entries are stale
+    in_arrays: bool = False  # its finish time is in the flow arrays, not in the heap
 
 
 class Network:
@@ -100,17 +109,45 @@ class Network:
         self.sent_bytes: dict[str, float] = {n: 0.0 for n in graph.nodes}
         self.received_bytes: dict[str, float] = {n: 0.0 for n in graph.nodes}
         self._routes: dict[tuple[str, str], tuple[list[str], list[tuple[str, str]], float]] = {}
-        # Active flows and, per directed link, the active flows crossing it. Dicts, not sets:
-        # their order is insertion order, so a run's floating-point sums are reproducible.
+        # Directed links get ids in the order of their (u, v) tuples: progressive filling
+        # breaks ties between equal shares by id (see _progressive_filling). One more id,
+        # ``_pad`` (capacity inf), pads the hop table of flows with shorter routes.
+        try:
+            links = sorted(self.capacity)
+        except TypeError:  # node names of mixed types: any fixed order will do
+            links = sorted(self.capacity, key=repr)
+        self._link_id = {l: i for i, l in enumerate(links)}
+        self._pad = len(links)
+        self._caps = [self.capacity[l] for l in links]  # bytes/s by link id
+        self._cap = np.array(self._caps + [_INF])  # the same as an array, with _pad
+        self._inf_links = math.inf in self._caps
+        # Per link id, the active flows crossing it, in start order (dicts, not sets: a
+        # reproducible order).
+        self._link_flows: list[dict[Flow, None]] = [{} for _ in links]
+        self._last_links: np.ndarray | None = None  # see _large_component
+        # Active flows in start order (a dict, not a set: iteration order is reproducible),
+        # and their state in arrays, one column (slot) per flow: the link ids of its route
+        # (rows = hops, padded with _pad), its rate (nan until it is first rated), the bytes
+        # it still had to send at time _updated, and its finish time (inf while stalled).
         self._flows: dict[Flow, None] = {}
-        self._link_flows: dict[tuple[str, str], dict[Flow, None]] = {}
-        self._dirty_flows: dict[Flow, None] = {}
-        self._dirty_links: dict[tuple[str, str], None] = {}
-        self._flush_pending = False
+        self._slot_flow: list[Flow | None] = []
+        self._free: list[int] = []  # a heap: the lowest free slot is reused first
+        self._hi = 0  # slots in use lie below it
+        self._hops = np.full((0, 0), self._pad, dtype=np.intp)
+        self._rate = np.zeros(0)
+        self._remaining = np.zeros(0)
+        self._updated = np.zeros(0)
+        self._finish = np.zeros(0)
+        # Finish times: those set by the numpy path stay in _finish (the flows' in_arrays);
+        # the others sit in a heap with lazy invalidation, as cheap as it gets for few flows.
         self._finish_heap: list[tuple[float, int, int, Flow]] = []
+        self._in_arrays = 0  # active flows whose finish time is in _finish
+        self._dirty_flows: dict[Flow, None] = {}
+        self._dirty_links: dict[int, None] = {}
+        self._flush_pending = False
         self._timer_at = _INF
         self._timer_event: simpy.Event | None = None
-        self._seq = 0
+        self._started = 0
         self.flows_started = 0
         self.rate_recomputations = 0
         self.rate_recomputed_flows = 0  # summed component sizes: the work the recomputations did
@@ -187,25 +224,66 @@ class Network:
         latency = route_latency if latency_s is None else latency_s
         if not latency >= 0 or math.isinf(latency):
             raise ValueError(f"transfer latency_s must be finite and >= 0 (got {latency_s})")
-        self._seq += 1
+        self._started += 1
         now = self.env.now
         flow = Flow(src, dst, float(nbytes), links, latency, tag, now, self.env.event(),
-                    remaining=float(nbytes), seq=self._seq, route=path, updated_s=now, ready=ready)
+                    seq=self._started, route=path, ready=ready)
         self.flows_started += 1
         if nbytes == 0 or all(math.isinf(self.capacity[l]) for l in links):
             self._deliver(flow)
             return flow.done
         self._flows[flow] = None
+        ids = flow.link_ids = [self._link_id[l] for l in links]
         lf = self._link_flows
-        for l in links:
-            users = lf.get(l)
-            if users is None:
-                lf[l] = {flow: None}
-            else:
-                users[flow] = None
+        for l in ids:
+            lf[l][flow] = None
+        self._take_slot(flow)
         self._dirty_flows[flow] = None
         self._request_flush()
         return flow.done
+
+    def _take_slot(self, flow: Flow) -> None:
+        """Give ``flow`` a column in the flow arrays: not rated yet, no finish time."""
+        ids = flow.link_ids
+        if self._free:
+            s = heapq.heappop(self._free)
+        else:
+            s = len(self._slot_flow)
+            self._slot_flow.append(None)
+        if s >= self._rate.size or len(ids) > self._hops.shape[0]:
+            n = max(self._rate.size, 64)
+            while n <= s:
+                n *= 2
+            hops = np.full((max(len(ids), self._hops.shape[0]), n), self._pad, dtype=np.intp)
+            hops[:self._hops.shape[0], :self._hops.shape[1]] = self._hops
+            self._hops = hops
+            for name in ("_rate", "_remaining", "_updated", "_finish"):
+                old = getattr(self, name)
+                new = np.full(n, _INF)
+                new[:old.size] = old
+                setattr(self, name, new)
+        hops = self._hops
+        for i, l in enumerate(ids):
+            hops[i, s] = l
+        self._rate[s] = math.nan  # never rated: unequal to any rate, so the first rating counts
+        self._remaining[s] = flow.size
+        self._finish[s] = _INF
+        self._slot_flow[s] = flow
+        flow.slot = s
+        self._hi = max(self._hi, s + 1)
+
+    def _free_slot(self, s: int) -> None:
+        flow = self._slot_flow[s]
+        hops, pad = self._hops, self._pad
+        for i in range(len(flow.link_ids)):
+            hops[i, s] = pad
+        if flow.in_arrays:
+            flow.in_arrays = False
+            self._finish[s] = _INF
+            self._in_arrays -= 1
+        flow.slot = -1
+        self._slot_flow[s] = None
+        heapq.heappush(self._free, s)
 
     @property
     def active_flows(self) -> int:
@@ -224,9 +302,12 @@ class Network:
         for l in ((u, v), (v, u)):
             if self.capacity[l] != cap:
                 self.capacity[l] = cap
+                i = self._link_id[l]
+                self._caps[i] = self._cap[i] = cap
+                self._inf_links = math.inf in self._caps
                 self.capacity_changes += 1
-                if l in self._link_flows:
-                    self._dirty_links[l] = None
+                if self._link_flows[i]:
+                    self._dirty_links[i] = None
         if self._dirty_links:
             self._request_flush()
 
@@ -243,60 +324,126 @@ class Network:
             self._flush_pending = True
             self.env.timeout(0).callbacks.append(self._flush)
 
-    def _flush(self, _event: simpy.Event | None = None) -> None:
+    def _flush(self, _event: simpy.Event | None = None, *, timer_fired: bool = False) -> None:
         self._flush_pending = False
         if not self._dirty_flows and not self._dirty_links:
             return
-        comp = self._affected_component()
-        self._dirty_flows = {}
-        self._dirty_links = {}
-        if comp:
-            self._solve(comp)
-        self._arm()
+        t = _INF  # the earliest finish time that changed
+        comp = self._small_component()
+        if comp is None:
+            slots = self._large_component()
+            self._dirty_flows = {}
+            self._dirty_links = {}
+            if slots.size:
+                t = self._solve_large(slots)
+        else:
+            self._dirty_flows = {}
+            self._dirty_links = {}
+            if comp:
+                t = self._solve_small(comp)
+        self._arm(None if timer_fired else t)
 
-    def _affected_component(self) -> list[Flow]:
-        """Active flows connected, through shared directed links, to a dirty flow or link."""
+    def _small_component(self) -> list[Flow] | None:
+        """Active flows connected, through shared directed links, to a dirty flow or link;
+        None as soon as they may be more than _SMALL (then _large_component finds them)."""
         lf = self._link_flows
         seen_flows: dict[Flow, None] = {}
-        seen_links: set[tuple[str, str]] = set()
+        seen_links: set[int] = set()
         stack: list[Flow] = []
         for f in self._dirty_flows:
-            if f in self._flows and f not in seen_flows:
+            if f.slot >= 0 and f not in seen_flows:
                 seen_flows[f] = None
                 stack.append(f)
-        for l in self._dirty_links:
-            if l in seen_links:
-                continue
-            seen_links.add(l)
-            for f in lf.get(l, ()):
-                if f not in seen_flows:
-                    seen_flows[f] = None
-                    stack.append(f)
-        while stack:
-            f = stack.pop()
-            for l in f.links:
+        links = list(self._dirty_links)
+        while True:
+            for l in links:
                 if l in seen_links:
                     continue
                 seen_links.add(l)
-                for g in lf[l]:
+                users = lf[l]
+                if len(seen_flows) + len(users) > _SMALL:
+                    return None
+                for g in users:
                     if g not in seen_flows:
                         seen_flows[g] = None
                         stack.append(g)
-        return list(seen_flows)
+            if not stack:
+                return list(seen_flows)
+            links = stack.pop().link_ids
 
-    def _solve(self, comp: list[Flow]) -> None:
-        """Max-min fair rates for one closed set of flows (every flow on its links is in it)."""
+    def _large_component(self) -> np.ndarray:
+        """Slots of the active flows connected, through shared directed links, to a dirty flow
+        or link (ascending): breadth-first over the hop table, one level per pass.
+
+        Most passes are saved by remembering the last component found when it is known to
+        be connected (``_last_links``: its links then). When a seed is one of those links,
+        its flows still active all belong to the new component: all flows on its links were
+        its own (a flush that touches those links replaces or forgets it), and a flow of it
+        that finished since left every link it shared with another one dirty -- a seed now,
+        as finishes are flushed at once -- so each remaining piece touches a seed.
+        """
+        lf = self._link_flows
+        flows = [f for f in self._dirty_flows if f.slot >= 0]
+        links = [l for l in self._dirty_links if lf[l]]  # a link left without flows reaches none
+        reached = np.zeros(self._cap.size, dtype=bool)
+        reached[[l for f in flows for l in f.link_ids] + links] = True
+        last = self._last_links
+        if last is not None and (reached & last).any():
+            reached |= last
+        hops = self._hops[:, :self._hi]
+        members = reached.take(hops).any(axis=0)
+        n = np.count_nonzero(members)
+        while n:
+            reached[hops.compress(members, axis=1)] = True
+            reached[self._pad] = False  # padding is no link: it must not join every short route
+            members = reached.take(hops).any(axis=0)
+            m = np.count_nonzero(members)
+            if m == n:
+                break
+            n = m
+        self._last_links = None
+        if self._seeds_connected(flows, links):
+            last = self._last_links = np.zeros(self._cap.size, dtype=bool)
+            last[hops.compress(members, axis=1)] = True
+            last[self._pad] = False
+        return np.flatnonzero(members)
+
+    def _seeds_connected(self, flows: list[Flow], links: list[int]) -> bool:
+        """Whether the dirty flows and links (with flows) are surely in one component: each
+        crosses, or has a flow that crosses, one hub link. Every piece of the component
+        found from them holds one of them, so then it is connected. (False: not known.)"""
+        if not flows and not links:
+            return False
+        lf = self._link_flows
+        hub = flows[0].link_ids[0] if flows else max(links, key=lambda l: len(lf[l]))
+        if any(hub not in f.link_ids for f in flows):
+            return False
+        for l in links:
+            if l != hub and not any(hub in f.link_ids for f in islice(lf[l], 8)):
+                return False
+        return True
+
+    def _forget_last(self, comp: list[Flow]) -> None:
+        """A small component on a link of the last large one: that one is stale now."""
+        last = self._last_links
+        if last is not None and last[[l for f in comp for l in f.link_ids]].any():
+            self._last_links = None
+
+    def _solve_small(self, comp: list[Flow]) -> float:
+        """Max-min fair rates for one closed set of flows (every flow on its links is in it),
+        then new finish times for the flows whose rate changed, in plain Python; returns the
+        earliest of those (inf: none)."""
         self.rate_recomputations += 1
         self.rate_recomputed_flows += len(comp)
+        self._forget_last(comp)
         now = self.env.now
-        cap = self.capacity
-        left: dict[tuple[str, str], float] = {}
-        count: dict[tuple[str, str], int] = {}
-        old_rate: dict[Flow, float] = {}
+        cap = self._caps
+        left: dict[int, float] = {}
+        count: dict[int, int] = {}
+        routes = {}
         for f in comp:
-            old_rate[f] = f.rate
-            f.rate = -1.0  # unfrozen
-            for l in f.links:
+            routes[f] = links = f.link_ids
+            for l in links:
                 c = cap[l]
                 if c != _INF:
                     if l in count:
@@ -306,50 +453,91 @@ class Network:
                         count[l] = 1
         heap = [(left[l] / n, l) for l, n in count.items()]
         heapq.heapify(heap)
-        lf = self._link_flows
-        while heap:
-            share, l = heapq.heappop(heap)
-            n = count[l]
-            if n == 0:
-                continue
-            current = left[l] / n
-            if current != share:  # stale: l lost flows frozen elsewhere since it was pushed
-                heapq.heappush(heap, (current, l))
-                continue
-            rate = share if share > 0 else 0.0
-            for f in lf[l]:
-                if f.rate >= 0:
-                    continue
-                f.rate = rate
-                for m in f.links:
-                    if m in count:
-                        left[m] -= share
-                        count[m] -= 1
-        push = heapq.heappush
+        got = _heap_filling(self._link_flows, routes, left, count, heap)
+        rates, remaining, updated, finish = self._rate, self._remaining, self._updated, self._finish
+        earliest = _INF
         for f in comp:
-            if f.rate < 0:  # no finite-capacity link on its route
-                f.rate = _INF
-            before = old_rate[f]
-            if f.rate == before and f.version:
-                continue  # same rate: its progress and its heap entry stay valid
-            if 0 < before < _INF and now > f.updated_s:
-                f.remaining -= before * (now - f.updated_s)
-            f.updated_s = now
+            rate = got.get(f, _INF)
+            s = f.slot
+            before = float(rates[s])  # nan before its first rating
+            if rate == before:
+                continue  # same rate: its progress and its finish time stay valid
+            t0 = float(updated[s])
+            if 0 < before < _INF and now > t0:
+                remaining[s] -= before * (now - t0)
+            updated[s] = now
+            rates[s] = f.rate = rate
             f.version += 1
-            if f.rate == _INF:
-                push(self._finish_heap, (now, f.seq, f.version, f))
-            elif f.rate > 0:
-                push(self._finish_heap, (now + max(f.remaining, 0.0) / f.rate, f.seq, f.version, f))
-            # rate 0: stalled behind a link that is down; no finish time until it comes back
+            if f.in_arrays:
+                f.in_arrays = False
+                finish[s] = _INF
+                self._in_arrays -= 1
+            if rate == _INF:
+                t = now
+            elif rate > 0:
+                t = now + max(float(remaining[s]), 0.0) / rate
+            else:  # stalled behind a link that is down: no finish time until it comes back
+                continue
+            heapq.heappush(self._finish_heap, (t, f.seq, f.version, f))
+            if t < earliest:
+                earliest = t
+        return earliest
+
+    def _solve_large(self, slots: np.ndarray) -> float:
+        """``_solve_small`` over the flow arrays, for many flows; the same floats."""
+        self.rate_recomputations += 1
+        self.rate_recomputed_flows += slots.size
+        now = self.env.now
+        hops = self._hops.take(slots, axis=1)
+        if self._inf_links:  # an infinite-capacity link never limits a flow: leave it out
+            hops = np.where(self._cap.take(hops) < _INF, hops, self._pad)
+        rate = _progressive_filling(hops, self._cap)
+        old = self._rate.take(slots)
+        changed = rate != old  # same rate: its progress and finish time stay valid (nan: new)
+        idx = slots.compress(changed)
+        if not idx.size:
+            return _INF
+        rate = rate.compress(changed)
+        before = old.compress(changed)
+        updated = self._updated.take(idx)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            # Bytes sent since the last change at the old rate (none by a new flow, nan, or one
+            # due now, inf; one rated at this instant or stalled sends before * 0 or 0 * dt).
+            remaining = self._remaining.take(idx)
+            remaining = np.where(np.isfinite(before), remaining - before * (now - updated), remaining)
+            # rate inf: due now (max(remaining, 0) / inf = 0); rate 0: stalled, no finish time.
+            finish = np.where(rate > 0, now + np.maximum(remaining, 0.0) / rate, _INF)
+        self._remaining[idx] = remaining
+        self._updated[idx] = now
+        self._rate[idx] = rate
+        self._finish[idx] = finish
+        flows = self._slot_flow
+        for s, r in zip(idx.tolist(), rate.tolist()):
+            f = flows[s]
+            f.rate = r
+            if not f.in_arrays:  # its heap entry, if any, is stale from now on
+                f.in_arrays = True
+                f.version += 1
+                self._in_arrays += 1
+        return float(finish.min())
 
     # ------------------------------------------------------------------ finishing
-    def _arm(self) -> None:
-        """Make sure a timer waits for the earliest valid finish time."""
-        heap = self._finish_heap
-        while heap and heap[0][2] != heap[0][3].version:
-            heapq.heappop(heap)
-        if heap and heap[0][0] < self._timer_at:
-            t = heap[0][0]
+    def _arm(self, t: float | None = None) -> None:
+        """Make sure a timer waits for the earliest finish time.
+
+        The armed timer is never later than any finish time (it is set to the earliest,
+        and flows only leave or get new finish times), so after a recomputation the
+        earliest of the finish times that changed (``t``) decides; after the timer fired,
+        all are looked at (``t`` None).
+        """
+        if t is None:
+            heap = self._finish_heap
+            while heap and heap[0][2] != heap[0][3].version:
+                heapq.heappop(heap)
+            t = heap[0][0] if heap else _INF
+            if self._in_arrays:
+                t = min(t, float(self._finish.min()))  # a free slot's is inf
+        if t < self._timer_at:
             self._timer_at = t
             timer = self.env.timeout(max(t - self.env.now, 0.0))
             timer.callbacks.append(self._on_timer)
@@ -359,39 +547,44 @@ class Network:
         now = self.env.now
         # Compare the event, not the time: now + (t - now) can round to just below t, and a
         # timer that fired without clearing _timer_at would stop _arm from ever re-arming.
-        if event is self._timer_event:
+        fired = event is self._timer_event
+        if fired:
             self._timer_at = _INF
             self._timer_event = None
-        heap = self._finish_heap
         # Flows due within a relative 1e-12 of now finish together: equal flows whose
         # finish times differ only by rounding cost one recomputation, not several.
         horizon = now + 1e-12 * max(1.0, abs(now))
-        finished: list[Flow] = []
+        due: list[tuple[float, int, Flow]] = []
+        heap = self._finish_heap
         while heap and heap[0][0] <= horizon:
-            _, _, version, f = heapq.heappop(heap)
-            if version != f.version or f not in self._flows:
-                continue
-            finished.append(f)
+            t, seq, version, f = heapq.heappop(heap)
+            if version == f.version:
+                due.append((t, seq, f))
+        if self._in_arrays:
+            finish = self._finish[:self._hi]
+            slots = np.flatnonzero(finish <= horizon)
+            if slots.size:
+                flows = self._slot_flow
+                due.extend((t, flows[s].seq, flows[s]) for s, t in zip(slots.tolist(), finish.take(slots).tolist()))
+                due.sort()  # in order of finish time, then of start
         lf = self._link_flows
-        for f in finished:
+        for _, _, f in due:
             del self._flows[f]
             f.version += 1
-            for l in f.links:
+            for l in f.link_ids:
                 users = lf[l]
                 del users[f]
                 if users:
                     self._dirty_links[l] = None
-                else:
-                    del lf[l]
+            self._free_slot(f.slot)
             self._deliver(f)
         if self._dirty_flows or self._dirty_links:
-            self._flush()
-        else:
+            self._flush(timer_fired=fired)
+        elif fired:
             self._arm()
 
     def _deliver(self, flow: Flow) -> None:
         """The last byte has left: account its bytes now, deliver it one latency later."""
-        flow.remaining = 0.0
         flow.rate = 0.0
         for l in flow.links:
             self.link_bytes[l] += flow.size
@@ -411,6 +604,138 @@ class Network:
             ready.callbacks.append(send_last_byte)
         else:
             send_last_byte()
+
+
+# ---------------------------------------------------------------------- progressive filling
+def _heap_filling(users, routes, left: dict[int, float], count: dict[int, int],
+                  heap: list[tuple[float, int]]) -> dict:
+    """Progressive filling with a heap of per-link fair shares: {flow: rate}.
+
+    ``left`` and ``count`` hold, for every link that still has unfrozen flows, the capacity
+    not yet given away and the number of those flows; ``heap`` a ``(share, id)`` entry per
+    such link; ``users[id]`` the flows on a link (every flow on it is being rated) and
+    ``routes[flow]`` the link ids of a flow (ids not in ``count`` are ignored). Pop the
+    smallest entry: if its share is stale (the link lost flows since it was pushed) push
+    the current one, else freeze its unfrozen flows at that share (0 if not positive) and
+    take the share once per frozen flow from every link they cross. Shares only grow as
+    flows are frozen, so pushing stale entries lazily keeps the work at O((F·h + L) log L).
+    A flow left out of the result has no link in ``count``: its rate is inf.
+    """
+    rate: dict = {}
+    while heap:
+        share, l = heapq.heappop(heap)
+        n = count[l]
+        if n == 0:
+            continue
+        current = left[l] / n
+        if current != share:  # stale: l lost flows frozen elsewhere since it was pushed
+            heapq.heappush(heap, (current, l))
+            continue
+        r = share if share > 0 else 0.0
+        for f in users[l]:
+            if f in rate:
+                continue
+            rate[f] = r
+            for m in routes[f]:
+                if m in count:
+                    left[m] -= share
+                    count[m] -= 1
+    return rate
+
+
+def _progressive_filling(hops: np.ndarray, cap: np.ndarray) -> np.ndarray:
+    """``_heap_filling`` for many flows, vectorized; the same floats.
+
+    ``hops`` is ``[max hops, k]``: the finite-capacity links of each of k flows by id,
+    padded with the last id (``cap[-1]``, a placeholder never counted); ``cap`` is bytes/s
+    by link id. Link ids are in the order of the link tuples, so ties between equal shares
+    fall as they did when the heap's entries held the tuples. ``order`` holds the links
+    with unfrozen flows as the heap would pop them, by (entry, id). Its leading run of
+    links that no unfrozen flow crosses twice is popped in one pass -- freezing one of them
+    cannot change another's share -- with the shares taken from each link in pop order
+    (``np.subtract.at`` applies repeated ids in order, one rounding each). A stale link at
+    the front gets its current share (with the next ones, as long as the heap would pop
+    them before any re-pushed one) and the order is sorted again. Once few flows are left
+    unfrozen, the heap itself finishes, started from the same entries.
+    """
+    width, k = hops.shape
+    pad = cap.size - 1
+    count = np.bincount(hops.ravel(), minlength=cap.size)
+    count[pad] = 0
+    left = cap.copy()
+    live = np.flatnonzero(count)
+    share = np.empty(cap.size)  # each live link's entry in the heap
+    share[live] = left.take(live) / count.take(live)
+    order = live.take(np.argsort(share.take(live), kind="stable"))
+    rate = np.full(k, _INF)
+    open_ = None  # the flows not frozen yet (None: all)
+    n_open = k
+    pos = np.empty(cap.size, dtype=np.intp)
+    while order.size:
+        if n_open <= _SMALL:
+            flows = np.arange(k) if open_ is None else np.flatnonzero(open_)
+            routes = hops.take(flows, axis=1).T.tolist()
+            ids = order.tolist()
+            users: dict[int, list[int]] = {l: [] for l in ids}
+            for j, links in enumerate(routes):
+                for l in links:
+                    if l in users:
+                        users[l].append(j)
+            heap = list(zip(share.take(order).tolist(), ids))  # sorted, so already a heap
+            got = _heap_filling(users, routes, dict(zip(ids, left.take(order).tolist())),
+                                dict(zip(ids, count.take(order).tolist())), heap)
+            rate[flows] = [got.get(j, _INF) for j in range(len(routes))]
+            break
+        pushed = share.take(order)
+        n = order.size
+        stop = n
+        if open_ is None:  # the first pass: every entry is current
+            flows = None
+        else:
+            current = left.take(order) / count.take(order)
+            stale = pushed != current
+            if stale[0]:
+                # Re-push the leading stale links, as many as the heap pops before it pops a
+                # re-pushed one again (each next entry below every re-pushed current share).
+                run = n if stale.all() else int(stale.argmin())
+                m = 1
+                if run > 1:
+                    below = pushed[1:run] < np.minimum.accumulate(current[:run - 1])
+                    m = run if below.all() else 1 + int(below.argmin())
+                share[order[:m]] = current[:m]
+                order = order.take(np.lexsort((order, share.take(order))))
+                continue
+            if stale.any():
+                stop = int(stale.argmax())
+            flows = np.flatnonzero(open_)
+        pos.fill(n)
+        pos[order] = np.arange(n)
+        p = pos.take(hops if flows is None else hops.take(flows, axis=1))  # pop positions (n: none)
+        first = p.min(axis=0)
+        if width > 1:  # the first link a freezing in this pass changes: a second link of a flow
+            stop = min(stop, int(np.where(p == first, n, p).min()))
+        frozen = np.flatnonzero(first < stop)
+        first = first.take(frozen)
+        if flows is not None:
+            frozen = flows.take(frozen)
+        s = pushed.take(first)
+        rate[frozen] = np.where(s > 0, s, 0.0)
+        if open_ is None:
+            open_ = np.ones(k, dtype=bool)
+        open_[frozen] = False
+        n_open -= frozen.size
+        crossed = hops.take(frozen, axis=1)
+        count -= np.bincount(crossed.ravel(), minlength=cap.size)
+        count[pad] = 0
+        # Take each frozen flow's share from its links that keep open flows (the others are
+        # done with), in pop order; flows popped together have the same share.
+        hop, j = np.nonzero(count.take(crossed) > 0)
+        if j.size:
+            by_pop = np.argsort(first.take(j), kind="stable")
+            hop, j = hop.take(by_pop), j.take(by_pop)
+            np.subtract.at(left, crossed[hop, j], s.take(j))
+        order = order.compress(count.take(order) > 0)
+    return rate
 
 
 # ---------------------------------------------------------------------- link dynamics on edges

@@ -15,10 +15,14 @@ to the run's simulated duration:
 
 from __future__ import annotations
 
+import bisect
+import math
 from typing import Callable, Generator
 
+import numpy as np
 import simpy
 
+from sim.algorithms.base import NOTHING
 from sim.engine.sync import SyncBarrier
 from sim.metrics.records import Recorder, StateSpan
 
@@ -67,6 +71,15 @@ class Worker:
     whatever it was waiting for, and is ``down`` until ``revive``; then ``rejoin`` (a
     process body given by the faults module) fetches parameters from a live peer and
     sets the step it goes on from, before it computes again.
+
+    Quiet stretches: with ``quiet`` set (``quiet(worker, step)``: how many steps from
+    ``step`` on have empty plans), the worker computes such steps as one timeout that
+    ends exactly when the last of them would have (their end times summed one step at a
+    time, as the plain loop would, and never at or past ``horizon()``), then reports each
+    step to ``on_step`` with its own end time. Anything that reads its progress while a
+    stretch runs calls ``catch_up`` first (``finish`` does). The runner sets ``quiet``
+    only where no one else looks at a step as it ends (timing-only runs, no token
+    budget, no failures that need a peer's progress), so the timeline is the same.
     """
 
     def __init__(self, env: simpy.Environment, index: int, node: str, step_time_s: Callable[[int], float],
@@ -89,7 +102,11 @@ class Worker:
         self.on_down: Callable[[int], None] | None = None
         self._revived: simpy.Event | None = None
         self._watchers: list[tuple[int, simpy.Event]] = []
-        self.in_flight: dict[tuple[str, int], tuple[simpy.Event, simpy.Event]] = {}
+        self.in_flight: dict[tuple[str, int, int], tuple[simpy.Event, simpy.Event]] = {}
+        self.quiet: Callable[[int, int], int] | None = None
+        self.horizon: Callable[[], float] | None = None
+        self.on_quiet: Callable[[int, int, list[float]], None] | None = None
+        self._stretch: list[float] = []  # end times of the steps of the running quiet stretch
         self.process = env.process(self.run())
 
     # ------------------------------------------------------------------ faults
@@ -157,22 +174,114 @@ class Worker:
                 self._revived = None
                 rejoining = True
 
+    # ------------------------------------------------------------------ quiet stretches
+    def _quiet_stretch(self) -> Generator:
+        """Compute the coming steps with empty plans as one timeout (see the class doc)."""
+        k = self.quiet(self.index, self.steps_done + 1)
+        if k < 2:
+            return
+        horizon = math.inf if self.horizon is None else self.horizon()
+        t = self.env.now
+        if self.elapsed is None and hasattr(self.step_time_s, "block"):
+            # the plain loop's sums, t + w1 + w2 + ..., left to right (numpy's cumsum adds in order)
+            ends = np.cumsum(np.concatenate([[t], self.step_time_s.block(self.computed, k)]))[1:]
+            ends = ends[:int(np.searchsorted(ends, horizon, side="left"))].tolist()
+        else:
+            ends = []
+            for j in range(k):
+                work = self.step_time_s(self.computed + j)
+                nxt = t + (work if self.elapsed is None else self.elapsed(t, work))
+                if nxt >= horizon:
+                    break
+                ends.append(nxt)
+                t = nxt
+        delay = _delay_to(self.env.now, ends[-1]) if len(ends) > 1 else None
+        if delay is None:
+            return  # (one step, or no delay lands exactly on the end: the plain loop does it)
+        self.tracker.set("compute")
+        self._stretch = ends
+        try:
+            yield self.env.timeout(delay)
+        finally:
+            self.catch_up()  # all of them, or (interrupted) those done by now
+            self._stretch = []
+
+    def catch_up(self) -> None:
+        """Report the steps of a running quiet stretch that have ended by now (all at once to
+        ``on_quiet(worker, first step, end times)`` when set, else one ``on_step`` each)."""
+        ends = self._stretch
+        done = bisect.bisect_right(ends, self.env.now)
+        if not done:
+            return
+        first = self.steps_done + 1
+        self.computed += done
+        self.steps_done += done
+        self.tracker.step = self.steps_done
+        if self.on_quiet is not None:
+            self.on_quiet(self.index, first, ends[:done])
+        else:
+            for j in range(done):
+                self.on_step(self.index, first + j, ends[j], NOTHING)
+        del ends[:done]
+
+    def finish(self) -> None:
+        """End of run: report the steps done and close the open state span."""
+        self.catch_up()
+        self.tracker.finish()
+
+    def _wait_for(self, need) -> Generator:
+        """Wait for the result of ``need``: first for the group's stragglers, then the wire."""
+        key = (need.stream, need.round, need.part)
+        if key not in self.in_flight:
+            if self.rejoins:  # sent before it came back with a peer's parameters: nothing to wait for
+                return
+            raise RuntimeError(f"worker {self.index} needs {need.stream}:{need.round} (part {need.part}) at step "
+                               f"{self.steps_done} but never sent it (schedule bug)")
+        started, done = self.in_flight.pop(key)
+        if not started.processed:
+            self.tracker.set("straggler_wait")
+            yield started
+        if not done.processed:
+            self.tracker.set("comm_blocked")
+            yield done
+
     def _train(self) -> Generator:
+        carried: list = []  # needs of the last step that this one waits for mid-step (layer grain)
         while True:
+            if self.quiet is not None and not carried and not self._watchers:
+                yield from self._quiet_stretch()
             self.tracker.set("compute")
             plan = self.plan(self.index, self.steps_done + 1)
             work = self.step_time_s(self.computed)
+            # What happens at a fraction of the step's compute, in order: sends released (ddp's
+            # buckets, layer-grain outer parts as their backward finishes) and results needed
+            # (at a layer's forward). A wait mid-step pauses the compute, which then goes on for
+            # the work left; offsets are measured from the start of the current stretch.
+            points = [(f, 1, send) for f, send in plan.during]
+            if carried:
+                points = sorted([(need.at, 0, need) for need in carried] + points, key=lambda p: (p[0], p[1]))
+                carried = []
             t0 = self.env.now
+            w0 = 0.0  # work done before the current stretch began
             at = (lambda w: w) if self.elapsed is None else (lambda w: self.elapsed(t0, w))
             done_s = 0.0
-            for fraction, send in plan.during:  # e.g. gradient buckets released during backward
-                offset = at(fraction * work)
+            for fraction, is_send, item in points:
+                offset = at(fraction * work - w0)
                 if offset > done_s:
                     yield self.env.timeout(offset - done_s)
                     done_s = offset
-                self.in_flight[(send.stream, send.round)] = self.barrier.arrive(send, self.index, self.steps_done + 1)
-                self.sent_step = self.steps_done + 1
-            duration = at(work)
+                if is_send:  # e.g. a gradient bucket released as its layer's backward is done
+                    self.in_flight[(item.stream, item.round, item.part)] = self.barrier.arrive(
+                        item, self.index, self.steps_done + 1)
+                    self.sent_step = self.steps_done + 1
+                    continue
+                before = self.env.now
+                yield from self._wait_for(item)
+                self.tracker.set("compute")
+                if self.env.now > before:  # stalled: the rest of the step starts now
+                    t0, w0, done_s = self.env.now, fraction * work, 0.0
+                    at = (lambda w: w) if self.elapsed is None else (lambda w, t=t0: self.elapsed(t, w))
+            duration = at(work - w0)
             if duration > done_s:
                 yield self.env.timeout(duration - done_s)
             self.computed += 1
@@ -182,18 +291,21 @@ class Worker:
                 self._notify()
             self.on_step(self.index, self.steps_done, self.env.now, plan)
             for send in plan.sends:
-                self.in_flight[(send.stream, send.round)] = self.barrier.arrive(send, self.index, self.steps_done)
+                self.in_flight[(send.stream, send.round, send.part)] = self.barrier.arrive(send, self.index,
+                                                                                          self.steps_done)
             for need in plan.needs:
-                key = (need.stream, need.round)
-                if key not in self.in_flight:
-                    if self.rejoins:  # sent before it came back with a peer's parameters: nothing to wait for
-                        continue
-                    raise RuntimeError(f"worker {self.index} needs {need.stream}:{need.round} at step "
-                                       f"{self.steps_done} but never sent it (schedule bug)")
-                started, done = self.in_flight.pop(key)
-                if not started.processed:
-                    self.tracker.set("straggler_wait")
-                    yield started
-                if not done.processed:
-                    self.tracker.set("comm_blocked")
-                    yield done
+                if need.at > 0:  # needed only at a layer's forward in the next step
+                    carried.append(need)
+                    continue
+                yield from self._wait_for(need)
+
+
+def _delay_to(now: float, end: float) -> float | None:
+    """A delay d with now + d == end exactly in floating point (what a timeout adds), or None."""
+    d = end - now
+    for _ in range(4):
+        got = now + d
+        if got == end:
+            return d
+        d = math.nextafter(d, math.inf if got < end else -math.inf)
+    return None

@@ -19,6 +19,12 @@ and then fails stays a participant (member failure during a collective is not mo
 
 Time between a worker's arrival and ``started`` is waiting for stragglers; between
 ``started`` and ``done``, communication.
+
+A payload split into parts (layer grain, ``Send.part``) is one collective per part on the
+wire, each with its own arrivals, participants and events; ``on_done`` runs once for the
+logical collective (``Send.key``), when its last part completes, over the members that
+took part in every part, so the numerics see one result whatever the grain; its ``Sync``
+record spans the first part's start to the last part's end and counts all their bytes.
 """
 
 from __future__ import annotations
@@ -46,9 +52,11 @@ class SyncBarrier:
         self.timeout_s = timeout_s
         self.up = [True] * len(nodes)
         self.skip_until = [-1] * len(nodes)  # worker i never sends a collective of a step <= skip_until[i]
-        self._open: dict[tuple, dict] = {}
+        self._open: dict[tuple, dict] = {}  # by Send.part_key
         self._started: dict[tuple, tuple[simpy.Event, simpy.Event, tuple]] = {}
         self._short: dict[tuple, None] = {}  # finished collectives that ran without some member
+        self._live: dict[tuple, int] = {}  # logical key -> its parts open or on the wire
+        self._parts: dict[tuple, dict] = {}  # logical key -> parts still to complete, members in all, bytes so far
 
     # ------------------------------------------------------------------ membership
     def member_down(self, worker: int) -> None:
@@ -68,13 +76,16 @@ class SyncBarrier:
         return m not in r["arrived"] and self.up[m] and r["step"] > self.skip_until[m]
 
     def _recheck(self) -> None:
+        """Membership changed: recount whom each open collective waits for (``waiting`` is kept
+        exact between changes, so an arrival costs O(1) whatever the group's size)."""
         for key, r in list(self._open.items()):
-            if not any(self._expected(m, r) for m in r["send"].group):
+            r["waiting"] = {m for m in r["send"].group if self._expected(m, r)}
+            if not r["waiting"]:
                 self._start(key, r)
 
     def pending(self, key: tuple) -> bool:
-        """Whether the collective ``key`` is waiting for members or on the wire."""
-        return key in self._open or key in self._started
+        """Whether a part of the logical collective ``key`` is waiting for members or on the wire."""
+        return self._live.get(key, 0) > 0
 
     # ------------------------------------------------------------------ arriving
     def arrive(self, send, worker: int, step: int = 0) -> tuple[simpy.Event, simpy.Event]:
@@ -83,22 +94,26 @@ class SyncBarrier:
             raise ValueError(f"unknown collective '{send.collective}'; known: {', '.join(COLLECTIVES)}")
         if worker not in send.group:
             raise RuntimeError(f"worker {worker} is not in the group {send.group} of {send.stream}:{send.round}")
-        if send.key in self._started or send.key in self._short:  # late: it ran without this worker
+        key = send.part_key
+        if key in self._started or key in self._short:  # late: it ran without this worker
             now = self.env.event()
             now.succeed()
             return now, now
-        r = self._open.get(send.key)
+        r = self._open.get(key)
         if r is None:
-            r = self._open[send.key] = {"arrived": [], "first": self.env.now, "step": step, "send": send,
-                                        "started": self.env.event(), "done": self.env.event()}
+            r = self._open[key] = {"arrived": {}, "first": self.env.now, "step": step, "send": send,
+                                   "started": self.env.event(), "done": self.env.event()}
+            r["waiting"] = {m for m in send.group if self._expected(m, r)}
+            self._live[send.key] = self._live.get(send.key, 0) + 1
             if self.timeout_s is not None:
-                self.env.timeout(self.timeout_s).callbacks.append(lambda _e, key=send.key, r=r: self._timeout(key, r))
+                self.env.timeout(self.timeout_s).callbacks.append(lambda _e, key=key, r=r: self._timeout(key, r))
         if worker in r["arrived"]:
             raise RuntimeError(f"worker {worker} sent {send.stream}:{send.round} twice")
-        r["arrived"].append(worker)
+        r["arrived"][worker] = None  # an ordered set
+        r["waiting"].discard(worker)
         started, done = r["started"], r["done"]
-        if not any(self._expected(m, r) for m in send.group):
-            self._start(send.key, r)
+        if not r["waiting"]:
+            self._start(key, r)
         return started, done
 
     def _timeout(self, key: tuple, r: dict) -> None:
@@ -108,7 +123,7 @@ class SyncBarrier:
     def _start(self, key: tuple, r: dict) -> None:
         send = r["send"]
         del self._open[key]
-        arrived = set(r["arrived"])
+        arrived = r["arrived"]
         participants = tuple(m for m in send.group if m in arrived)
         self._started[key] = (r["started"], r["done"], participants)
         for m in send.group:
@@ -120,14 +135,28 @@ class SyncBarrier:
         self.env.process(self._run(send, r, participants))
 
     def _run(self, send, r: dict, participants: tuple) -> Generator:
-        start = self.env.now
         nbytes = payload_bytes(send.elems, send.wire_format)
         members = [self.nodes[i] for i in participants]
-        yield from COLLECTIVES[send.collective](self.env, self.net, members, nbytes, f"{send.stream}:{send.round}")
-        self.on_done(send, participants)
-        self.recorder.syncs.append(Sync(send.round, send.collective, len(members), nbytes, r["first"], start,
-                                        self.env.now, send.stream))
+        whole = self._parts.get(send.key)  # the logical collective this part belongs to
+        if whole is None:
+            whole = self._parts[send.key] = {"left": send.parts, "present": set(send.group), "first": r["first"],
+                                             "start": self.env.now, "bytes": 0.0}
+        whole["first"] = min(whole["first"], r["first"])
+        tag = f"{send.stream}:{send.round}" + (f"/{send.part}" if send.parts > 1 else "")
+        yield from COLLECTIVES[send.collective](self.env, self.net, members, nbytes, tag)
+        whole["left"] -= 1
+        whole["present"] &= set(participants)
+        whole["bytes"] += nbytes
+        if not whole["left"]:  # the last part: the result is complete (one record for the whole payload)
+            del self._parts[send.key]
+            present = tuple(m for m in send.group if m in whole["present"])
+            self.on_done(send, present)
+            self.recorder.syncs.append(Sync(send.round, send.collective, len(present), whole["bytes"], whole["first"],
+                                            whole["start"], self.env.now, send.stream))
         r["done"].succeed()
-        del self._started[send.key]
+        del self._started[send.part_key]
+        self._live[send.key] -= 1
+        if not self._live[send.key]:
+            del self._live[send.key]
         if len(participants) < len(send.group):  # someone may still arrive late (only then is the key kept)
-            self._short[send.key] = None
+            self._short[send.part_key] = None

@@ -106,3 +106,23 @@ class Recorder:
     faults: list[FaultSpan] = field(default_factory=list)
     dropped: list[Dropped] = field(default_factory=list)
     recoveries: list[Recovery] = field(default_factory=list)
+
+
+def finite_json(obj, path: str = "", replaced: dict | None = None):
+    """A copy of JSON-like ``obj`` with every NaN or infinite float (numpy's too) replaced by
+    None, so ``json.dumps(..., allow_nan=False)`` writes valid JSON; ``replaced`` (if given)
+    collects dotted path -> what the value was ('nan', 'inf', '-inf')."""
+    import math
+
+    if isinstance(obj, dict):
+        return {k: finite_json(v, f"{path}.{k}" if path else str(k), replaced) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v, f"{path}.{i}" if path else str(i), replaced) for i, v in enumerate(obj)]
+    if isinstance(obj, float) or type(obj).__name__ in ("float32", "float64", "float16"):
+        v = float(obj)
+        if not math.isfinite(v):
+            if replaced is not None:
+                replaced[path] = str(v)
+            return None
+        return v
+    return obj

@@ -13,13 +13,13 @@ start and arrival, not the rates it got while sharing links.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import fields
 
 import numpy as np
 import pandas as pd
 
 from sim.engine.node import STATES
-from sim.metrics.records import Recorder
+from sim.metrics.records import Recorder, finite_json
 
 EVENT_COLUMNS = {
     "kind": "string", "worker": "Int64", "node": "string", "state": "string", "start_s": "float64",
@@ -29,14 +29,26 @@ EVENT_COLUMNS = {
 }
 
 
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _flat(record) -> dict:
+    """A flat record as a dict (``dataclasses.asdict`` without its deep copy: the fields are
+    numbers, strings and lists that the table only reads)."""
+    names = _FIELDS.get(type(record))
+    if names is None:
+        names = _FIELDS[type(record)] = tuple(f.name for f in fields(record))
+    return {n: getattr(record, n) for n in names}
+
+
 def events_table(rec: Recorder) -> pd.DataFrame:
     rows: list[dict] = []
     for s in rec.states:
-        rows.append({"kind": "state", **asdict(s)})
+        rows.append({"kind": "state", **_flat(s)})
     for t in rec.transfers:
-        rows.append({"kind": "transfer", **asdict(t)})
+        rows.append({"kind": "transfer", **_flat(t)})
     for s in rec.syncs:
-        d = asdict(s)
+        d = _flat(s)
         rows.append({"kind": "sync", "round": d["round"], "tag": d["collective"], "participants": d["participants"],
                      "payload_bytes": d["payload_bytes"], "start_s": d["start_s"], "end_s": d["end_s"]})
     rows += _fault_rows(rec)
@@ -78,7 +90,7 @@ def fault_summary(rec: Recorder) -> dict:
 
 def metrics_table(sim) -> pd.DataFrame:
     rec = sim.recorder
-    df = pd.DataFrame([asdict(p) for p in rec.losses], columns=["kind", "worker", "step", "time_s", "loss"])
+    df = pd.DataFrame([_flat(p) for p in rec.losses], columns=["kind", "worker", "step", "time_s", "loss"])
     df = df.astype({"kind": "string", "worker": "int64", "step": "int64", "time_s": "float64", "loss": "float64"})
     steps = np.sort(np.asarray(sim.step_done_times, dtype=float))
     df["tokens"] = np.searchsorted(steps, df["time_s"].to_numpy(), side="right") * sim.tokens_per_step
@@ -238,9 +250,10 @@ def summarize(sim, events: pd.DataFrame, metrics: pd.DataFrame, manifest: dict) 
     floor = getattr(sim.dataset, "loss_floor", None)
     final_eval = float(ev["loss"].iloc[-1]) if len(ev) else None
     sc = sim.sc
-    return {
+    summary = {
         "name": sc.name,
         "status": manifest["status"],
+        "diverged": getattr(sim, "diverged", None),
         "algorithm": sc.algorithm.model_dump(mode="json"),
         "workers": sim.n_workers,
         "regions": [r.name for r in sc.topology.regions],
@@ -281,4 +294,10 @@ def summarize(sim, events: pd.DataFrame, metrics: pd.DataFrame, manifest: dict) 
                       "kernels": sc.run.kernels, "memory_estimate": sim.memory.as_dict()}
                      if sim.numerics is not None else None),
     }
+    # NaN / inf (a diverged run) become null, each with the reason, so summary.json stays valid JSON
+    replaced: dict[str, str] = {}
+    summary = finite_json(summary, replaced=replaced)
+    why = summary["diverged"]["reason"] if summary["diverged"] else "not a finite number"
+    summary["non_finite"] = {k: f"{v} ({why})" for k, v in replaced.items()}
+    return summary
 

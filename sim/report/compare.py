@@ -21,10 +21,10 @@ import numpy as np
 import plotly.graph_objects as go
 
 from sim.metrics.tables import time_to_loss
-from sim.report.dashboard import DIAGNOSTIC_LABELS, _fig, diagnostic_kinds, loss_range, topology_text
+from sim.report.dashboard import DIAGNOSTIC_LABELS, _fig, diagnostic_kinds, loss_range, status_text, topology_text
 from sim.report.page import STATE_COLORS, STATE_LABELS, Page, export_pngs, fmt_bytes, grid_table, kv_table
-from sim.report.runs import (Group, RunData, RunDirError, algorithm_label, find_run_dirs, group_replications,
-                             incomparable, load_run, unique_labels)
+from sim.report.runs import (Group, NotDrawable, RunData, RunDirError, algorithm_label, find_run_dirs,
+                             group_replications, incomparable, load_run, unique_labels)
 
 # Plotly's qualitative "D3" palette: ten colours that stay apart on screen and in print.
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
@@ -42,16 +42,26 @@ def _rgba(hex_color: str, alpha: float) -> str:
 
 
 # ---------------------------------------------------------------------- loading
-def load_groups(paths: list[str | Path], force: bool = False) -> list[Group]:
+def load_groups(paths: list[str | Path], force: bool = False, not_drawn: list | None = None) -> list[Group]:
     """Run directories (or directories holding them) -> coloured replication groups.
-    CompareError (one line) when a path holds no readable run or, without ``force``, the
-    runs train different models or data."""
+    CompareError (one line) when a path holds no readable run, a run's file is malformed
+    or, without ``force``, the runs train different models or data. A run that ended before
+    writing its tables (failed while building, interrupted) goes into ``not_drawn`` as
+    (path, status, error) when that list is given, instead of stopping the comparison."""
+    runs = []
     try:
-        runs = [load_run(p) for p in find_run_dirs(paths)]
+        for p in find_run_dirs(paths):
+            try:
+                runs.append(load_run(p))
+            except NotDrawable as err:
+                if not_drawn is None:
+                    raise
+                not_drawn.append((p, str(err.manifest.get("status")), err.manifest.get("error")))
     except RunDirError as err:
         raise CompareError(str(err)) from None
     if not runs:
-        raise CompareError("no run directories given")
+        raise CompareError("no run to draw" + (f": {not_drawn[0][0]} is {not_drawn[0][1]}" if not_drawn else
+                                               " (no run directories given)"))
     why = incomparable(runs)
     if why and not force:
         raise CompareError(f"runs are not comparable: {why}; pass --force to compare them anyway")
@@ -171,6 +181,7 @@ def diff_rows(groups: list[Group], baseline: Group, target: float | None) -> lis
         rows.append({
             "label": g.label, "color": g.color, "baseline": g is baseline, "seeds": g.seeds,
             "algorithm": algorithm_label(g.runs[0].algorithm), **s,
+            "diverged": sum(1 for r in g.runs if r.summary.get("diverged") or r.manifest.get("status") == "diverged"),
             "d_final_eval_loss": diff(s["final_eval_loss"], b["final_eval_loss"]),
             "d_utilization": diff(s["utilization"], b["utilization"]),
             "x_time_to_target": ratio(s["time_to_target_s"], b["time_to_target_s"]),
@@ -305,7 +316,7 @@ def diff_table_html(rows: list[dict]) -> str:
         sw = f"<span class='swatch' style='background:{r['color']}'></span>{html.escape(r['label'])}" + \
              (" <b>(baseline)</b>" if base else "")
         body.append([
-            sw, r["algorithm"], _f(r["final_eval_loss"], ".4f"),
+            sw, r["algorithm"], _f(r["final_eval_loss"], ".4f", "diverged" if r.get("diverged") else "-"),
             "baseline" if base else _f(r["d_final_eval_loss"], "+.4f"),
             _f(r["utilization"], ".1%"), "baseline" if base else
             (_f(r["d_utilization"] * 100 if r["d_utilization"] is not None else None, "+.1f") + " pp"),
@@ -327,16 +338,17 @@ def runs_table_html(groups: list[Group]) -> str:
         body.append([f"<span class='swatch' style='background:{g.color}'></span>{html.escape(g.label)}",
                      algorithm_label(r0.algorithm), ", ".join(str(s) for s in g.seeds),
                      topology_text(r0.scenario["topology"]),
-                     ", ".join(sorted({str(r.manifest.get("status")) for r in g.runs})),
+                     "; ".join(sorted({status_text(r.manifest, r.summary) for r in g.runs})),
                      ", ".join(str(r.path) for r in g.runs)])
     return grid_table(header, body, "runs-table", raw_first=True)
 
 
 def build_compare(groups: list[Group], baseline: Group, target: float | None, target_why: str,
-                  forced_note: str | None = None, sweep=None) -> tuple[Page, dict[str, go.Figure]]:
+                  forced_note: str | None = None, sweep=None, not_drawn: list | None = None
+                  ) -> tuple[Page, dict[str, go.Figure]]:
     figs = compare_figures(groups, target)
     n_runs = sum(len(g.runs) for g in groups)
-    page = Page(f"locosim compare: {n_runs} runs")
+    page = Page(f"{COMPARE_TITLE}{n_runs} runs")
     sc = groups[0].runs[0].scenario
     page.html(f"<h1>Comparison of {n_runs} runs" + (f" in {len(groups)} groups" if len(groups) != n_runs else "")
               + "</h1>")
@@ -351,6 +363,10 @@ def build_compare(groups: list[Group], baseline: Group, target: float | None, ta
     page.html("<p class='note'>Replications (same scenario, different seeds) are one line: the mean, with a "
               "band from the lowest to the highest seed.</p>")
     page.html(runs_table_html(groups))
+    if not_drawn:
+        page.html("<h2>Runs not drawn (they ended before writing their tables)</h2>"
+                  + grid_table(["run", "status", "error"], [[str(p), st, e or "-"] for p, st, e in not_drawn],
+                               "not-drawn-table"))
     rows_ = diff_rows(groups, baseline, target)
     page.html("<h2>Differences against the baseline</h2>" + diff_table_html(rows_))
     page.data("locosim-compare", rows_)
@@ -376,20 +392,60 @@ def build_compare(groups: list[Group], baseline: Group, target: float | None, ta
     return page, {k: f for k, (f, _w) in figs.items()}
 
 
+COMPARE_TITLE = "locosim compare: "  # how a page this module wrote begins its <title>
+
+
+def is_compare_page(path: Path) -> bool:
+    """Whether ``path`` is a page ``write_compare`` wrote (its <title> is in the first bytes)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2048).decode("utf-8", "replace")
+    except OSError:
+        return False
+    return f"<title>{html.escape(COMPARE_TITLE)}" in head
+
+
+def check_output(out: Path) -> None:
+    """Refuse (CompareError) to write the page over a file of a run directory (one holding
+    manifest.json) or a sweep directory, other than a compare page written before: above all
+    the directory's own files (manifest, summary, tables, dashboard, sweep index and lock)."""
+    from sim.rundir import RUN_FILES, SWEEP_FILES, is_run_dir, is_sweep_dir
+
+    target = out.resolve()  # a symlink is judged by the file it would overwrite
+    where = target.parent
+    kind = "run" if is_run_dir(where) else "sweep" if is_sweep_dir(where) else None
+    if kind is None:
+        return
+    if target.name in RUN_FILES + SWEEP_FILES:
+        raise CompareError(f"{out}: is the {target.name} of {kind} directory {where}; write the page elsewhere "
+                           "(nothing was overwritten)")
+    if target.exists() and not is_compare_page(target):
+        raise CompareError(f"{out}: exists in {kind} directory {where} and is not a compare page; write the page "
+                           "elsewhere (nothing was overwritten)")
+
+
 def write_compare(paths: list[str | Path], out: str | Path, baseline: str | Path | None = None,
                   force: bool = False, target: float | None = None, png_dir: str | Path | None = None
                   ) -> tuple[Path, list[Group], str | None]:
     """Write the comparison page; returns (its path, the groups, a one-line PNG note or None).
-    CompareError (one line) for runs that cannot be compared as asked."""
-    groups = load_groups(paths, force=force)
+    CompareError (one line) for runs that cannot be compared as asked, or for an ``out`` that
+    would overwrite a run's or a sweep's own files (checked first, before anything is read)."""
+    check_output(Path(out))
+    not_drawn: list = []
+    groups = load_groups(paths, force=force, not_drawn=not_drawn)
     runs = [r for g in groups for r in g.runs]
     forced = incomparable(runs) if force else None
     base = pick_baseline(groups, baseline)
     tgt, why = choose_target(groups, target)
     from sim.report.sweep import load_sweep
 
-    sweep = load_sweep(paths[0]) if len(paths) == 1 else None
-    page, figs = build_compare(groups, base, tgt, why, forced, sweep)
+    try:
+        sweep = load_sweep(paths[0]) if len(paths) == 1 else None
+    except (OSError, ValueError) as err:  # a damaged sweep.json / index.parquet: one line naming it
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CompareError(msg if msg.startswith(str(paths[0])) else f"{paths[0]}: unreadable sweep files ({msg})") \
+            from None
+    page, figs = build_compare(groups, base, tgt, why, forced, sweep, not_drawn)
     out = Path(out)
     page.write(out)
     note = None
@@ -397,4 +453,8 @@ def write_compare(paths: list[str | Path], out: str | Path, baseline: str | Path
         written, note = export_pngs(figs, Path(png_dir))
         if note is None:
             note = f"{len(written)} PNGs in {png_dir}"
+    if not_drawn:
+        skipped = (f"{len(not_drawn)} run(s) not drawn (no tables): "
+                   + ", ".join(f"{p} ({st})" for p, st, _e in not_drawn))
+        note = skipped if note is None else f"{note}; {skipped}"
     return out, groups, note

@@ -91,20 +91,38 @@ def _floor_line(fig: go.Figure, floor: float | None, losses=()) -> None:
 
 
 # ---------------------------------------------------------------------- timeline (Gantt)
-def _state_time_in_bins(spans: pd.DataFrame, edges: np.ndarray) -> np.ndarray:
-    """Seconds each state occupies in each bin, for one worker: array [n_states, n_bins]."""
-    out = np.zeros((len(STATES), len(edges) - 1))
-    for k, state in enumerate(STATES):
-        s = spans[spans["state"] == state].sort_values("start_s")
-        if s.empty:
-            continue
-        starts, ends = s["start_s"].to_numpy(float), s["end_s"].to_numpy(float)
-        dur = ends - starts
-        before = np.concatenate([[0.0], np.cumsum(dur)])  # time in spans [0, i)
-        i = np.searchsorted(starts, edges, side="right") - 1
-        occupied = np.where(i >= 0, before[np.maximum(i, 0)] + np.clip(edges - starts[np.maximum(i, 0)], 0,
-                                                                       dur[np.maximum(i, 0)]), 0.0)
-        out[k] = np.diff(occupied)
+def _occupied_in_bins(starts: np.ndarray, ends: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Seconds that disjoint spans (sorted by start) cover in each bin between ``edges``."""
+    dur = ends - starts
+    before = np.concatenate([[0.0], np.cumsum(dur)])  # time in spans [0, i)
+    i = np.searchsorted(starts, edges, side="right") - 1
+    j = np.maximum(i, 0)
+    occupied = np.where(i >= 0, before[j] + np.clip(edges - starts[j], 0, dur[j]), 0.0)
+    return np.diff(occupied)
+
+
+def _state_times_by_node(st: pd.DataFrame, nodes: list[str], edges: np.ndarray) -> dict[str, np.ndarray]:
+    """Seconds each state occupies in each bin, per node ({node: array [n_states, n_bins]}),
+    for every node at once: one sort of all spans by (node, state,
+    start) in numpy, then the bins of each (node, state) group from its slice (no per-node
+    pandas filtering: linear in spans, not in nodes x spans)."""
+    out = {n: np.zeros((len(STATES), len(edges) - 1)) for n in nodes}
+    if st.empty:
+        return out
+    node_idx = {n: i for i, n in enumerate(nodes)}
+    state_idx = {s: k for k, s in enumerate(STATES)}
+    ni = st["node"].map(node_idx).to_numpy()
+    known = ~pd.isna(ni)
+    si = st["state"].map(state_idx).to_numpy()
+    known &= ~pd.isna(si)
+    ni, si = ni[known].astype(np.int64), si[known].astype(np.int64)
+    starts, ends = st["start_s"].to_numpy(float)[known], st["end_s"].to_numpy(float)[known]
+    order = np.lexsort((starts, si, ni))
+    ni, si, starts, ends = ni[order], si[order], starts[order], ends[order]
+    key = ni * len(STATES) + si
+    cut = np.flatnonzero(np.diff(key)) + 1
+    for a, b in zip(np.concatenate([[0], cut]), np.concatenate([cut, [len(key)]])):
+        out[nodes[ni[a]]][si[a]] = _occupied_in_bins(starts[a:b], ends[a:b], edges)
     return out
 
 
@@ -147,8 +165,7 @@ def timeline(run: RunData) -> tuple[go.Figure, dict | None]:
         n_bins = int(min(2000, max(100, MAX_GANTT_BARS // max(n_rows, 1))))
         edges = np.linspace(0.0, duration, n_bins + 1) if duration > 0 else np.array([0.0, 1.0])
         note = f" (each row cut into {n_bins} slices of {edges[1] - edges[0]:.3g} s, coloured by majority state)"
-        by_node = {n: g for n, g in st.groupby("node")}
-        per_node = {n: _state_time_in_bins(by_node.get(n, st.iloc[:0]), edges) for n in nodes}
+        per_node = _state_times_by_node(st, nodes, edges)
         if aggregate:
             regions: dict[str, list[str]] = {}
             for n in nodes:
@@ -162,8 +179,7 @@ def timeline(run: RunData) -> tuple[go.Figure, dict | None]:
                                                            for x, f in zip(STATES, frac) if f > 0.005)))
             coarse = np.linspace(0.0, edges[-1], min(n_bins, 200) + 1)
             selector = {"rows": rows, "states": STATES, "workers": {}}
-            for n in nodes:
-                t = _state_time_in_bins(by_node.get(n, st.iloc[:0]), coarse)
+            for n, t in _state_times_by_node(st, nodes, coarse).items():
                 selector["workers"][n] = [[round(a, 6), round(b, 6), s] for a, b, s, _ in _segments_from_bins(t, coarse)]
         else:
             rows = nodes
@@ -534,11 +550,27 @@ def numerics_text(num: dict | None) -> str:
     return text
 
 
+def status_text(manifest: dict, summary: dict | None = None) -> str:
+    """A run's status with what ended it when it did not simply complete: where it diverged
+    (step, simulated time, which value), why it ended early, or its error."""
+    summary = summary or {}
+    status = str(manifest.get("status"))
+    div = manifest.get("diverged") or summary.get("diverged")
+    early = manifest.get("ended_early") or summary.get("ended_early")
+    if div:
+        return f"{status}: {div.get('reason')}"
+    if early:
+        return f"{status}, ended early at {fmt_s(summary.get('sim_duration_s'))} simulated: {early}"
+    if manifest.get("error"):
+        return f"{status}: {manifest['error']}"
+    return status
+
+
 def header_rows(run: RunData) -> list[tuple[str, object]]:
     m, s, sc = run.manifest, run.summary, run.scenario
     wall = m.get("wall_s") or s.get("wall_s")
     return [
-        ("status", m.get("status")),
+        ("status", status_text(m, s)),
         ("algorithm", algorithm_label(sc["algorithm"])),
         ("topology", topology_text(sc["topology"])),
         ("model", f"{section_text(sc['model'])} ({s.get('n_params', 0):,} parameters)"),

@@ -97,7 +97,9 @@ class Page:
 
     def data(self, element_id: str, obj) -> None:
         """Embed JSON for scripts and tests (a <script type=application/json>)."""
-        text = json.dumps(obj, default=str).replace("</", "<\\/")
+        from sim.metrics.records import finite_json
+
+        text = json.dumps(finite_json(obj), default=str, allow_nan=False).replace("</", "<\\/")  # no bare NaN
         self.parts.append(f"<script type='application/json' id='{element_id}'>{text}</script>")
 
     def write(self, path: Path) -> None:

@@ -23,6 +23,15 @@ class RunDirError(ValueError):
     """A path is not a readable run directory; ``str(err)`` is one line."""
 
 
+class NotDrawable(RunDirError):
+    """A run directory whose run ended before it wrote its tables (failed while building,
+    or interrupted): its manifest is readable, there is nothing to draw."""
+
+    def __init__(self, msg: str, manifest: dict):
+        super().__init__(msg)
+        self.manifest = manifest
+
+
 @dataclass
 class RunData:
     """One run directory's files, read."""
@@ -51,17 +60,46 @@ def load_run(path: str | Path) -> RunData:
         manifest = json.loads((p / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise RunDirError(f"{p / 'manifest.json'}: unreadable ({type(err).__name__})") from None
+    _check_shape(p / "manifest.json", manifest, {"status": str})
     missing = [f for f in ("summary.json", "events.parquet", "metrics.parquet") if not (p / f).is_file()]
     if missing:
-        raise RunDirError(f"{p}: run has no {', '.join(missing)} (status {manifest.get('status', '?')}); "
-                          "nothing to draw")
+        raise NotDrawable(f"{p}: run has no {', '.join(missing)} (status {manifest['status']}); nothing to draw",
+                          manifest)
+    _check_shape(p / "manifest.json", manifest, MANIFEST_KEYS)
     try:
         summary = json.loads((p / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise RunDirError(f"{p / 'summary.json'}: unreadable ({type(err).__name__})") from None
+    _check_shape(p / "summary.json", summary, SUMMARY_KEYS)
+    try:
         events = pd.read_parquet(p / "events.parquet")
         metrics = pd.read_parquet(p / "metrics.parquet")
     except (OSError, ValueError) as err:
         raise RunDirError(f"{p}: unreadable run files ({type(err).__name__}: {str(err).splitlines()[0]})") from None
     return RunData(p, manifest, summary, events, metrics, label=p.name)
+
+
+# What the report reads from each file: a file without them was not written by a run.
+MANIFEST_KEYS = {"status": str, "scenario": dict}
+SUMMARY_KEYS = {"name": str, "workers": int, "utilization": (int, float), "state_fractions": dict,
+                "sim_duration_s": (int, float), "bytes_total": (int, float), "bytes_per_link": list,
+                "per_node": dict}
+
+
+def _check_shape(path: Path, obj, keys: dict) -> None:
+    """RunDirError (one line naming the run's file) when ``obj`` is not a JSON object with
+    ``keys`` of the right types."""
+    if not isinstance(obj, dict):
+        raise RunDirError(f"{path}: not a run's {path.name} (a JSON {type(obj).__name__}, not an object)")
+    for k, t in keys.items():
+        if k not in obj:
+            raise RunDirError(f"{path}: not a run's {path.name} (no '{k}')")
+        if not isinstance(obj[k], t) or isinstance(obj[k], bool):
+            raise RunDirError(f"{path}: not a run's {path.name} ('{k}' is a {type(obj[k]).__name__})")
+    if "scenario" in keys:
+        for section in ("algorithm", "topology", "model", "data"):
+            if not isinstance(obj["scenario"].get(section), dict):
+                raise RunDirError(f"{path}: not a run's {path.name} (no scenario.{section})")
 
 
 def find_run_dirs(paths: list[str | Path]) -> list[Path]:

@@ -24,8 +24,14 @@ def load_sweep(path: str | Path) -> tuple[pd.DataFrame, list[str]] | None:
     p = Path(path)
     if not (p / "index.parquet").is_file() or not (p / "sweep.json").is_file():
         return None
-    axes = json.loads((p / "sweep.json").read_text()).get("axes", [])
-    return pd.read_parquet(p / "index.parquet"), axes
+    meta = json.loads((p / "sweep.json").read_text())
+    axes = meta.get("axes", []) if isinstance(meta, dict) else None
+    if not isinstance(axes, list) or not all(isinstance(a, str) for a in axes):
+        raise ValueError(f"{p / 'sweep.json'}: not a sweep's sweep.json (no list of axes)")
+    index = pd.read_parquet(p / "index.parquet")
+    if "status" not in index.columns:
+        raise ValueError(f"{p / 'index.parquet'}: not a sweep index (no status column)")
+    return index, axes
 
 
 def _x_order(values: pd.Series) -> tuple[list, bool]:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.engine.clock import rng as named_rng
+from sim.rng import rng as named_rng
 
 
 def _entropy(p: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -173,14 +173,36 @@ class MarkovLanguage:
         return out
 
 
+def read_text_data(spec, seq_len: int, n_workers: int) -> tuple[str, list[str]]:
+    """The text of a ``kind: text`` data section and its sorted characters; ValueError (one
+    line, naming data.path) when the file cannot be read as UTF-8, is empty, has fewer than 2
+    distinct characters or is too short for seq_len and the shards. Run before anything is
+    built (``sim.checks``) and again by ``CharText``."""
+    p = Path(spec.path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"data.path: {str(p)!r} is not UTF-8 text (byte {err.start} cannot be decoded)") from None
+    except OSError as err:
+        raise ValueError(f"data.path: cannot read {str(p)!r} ({type(err).__name__})") from None
+    if not text:
+        raise ValueError(f"data.path: {str(p)!r} is empty")
+    chars = sorted(set(text))
+    if len(chars) < 2:
+        raise ValueError(f"data.path: needs at least 2 distinct characters (file has {len(chars)})")
+    n_eval = max(int(len(text) * spec.eval_fraction), seq_len + 1)
+    need = (seq_len + 1) * (n_workers if spec.shards == "non_iid" else 1)
+    if len(text) - n_eval < need or n_eval < seq_len + 1:
+        raise ValueError(f"data.path: file too short for seq_len={seq_len} and {n_workers} shards "
+                         f"({len(text)} characters)")
+    return text, chars
+
+
 class CharText:
     """Character-level text from a local file (kind: text)."""
 
     def __init__(self, spec, seq_len: int, n_workers: int, seed: int):
-        text = Path(spec.path).read_text(encoding="utf-8")
-        chars = sorted(set(text))
-        if len(chars) < 2:
-            raise ValueError(f"data.path: needs at least 2 distinct characters (file has {len(chars)})")
+        text, chars = read_text_data(spec, seq_len, n_workers)
         self.vocab_size = len(chars)
         self.chars = chars
         lut = {c: i for i, c in enumerate(chars)}

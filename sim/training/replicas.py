@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
-from sim.engine.clock import rng as named_rng
-from sim.engine.clock import torch_seed
+from sim.rng import rng as named_rng
+from sim.rng import torch_seed
 
 GradTransform = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 

@@ -1,0 +1,168 @@
+"""Scale benchmark: prints ONE JSON object (no assertions; see bench/README.md).
+
+Workloads (issue 16), each timed in this process unless said otherwise:
+
+* ``diloco_1024``: timing-only DiLoCo, 1,024 workers in 8 regions of 128 (a ring of
+  10 Gbit/s, 20 ms WAN links), a 1B 24-layer proxy at 0.1 s per step, bf16, H = 100,
+  10 rounds (about 1M inner steps): ``simulate_s`` (build + run) and ``report_s`` (tables,
+  summary and dashboard written by ``run_to_dir``), with quiet stretches on and off
+  (``--grain step``, the default, is the schedule the issue measured; ``layer`` adds 24
+  per-layer collectives a sync).
+* ``barrier_1024``: the NoLoCo-vs-DiLoCo barrier study: 1,024 workers, lognormal per-step
+  stragglers (sigma 0.5), no communication cost (infinite bandwidth, no latency),
+  H = 100, ``--barrier-rounds`` outer steps (250 in the issue): simulate seconds each.
+* ``threads``: a 6-worker DiLoCo run of the tiny GPT (2 rounds of H = 20, one process per
+  run) with ``run.threads`` 1, 2 and auto, alone and next to a CPU-bound neighbour (a
+  busy-looping process); wall seconds each, and auto's ratio to the best choice.
+
+Run: ``python bench/scale.py [--only diloco_1024,barrier_1024,threads] [--grain step|layer]
+[--barrier-rounds 250]``. The network's own workloads (``churn_congested``) are in
+bench/network.py; the engine overhead with numerics on in bench/overhead.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sim.runner import Simulation, run_to_dir  # noqa: E402
+from sim.scenario import parse_scenario  # noqa: E402
+
+
+def ring_scenario(workers: int, regions: int, algorithm: dict, run: dict, gbps: float = 10.0,
+                  latency_s: float = 0.02, faults: dict | None = None) -> dict:
+    names = [f"r{i}" for i in range(regions)]
+    per = [workers // regions + (i < workers % regions) for i in range(regions)]
+    data = {
+        "name": "scale", "seed": 0, "numerics": False,
+        "timing": {"params": 1.0e9, "layers": 24, "step_time_s": 0.1},
+        "topology": {"regions": [{"name": n, "nodes": k} for n, k in zip(names, per)],
+                     "links": [{"a": names[i], "b": names[(i + 1) % regions], "bandwidth_gbps": gbps,
+                                "latency_s": latency_s} for i in range(regions)],
+                     "intra_region": {"bandwidth_gbps": 100.0 if gbps != float("inf") else gbps,
+                                      "latency_s": 1e-5 if latency_s else 0.0}},
+        "algorithm": algorithm, "run": run,
+    }
+    if faults:
+        data["faults"] = faults
+    return data
+
+
+def diloco_1024(grain: str) -> dict:
+    out: dict = {"workers": 1024, "rounds": 10, "sync_grain": grain}
+    for coalesce in (True, False):
+        data = ring_scenario(1024, 8, {"name": "diloco", "inner_steps": 100, "payload_dtype": "bf16",
+                                       "sync_grain": grain}, {"max_rounds": 10, "coalesce": coalesce})
+        t0 = time.perf_counter()
+        sim = Simulation(parse_scenario(data))
+        sim.run()
+        simulate = time.perf_counter() - t0
+        with tempfile.TemporaryDirectory() as d:
+            t1 = time.perf_counter()
+            run_to_dir(sim, Path(d) / "run")  # the run is done: this writes tables, summary, dashboard
+            report = time.perf_counter() - t1
+            size = (Path(d) / "run" / "dashboard.html").stat().st_size
+        key = "quiet_stretches" if coalesce else "step_by_step"
+        out[key] = {"simulate_s": simulate, "report_s": report, "total_s": simulate + report,
+                    "inner_steps": sum(w.steps_done for w in sim.workers), "dashboard_bytes": size}
+    out["simulate_speedup"] = out["step_by_step"]["simulate_s"] / out["quiet_stretches"]["simulate_s"]
+    return out
+
+
+def barrier_1024(rounds: int) -> dict:
+    out: dict = {"workers": 1024, "rounds": rounds}
+    faults = {"stragglers": [{"factor": {"kind": "lognormal", "sigma": 0.5}}]}
+    for name in ("diloco", "noloco"):
+        # no communication cost: the grain would change nothing but the number of collectives
+        data = ring_scenario(1024, 8, {"name": name, "inner_steps": 100, "sync_grain": "step"}, {"max_rounds": rounds},
+                             gbps=float("inf"), latency_s=0.0, faults=faults)
+        t0 = time.perf_counter()
+        sim = Simulation(parse_scenario(data))
+        sim.run()
+        out[name] = {"simulate_s": time.perf_counter() - t0, "sim_time_s": sim.env.now}
+    out["diloco_over_noloco_sim_time"] = out["diloco"]["sim_time_s"] / out["noloco"]["sim_time_s"]
+    return out
+
+
+def _spin(stop) -> None:
+    while not stop.is_set():
+        pass
+
+
+def _tiny_run(threads: str) -> float:
+    """Wall seconds of one tiny-model run in a fresh process (imports excluded: timed inside)."""
+    code = (
+        "import time, sys; sys.path.insert(0, %r)\n"
+        "from sim.scenario import load_scenario\nfrom sim.runner import Simulation\n"
+        "sc = load_scenario(%r, ['topology.regions.0.nodes=3', 'topology.regions.1.nodes=3', "
+        "'run.max_rounds=2', 'run.eval_every_steps=null', 'run.device=cpu', 'run.threads=%s'])\n"
+        "t = time.perf_counter(); Simulation(sc).run(); print(time.perf_counter() - t)\n"
+    ) % (str(ROOT), str(ROOT / "scenarios" / "quickstart.yaml"), threads)
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    return float(res.stdout.strip().splitlines()[-1])
+
+
+def threads_workload() -> dict:
+    out: dict = {}
+    for neighbour in (False, True):
+        stop = mp.Event()
+        spinner = mp.Process(target=_spin, args=(stop,)) if neighbour else None
+        if spinner is not None:
+            spinner.start()
+        try:
+            runs = {t: _tiny_run(t) for t in ("1", "2", "auto")}
+        finally:
+            if spinner is not None:
+                stop.set()
+                spinner.join()
+        best = min(runs["1"], runs["2"])
+        out["with_neighbour" if neighbour else "alone"] = {**{f"threads_{k}_s": v for k, v in runs.items()},
+                                                           "auto_over_best": runs["auto"] / best}
+    return out
+
+
+def machine() -> dict:
+    model = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": model, "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+            "platform": platform.platform(), "python": platform.python_version()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", default="diloco_1024,barrier_1024,threads")
+    ap.add_argument("--grain", choices=["step", "layer"], default="step")
+    ap.add_argument("--barrier-rounds", type=int, default=250)
+    args = ap.parse_args()
+    only = set(args.only.split(","))
+    result: dict = {}
+    if "diloco_1024" in only:
+        result["diloco_1024"] = diloco_1024(args.grain)
+    if "barrier_1024" in only:
+        result["barrier_1024"] = barrier_1024(args.barrier_rounds)
+    if "threads" in only:
+        result["threads"] = threads_workload()
+    result["machine"] = machine()
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""Every check a run makes before it starts work, in one function.
+
+``locosim validate`` and ``Simulation`` both call ``check_before_work``, so a file that
+``validate`` accepts is one that ``run`` starts (and ``validate --schema-only`` stops after
+the schema). Nothing here allocates what it checks: the memory estimate is made from the
+model's shapes on torch's meta device, text data is read but not tokenized, and the amount
+of work is estimated from the scenario's numbers (``estimate_events``) rather than found out
+by running for ever.
+
+Checked, in order, each failure a ``ValueError`` whose message is one line naming the field:
+the work estimate against ``run.max_events``; then, when numerics are on, the data (a text
+file that is missing, not UTF-8, empty or too short), the model's vocabulary against the
+data's, ``run.device`` (cuda without CUDA), the memory estimate against
+``run.memory_limit_gb`` or the memory there is, and ``run.kernels`` (triton without CUDA).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class EventEstimate:
+    """Rough count of what a run will simulate, by source (field path -> events)."""
+    steps_per_worker: float | None
+    duration_s: float | None  # simulated seconds: max_sim_time_s, else a lower bound from the compute alone
+    terms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def total(self) -> float:
+        return float(sum(self.terms.values()))
+
+    def largest(self) -> tuple[str, float]:
+        return max(self.terms.items(), key=lambda kv: kv[1]) if self.terms else ("", 0.0)
+
+
+@dataclass
+class Prework:
+    """What the checks found: reused by ``Simulation`` so nothing is computed twice."""
+    events: EventEstimate
+    device: Any = None   # torch.device when numerics are on
+    memory: Any = None   # sim.training.memory.MemoryEstimate
+    vocab: int | None = None
+    n_params: int | None = None
+
+
+def _layers(sc) -> int:
+    if sc.timing is not None:
+        return sc.timing.layers
+    return getattr(sc.model, "n_layers", 1)
+
+
+def _step_times(sc, n_params: int | None) -> tuple[float, float] | None:
+    """(fastest, slowest) seconds per inner step over the nodes before stragglers, or None
+    when only the device can tell (``measured`` mode)."""
+    from sim.training.timing import base_step_time_s
+
+    if sc.timing is not None and sc.timing.step_time_s is not None:
+        bases = {None: sc.timing.step_time_s}
+    elif sc.compute.step_time.mode == "measured":
+        return None
+    else:
+        params = int(sc.timing.params) if sc.timing is not None else n_params
+        if params is None and sc.compute.step_time.mode == "flops":  # the trained model's size: not known yet
+            return None
+        tokens = sc.compute.batch_size * sc.model.seq_len
+        if sc.timing is not None and sc.timing.tokens_per_step:
+            tokens = sc.timing.tokens_per_step
+        bases = {r.gpu: base_step_time_s(sc.compute.step_time, params, tokens, r.gpu) for r in sc.topology.regions}
+    node_mult = list(sc.faults.node_step_time_multiplier.values())
+    times = [bases.get(r.gpu, bases.get(None)) * r.step_time_multiplier for r in sc.topology.regions]
+    lo = min(times) * min(node_mult + [1.0])
+    hi = max(times) * max(node_mult + [1.0])
+    return lo, hi
+
+
+def _selected(sc, where) -> int:
+    """Nodes a faults selector picks: its regions' and its named nodes (neither: every node)."""
+    if not (where.regions or where.nodes):
+        return sc.topology.n_workers
+    return sum(r.nodes if r.name in where.regions else sum(f"{r.name}/{i}" in where.nodes for i in range(r.nodes))
+               for r in sc.topology.regions)
+
+
+def estimate_events(sc, n_params: int | None = None) -> EventEstimate:
+    """How many events a run will simulate, roughly, by source: inner steps of all workers
+    (times the layers for ddp's per-layer buckets), random failures, link flaps, slow periods
+    and evaluations. Steps per worker come from the stop conditions (the first one reached);
+    the simulated duration is ``run.max_sim_time_s``, else the compute time alone (a lower
+    bound: the estimate errs low, so only runs that clearly cannot finish are refused).
+    A failure-bound run needs its compute time *up*: up time ~ Exp(mtbf_s) between failures,
+    so finishing takes about compute time / mtbf_s failures per node."""
+    run, n = sc.run, sc.topology.n_workers
+    a = sc.algorithm
+    steps: list[tuple[float, str]] = []
+    H = getattr(a, "inner_steps", 1)
+    warm = getattr(a, "warm_start_steps", 0)
+    if run.max_rounds is not None:
+        steps.append((warm + run.max_rounds * H,
+                      "algorithm.warm_start_steps" if warm > run.max_rounds * H else "run.max_rounds"))
+    if run.max_tokens is not None:
+        tokens = sc.compute.batch_size * sc.model.seq_len
+        steps.append((math.ceil(run.max_tokens / (tokens * n)), "run.max_tokens"))
+    times = _step_times(sc, n_params)
+    if run.max_sim_time_s is not None and times is not None:
+        steps.append((run.max_sim_time_s / times[0], "run.max_sim_time_s"))
+    s, s_field = min(steps) if steps else (None, "")
+    terms: dict[str, float] = {}
+    per_step = _layers(sc) if a.name == "ddp" and getattr(a, "overlap", False) else 1
+    if s is not None:
+        terms[s_field] = float(s) * n * per_step
+    work_s = s * times[1] if (s is not None and times is not None) else None
+    duration = run.max_sim_time_s if run.max_sim_time_s is not None else work_s
+    f = sc.faults
+    if f.failures is not None and f.failures.mtbf_s is not None:
+        k = _selected(sc, f.failures)
+        bounds = []
+        if run.max_sim_time_s is not None:
+            bounds.append(run.max_sim_time_s / (f.failures.mtbf_s + f.failures.mttr_s))
+        if work_s is not None and (run.max_rounds is not None or run.max_tokens is not None):
+            bounds.append(work_s / f.failures.mtbf_s)
+        if bounds:
+            terms["faults.failures.mtbf_s"] = k * min(bounds)
+    if duration is not None:
+        for i, l in enumerate(f.links):
+            if l.mtbf_s is not None:
+                terms[f"faults.links.{i}.mtbf_s"] = duration / (l.mtbf_s + l.mttr_s)
+        for i, st in enumerate(f.stragglers):
+            if st.slow_periods is not None:
+                sp = st.slow_periods
+                terms[f"faults.stragglers.{i}.slow_periods"] = _selected(sc, st) * duration / (sp.mean_off_s +
+                                                                                               sp.mean_on_s)
+        if run.eval_every_s is not None and sc.numerics:
+            terms["run.eval_every_s"] = duration / run.eval_every_s
+    return EventEstimate(s, duration, terms)
+
+
+def check_events(est: EventEstimate, limit: int | None) -> None:
+    if limit is None or est.total <= limit:
+        return
+    where, value = est.largest()
+    raise ValueError(f"{where}: the run would simulate about {est.total:.3g} events ({value:.3g} from this field), "
+                     f"more than run.max_events={limit:,}; change {where} or shorten the run, or raise "
+                     "run.max_events (null: no limit)")
+
+
+def check_before_work(sc) -> Prework:
+    """Run every pre-work check on a validated scenario (see the module docstring); returns
+    what they found. Timing-only scenarios never import torch."""
+    if not sc.numerics:
+        est = estimate_events(sc)
+        check_events(est, sc.run.max_events)
+        return Prework(est)
+    check_events(estimate_events(sc), sc.run.max_events)  # cheap first, before torch (flops mode: steps only)
+    import torch
+
+    from kernels.backend import resolve_backend
+    from sim.algorithms import ALGORITHMS
+    from sim.training.data import read_text_data
+    from sim.training.memory import check_fits, estimate
+    from sim.training.models import build_model
+    from sim.training.replicas import resolve_device
+
+    n = sc.topology.n_workers
+    if sc.data.kind == "text":
+        vocab = len(read_text_data(sc.data, sc.model.seq_len, n)[1])
+    else:
+        vocab = sc.data.vocab_size
+    if sc.model.vocab_size is not None and sc.model.vocab_size != vocab:
+        raise ValueError(f"model.vocab_size: must equal the data's vocabulary ({vocab}) or be omitted "
+                         f"(got {sc.model.vocab_size})")
+    try:
+        device = resolve_device(sc.run.device)
+    except RuntimeError as err:
+        raise ValueError(str(err)) from None
+    with torch.device("meta"):
+        model = build_model(sc.model, vocab)  # shapes only: nothing allocated
+    n_params = sum(p.numel() for p in model.parameters())
+    outer = ALGORITHMS[sc.algorithm.name].outer_state_copies if sc.algorithm.name in ALGORITHMS else 2
+    memory = estimate(n_params, n, sc.model, vocab, sc.compute.batch_size, sc.run.eval_batch_size, outer,
+                      sc.run.eval_replicas)
+    check_fits(memory, device, sc.run.memory_limit_gb)
+    try:
+        resolve_backend(sc.run.kernels, torch.empty(0, device=device))
+    except RuntimeError as err:
+        raise ValueError(f"run.kernels: {err}") from None
+    est = estimate_events(sc, n_params)
+    check_events(est, sc.run.max_events)
+    return Prework(est, device, memory, vocab, n_params)
