@@ -11,7 +11,8 @@ Workloads, each run in one Python thread:
 * ``churn``: ``--churn-flows`` point-to-point flows between random workers of the
   1,024-worker topology, Poisson arrivals (1,000 per simulated second), log-normal sizes
   (one named random stream), WAN links loaded to ~0.75; ``flows_per_s`` and
-  ``events_per_s`` (SimPy events processed per wall second) come from it.
+  ``events_per_s`` (SimPy events processed per wall second) come from it. ``cpu_s`` is
+  the process's CPU time over the same span: steadier than wall time on a shared machine.
 * ``churn_congested``: a tenth as many flows, 3.2x larger: the WAN is overloaded, hundreds
   of flows share one component and every start or end re-rates all of them (the
   worst case for incremental max-min).
@@ -105,10 +106,10 @@ def churn(n_flows: int, median_bytes: float, seed: int = 0) -> dict:
                 active_samples.append(net.active_flows)
 
     env.process(arrivals())
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     events = run_events(env)
-    wall = time.perf_counter() - t0
-    return {"wall_s": wall, "flows": n_flows, "events": events, "sim_time_s": env.now,
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"wall_s": wall, "cpu_s": cpu, "flows": n_flows, "events": events, "sim_time_s": env.now,
             "mean_active_flows": statistics.fmean(active_samples), "max_active_flows": max(active_samples),
             "rate_recomputations": net.rate_recomputations,
             "mean_recomputed_component": net.rate_recomputed_flows / max(net.rate_recomputations, 1)}

@@ -157,7 +157,7 @@ def check_before_work(sc) -> Prework:
     import torch
 
     from kernels.backend import resolve_backend
-    from sim.algorithms import ALGORITHMS
+    from sim.algorithms import algorithm_class
     from sim.training.data import read_text_data
     from sim.training.memory import check_fits, estimate
     from sim.training.models import build_model
@@ -166,6 +166,10 @@ def check_before_work(sc) -> Prework:
     n = sc.topology.n_workers
     if sc.data.kind == "text":
         vocab = len(read_text_data(sc.data, sc.model.seq_len, n)[1])
+    elif sc.data.kind == "plugin":  # the user's object says (it may read its files now)
+        from sim.training.data import make_dataset
+
+        vocab = make_dataset(sc.data, sc.model.seq_len, n, sc.seed).vocab_size
     else:
         vocab = sc.data.vocab_size
     if sc.model.vocab_size is not None and sc.model.vocab_size != vocab:
@@ -178,9 +182,9 @@ def check_before_work(sc) -> Prework:
     with torch.device("meta"):
         model = build_model(sc.model, vocab)  # shapes only: nothing allocated
     n_params = sum(p.numel() for p in model.parameters())
-    outer = ALGORITHMS[sc.algorithm.name].outer_state_copies if sc.algorithm.name in ALGORITHMS else 2
+    outer = algorithm_class(sc.algorithm).outer_state_copies
     memory = estimate(n_params, n, sc.model, vocab, sc.compute.batch_size, sc.run.eval_batch_size, outer,
-                      sc.run.eval_replicas)
+                      sc.run.eval_replicas, model)
     check_fits(memory, device, sc.run.memory_limit_gb)
     try:
         resolve_backend(sc.run.kernels, torch.empty(0, device=device))

@@ -62,7 +62,7 @@ def _load_variants(path: str, overrides: list[str], only: str | None = None, def
 def cmd_validate(args) -> int:
     """The schema, then (unless --schema-only) every check `run` makes before it starts
     (sim.checks.check_before_work): data, device, kernels, memory estimate, work estimate."""
-    variants = _load_variants(args.file, args.set)
+    variants = _load_variants(args.file, args.set, args.variant)
     lines = []
     for name, sc in variants:
         n = sc.topology.n_workers
@@ -179,7 +179,12 @@ def cmd_run(args) -> int:
             claim.release()
         if None not in unstarted and len(unstarted) == len(variants):
             top.release()  # the variants' parent, when none of them started
-    print(f"{len(sims)} variants in {out}; compare them with: locosim compare {out} -o {out / 'compare.html'}")
+    names = [name for name, _ in sims]
+    if len(names) == 1:  # --variant NAME: one run, in OUT/NAME
+        print(f"ran variant {_term(names[0])} of {_term(args.file)} into {out / names[0]}")
+    else:
+        print(f"{len(names)} variants ({_term(', '.join(names))}) in {out}; compare them with: "
+              f"locosim compare {out} -o {out / 'compare.html'}")
     return 0
 
 
@@ -187,7 +192,7 @@ def _run_one(sim, out: Path, args, png_sub: str | None = None) -> int:
     from sim.runner import run_to_dir
 
     sc = sim.sc
-    progress = _progress_reporter(sc, enabled=not args.quiet)
+    progress = _progress_reporter(sc, enabled=not args.quiet, every_s=getattr(args, "progress_every", 30.0))
     try:
         with progress:
             manifest = run_to_dir(sim, out, progress.update, source=str(args.file))
@@ -223,37 +228,78 @@ def _run_one(sim, out: Path, args, png_sub: str | None = None) -> int:
     return 0
 
 
-class _progress_reporter:
-    """A rich progress bar on stderr: simulated time, rounds and current loss."""
+def _fmt_wall(seconds: float | None) -> str:
+    """Wall seconds as 42s, 3m05s or 1h02m (what a progress line needs)."""
+    if seconds is None or seconds != seconds or seconds in (float("inf"), float("-inf")):
+        return "-"
+    s = int(round(seconds))
+    return f"{s}s" if s < 60 else f"{s // 60}m{s % 60:02d}s" if s < 3600 else f"{s // 3600}h{s % 3600 // 60:02d}m"
 
-    def __init__(self, sc, enabled: bool):
+
+def progress_fraction(p) -> float | None:
+    """How far a run is towards its nearest stop condition (rounds, simulated time, tokens),
+    0..1; None when it has none that can be measured."""
+    fracs = []
+    if p.max_rounds:
+        fracs.append(p.rounds / p.max_rounds)
+    if p.max_time_s:
+        fracs.append(p.time_s / p.max_time_s)
+    if p.max_tokens:
+        fracs.append(p.tokens / p.max_tokens)
+    return min(1.0, max(fracs)) if fracs else None
+
+
+def progress_line(p, wall_s: float) -> str:
+    """One line of a run's progress: simulated time, round, loss, wall time and ETA (the wall
+    time left if the rest goes as fast as the part done; '-' before there is a part done)."""
+    frac = progress_fraction(p)
+    eta = wall_s * (1 - frac) / frac if frac else None
+    loss = f"{p.loss:.3f}" if p.loss is not None else "-"
+    rounds = f"{p.rounds}/{p.max_rounds}" if p.max_rounds else f"{p.rounds}"
+    done = f" ({frac:.0%})" if frac is not None else ""
+    return (f"sim {p.time_s:,.1f} s | round {rounds} | loss {loss} | wall {_fmt_wall(wall_s)} | "
+            f"ETA {_fmt_wall(eta)}{done}")
+
+
+class _progress_reporter:
+    """Progress of a run on stderr: a rich bar with an ETA on a terminal; otherwise (a log file,
+    a pipe, a batch job) one plain line every ``every_s`` wall seconds, so a log is never silent."""
+
+    def __init__(self, sc, enabled: bool, every_s: float = 30.0):
         self.sc = sc
-        self.enabled = enabled and sys.stderr.isatty()
+        self.tty = sys.stderr.isatty()
+        self.enabled = enabled
+        self.every_s = every_s
         self.bar = None
+        self.started = self.last_line = None
 
     def __enter__(self):
-        if self.enabled:
+        import time
+
+        self.started = self.last_line = time.monotonic()
+        if self.enabled and self.tty:
             from rich.markup import escape
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
             self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
-                                TimeElapsedColumn(), transient=False)
+                                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=False)
             self.bar.__enter__()
             self.task = self.bar.add_task(escape(_term(self.sc.name)), total=1.0, info="")  # no markup, no escapes
         return self
 
     def update(self, p) -> None:
-        if self.bar is None:
+        if not self.enabled:
             return
-        fracs = []
-        if p.max_rounds:
-            fracs.append(p.rounds / p.max_rounds)
-        if p.max_time_s:
-            fracs.append(p.time_s / p.max_time_s)
-        if p.max_tokens:
-            fracs.append(p.tokens / p.max_tokens)
+        if self.bar is None:  # not a terminal: a plain line now and then
+            import time
+
+            now = time.monotonic()
+            if now - self.last_line >= self.every_s:
+                self.last_line = now
+                print(f"{_term(self.sc.name)}: {progress_line(p, now - self.started)}", file=sys.stderr, flush=True)
+            return
         loss = f"{p.loss:.3f}" if p.loss is not None else "-"
-        self.bar.update(self.task, completed=min(1.0, max(fracs or [0.0])),
+        self.bar.update(self.task, completed=progress_fraction(p) or 0.0,
                         info=f"sim {p.time_s:,.1f} s | round {p.rounds} | loss {loss}")
 
     def __exit__(self, *exc):
@@ -278,6 +324,10 @@ def cmd_bandwidth(args) -> int:
     # bandwidth sets its own run (timing only, --rounds rounds): a file needs no run: section
     variants = _load_variants(args.file, args.set, args.variant, default_run={"max_rounds": DEFAULT_ROUNDS})
     targets = _floats("--cu", args.cu, 0.0, 1.0)
+    for flag, path in (("-o", args.html), ("--json", None if args.json == "-" else args.json)):
+        parent = Path(path).parent if path else None
+        if parent is not None and not parent.is_dir():  # before the search, not after it
+            raise BadInput(f"{flag} {path}: no such directory {parent}")
     if not (0 < args.grid_min < args.grid_max):
         raise BadInput(f"--grid-min {args.grid_min} / --grid-max {args.grid_max}: need 0 < min < max (Gbit/s)")
     if args.grid_points < 2:
@@ -298,10 +348,13 @@ def cmd_bandwidth(args) -> int:
         results[name] = (sc, res)
     window = {"steady": "steady (from the end of the first quarter of the rounds)",
               "all": "all (from time 0, the last sync included)"}[args.window]
+    # The table goes to stdout, unless the JSON does (--json without a file): then to stderr, so that
+    # stdout stays one JSON document for a pipe.
+    table = sys.stderr if args.json == "-" else sys.stdout
     print(f"smallest WAN bandwidth (Gbit/s) reaching each CU; CU window {window}; grid {args.grid_min:g}-"
-          f"{args.grid_max:g} Gbit/s, {args.grid_points} log points", file=sys.stderr)
+          f"{args.grid_max:g} Gbit/s, {args.grid_points} log points", file=table)
     print(f"{'method':<28}{'rounds':>7}" + "".join(f"{'CU ' + format(t, 'g'):>10}" for t in sorted(targets)),
-          file=sys.stderr)
+          file=table)
 
     def cell(res, t: float, bw: float | None) -> str:  # '*': capped by the links the search leaves alone
         text = ">" + format(args.grid_max, "g") if bw is None else format(bw, ".3g")
@@ -309,9 +362,12 @@ def cmd_bandwidth(args) -> int:
 
     for name, (sc, res) in results.items():
         cells = "".join(cell(res, t, bw) for t, bw in res.targets.items())
-        print(f"{(name or _algorithm_label(sc)):<28}{res.rounds:>7}{cells}", file=sys.stderr)
+        print(f"{(name or _algorithm_label(sc)):<28}{res.rounds:>7}{cells}", file=table)
         if res.capped:
-            print(f"  * {res.cap_warning()}", file=sys.stderr)
+            print(f"  * {res.cap_warning()}", file=table)
+    if any(bw is None for _, res in results.values() for bw in res.targets.values()):
+        print(f">{args.grid_max:g}: the target is not reached at any bandwidth of the grid, up to {args.grid_max:g} "
+              "Gbit/s (latency or the step's own compute bounds it; --grid-max looks further)", file=table)
 
     def one(sc, res) -> dict:
         return {"scenario": sc.name, "algorithm": sc.algorithm.model_dump(mode="json"), "rounds": res.rounds,
@@ -330,8 +386,30 @@ def cmd_bandwidth(args) -> int:
         out.update(one(*results[None]))
     else:
         out["variants"] = {name: one(sc, res) for name, (sc, res) in results.items()}
-    print(json.dumps(out, indent=2))
+    if args.json == "-":
+        print(json.dumps(out, indent=2))
+    elif args.json:
+        _write_text(args.json, json.dumps(out, indent=2) + "\n", "--json")
+        print(f"JSON: {args.json}", file=table)
+    if args.html:
+        from sim.report.bandwidth import bandwidth_page
+
+        page = bandwidth_page({(name or _algorithm_label(sc)): res for name, (sc, res) in results.items()},
+                              args.window, args.file)
+        try:
+            page.write(Path(args.html))
+        except OSError as err:
+            raise BadInput(f"-o {args.html}: cannot write ({err.strerror or type(err).__name__})") from None
+        print(f"chart: {args.html}", file=table)
     return 0
+
+
+def _write_text(path: str, text: str, flag: str) -> None:
+    """Write a whole file or say in one line why not (exit 2)."""
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as err:
+        raise BadInput(f"{flag} {path}: cannot write ({err.strerror or type(err).__name__})") from None
 
 
 def cmd_compare(args) -> int:
@@ -441,12 +519,14 @@ def cmd_schema(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="locosim", description="Discrete-event simulator of geo-distributed, low-communication training.")
+    p.add_argument("--version", action="version", version=f"locosim {_version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
     v = sub.add_parser("validate", help="check a scenario file", description="Check a scenario file and print a one-line summary.")
     v.add_argument("file", help="scenario YAML")
     v.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override a field (repeatable)")
+    v.add_argument("--variant", metavar="NAME", help="check only this entry of the file's variants: section")
     v.add_argument("--schema-only", action="store_true", help="check only the schema; skip the checks `run` makes "
                                                               "before it starts (data, device, memory and work "
                                                               "estimates)")
@@ -460,14 +540,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override a field, e.g. --set algorithm.inner_steps=50 (repeatable)")
     r.add_argument("--variant", metavar="NAME", help="run only this entry of the file's variants: section")
-    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
+    r.add_argument("--progress-every", type=float, default=30.0, metavar="S",
+                   help="when stderr is not a terminal (a log file), print a progress line every S wall seconds "
+                        "(default 30)")
     r.add_argument("--png", metavar="DIR", help="also write a PNG of every dashboard figure into DIR (kaleido and "
                                                 "a system Chromium; skipped with a message when missing)")
     r.set_defaults(func=cmd_run)
 
     b = sub.add_parser("bandwidth", help="smallest WAN bandwidth reaching each compute-utilization target",
                        description="Timing-only runs on a log grid of WAN bandwidths (every link set alike); prints "
-                                   "a table on stderr and JSON on stdout: the smallest grid bandwidth whose "
+                                   "a table (and JSON with --json, a chart with -o): the smallest grid bandwidth whose "
                                    "CU (--window) reaches each target, for the scenario's algorithm, and a warning "
                                    "where links it does not vary (intra-region) cap the answer. The file needs no run: "
                                    "section.")
@@ -483,6 +566,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CU window: steady = from the end of the first quarter of the rounds (default); all = the "
                         "whole run from time 0, the wait for the last sync included")
     b.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override a field (repeatable)")
+    b.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
+                   help="also give the answers and every evaluated point as JSON: on stdout (the table then goes to "
+                        "stderr), or into FILE")
+    b.add_argument("-o", "--html", metavar="FILE.html", help="also write a page with CU vs WAN bandwidth per method")
     b.set_defaults(func=cmd_bandwidth)
 
     c = sub.add_parser("compare", help="put runs side by side in one HTML page",
@@ -520,6 +607,16 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Print the JSON Schema of scenario files (for editors).")
     s.set_defaults(func=cmd_schema)
     return p
+
+
+def _version() -> str:
+    """The installed package's version (pyproject.toml), or 'unknown' when run from a bare tree."""
+    import importlib.metadata as md
+
+    try:
+        return md.version("locosim")
+    except md.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ import os
 import platform
 import subprocess
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -338,6 +339,18 @@ class Simulation:
             self.recorder.losses.append(LossPoint(kind, -1, step, self.env.now, value))
         return loss
 
+    def save_model(self, path: Path) -> None:
+        """Write the final global parameters (what evaluations measure) with ``torch.save``: a
+        dict of CPU tensors by parameter name, loadable into the scenario's model with
+        ``build_model(sc.model, vocab).load_state_dict(torch.load(path))``."""
+        import torch
+
+        self._record_train(self.numerics.flush())
+        params = self.algorithm.global_params(self.numerics, self.state)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        torch.save({k: v.detach().to("cpu").clone() for k, v in params.items()}, tmp)
+        os.replace(tmp, path)
+
     def _eval_timer(self):
         every = self.sc.run.eval_every_s
         while True:
@@ -501,6 +514,7 @@ def run_to_dir(sim: Simulation, out_dir: Path, on_progress: Callable[[Progress],
     except Exception as err:  # recorded in the manifest, then re-raised for the CLI
         manifest["status"] = STATUS_FAILED
         manifest["error"] = f"{type(err).__name__}: {err}"
+        manifest["traceback"] = traceback.format_exc()  # e.g. a plug-in method's own code
         pending = err
     manifest["wall_s"] = time.monotonic() - t0
     try:
@@ -518,6 +532,9 @@ def run_to_dir(sim: Simulation, out_dir: Path, on_progress: Callable[[Progress],
         manifest["files"] = ["events.parquet", "metrics.parquet", "summary.json"]
         write_dashboard(out_dir / "dashboard.html", sim, events, metrics, summary, manifest)
         manifest["files"].append("dashboard.html")
+        if sc.run.save_model and sim.numerics_on and manifest["status"] in (STATUS_COMPLETED, STATUS_DIVERGED):
+            sim.save_model(out_dir / "model.pt")
+            manifest["files"].append("model.pt")
     except KeyboardInterrupt as err:  # a second Ctrl-C while writing: keep what is written
         manifest["status"] = STATUS_INTERRUPTED
         pending = pending or err

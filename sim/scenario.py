@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Field, SerializeAsAny, Strict, Tag,
+                      ValidationError, ValidationInfo, model_validator)
 
 
 class ScenarioError(ValueError):
@@ -238,7 +239,21 @@ class MLPModel(_Strict):
     seq_len: Int = Field(default=32, ge=2, le=1_048_576, description="Tokens per training sequence.")
 
 
-ModelSpec = Annotated[Union[GPTModel, MLPModel], Field(discriminator="kind")]
+PLUGIN_REF_DOC = "FILE.py:Name (relative to the scenario file) or package.module:Name"
+
+
+class PluginModel(_Strict):
+    """A user's model: any ``torch.nn.Module`` whose forward maps tokens [batch, seq_len] to
+    logits [batch, seq_len, vocab_size], built as ``Name(vocab_size=V, **args)``; trained on the
+    vmap engine. Blocks named ``blocks.<i>.`` are the layers of per-layer timing."""
+    kind: Literal["plugin"] = "plugin"
+    plugin: str = Field(min_length=1, description=f"The model class: {PLUGIN_REF_DOC}.")
+    args: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the constructor (plain YAML values).")
+    vocab_size: Int | None = Field(default=None, ge=2, description="Vocabulary size; default: taken from the data.")
+    seq_len: Int = Field(default=32, ge=2, le=1_048_576, description="Tokens per training sequence.")
+
+
+ModelSpec = Annotated[Union[GPTModel, MLPModel, PluginModel], Field(discriminator="kind")]
 
 
 # --------------------------------------------------------------------------- data
@@ -277,7 +292,17 @@ class TextData(_Strict):
     shards: Literal["iid", "non_iid"] = Field(default="iid", description="iid: random windows anywhere; non_iid: worker i reads only its contiguous slice.")
 
 
-DataSpec = Annotated[Union[SyntheticData, TextData], Field(discriminator="kind")]
+class PluginData(_Strict):
+    """A user's data: ``Name(seq_len=T, n_workers=M, seed=S, **args)`` (a class or a function)
+    returns an object with ``vocab_size``, ``train_batch(g, worker, batch_size)`` and
+    ``eval_batch(g, batch_size)`` (int64 arrays [batch_size, seq_len + 1] drawn with the numpy
+    generator ``g``, a named stream, so runs stay reproducible) and optionally ``loss_floor``."""
+    kind: Literal["plugin"] = "plugin"
+    plugin: str = Field(min_length=1, description=f"The data's class or function: {PLUGIN_REF_DOC}.")
+    args: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments (plain YAML values; paths relative to the scenario file are the plug-in's to resolve).")
+
+
+DataSpec = Annotated[Union[SyntheticData, TextData, PluginData], Field(discriminator="kind")]
 
 
 # --------------------------------------------------------------------------- optimizer
@@ -420,8 +445,68 @@ class NoLoCoAlgorithm(_OuterMethod):
         "(a member that fails after the draw is still skipped)."))
 
 
-AlgorithmSpec = Annotated[Union[DDPAlgorithm, DiLoCoAlgorithm, StreamingDiLoCoAlgorithm, DelayedDiLoCoAlgorithm,
-                                EagerDiLoCoAlgorithm, NoLoCoAlgorithm], Field(discriminator="name")]
+class MethodSpec(_Strict):
+    """Knobs of a plug-in method (``sim.algorithms.plugins``): a user's method declares its own
+    as a subclass of this (pydantic fields with defaults and a description naming the paper
+    symbol), and gets the built-in knobs' one-line errors and ``--set`` support."""
+    name: str = Field(min_length=1, description="The method's name (shown in reports).")
+    plugin: str | None = Field(default=None, description=(
+        "Where the method's class is: FILE.py:Class (relative to the scenario file; FILE.py alone takes its "
+        "METHOD), package.module:Class, or omitted for a method an installed package registers under the "
+        "`locosim.algorithms` entry point."))
+    sync_timeout_s: PositiveFloat | None = Field(default=None, description=SYNC_TIMEOUT_DOC)
+
+
+class OuterMethodSpec(MethodSpec, _OuterMethod):
+    """Knobs of a plug-in built on ``sim.algorithms.common.OuterMethod`` (warm start, wire
+    format, error feedback, grain and collective of its syncs), to extend with its own."""
+    collective: AllReduceName = Field(default="ring_allreduce", description=ALLREDUCE_DOC)
+
+
+BUILTIN_METHODS = {"ddp": DDPAlgorithm, "diloco": DiLoCoAlgorithm, "streaming_diloco": StreamingDiLoCoAlgorithm,
+                   "diloco_delayed": DelayedDiLoCoAlgorithm, "eager_diloco": EagerDiLoCoAlgorithm,
+                   "noloco": NoLoCoAlgorithm}
+
+
+def _method_tag(value: Any) -> str | None:
+    if isinstance(value, MethodSpec):
+        return "plugin"
+    if isinstance(value, dict):
+        return value.get("name")
+    return getattr(value, "name", None)
+
+
+AlgorithmSpec = Annotated[Union[tuple(Annotated[m, Tag(n)] for n, m in BUILTIN_METHODS.items())
+                                + (Annotated[SerializeAsAny[MethodSpec], Tag("plugin")],)],
+                          Discriminator(_method_tag)]
+
+
+def _plugin_method(alg: dict, base_dir: Path | None) -> MethodSpec:
+    """A plug-in method's validated knobs (its class's ``Spec``), or a located one-line error."""
+    from sim.algorithms import plugins
+
+    ref = alg.get("plugin")
+    if ref is None:
+        ref = plugins.entry_points().get(alg.get("name"))
+    if not isinstance(ref, str) or not ref:
+        raise _FieldError(("plugin",), "must be FILE.py[:Class] or package.module:Class")
+    ref = plugins.resolve_ref(ref, base_dir)
+    try:
+        cls = plugins.load_method(ref)
+    except plugins.PluginError as err:
+        raise _FieldError(("plugin",), str(err)) from None
+    try:
+        return cls.Spec.model_validate({**alg, "plugin": ref})
+    except ValidationError as err:
+        e = err.errors()[0]
+        loc = tuple(e["loc"])
+        if e["type"] == "extra_forbidden":
+            msg = f"unknown key for {cls.__name__}; allowed here: {', '.join(cls.Spec.model_fields)}"
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            if "input" in e and not isinstance(e["input"], dict):
+                msg += f" (got {e['input']!r})"
+        raise _FieldError(loc, msg) from None
 
 
 # --------------------------------------------------------------------------- compute
@@ -465,6 +550,9 @@ class Run(_Strict):
         "CPU threads for the numerics (torch intra-op). auto: 1 for tiny models (extra threads slow them down 4-9x "
         "as soon as another process shares the cores), all the process's cores (its share, in a sweep pool) "
         "for steps above 2e10 FLOPs; OMP_NUM_THREADS, when set, wins over auto."))
+    save_model: bool = Field(default=False, description=(
+        "Write the final global parameters to model.pt in the run directory (torch.save of a dict by parameter "
+        "name; load with build_model(...).load_state_dict(torch.load(...)))."))
     coalesce: bool = Field(default=True, description=(
         "Timing-only runs: compute a worker's steps that send and need nothing as one event (the timeline is "
         "identical, only faster; off where a token budget or failures need every step as it ends)."))
@@ -690,6 +778,29 @@ class Scenario(_Strict):
 
     @model_validator(mode="before")
     @classmethod
+    def _plug_ins(cls, data: Any, info: ValidationInfo) -> Any:
+        """An ``algorithm:`` that names a plug-in (``plugin:``, or a name an installed package
+        registers) is validated by the plug-in's own ``Spec``; an unknown name is one line."""
+        alg = data.get("algorithm") if isinstance(data, dict) else None
+        if not isinstance(alg, dict):
+            return data
+        name = alg.get("name")
+        if "plugin" in alg or (isinstance(name, str) and name not in BUILTIN_METHODS):
+            from sim.algorithms import plugins
+
+            if "plugin" not in alg and name not in plugins.entry_points():
+                raise _FieldError(("algorithm",), f"unknown name {name!r}; allowed: {', '.join(BUILTIN_METHODS)}, "
+                                  "or a plug-in (plugin: FILE.py:Class)")
+            base = (info.context or {}).get("base_dir")
+            try:
+                spec = _plugin_method(alg, Path(base) if base else None)
+            except _FieldError as err:
+                raise _FieldError(("algorithm",) + tuple(err.loc), err.msg) from None
+            return {**data, "algorithm": spec}
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
     def _default_kinds(cls, data: Any) -> Any:
         """A model or data section without ``kind`` is the default kind (gpt, synthetic)."""
         if isinstance(data, dict):
@@ -843,7 +954,13 @@ def _format_error(err: ValidationError) -> str:
     elif e["type"] == "extra_forbidden":
         owner = _model_at(loc[:-1])
         allowed = ", ".join(owner.model_fields) if owner is not None else "see `locosim schema`"
-        msg = f"unknown key; allowed here: {allowed}"
+        named = _field_for_symbol(owner, str(loc[-1])) if owner is not None else None
+        hint = f"did you mean {named} (the paper's {loc[-1]})? " if named else ""
+        msg = f"unknown key; {hint}allowed here: {allowed}"
+    elif e["type"] in ("union_tag_invalid", "union_tag_not_found") and ctx.get("discriminator") == "_method_tag()":
+        methods = ", ".join(BUILTIN_METHODS)  # (the algorithm section, whose tag is its name)
+        msg = (f"unknown name {ctx.get('tag')!r}; allowed: {methods}, or a plug-in (plugin: FILE.py:Class)"
+               if e["type"] == "union_tag_invalid" else f"missing name; allowed: {methods}")
     elif e["type"] == "union_tag_invalid":
         msg = f"unknown {ctx.get('discriminator', 'kind').strip(chr(39))} {ctx.get('tag')!r}; allowed: {ctx.get('expected_tags')}"
     elif e["type"] == "union_tag_not_found":
@@ -858,6 +975,19 @@ def _format_error(err: ValidationError) -> str:
             msg += f" (got {e['input']!r})"
     path = ".".join(str(p) for p in _drop_tags(loc)) or "<top level>"
     return f"{path}: {msg}"
+
+
+def _field_for_symbol(owner, key: str) -> str | None:
+    """The field a paper symbol names (``H`` -> ``inner_steps``, ``tau`` -> ``overlap_steps``): the
+    one whose description opens with the symbol ("H in DiLoCo: ...", "tau: ...", "eta, ..."); H is
+    inner_steps in every method that has it, whatever its description says."""
+    fields = getattr(owner, "model_fields", {})
+    if key == "H" and "inner_steps" in fields:
+        return "inner_steps"
+    for name, f in fields.items():
+        if re.match(rf"{re.escape(key)}(?: in |: |, )", f.description or ""):
+            return name
+    return None
 
 
 def _tags_at(loc: tuple) -> str:
@@ -903,7 +1033,8 @@ def parse_scenario(data: Any, source: str = "<scenario>") -> Scenario:
     if not isinstance(data, dict):
         raise ScenarioError(f"{source}: a scenario must be a YAML mapping of sections (got {type(data).__name__})")
     try:
-        return Scenario.model_validate(data)
+        base = Path(source).parent if source and Path(source).is_file() else None
+        return Scenario.model_validate(data, context={"base_dir": str(base) if base else None})
     except ValidationError as err:
         raise ScenarioError(_format_error(err)) from None
 
@@ -1090,6 +1221,33 @@ def _variant_overrides(variants: Any, overrides: list[str]) -> tuple[Any, list[s
     return variants, rest
 
 
+def _has_path(data: Any, keys: list[str]) -> bool:
+    """Whether the dotted path ``keys`` names a value written in ``data`` (dicts, list indices)."""
+    for k in keys:
+        if isinstance(data, dict) and k in data:
+            data = data[k]
+        elif isinstance(data, list) and k.isdigit() and int(k) < len(data):
+            data = data[int(k)]
+        else:
+            return False
+    return True
+
+
+def _variant_error(msg: str, name: str, patch: dict, base: dict, overrides: list[str] = ()) -> str:
+    """Blame the section that holds the bad value: the variant's block when the field's path is
+    written there (``variants.NAME: path: ...``), else the base section every variant inherits
+    (``path: ... (base section, inherited by variant NAME)``), not a variant that never wrote it."""
+    path = msg.split(": ", 1)[0]
+    keys = path.split(".") if path and path != "<top level>" else []
+    if keys and not _has_path(patch, keys):
+        set_keys = [o.split("=", 1)[0].strip() for o in overrides]
+        if any(path == k or path.startswith(k + ".") or k.startswith(path + ".") for k in set_keys):
+            return f"{msg} (from --set, applied to variant {name})"
+        if _has_path(base, keys):
+            return f"{msg} (in the base section, inherited by variant {name})"
+    return f"variants.{name}: {msg}"
+
+
 def load_variants(path: str | Path, overrides: list[str] | None = None,
                   default_run: dict | None = None) -> list[tuple[str | None, Scenario]]:
     """The scenarios a file describes: one (None, scenario) without ``variants:``; else one
@@ -1123,7 +1281,7 @@ def load_variants(path: str | Path, overrides: list[str] | None = None,
         try:
             sc = parse_scenario(apply_overrides(with_run(merged), overrides), str(path))
         except ScenarioError as err:
-            raise ScenarioError(f"variants.{name}: {err}") from None
+            raise ScenarioError(_variant_error(str(err), name, patch, data, overrides)) from None
         out.append((name, _finish(sc, path)))
     return out
 
@@ -1144,6 +1302,13 @@ def _finish(sc: Scenario, path: str | Path) -> Scenario:
         sc = sc.model_copy(update={"data": sc.data.model_copy(update={"path": str(p)})})
     sc = Link._resolve_csv_paths(sc, Path(path).parent)
     sc = _resolve_fault_csvs(sc, Path(path).parent)
+    from sim.algorithms.plugins import resolve_ref
+
+    for section in ("model", "data"):  # plug-in files, relative to the scenario file
+        spec = getattr(sc, section)
+        if spec.kind == "plugin":
+            sc = sc.model_copy(update={section: spec.model_copy(
+                update={"plugin": resolve_ref(spec.plugin, Path(path).parent)})})
     return sc
 
 

@@ -73,7 +73,7 @@ def _first(grid: list[float], cu, target: float) -> float | None:
 
 
 def _bandwidth(capsys, *argv) -> tuple[int, dict | None, str]:
-    rc = main(["bandwidth", *map(str, argv)])
+    rc = main(["bandwidth", *map(str, argv), "--json"])
     out = capsys.readouterr()
     return rc, (json.loads(out.out) if rc == 0 else None), out.err
 

@@ -248,9 +248,26 @@ def test_sweep_seed_count_is_bounded(tmp_path):
         plan_sweep(ROOT / QUICKSTART, {"seed": list(range(200)), "algorithm.inner_steps": list(range(1, 101))})
 
 
+def _catches_sigint(pid: int) -> bool:
+    """Whether the process has its SIGINT handler installed (Linux: SigCgt in /proc/PID/status);
+    True where that cannot be read."""
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) & (1 << (signal.SIGINT - 1)))
+    except OSError:
+        return True
+    return True
+
+
 def _interrupt_after(args: list[str], delay_s: float) -> subprocess.CompletedProcess:
+    """Ctrl-C ``delay_s`` after the interpreter can take it (a signal before Python installs its
+    handler kills any Python program, whatever locosim does; a loaded machine can take that long)."""
     proc = subprocess.Popen([sys.executable, "-m", "sim.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not _catches_sigint(proc.pid) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
     time.sleep(delay_s)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
@@ -260,7 +277,10 @@ def _interrupt_after(args: list[str], delay_s: float) -> subprocess.CompletedPro
 def test_ctrl_c_during_imports_is_exit_130_without_traceback(tmp_path):
     """Ctrl-C in the first second of `run` (while torch imports) exits 130 with no traceback."""
     res = _interrupt_after(["run", QUICKSTART, "--out", str(tmp_path / "o"), "--quiet"], 0.8)
-    assert res.returncode == 130, (res.returncode, res.stderr)
+    # 130, or (rarely, when the interrupt lands inside torch's C import) ended by the SIGINT
+    # itself after saying so: a shell reports both as status 130
+    assert res.returncode in (130, -signal.SIGINT), (res.returncode, res.stderr)
+    assert "interrupted" in res.stderr
     assert "Traceback" not in res.stderr and "KeyboardInterrupt" not in res.stderr
 
 

@@ -166,9 +166,9 @@ def test_steady_cu_of_overlapped_method_ignores_the_first_rounds(root):
 
 
 def test_bandwidth_command_prints_json_and_table(root):
-    """`locosim bandwidth` prints a table on stderr and JSON with one bandwidth per target on stdout."""
+    """`locosim bandwidth --json` prints a table on stderr and JSON with one bandwidth per target on stdout."""
     cmd = [sys.executable, "-m", "sim.cli", "bandwidth", str(root / QS), "--cu", "0.5,0.9", "--grid-points", "12",
-           "--rounds", "4", "--set", "timing={params: 1.0e9, layers: 24, step_time_s: 0.1}"]
+           "--rounds", "4", "--set", "timing={params: 1.0e9, layers: 24, step_time_s: 0.1}", "--json"]
     out = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)

@@ -1,4 +1,5 @@
-"""Algorithm registry: the ``algorithm.name`` of a scenario selects one of these."""
+"""Algorithm registry: the ``algorithm.name`` of a scenario selects one of these, or a plug-in
+(``algorithm.plugin``, or a ``locosim.algorithms`` entry point; see ``plugins``)."""
 
 from sim.algorithms.ddp import DDP
 from sim.algorithms.diloco import DiLoCo
@@ -16,7 +17,17 @@ ALGORITHMS = {
 }
 
 
-def make_algorithm(spec, n_workers: int, seed: int):
+def algorithm_class(spec) -> type:
+    """The class that runs a validated ``algorithm:`` section (a plug-in's when it names one)."""
+    plugin = getattr(spec, "plugin", None)
+    if plugin is not None:
+        from sim.algorithms.plugins import load_method
+
+        return load_method(plugin)
     if spec.name not in ALGORITHMS:
         raise ValueError(f"unknown algorithm '{spec.name}'; known: {', '.join(ALGORITHMS)}")
-    return ALGORITHMS[spec.name](spec, n_workers, seed)
+    return ALGORITHMS[spec.name]
+
+
+def make_algorithm(spec, n_workers: int, seed: int):
+    return algorithm_class(spec)(spec, n_workers, seed)

@@ -24,11 +24,12 @@ How rates stay cheap to maintain (the result is the exact max-min allocation):
 * Progressive filling uses a heap of per-link fair shares. Shares only grow as flows are
   frozen, so stale heap entries are re-pushed lazily: O((F·h + L) log L) per component of
   F flows with h hops over L links, instead of O(L²).
-* A component of more than ``_SMALL`` flows is found and rated with numpy over arrays that
-  hold every active flow's route (link ids), rate, progress and finish time: the same
-  heap's pops, many per vectorized pass, and the same floats, bit for bit (see
-  ``_progressive_filling``). Only the flows whose rate changed get a new finish time; one
-  SimPy timer waits for the earliest.
+* A component of more than ``_SMALL`` flows is found and rated with numpy, over arrays
+  with a column per flow (route as link ids, rate, progress, finish time): the same heap
+  pops, many per vectorized pass, and the same floats, bit for bit (see
+  ``_progressive_filling``). Smaller ones stay in plain Python, which is faster for them.
+* Only the flows whose rate changed get a new finish time (in the arrays or in a heap with
+  lazy invalidation); one SimPy timer waits for the earliest.
 
 Modelled: bandwidth sharing, multi-hop routes, propagation latency, bandwidth that
 changes at given times, outages.
@@ -41,8 +42,8 @@ from __future__ import annotations
 import heapq
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from itertools import islice
+from pathlib import Path
 from typing import Iterable
 
 import networkx as nx
@@ -71,14 +72,16 @@ class Flow:
     tag: str
     start_s: float
     done: simpy.Event
-    rate: float = 0.0  # bytes/s now (the network's arrays hold the progress behind it)
+    rate: float = 0.0  # bytes/s now
     seq: int = 0
     route: list[str] = field(default_factory=list)
     ready: simpy.Event | None = None
-    link_ids: list[int] = field(default_factory=list)  # ``links`` as the network's link ids
-    slot: int = -1  # its column in the network's flow arrays while it sends, else -1
+    link_ids: tuple[int, ...] = ()  # ``links`` as the network's link ids
+    remaining: float = 0.0  # bytes still to send as of updated_s (unless in_arrays)
+    updated_s: float = 0.0
     version: int = 0  # bumped whenever its finish time moves; older heap entries are stale
-    in_arrays: bool = False  # its finish time is in the flow arrays, not in the heap
+    slot: int = -1  # its column in the network's flow arrays, once it has one, else -1
+    in_arrays: bool = False  # its progress and finish time are in the arrays, not here
 
 
 class Network:
@@ -109,6 +112,10 @@ class Network:
         self.sent_bytes: dict[str, float] = {n: 0.0 for n in graph.nodes}
         self.received_bytes: dict[str, float] = {n: 0.0 for n in graph.nodes}
         self._routes: dict[tuple[str, str], tuple[list[str], list[tuple[str, str]], float]] = {}
+        self._latency = {}  # latency_s by directed link, and the one neighbour of each leaf node
+        for u, v, d in graph.edges(data=True):
+            self._latency[(u, v)] = self._latency[(v, u)] = d["latency_s"]
+        self._leaf_neighbour = {n: next(iter(graph.adj[n])) for n, deg in graph.degree() if deg == 1}
         # Directed links get ids in the order of their (u, v) tuples: progressive filling
         # breaks ties between equal shares by id (see _progressive_filling). One more id,
         # ``_pad`` (capacity inf), pads the hop table of flows with shorter routes.
@@ -138,10 +145,15 @@ class Network:
         self._remaining = np.zeros(0)
         self._updated = np.zeros(0)
         self._finish = np.zeros(0)
-        # Finish times: those set by the numpy path stay in _finish (the flows' in_arrays);
-        # the others sit in a heap with lazy invalidation, as cheap as it gets for few flows.
+        # A flow rated by the numpy path keeps its progress and finish time in the arrays
+        # (in_arrays); one rated in plain Python keeps them in its own fields, its finish
+        # time in a heap with lazy invalidation: few flows never touch numpy. A flow gets
+        # its column at the first large recomputation while it sends, and its column
+        # catches up with its fields then (_sync_arrays).
         self._finish_heap: list[tuple[float, int, int, Flow]] = []
         self._in_arrays = 0  # active flows whose finish time is in _finish
+        self._unslotted: dict[Flow, None] = {}
+        self._unsynced: dict[Flow, None] = {}  # flows whose fields are newer than their column
         self._dirty_flows: dict[Flow, None] = {}
         self._dirty_links: dict[int, None] = {}
         self._flush_pending = False
@@ -178,7 +190,7 @@ class Network:
         except nx.NetworkXNoPath:
             return info
         links = list(zip(path, path[1:]))
-        return path, links, sum(self.graph.edges[a, b]["latency_s"] for a, b in links)
+        return path, links, sum(self._latency[l] for l in links)
 
     def _route_info(self, src: str, dst: str) -> tuple[list[str], list[tuple[str, str]], float]:
         key = (src, dst)
@@ -192,11 +204,12 @@ class Network:
         # A node with one neighbour (a worker on its region switch) reaches everything through
         # that neighbour, so its routes reuse the neighbour's: routing P workers of a few
         # regions costs a few shortest-path searches between switches, not P.
-        if src != dst and g.degree(src) == 1:
-            nbr = next(iter(g.adj[src]))
+        leaf = self._leaf_neighbour
+        if src != dst and src in leaf:
+            nbr = leaf[src]
             path = [src, dst] if nbr == dst else [src] + self._route_info(nbr, dst)[0]
-        elif src != dst and g.degree(dst) == 1:
-            nbr = next(iter(g.adj[dst]))
+        elif src != dst and dst in leaf:
+            nbr = leaf[dst]
             path = [src, dst] if nbr == src else self._route_info(src, nbr)[0] + [dst]
         else:
             try:
@@ -204,7 +217,7 @@ class Network:
             except nx.NetworkXNoPath as err:
                 raise ValueError(f"no route from {src} to {dst}: {err}") from None
         links = list(zip(path, path[1:]))
-        latency = sum(g.edges[a, b]["latency_s"] for a, b in links)
+        latency = sum(self._latency[l] for l in links)
         info = self._routes[key] = (path, links, latency)
         return info
 
@@ -227,23 +240,36 @@ class Network:
         self._started += 1
         now = self.env.now
         flow = Flow(src, dst, float(nbytes), links, latency, tag, now, self.env.event(),
-                    seq=self._started, route=path, ready=ready)
+                    seq=self._started, route=path, ready=ready, remaining=float(nbytes), updated_s=now)
         self.flows_started += 1
         if nbytes == 0 or all(math.isinf(self.capacity[l]) for l in links):
             self._deliver(flow)
             return flow.done
         self._flows[flow] = None
-        ids = flow.link_ids = [self._link_id[l] for l in links]
+        ids = flow.link_ids = tuple([self._link_id[l] for l in links])
         lf = self._link_flows
         for l in ids:
             lf[l][flow] = None
-        self._take_slot(flow)
+        self._unslotted[flow] = None
         self._dirty_flows[flow] = None
         self._request_flush()
         return flow.done
 
+    def _sync_arrays(self) -> None:
+        """Before a large recomputation: every active flow has a column, up to date."""
+        for f in self._unslotted:
+            self._take_slot(f)
+        self._unslotted = {}
+        rate, remaining, updated = self._rate, self._remaining, self._updated
+        for f in self._unsynced:
+            s = f.slot
+            rate[s] = f.rate
+            remaining[s] = f.remaining
+            updated[s] = f.updated_s
+        self._unsynced = {}
+
     def _take_slot(self, flow: Flow) -> None:
-        """Give ``flow`` a column in the flow arrays: not rated yet, no finish time."""
+        """Give ``flow`` a column in the flow arrays, with its fields; no finish time."""
         ids = flow.link_ids
         if self._free:
             s = heapq.heappop(self._free)
@@ -265,14 +291,17 @@ class Network:
         hops = self._hops
         for i, l in enumerate(ids):
             hops[i, s] = l
-        self._rate[s] = math.nan  # never rated: unequal to any rate, so the first rating counts
-        self._remaining[s] = flow.size
+        # never rated: nan, unequal to any rate, so that the first rating counts
+        self._rate[s] = flow.rate if flow.version else math.nan
+        self._remaining[s] = flow.remaining
+        self._updated[s] = flow.updated_s
         self._finish[s] = _INF
         self._slot_flow[s] = flow
         flow.slot = s
         self._hi = max(self._hi, s + 1)
 
     def _free_slot(self, s: int) -> None:
+        """Give a finished flow's column back: no links, no finish time."""
         flow = self._slot_flow[s]
         hops, pad = self._hops, self._pad
         for i in range(len(flow.link_ids)):
@@ -284,6 +313,8 @@ class Network:
         flow.slot = -1
         self._slot_flow[s] = None
         heapq.heappush(self._free, s)
+        while self._hi and self._slot_flow[self._hi - 1] is None:  # scans stop at the last in use
+            self._hi -= 1
 
     @property
     def active_flows(self) -> int:
@@ -350,8 +381,9 @@ class Network:
         seen_flows: dict[Flow, None] = {}
         seen_links: set[int] = set()
         stack: list[Flow] = []
+        active = self._flows
         for f in self._dirty_flows:
-            if f.slot >= 0 and f not in seen_flows:
+            if f in active and f not in seen_flows:
                 seen_flows[f] = None
                 stack.append(f)
         links = list(self._dirty_links)
@@ -383,7 +415,8 @@ class Network:
         as finishes are flushed at once -- so each remaining piece touches a seed.
         """
         lf = self._link_flows
-        flows = [f for f in self._dirty_flows if f.slot >= 0]
+        self._sync_arrays()
+        flows = [f for f in self._dirty_flows if f in self._flows]
         links = [l for l in self._dirty_links if lf[l]]  # a link left without flows reaches none
         reached = np.zeros(self._cap.size, dtype=bool)
         reached[[l for f in flows for l in f.link_ids] + links] = True
@@ -406,7 +439,7 @@ class Network:
             last = self._last_links = np.zeros(self._cap.size, dtype=bool)
             last[hops.compress(members, axis=1)] = True
             last[self._pad] = False
-        return np.flatnonzero(members)
+        return members.nonzero()[0]
 
     def _seeds_connected(self, flows: list[Flow], links: list[int]) -> bool:
         """Whether the dirty flows and links (with flows) are surely in one component: each
@@ -454,28 +487,30 @@ class Network:
         heap = [(left[l] / n, l) for l, n in count.items()]
         heapq.heapify(heap)
         got = _heap_filling(self._link_flows, routes, left, count, heap)
-        rates, remaining, updated, finish = self._rate, self._remaining, self._updated, self._finish
         earliest = _INF
         for f in comp:
             rate = got.get(f, _INF)
-            s = f.slot
-            before = float(rates[s])  # nan before its first rating
-            if rate == before:
+            before = f.rate
+            if rate == before and f.version:
                 continue  # same rate: its progress and its finish time stay valid
-            t0 = float(updated[s])
-            if 0 < before < _INF and now > t0:
-                remaining[s] -= before * (now - t0)
-            updated[s] = now
-            rates[s] = f.rate = rate
-            f.version += 1
-            if f.in_arrays:
+            s = f.slot
+            if f.in_arrays:  # its progress moves from its column to its fields
                 f.in_arrays = False
-                finish[s] = _INF
+                f.remaining = float(self._remaining[s])
+                f.updated_s = float(self._updated[s])
+                self._finish[s] = _INF
                 self._in_arrays -= 1
+            if 0 < before < _INF and now > f.updated_s:
+                f.remaining -= before * (now - f.updated_s)
+            f.updated_s = now
+            f.rate = rate
+            f.version += 1
+            if s >= 0:
+                self._unsynced[f] = None
             if rate == _INF:
                 t = now
             elif rate > 0:
-                t = now + max(float(remaining[s]), 0.0) / rate
+                t = now + max(f.remaining, 0.0) / rate
             else:  # stalled behind a link that is down: no finish time until it comes back
                 continue
             heapq.heappush(self._finish_heap, (t, f.seq, f.version, f))
@@ -562,7 +597,7 @@ class Network:
                 due.append((t, seq, f))
         if self._in_arrays:
             finish = self._finish[:self._hi]
-            slots = np.flatnonzero(finish <= horizon)
+            slots = (finish <= horizon).nonzero()[0]
             if slots.size:
                 flows = self._slot_flow
                 due.extend((t, flows[s].seq, flows[s]) for s, t in zip(slots.tolist(), finish.take(slots).tolist()))
@@ -571,12 +606,15 @@ class Network:
         for _, _, f in due:
             del self._flows[f]
             f.version += 1
+            self._unslotted.pop(f, None)
+            self._unsynced.pop(f, None)
             for l in f.link_ids:
                 users = lf[l]
                 del users[f]
                 if users:
                     self._dirty_links[l] = None
-            self._free_slot(f.slot)
+            if f.slot >= 0:
+                self._free_slot(f.slot)
             self._deliver(f)
         if self._dirty_flows or self._dirty_links:
             self._flush(timer_fired=fired)
@@ -585,6 +623,7 @@ class Network:
 
     def _deliver(self, flow: Flow) -> None:
         """The last byte has left: account its bytes now, deliver it one latency later."""
+        flow.remaining = 0.0
         flow.rate = 0.0
         for l in flow.links:
             self.link_bytes[l] += flow.size
@@ -663,7 +702,7 @@ def _progressive_filling(hops: np.ndarray, cap: np.ndarray) -> np.ndarray:
     count = np.bincount(hops.ravel(), minlength=cap.size)
     count[pad] = 0
     left = cap.copy()
-    live = np.flatnonzero(count)
+    live = (count > 0).nonzero()[0]
     share = np.empty(cap.size)  # each live link's entry in the heap
     share[live] = left.take(live) / count.take(live)
     order = live.take(np.argsort(share.take(live), kind="stable"))
@@ -673,7 +712,7 @@ def _progressive_filling(hops: np.ndarray, cap: np.ndarray) -> np.ndarray:
     pos = np.empty(cap.size, dtype=np.intp)
     while order.size:
         if n_open <= _SMALL:
-            flows = np.arange(k) if open_ is None else np.flatnonzero(open_)
+            flows = np.arange(k) if open_ is None else open_.nonzero()[0]
             routes = hops.take(flows, axis=1).T.tolist()
             ids = order.tolist()
             users: dict[int, list[int]] = {l: [] for l in ids}
@@ -707,14 +746,14 @@ def _progressive_filling(hops: np.ndarray, cap: np.ndarray) -> np.ndarray:
                 continue
             if stale.any():
                 stop = int(stale.argmax())
-            flows = np.flatnonzero(open_)
+            flows = open_.nonzero()[0]
         pos.fill(n)
         pos[order] = np.arange(n)
         p = pos.take(hops if flows is None else hops.take(flows, axis=1))  # pop positions (n: none)
         first = p.min(axis=0)
         if width > 1:  # the first link a freezing in this pass changes: a second link of a flow
             stop = min(stop, int(np.where(p == first, n, p).min()))
-        frozen = np.flatnonzero(first < stop)
+        frozen = (first < stop).nonzero()[0]
         first = first.take(frozen)
         if flows is not None:
             frozen = flows.take(frozen)

@@ -21,14 +21,16 @@ import numpy as np
 import plotly.graph_objects as go
 
 from sim.metrics.tables import time_to_loss
-from sim.report.dashboard import DIAGNOSTIC_LABELS, _fig, diagnostic_kinds, loss_range, status_text, topology_text
-from sim.report.page import STATE_COLORS, STATE_LABELS, Page, export_pngs, fmt_bytes, grid_table, kv_table
+from sim.report.dashboard import DIAGNOSTIC_LABELS, DIAGNOSTIC_UNITS, _fig, diagnostic_kinds, loss_range, status_text, topology_text
+from sim.report.page import (BYTES_DEFINITION, STATE_COLORS, STATE_LABELS, Page, byte_unit, export_pngs, fmt_bytes,
+                             grid_table, kv_table)
 from sim.report.runs import (Group, NotDrawable, RunData, RunDirError, algorithm_label, find_run_dirs,
                              group_replications, incomparable, load_run, unique_labels)
 
-# Plotly's qualitative "D3" palette: ten colours that stay apart on screen and in print.
-PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-           "#17becf"]
+# Colours of methods (runs): none of them is a state colour (page.STATE_COLORS: green compute, red
+# comm-blocked, orange straggler-wait, grey down), so a colour means one thing on the whole page.
+PALETTE = ["#1f77b4", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#393b79", "#7b4173", "#6b6ecf",
+           "#8c6d31"]
 GRID_POINTS = 200
 
 
@@ -91,18 +93,76 @@ def pick_baseline(groups: list[Group], baseline: str | Path | None) -> Group:
 
 def choose_target(groups: list[Group], target: float | None) -> tuple[float | None, str]:
     """The eval loss that 'time to target' is measured at, and where it came from: the one
-    given, else the runs' common ``run.target_eval_loss``, else the worst final eval loss
-    among the runs (a loss every run reached)."""
+    given, else the runs' common ``run.target_eval_loss``, else none. There is no made-up
+    default: the worst final loss among the runs is by construction reached by the worst run
+    only at its last eval, so 'time to target' would measure when that eval happened, not
+    how fast the method learns. Without a target the page compares losses at equal tokens
+    and at equal simulated time (``fair_budgets``)."""
     if target is not None:
         return target, "given with --target"
     runs = [r for g in groups for r in g.runs]
+    if not any(has_losses(r) for r in runs):
+        return None, "none: timing-only runs have no losses"
     set_targets = {r.summary.get("target_eval_loss") for r in runs}
     if len(set_targets) == 1 and None not in set_targets:
         return set_targets.pop(), "run.target_eval_loss of every run"
+    return None, "none set (pass --target LOSS); losses are compared at equal tokens and equal simulated time"
+
+
+def has_losses(run: RunData) -> bool:
+    """Whether a run has eval losses (a timing-only run, numerics: false, has none)."""
+    return bool(len(run.metrics)) and bool((run.metrics["kind"] == "eval").any())
+
+
+def loss_at(run: RunData, column: str, x: float) -> float | None:
+    """The latest eval loss measured at or before ``x`` (tokens or simulated seconds): what the
+    run had shown by then, no interpolation; None when it had no eval by then."""
+    ev = _eval(run)
+    ev = ev[ev[column] <= x * (1 + 1e-9) + 1e-12].sort_values([column, "time_s"], kind="stable")
+    return float(ev["loss"].iloc[-1]) if len(ev) else None
+
+
+def fair_budgets(groups: list[Group]) -> dict | None:
+    """The two fair points of a comparison: the most tokens and the most simulated time that
+    every run's evals reached (min over runs of each run's last eval), and whether the runs
+    ended at different budgets (simulated time or tokens, by more than 1%) or final losses.
+    None when no run has losses."""
+    runs = [r for g in groups for r in g.runs if has_losses(r)]
+    if not runs:
+        return None
+    ends_s = [float(r.summary["sim_duration_s"]) for r in runs]
+    ends_tok = [float(r.summary.get("tokens") or 0) for r in runs]
     finals = [r.summary.get("final_eval_loss") for r in runs]
-    if any(f is None for f in finals):
-        return None, "some run has no eval loss"
-    return max(finals), "the worst final eval loss among the runs (every run reached it)"
+    finite = [f for f in finals if f is not None]
+
+    def differ(vals):
+        return bool(vals) and max(vals) > min(vals) * 1.01 + 1e-12
+
+    return {"tokens": min(float(_eval(r)["tokens"].max()) for r in runs),
+            "time_s": min(float(_eval(r)["time_s"].max()) for r in runs),
+            "end_s": (min(ends_s), max(ends_s)), "end_tokens": (min(ends_tok), max(ends_tok)),
+            "final_loss": (min(finite), max(finite)) if finite else (None, None),
+            "time_differs": differ(ends_s), "tokens_differ": differ(ends_tok),
+            "loss_differs": differ(finite) or len(finite) != len(finals)}
+
+
+def fair_notice(fair: dict | None) -> str | None:
+    """One paragraph saying when runs ended at different budgets or losses, so that nobody
+    reads their final numbers as a like-for-like comparison; None when they did not."""
+    if fair is None or not (fair["time_differs"] or fair["tokens_differ"] or fair["loss_differs"]):
+        return None
+    parts = []
+    if fair["time_differs"]:
+        parts.append(f"simulated times from {fair['end_s'][0]:,.4g} s to {fair['end_s'][1]:,.4g} s")
+    if fair["tokens_differ"]:
+        parts.append(f"token budgets from {fair['end_tokens'][0]:,.0f} to {fair['end_tokens'][1]:,.0f}")
+    if fair["loss_differs"] and fair["final_loss"][0] is not None:
+        parts.append(f"final eval losses from {fair['final_loss'][0]:.4f} to {fair['final_loss'][1]:.4f}")
+    return ("These runs ended at different budgets or losses (" + "; ".join(parts) + "), so their final "
+            "numbers are not a like-for-like comparison. Compare them at equal tokens (every run's loss after "
+            f"{fair['tokens']:,.0f} tokens) and at equal simulated time (after {fair['time_s']:,.4g} s): the "
+            "'loss at equal tokens' and 'loss at equal time' columns below, the 'Fair comparison' chart and the "
+            "dotted lines on the loss curves.")
 
 
 # ---------------------------------------------------------------------- numbers per group
@@ -132,8 +192,9 @@ def band(runs: list[RunData], column: str, kind: str = "eval", n: int = GRID_POI
     return grid, ys.mean(axis=0), ys.min(axis=0), ys.max(axis=0)
 
 
-def group_stats(g: Group, target: float | None) -> dict:
-    """Mean over a group's runs of what the comparison shows (None where a run lacks it)."""
+def group_stats(g: Group, target: float | None, fair: dict | None = None) -> dict:
+    """Mean over a group's runs of what the comparison shows (None where a run lacks it);
+    with ``fair`` (``fair_budgets``) also the loss at equal tokens and at equal time."""
     def mean(values):
         vals = [v for v in values if v is not None]
         return float(np.mean(vals)) if vals and len(vals) == len(values) else None
@@ -160,13 +221,17 @@ def group_stats(g: Group, target: float | None) -> dict:
         "peak_wan_gbps": mean([s.get("peak_wan_gbps") for s in ss]),
         "sim_duration_s": mean([s["sim_duration_s"] for s in ss]),
         "tokens": mean([s.get("tokens", 0) for s in ss]),
+        "loss_at_tokens": mean([loss_at(r, "tokens", fair["tokens"]) for r in g.runs]) if fair else None,
+        "loss_at_time": mean([loss_at(r, "time_s", fair["time_s"]) for r in g.runs]) if fair else None,
     }
 
 
 def diff_rows(groups: list[Group], baseline: Group, target: float | None) -> list[dict]:
     """One row per group: its numbers and their difference from the baseline's
-    (loss and CU as differences, time and bytes as ratios)."""
-    stats = {id(g): group_stats(g, target) for g in groups}
+    (loss and CU as differences, time and bytes as ratios), and its loss at the fair points
+    (equal tokens, equal simulated time) next to the baseline's."""
+    fair = fair_budgets(groups)
+    stats = {id(g): group_stats(g, target, fair) for g in groups}
     b = stats[id(baseline)]
 
     def diff(x, y):
@@ -183,6 +248,8 @@ def diff_rows(groups: list[Group], baseline: Group, target: float | None) -> lis
             "algorithm": algorithm_label(g.runs[0].algorithm), **s,
             "diverged": sum(1 for r in g.runs if r.summary.get("diverged") or r.manifest.get("status") == "diverged"),
             "d_final_eval_loss": diff(s["final_eval_loss"], b["final_eval_loss"]),
+            "d_loss_at_tokens": diff(s["loss_at_tokens"], b["loss_at_tokens"]),
+            "d_loss_at_time": diff(s["loss_at_time"], b["loss_at_time"]),
             "d_utilization": diff(s["utilization"], b["utilization"]),
             "x_time_to_target": ratio(s["time_to_target_s"], b["time_to_target_s"]),
             "x_bytes_total": ratio(s["bytes_total"], b["bytes_total"]),
@@ -194,10 +261,11 @@ def diff_rows(groups: list[Group], baseline: Group, target: float | None) -> lis
 
 # ---------------------------------------------------------------------- figures
 def _line_group(fig: go.Figure, g: Group, column: str, kind: str = "eval", name: str | None = None,
-                dash: str = "solid", yaxis: str = "y") -> None:
+                dash: str = "solid", yaxis: str = "y", x_scale: float = 1.0) -> None:
     x, mean, lo, hi = band(g.runs, column, kind)
     if not len(x):
         return
+    x = x / x_scale
     name = name or g.label
     if len(g.runs) > 1:
         fig.add_trace(go.Scatter(x=x, y=hi, mode="lines", line={"width": 0}, showlegend=False, hoverinfo="skip",
@@ -233,18 +301,46 @@ def _bars(title: str, groups: list[Group], values: list, ranges: list | None, yt
     return fig
 
 
+def fair_figure(groups: list[Group], stats: list[dict], fair: dict, yrange: list[float] | None) -> go.Figure:
+    """Each run's eval loss at equal tokens and at equal simulated time (the latest eval at or
+    before each point), side by side: the like-for-like view when runs end at different budgets."""
+    fig = _fig("Fair comparison: eval loss at equal tokens and at equal simulated time")
+    labels = [g.label for g in groups]
+    for key, name, pattern in (("loss_at_tokens", f"after {fair['tokens']:,.0f} tokens", ""),
+                               ("loss_at_time", f"after {fair['time_s']:,.4g} s simulated", "/")):
+        vals = [s[key] for s in stats]
+        fig.add_trace(go.Bar(x=labels, y=[v if v is not None else 0 for v in vals], name=name,
+                             text=[f"{v:.4f}" if v is not None else "-" for v in vals], textposition="outside",
+                             cliponaxis=False, marker={"color": [g.color for g in groups], "pattern_shape": pattern,
+                                                       "line": {"color": "#333", "width": 0.5}},
+                             hovertemplate="%{x}: %{text}<extra>" + html.escape(name) + "</extra>"))
+    lo = min([v for s in stats for v in (s["loss_at_tokens"], s["loss_at_time"]) if v is not None] or [0.0])
+    rng = [max(0.0, (yrange[0] if yrange else lo) - 0.05), (yrange[1] if yrange else None)]
+    fig.update_layout(barmode="group", yaxis={"title": "eval loss (nats)", "range": rng if rng[1] else None})
+    return fig
+
+
 def compare_figures(groups: list[Group], target: float | None) -> dict[str, tuple[go.Figure, bool]]:
-    """Every figure of the comparison page by div id (figure, wide?)."""
+    """Every figure of the comparison page by div id (figure, wide?). Timing-only runs (no
+    losses) get no loss figures: only what their timelines can show."""
     floor = groups[0].runs[0].summary.get("loss_floor")
     yrange = _loss_range(groups, floor)
     figs: dict[str, tuple[go.Figure, bool]] = {}
-    for fig_id, column, title, xlabel in (
-            ("cmp-loss-time", "time_s", "Eval loss vs simulated time", "simulated time (s)"),
-            ("cmp-loss-bytes", "bytes", "Eval loss vs bytes on the wire", "bytes sent so far (all transfers)"),
-            ("cmp-loss-tokens", "tokens", "Eval loss vs tokens", "tokens (all workers)")):
+    fair = fair_budgets(groups)
+    max_bytes = max([float(r.metrics["bytes"].max()) for g in groups for r in g.runs if has_losses(r)] or [0.0])
+    b_div, b_unit = byte_unit(max_bytes)
+    curves = (("cmp-loss-time", "time_s", "Eval loss vs simulated time", "simulated time (s)", 1.0),
+              ("cmp-loss-bytes", "bytes", "Eval loss vs bytes on the wire",
+               f"bytes sent so far, all transfers ({b_unit})", b_div),
+              ("cmp-loss-tokens", "tokens", "Eval loss vs tokens", "tokens (all workers)", 1.0))
+    for fig_id, column, title, xlabel, x_scale in curves if fair is not None else ():
         fig = _fig(title, height=440 if fig_id == "cmp-loss-time" else 400)
         for g in groups:
-            _line_group(fig, g, column)
+            _line_group(fig, g, column, x_scale=x_scale)
+        at = {"time_s": ("time_s", "equal time {:,.4g} s"), "tokens": ("tokens", "equal tokens {:,.0f}")}.get(column)
+        if at is not None:
+            fig.add_vline(x=fair[at[0]], line={"dash": "dot", "color": "#555", "width": 1},
+                          annotation_text=at[1].format(fair[at[0]]), annotation_position="top left")
         if floor is not None and yrange is not None and floor >= yrange[0]:
             fig.add_hline(y=floor, line={"dash": "dash", "color": "black", "width": 1},
                           annotation_text=f"loss floor {floor:.3f}", annotation_position="top right")
@@ -256,16 +352,19 @@ def compare_figures(groups: list[Group], target: float | None) -> dict[str, tupl
                           annotation_text=f"target {target:.3f}", annotation_position="bottom right")
         fig.update_layout(xaxis_title=xlabel, yaxis={"title": "eval loss (nats)", "range": yrange})
         figs[fig_id] = (fig, fig_id == "cmp-loss-time")
-    stats = [group_stats(g, target) for g in groups]
+    stats = [group_stats(g, target, fair) for g in groups]
+    if fair is not None:
+        figs["cmp-fair"] = (fair_figure(groups, stats, fair, yrange), False)
     cu = [s["utilization"] for s in stats]
     figs["cmp-cu"] = (_bars("Compute utilization (CU)", groups, cu, [s["utilization_range"] for s in stats],
                             "CU", [f"{v:.1%}" if v is not None else "-" for v in cu],
                             yaxis={"title": "CU", "range": [0, 1.08], "tickformat": ".0%"}), False)
     ttt = [s["time_to_target_s"] for s in stats]
-    tt_title = f"Simulated time to eval loss {target:.3f}" if target is not None else "Time to target (no target)"
-    figs["cmp-time-to-target"] = (_bars(tt_title, groups, ttt, [s["time_to_target_range"] for s in stats],
-                                        "simulated time (s)",
-                                        [f"{v:,.2f} s" if v is not None else "not reached" for v in ttt]), False)
+    if target is not None and fair is not None:  # only with a target someone chose, and losses to reach it
+        figs["cmp-time-to-target"] = (_bars(f"Simulated time to eval loss {target:.3f} (first eval at or below)",
+                                            groups, ttt, [s["time_to_target_range"] for s in stats],
+                                            "simulated time (s)",
+                                            [f"{v:,.2f} s" if v is not None else "not reached" for v in ttt]), False)
     fig = _fig("Where the time went (mean fraction of simulated time per state)")
     for st, color in STATE_COLORS.items():
         ys = [s["state_fractions"][st] or 0.0 for s in stats]
@@ -274,14 +373,18 @@ def compare_figures(groups: list[Group], target: float | None) -> dict[str, tupl
                              hovertemplate="%{x}: %{y:.1%}<extra>" + STATE_LABELS[st] + "</extra>"))
     fig.update_layout(barmode="stack", yaxis={"title": "fraction", "range": [0, 1.0001], "tickformat": ".0%"})
     figs["cmp-states"] = (fig, False)
-    fig = _fig("Bytes on the wire (log scale)")
+    fig = _fig("Bytes on the wire and WAN bytes (log scale)")
     labels = [g.label for g in groups]
-    for key, name, alpha in (("bytes_total", "all transfers", 1.0), ("wan_bytes", "over WAN links", 0.5)):
+    top = max([s[k] or 0.0 for s in stats for k in ("bytes_total", "wan_bytes")] or [0.0])
+    div, unit = byte_unit(top)
+    for key, name, alpha in (("bytes_total", "bytes on the wire (each transfer once)", 1.0),
+                             ("wan_bytes", "WAN bytes (once per WAN link crossed)", 0.5)):
         vals = [s[key] or 0.0 for s in stats]
-        fig.add_trace(go.Bar(x=labels, y=vals, name=name, text=[fmt_bytes(v) for v in vals], textposition="outside",
-                             cliponaxis=False, marker={"color": [_rgba(g.color, alpha) for g in groups],
-                                                       "line": {"color": [g.color for g in groups], "width": 1}}))
-    fig.update_layout(barmode="group", yaxis={"title": "bytes", "type": "log"})
+        fig.add_trace(go.Bar(x=labels, y=[v / div for v in vals], name=name, text=[fmt_bytes(v) for v in vals],
+                             textposition="outside", cliponaxis=False,
+                             marker={"color": [_rgba(g.color, alpha) for g in groups],
+                                     "line": {"color": [g.color for g in groups], "width": 1}}))
+    fig.update_layout(barmode="group", yaxis={"title": unit, "type": "log", "dtick": 1})  # powers of ten only
     figs["cmp-bytes"] = (fig, False)
     kinds = sorted({k for g in groups for r in g.runs for k in diagnostic_kinds(r.metrics)})
     if kinds:
@@ -292,10 +395,10 @@ def compare_figures(groups: list[Group], target: float | None) -> dict[str, tupl
                 if any(k in diagnostic_kinds(r.metrics) for r in g.runs):
                     _line_group(fig, g, "time_s", kind=k, name=f"{g.label}: {k}", dash=dashes[i % len(dashes)],
                                 yaxis="y" if i == 0 else "y2")
-        layout = {"xaxis_title": "simulated time (s)",
-                  "yaxis": {"title": ", ".join(DIAGNOSTIC_LABELS.get(k, k).split(":")[0] for k in kinds[:1])}}
+        layout = {"xaxis_title": "simulated time (s)", "yaxis": {"title": DIAGNOSTIC_UNITS.get(kinds[0], kinds[0])}}
         if len(kinds) > 1:
-            layout["yaxis2"] = {"title": ", ".join(kinds[1:]), "overlaying": "y", "side": "right"}
+            layout["yaxis2"] = {"title": ", ".join(DIAGNOSTIC_UNITS.get(k, k) for k in kinds[1:]), "overlaying": "y",
+                                "side": "right"}
         fig.update_layout(**layout)
         figs["cmp-diagnostics"] = (fig, True)
     return figs
@@ -306,18 +409,32 @@ def _f(v, fmt: str, none: str = "-") -> str:
     return none if v is None else format(v, fmt)
 
 
-def diff_table_html(rows: list[dict]) -> str:
-    header = ["run", "algorithm", "final eval loss", "\u0394 loss", "CU", "\u0394 CU", "time to target",
+def _timing_text(timing: dict | None) -> str | None:
+    """A timing proxy in words (``timing: {params, layers, step_time_s}``), None without one."""
+    if not timing:
+        return None
+    parts = [f"{timing['params']:.3g} parameters" if timing.get("params") else None,
+             f"{timing['layers']} layers" if timing.get("layers") else None,
+             f"{timing['step_time_s']:g} s per step" if timing.get("step_time_s") else None]
+    return ", ".join(p for p in parts if p) or ", ".join(f"{k}={v}" for k, v in timing.items())
+
+
+def diff_table_html(rows: list[dict], target_set: bool = True) -> str:
+    losses = any(r["final_eval_loss"] is not None for r in rows)
+    header = ["run", "algorithm", "final eval loss", "\u0394 loss", "loss at equal tokens", "\u0394",
+              "loss at equal time", "\u0394", "CU", "\u0394 CU", "time to target",
               "\u00d7 time", "bytes on wire", "\u00d7 bytes", "WAN bytes", "bytes / worker / round",
-              "peak WAN", "simulated time"]
+              "peak WAN", "simulated time", "tokens"]
     body = []
     for r in rows:
         base = r["baseline"]
         sw = f"<span class='swatch' style='background:{r['color']}'></span>{html.escape(r['label'])}" + \
              (" <b>(baseline)</b>" if base else "")
         body.append([
-            sw, r["algorithm"], _f(r["final_eval_loss"], ".4f", "diverged" if r.get("diverged") else "-"),
+            sw, r["algorithm"].split(" ")[0], _f(r["final_eval_loss"], ".4f", "diverged" if r.get("diverged") else "-"),
             "baseline" if base else _f(r["d_final_eval_loss"], "+.4f"),
+            _f(r["loss_at_tokens"], ".4f"), "baseline" if base else _f(r["d_loss_at_tokens"], "+.4f"),
+            _f(r["loss_at_time"], ".4f"), "baseline" if base else _f(r["d_loss_at_time"], "+.4f"),
             _f(r["utilization"], ".1%"), "baseline" if base else
             (_f(r["d_utilization"] * 100 if r["d_utilization"] is not None else None, "+.1f") + " pp"),
             _f(r["time_to_target_s"], ",.2f", "not reached") + (" s" if r["time_to_target_s"] is not None else ""),
@@ -325,8 +442,15 @@ def diff_table_html(rows: list[dict]) -> str:
             fmt_bytes(r["bytes_total"]), "baseline" if base else _f(r["x_bytes_total"], ".3g") + "\u00d7",
             fmt_bytes(r["wan_bytes"]), fmt_bytes(r["bytes_per_worker_per_round"]),
             _f(r["peak_wan_gbps"], ".3g") + " Gbit/s" if r["peak_wan_gbps"] is not None else "-",
-            _f(r["sim_duration_s"], ",.2f") + " s",
+            _f(r["sim_duration_s"], ",.2f") + " s", _f(r["tokens"], ",.0f"),
         ])
+    drop = set() if losses else {2, 3, 4, 5, 6, 7}  # timing-only runs: no columns about losses
+    if not any(r["time_to_target_s"] is not None for r in rows) and not target_set:
+        drop |= {10, 11}  # no target chosen: no 'not reached' column that says nothing
+    if drop:
+        keep = [i for i in range(len(header)) if i not in drop]
+        header = [header[i] for i in keep]
+        body = [[row[i] for i in keep] for row in body]
     return grid_table(header, body, "diff-table", raw_first=True)
 
 
@@ -352,12 +476,24 @@ def build_compare(groups: list[Group], baseline: Group, target: float | None, ta
     sc = groups[0].runs[0].scenario
     page.html(f"<h1>Comparison of {n_runs} runs" + (f" in {len(groups)} groups" if len(groups) != n_runs else "")
               + "</h1>")
-    rows = [("model", ", ".join(f"{k}={v}" for k, v in sc["model"].items())),
-            ("data", ", ".join(f"{k}={v}" for k, v in sc["data"].items())),
-            ("loss floor", _f(groups[0].runs[0].summary.get("loss_floor"), ".4f")),
-            ("target eval loss", f"{_f(target, '.4f')} ({target_why})"),
-            ("baseline", baseline.label)]
+    timing_only = not any(has_losses(r) for g in groups for r in g.runs)
+    proxies = sorted({_timing_text(r.scenario.get("timing")) for g in groups for r in g.runs} - {None})
+    if timing_only:  # nothing was trained: the model and data sections describe nothing on this page
+        rows = [("timing proxy", "; ".join(proxies) or "-"),
+                ("numerics", "none (timing-only runs, numerics: false): no losses, so no loss or time-to-target "
+                             "figures; utilization, time and bytes only")]
+    else:
+        rows = [("model", ", ".join(f"{k}={v}" for k, v in sc["model"].items())),
+                ("data", ", ".join(f"{k}={v}" for k, v in sc["data"].items()))]
+        if proxies:
+            rows.append(("timing proxy (step times and payloads)", "; ".join(proxies)))
+        rows += [("loss floor", _f(groups[0].runs[0].summary.get("loss_floor"), ".4f")),
+                 ("target eval loss", f"{_f(target, '.4f')} ({target_why})")]
+    rows.append(("baseline", baseline.label))
     page.html(kv_table(rows))
+    notice = fair_notice(fair_budgets(groups))
+    if notice:
+        page.html(f"<p class='notice' id='fair-notice'>{html.escape(notice)}</p>")
     if forced_note:
         page.html(f"<p class='note'><b>Forced:</b> {html.escape(forced_note)}; losses may not be comparable.</p>")
     page.html("<p class='note'>Replications (same scenario, different seeds) are one line: the mean, with a "
@@ -368,7 +504,7 @@ def build_compare(groups: list[Group], baseline: Group, target: float | None, ta
                   + grid_table(["run", "status", "error"], [[str(p), st, e or "-"] for p, st, e in not_drawn],
                                "not-drawn-table"))
     rows_ = diff_rows(groups, baseline, target)
-    page.html("<h2>Differences against the baseline</h2>" + diff_table_html(rows_))
+    page.html("<h2>Differences against the baseline</h2>" + diff_table_html(rows_, target is not None))
     page.data("locosim-compare", rows_)
     if sweep is not None:  # a sweep directory: each metric against each swept parameter first
         from sim.report.sweep import sweep_figures
@@ -380,10 +516,15 @@ def build_compare(groups: list[Group], baseline: Group, target: float | None, ta
                 page.figure(fig_id, fig)
                 figs[fig_id] = (fig, False)
             page.html("</div>")
-    order = [("Learning", ["cmp-loss-time", "cmp-loss-bytes", "cmp-loss-tokens", "cmp-diagnostics"]),
+    order = [("Learning", ["cmp-fair", "cmp-loss-time", "cmp-loss-bytes", "cmp-loss-tokens", "cmp-diagnostics"]),
              ("Utilization and cost", ["cmp-cu", "cmp-time-to-target", "cmp-states", "cmp-bytes"])]
     for title, ids in order:
-        page.html(f"<h2>{title}</h2><div class='cols'>")
+        if not any(i in figs for i in ids):
+            continue
+        page.html(f"<h2>{title}</h2>")
+        if title == "Utilization and cost":
+            page.html(f"<p class='note'>{BYTES_DEFINITION}</p>")
+        page.html("<div class='cols'>")
         for i in ids:
             if i in figs:
                 fig, wide = figs[i]

@@ -36,17 +36,27 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from sim.metrics.tables import bytes_in_bins, replay_rates, time_to_loss
-from sim.report.page import (STATE_COLORS, STATE_LABELS, Page, export_pngs, fmt_bytes, fmt_gbps, fmt_s, kv_table)
+from sim.report.page import (BYTES_DEFINITION, STATE_COLORS, STATE_LABELS, Page, byte_unit, export_pngs, fmt_bytes,
+                             fmt_gbps, fmt_s, kv_table)
 from sim.report.runs import RunData, algorithm_label, load_run, topology_graph
 
 STATES = list(STATE_COLORS)
 MAX_GANTT_ROWS = 64  # above this many workers the timeline shows one row per region
-MAX_GANTT_BARS = 20_000  # above this many spans, each row is cut into time slices (majority state)
-THROUGHPUT_BINS = 400  # throughput with more steps than MAX_STEP_POINTS is shown as bin means
-MAX_STEP_POINTS = 6000
+MAX_GANTT_BARS = 20_000  # above this many spans, each row is cut into time slices
+MAX_SPANS_PER_ROW = 400  # above this many spans in a row (a long run) the row is cut into slices too:
+                         # a ~1,300 px chart cannot show more, and hundreds of rounds blur into one colour
+GANTT_SLICES = 200  # slices per row when cut; each drawn as its states' shares of the slice
+THROUGHPUT_BINS = 200  # throughput with more steps than MAX_STEP_POINTS is shown as bin means
+MAX_STEP_POINTS = 200  # more steps than this (e.g. ddp's bursts every step) merge into a solid block at
+                       # link capacity on screen however low the mean is: show means over time bins
 DIAGNOSTIC_LABELS = {
-    "spread": "NoLoCo spread: std of slow weights across workers",
-    "drift": "eager DiLoCo drift: max pairwise distance of workers' outer parameters",
+    "spread": "NoLoCo spread: RMS over parameters of the std of slow weights across workers",
+    "drift": "eager DiLoCo drift: largest L2 distance between two workers' outer parameters",
+}
+# Axis titles with units: both are in the parameters' own units (the weights are dimensionless numbers).
+DIAGNOSTIC_UNITS = {
+    "spread": "spread (RMS std across workers, parameter units)",
+    "drift": "drift (L2 distance, parameter units)",
 }
 
 
@@ -126,6 +136,32 @@ def _state_times_by_node(st: pd.DataFrame, nodes: list[str], edges: np.ndarray) 
     return out
 
 
+def _share_bars(times: np.ndarray, edges: np.ndarray) -> list[tuple[float, float, int, str]]:
+    """Bars that draw each time slice as its states' shares of the slice (compute first), so a
+    slice where workers computed 21% of the time shows 21% green, not the majority colour;
+    consecutive slices wholly in one state are merged. [(start, end, state, hover note)]"""
+    bars: list[tuple[float, float, int, str]] = []
+    total = times.sum(axis=0)
+    for b in range(times.shape[1]):
+        if total[b] <= 0:
+            continue
+        frac = times[:, b] / total[b]
+        a, width = edges[b], edges[b + 1] - edges[b]
+        pure = np.flatnonzero(frac > 0.995)
+        if len(pure) and bars and bars[-1][2] == pure[0] and bars[-1][1] == a and bars[-1][3] == "":
+            bars[-1] = (bars[-1][0], edges[b + 1], int(pure[0]), "")
+            continue
+        if len(pure):
+            bars.append((a, edges[b + 1], int(pure[0]), ""))
+            continue
+        note = ", ".join(f"{STATE_LABELS[x]} {f:.0%}" for x, f in zip(STATES, frac) if f > 0.005)
+        note = f"slice {a:.4g}-{edges[b + 1]:.4g} s: {note}"
+        for k in np.flatnonzero(frac > 0):
+            bars.append((a, a + frac[k] * width, int(k), note))
+            a += frac[k] * width
+    return bars
+
+
 def _segments_from_bins(times: np.ndarray, edges: np.ndarray) -> list[tuple[float, float, int, np.ndarray]]:
     """Merge consecutive bins whose majority state is the same: [(start, end, state, fractions)]."""
     total = times.sum(axis=0)
@@ -155,16 +191,18 @@ def timeline(run: RunData) -> tuple[go.Figure, dict | None]:
     bars: list[tuple[str, float, float, int, str]] = []  # row, start, end, state index, hover note
     note = ""
     selector = None
-    if not aggregate and len(st) <= MAX_GANTT_BARS:
+    per_row = st.groupby("node").size().max() if len(st) else 0
+    if not aggregate and len(st) <= MAX_GANTT_BARS and per_row <= MAX_SPANS_PER_ROW:
         rows = nodes
         sidx = {s: i for i, s in enumerate(STATES)}
         for r in st.itertuples(index=False):
             bars.append((r.node, r.start_s, r.end_s, sidx[r.state], ""))
     else:
         n_rows = len({region_of(n) for n in nodes}) if aggregate else len(nodes)
-        n_bins = int(min(2000, max(100, MAX_GANTT_BARS // max(n_rows, 1))))
+        n_bins = int(min(GANTT_SLICES, max(20, MAX_GANTT_BARS // max(4 * n_rows, 1))))
         edges = np.linspace(0.0, duration, n_bins + 1) if duration > 0 else np.array([0.0, 1.0])
-        note = f" (each row cut into {n_bins} slices of {edges[1] - edges[0]:.3g} s, coloured by majority state)"
+        note = (f" ({len(st):,} spans: each row cut into {n_bins} slices of {edges[1] - edges[0]:.3g} s, each "
+                "drawn as its states' shares; hover for them)")
         per_node = _state_times_by_node(st, nodes, edges)
         if aggregate:
             regions: dict[str, list[str]] = {}
@@ -174,9 +212,8 @@ def timeline(run: RunData) -> tuple[go.Figure, dict | None]:
             for reg, members in regions.items():
                 label = f"{reg} ({len(members)} workers)"
                 rows.append(label)
-                for a, b, s, frac in _segments_from_bins(sum(per_node[n] for n in members), edges):
-                    bars.append((label, a, b, s, ", ".join(f"{STATE_LABELS[x]} {f:.0%}"
-                                                           for x, f in zip(STATES, frac) if f > 0.005)))
+                for a, b, s, why in _share_bars(sum(per_node[n] for n in members), edges):
+                    bars.append((label, a, b, s, why))
             coarse = np.linspace(0.0, edges[-1], min(n_bins, 200) + 1)
             selector = {"rows": rows, "states": STATES, "workers": {}}
             for n, t in _state_times_by_node(st, nodes, coarse).items():
@@ -184,9 +221,8 @@ def timeline(run: RunData) -> tuple[go.Figure, dict | None]:
         else:
             rows = nodes
             for n in nodes:
-                for a, b, s, frac in _segments_from_bins(per_node[n], edges):
-                    bars.append((n, a, b, s, ", ".join(f"{STATE_LABELS[x]} {f:.0%}"
-                                                       for x, f in zip(STATES, frac) if f > 0.005)))
+                for a, b, s, why in _share_bars(per_node[n], edges):
+                    bars.append((n, a, b, s, why))
     title = ("Timeline: worker states" if not aggregate else
              f"Timeline: {len(nodes)} workers, one row per region (pick a worker below to add its row)") + note
     fig = _fig(title, height=int(min(900, 140 + 26 * (len(rows) + (1 if aggregate else 0)))))
@@ -279,7 +315,8 @@ def network_series(run: RunData) -> dict:
 
 def throughput_xy(t: np.ndarray, r: np.ndarray, end_s: float, n_points: int) -> tuple[np.ndarray, np.ndarray, str]:
     """Plot points (x s, y Gbit/s, drawn as steps) of a rate step function: exact when it
-    has at most ``MAX_STEP_POINTS`` steps, else its mean over ``THROUGHPUT_BINS`` equal bins."""
+    has at most ``MAX_STEP_POINTS`` steps, else its mean over ``THROUGHPUT_BINS`` equal bins
+    (a time average: its area is still the bytes carried)."""
     if n_points <= MAX_STEP_POINTS:
         x = np.r_[t, max(end_s, float(t[-1]))]
         return x, np.r_[r, 0.0] * 8 / 1e9, "exact"
@@ -288,22 +325,35 @@ def throughput_xy(t: np.ndarray, r: np.ndarray, end_s: float, n_points: int) -> 
     return edges, np.r_[gbps, gbps[-1]], f"mean over {edges[1] - edges[0]:.3g} s bins"
 
 
+# Colours of links and region pairs: none is a state colour (page.STATE_COLORS), none a compare-page method colour.
+SERIES_PALETTE = ["#1f77b4", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#393b79", "#7b4173"]
+
+
 def _throughput_figure(title: str, series: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]], end_s: float,
                        caps: dict[tuple[str, str], float] | None = None) -> go.Figure:
     fig = _fig(title)
-    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+    palette = SERIES_PALETTE
     n_points = sum(len(t) for t, _ in series.values())
     how = "exact"
     for i, ((a, b), (t, r)) in enumerate(sorted(series.items())):
         x, y, how = throughput_xy(t, r, end_s, n_points)
-        fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line_shape="hv", name=f"{a}\u2192{b}",
-                                 line={"width": 1.3, "color": palette[i % len(palette)]},
+        color = palette[i % len(palette)]
+        mean = float(np.sum(r[:-1] * np.diff(t))) * 8 / 1e9 / end_s if len(t) > 1 and end_s > 0 else 0.0
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line_shape="hv", name=f"{a}\u2192{b} (mean {mean:.3g})",
+                                 legendgroup=f"{a}{b}", line={"width": 1.3, "color": color},
                                  hovertemplate="%{x:.4f} s: %{y:.3g} Gbit/s<extra>" + f"{a}\u2192{b}</extra>"))
+        if how != "exact":  # the exact peak, which bin means hide, as its own line
+            peak = float(r.max()) * 8 / 1e9
+            fig.add_trace(go.Scatter(x=[0.0, end_s], y=[peak, peak], mode="lines", name=f"{a}\u2192{b} peak",
+                                     legendgroup=f"{a}{b}", line={"width": 1, "color": color, "dash": "dash"},
+                                     hovertemplate=f"peak {peak:.3g} Gbit/s<extra>{a}\u2192{b}</extra>"))
     caps_seen = sorted({c for l, c in (caps or {}).items() if l in series and math.isfinite(c)})
     for c in caps_seen[:3]:
         fig.add_hline(y=c, line={"dash": "dot", "color": "#888", "width": 1}, annotation_text=f"capacity {c:g} Gbit/s",
                       annotation_position="top left")
     fig.update_layout(xaxis_title="simulated time (s)", yaxis_title=f"Gbit/s ({how})")
+    if how != "exact":
+        fig.update_layout(title_text=f"{title}: time-averaged ({how}), exact peak dashed")
     return fig
 
 
@@ -311,27 +361,32 @@ def bytes_per_link(summary: dict) -> go.Figure:
     links = sorted(summary["bytes_per_link"], key=lambda l: (l["kind"] != "wan", -l["bytes"], l["link"]))
     links = [l for l in links if l["bytes"] > 0]
     fig = _fig("Bytes per directed link (WAN dark, intra-region light)")
-    fig.add_trace(go.Bar(x=[l["link"] for l in links], y=[l["bytes"] for l in links], name="bytes",
+    div, unit = byte_unit(max([l["bytes"] for l in links] or [0.0]))
+    fig.add_trace(go.Bar(x=[l["link"] for l in links], y=[l["bytes"] / div for l in links], name="bytes",
                          marker_color=["#6a51a3" if l["kind"] == "wan" else "#bcbddc" for l in links],
                          text=[fmt_bytes(l["bytes"]) for l in links], textposition="outside", cliponaxis=False,
                          hovertext=[f"{l['kind']}, {l['bandwidth_gbps']:g} Gbit/s" for l in links]))
-    fig.update_layout(yaxis_title="bytes", showlegend=False)
+    fig.update_layout(yaxis_title=unit, showlegend=False)
     return fig
 
 
 def peak_vs_mean(summary: dict, peaks_gbps: dict[tuple[str, str], float]) -> go.Figure:
     wan = [l for l in summary["bytes_per_link"] if l["kind"] == "wan"]
     names = [l["link"] for l in wan]
-    fig = _fig("WAN bandwidth used: peak and mean over the run, against capacity")
-    fig.add_trace(go.Bar(x=names, y=[peaks_gbps.get((l["src"], l["dst"]), 0.0) for l in wan], name="peak",
-                         marker_color="#08519c"))
-    fig.add_trace(go.Bar(x=names, y=[l["bytes"] * 8 / 1e9 / summary["sim_duration_s"]
-                                     if summary["sim_duration_s"] > 0 else 0.0 for l in wan],
-                         name="mean", marker_color="#6baed6"))
-    fig.add_trace(go.Scatter(x=names, y=[l.get("cap_gbps", l["bandwidth_gbps"]) for l in wan], name="capacity",
+    peak = [peaks_gbps.get((l["src"], l["dst"]), 0.0) for l in wan]
+    mean = [l["bytes"] * 8 / 1e9 / summary["sim_duration_s"] if summary["sim_duration_s"] > 0 else 0.0 for l in wan]
+    cap = [l.get("cap_gbps", l["bandwidth_gbps"]) for l in wan]
+    values = [v for v in peak + mean + cap if v > 0 and math.isfinite(v)]
+    log = bool(values) and max(values) > 20 * min(values)  # a mean far below the peak stays visible
+    fig = _fig("WAN bandwidth used: peak and mean over the run, against capacity" + (" (log scale)" if log else ""))
+    fig.add_trace(go.Bar(x=names, y=peak, name="peak", marker_color="#08519c", text=[fmt_gbps(v) for v in peak],
+                         textposition="outside", cliponaxis=False))
+    fig.add_trace(go.Bar(x=names, y=mean, name="mean", marker_color="#6baed6", text=[fmt_gbps(v) for v in mean],
+                         textposition="outside", cliponaxis=False))
+    fig.add_trace(go.Scatter(x=names, y=cap, name="capacity",
                              mode="markers", marker={"symbol": "line-ew-open", "size": 30, "color": "black",
                                                      "line": {"width": 2}}))
-    fig.update_layout(barmode="group", yaxis_title="Gbit/s")
+    fig.update_layout(barmode="group", yaxis={"title": "Gbit/s", **({"type": "log", "dtick": 1} if log else {})})
     return fig
 
 
@@ -363,11 +418,13 @@ def topology_picture(run: RunData) -> go.Figure:
         mids_y.append((y0 + y1) / 2)
         mids_t.append(f"{a}\u2013{b}: {fmt_bytes(nbytes)}<br>{link['bandwidth_gbps']:g} Gbit/s, "
                       f"{link['latency_s'] * 1e3:g} ms")
-    if mids_x:
-        fig.add_trace(go.Scatter(x=mids_x, y=mids_y, mode="markers+text", text=[t.split("<br>")[0].split(": ")[1]
-                                                                                 for t in mids_t],
-                                 textposition="top center", hovertext=mids_t, hoverinfo="text", name="WAN link",
-                                 marker={"size": 6, "color": "#6a51a3"}, showlegend=False))
+    if mids_x:  # labels on a white box beside the link's middle, so neither the line nor another label hides them
+        fig.add_trace(go.Scatter(x=mids_x, y=mids_y, mode="markers", hovertext=mids_t, hoverinfo="text",
+                                 name="WAN link", marker={"size": 6, "color": "#6a51a3"}, showlegend=False))
+        for x, y, t in zip(mids_x, mids_y, mids_t):
+            fig.add_annotation(x=x, y=y, text=t.split("<br>")[0].split(": ")[1], showarrow=False,
+                               bgcolor="rgba(255,255,255,0.9)", bordercolor="#6a51a3", borderwidth=1, borderpad=2,
+                               xshift=0 if abs(x) < 1e-9 else (40 if x > 0 else -40), yshift=14)
     big = max(nodes.values())
     fig.add_trace(go.Scatter(x=[pos[r][0] for r in regions], y=[pos[r][1] for r in regions], mode="markers+text",
                              text=[f"<b>{r}</b><br>{nodes[r]} workers" for r in regions], textposition="middle center",
@@ -404,7 +461,11 @@ def loss_vs_time(metrics: pd.DataFrame, floor: float | None) -> go.Figure:
 def loss_vs(metrics: pd.DataFrame, column: str, title: str, xlabel: str, floor: float | None) -> go.Figure:
     ev = metrics[metrics["kind"] == "eval"]
     fig = _fig(title)
-    fig.add_trace(go.Scatter(x=ev[column], y=ev["loss"], mode="lines+markers", name="eval loss",
+    x = ev[column]
+    if column == "bytes":  # MB / GB, not plotly's SI suffixes ("1B" = a billion)
+        div, unit = byte_unit(float(x.max()) if len(x) else 0.0)
+        x, xlabel = x / div, f"{xlabel} ({unit})"
+    fig.add_trace(go.Scatter(x=x, y=ev["loss"], mode="lines+markers", name="eval loss",
                              line={"color": "#08519c"}, marker={"size": 5}))
     _floor_line(fig, floor, ev["loss"])
     fig.update_layout(xaxis_title=xlabel, yaxis_title="eval loss (nats)", showlegend=False)
@@ -425,9 +486,10 @@ def diagnostics(metrics: pd.DataFrame) -> go.Figure | None:
         d = metrics[metrics["kind"] == k]
         fig.add_trace(go.Scatter(x=d["time_s"], y=d["loss"], mode="lines+markers", name=DIAGNOSTIC_LABELS.get(k, k),
                                  yaxis="y" if i == 0 else "y2", marker={"size": 4}))
-    layout = {"xaxis_title": "simulated time (s)", "yaxis": {"title": kinds[0]}}
+    layout = {"xaxis_title": "simulated time (s)", "yaxis": {"title": DIAGNOSTIC_UNITS.get(kinds[0], kinds[0])}}
     if len(kinds) > 1:
-        layout["yaxis2"] = {"title": ", ".join(kinds[1:]), "overlaying": "y", "side": "right"}
+        layout["yaxis2"] = {"title": ", ".join(DIAGNOSTIC_UNITS.get(k, k) for k in kinds[1:]), "overlaying": "y",
+                            "side": "right"}
     fig.update_layout(**layout)
     return fig
 
@@ -573,8 +635,9 @@ def header_rows(run: RunData) -> list[tuple[str, object]]:
         ("status", status_text(m, s)),
         ("algorithm", algorithm_label(sc["algorithm"])),
         ("topology", topology_text(sc["topology"])),
-        ("model", f"{section_text(sc['model'])} ({s.get('n_params', 0):,} parameters)"),
-        ("data", section_text(sc["data"])),
+        *([("timing proxy (step times, payloads)", section_text(sc["timing"]))] if sc.get("timing") else []),
+        *([("model", f"{section_text(sc['model'])} ({s.get('n_params', 0):,} parameters)"),
+           ("data", section_text(sc["data"]))] if sc.get("numerics", True) else []),
         ("inner optimizer", section_text(sc.get("optimizer", {}))),
         ("seed", m.get("seed")),
         ("simulated duration", fmt_s(s.get("sim_duration_s"))),
@@ -616,7 +679,7 @@ def run_figures(run: RunData) -> tuple[dict[str, tuple[go.Figure, bool]], dict |
         figs["fig-loss-tokens"] = (loss_vs(run.metrics, "tokens", "Eval loss vs tokens", "tokens (all workers)",
                                            floor), False)
         figs["fig-loss-bytes"] = (loss_vs(run.metrics, "bytes", "Eval loss vs bytes on the wire",
-                                          "bytes sent so far (all transfers)", floor), False)
+                                          "bytes sent so far, all transfers", floor), False)
     diag = diagnostics(run.metrics) if len(run.metrics) else None
     if diag is not None:
         figs["fig-diagnostics"] = (diag, True)
@@ -653,6 +716,8 @@ def build_dashboard(run: RunData) -> Page:
         page.html(f"<h2>{title}</h2>")
         if title == "Learning" and "fig-loss-time" not in figs:
             page.html("<p class='note'>No losses: a timing-only run (no numerics).</p>")
+        if title == "Network":
+            page.html(f"<p class='note'>{BYTES_DEFINITION}</p>")
         if title == "Network" and "fig-throughput-link" not in figs:
             page.html("<p class='note'>No WAN traffic in this run (one region, or nothing crossed a WAN link).</p>")
         page.html("<div class='cols'>")

@@ -33,7 +33,8 @@ table.grid{border-collapse:collapse;font-size:.92em} table.grid th,table.grid td
 table.grid th{background:#f4f4f4} table.grid td.num{text-align:right;font-variant-numeric:tabular-nums}
 .cols{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:1em}
 .cols>.wide{grid-column:1 / span 2} .fig{min-height:200px}
-.note{color:#666;font-size:.9em} .swatch{display:inline-block;width:.9em;height:.9em;border-radius:2px;
+.note{color:#666;font-size:.9em}
+.notice{background:#fff4d6;border-left:4px solid #b8860b;padding:.5em .8em;margin:.8em 0} .swatch{display:inline-block;width:.9em;height:.9em;border-radius:2px;
 vertical-align:middle;margin-right:.4em}
 """
 
@@ -46,6 +47,35 @@ def fmt_bytes(b: float | None) -> str:
             return f"{b:,.1f} {unit}"
         b /= 1000.0
     return f"{b:.1f} PB"
+
+
+def byte_unit(max_bytes: float) -> tuple[float, str]:
+    """(divisor, unit) for a byte axis whose largest value is ``max_bytes``: kB, MB, GB, TB or PB
+    (powers of 1000, as ``fmt_bytes``). A byte axis is drawn in these units, never with plotly's
+    SI suffixes, whose "B" (billion) next to "bytes" reads as bytes."""
+    for div, unit in ((1e15, "PB"), (1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
+        if max_bytes >= div:
+            return div, unit
+    return 1.0, "bytes"
+
+
+# What the two byte counts on every page mean (routed traffic is why WAN bytes can be larger).
+BYTES_DEFINITION = ("<b>Bytes on the wire</b>: the payload of every transfer, counted once however many links it "
+                    "crosses (intra-region included). <b>WAN bytes</b>: bytes over WAN links, counted once per WAN "
+                    "link a transfer crosses; a transfer routed through a third region crosses two WAN links and "
+                    "counts twice, so WAN bytes can exceed bytes on the wire.")
+
+
+def wrap_title(text: str, width: int) -> list[str]:
+    """A figure title cut at spaces into lines of at most ``width`` characters (plotly does not
+    wrap titles: a long one runs under the toolbar or off the figure)."""
+    lines: list[str] = []
+    for word in str(text).split(" "):
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines or [""]
 
 
 def fmt_s(s: float | None) -> str:
@@ -75,6 +105,25 @@ def grid_table(header: list[str], rows: list[list[object]], table_id: str, raw_f
     return f"<table class='grid' id='{table_id}'><thead><tr>{ths}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
+TOOLBAR_PX = 30  # height of plotly's toolbar (modebar) at the figure's top right; titles start below it
+TITLE_CHARS = {False: 70, True: 150}  # characters per title line in a half-width / full-width figure
+
+
+def place_title(fig: go.Figure, wide: bool) -> None:
+    """Wrap the title to the figure's width and put it below the toolbar, with the top margin it
+    needs, so that the toolbar never covers its end."""
+    text = fig.layout.title.text or ""
+    if "<br>" in text:
+        lines = text.split("<br>")
+    else:
+        lines = wrap_title(text, TITLE_CHARS[wide])
+    height = fig.layout.height or 450
+    line_px = 20
+    fig.update_layout(title={"text": "<br>".join(lines), "yref": "container", "yanchor": "top",
+                             "y": 1 - TOOLBAR_PX / height, "x": 0.01, "xanchor": "left"},
+                      margin={"t": TOOLBAR_PX + line_px * len(lines) + 16})
+
+
 class Page:
     """Sections of HTML and figures, written as one file with plotly.js inlined once."""
 
@@ -91,6 +140,7 @@ class Page:
         """Add a figure in its own div ``fig_id`` (the div the browser test looks for)."""
         self.figures[fig_id] = fig
         fig.update_layout(template="plotly_white", font={"size": 12})
+        place_title(fig, wide)
         div = fig.to_html(full_html=False, include_plotlyjs=self._first_fig, div_id=fig_id, config=CONFIG)
         self._first_fig = False
         self.parts.append(f"<div class='fig{' wide' if wide else ''}'>{div}</div>")

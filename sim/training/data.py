@@ -234,7 +234,26 @@ class CharText:
         return self._windows(g, self.eval, batch_size)
 
 
-DATASETS = {"synthetic": MarkovLanguage, "text": CharText}
+def _plugin_data(spec, seq_len: int, n_workers: int, seed: int):
+    """A user's data (``data.plugin``): ``Name(seq_len=, n_workers=, seed=, **args)``, checked
+    for the methods the numerics call."""
+    from sim.algorithms.plugins import PluginError, load_object
+
+    make = load_object(spec.plugin, "data.plugin")
+    try:
+        data = make(seq_len=seq_len, n_workers=n_workers, seed=seed, **spec.args)
+    except Exception as err:
+        raise PluginError(f"data.args: {getattr(make, '__name__', make)}(seq_len=, n_workers=, seed=, **args) "
+                          f"failed: {type(err).__name__}: {err}") from None
+    missing = [a for a in ("vocab_size", "train_batch", "eval_batch") if not hasattr(data, a)]
+    if missing:
+        raise PluginError(f"data.plugin: the object it returned lacks {', '.join(missing)}")
+    if not hasattr(data, "loss_floor"):
+        data.loss_floor = None
+    return data
+
+
+DATASETS = {"synthetic": MarkovLanguage, "text": CharText, "plugin": _plugin_data}
 
 
 def make_dataset(spec, seq_len: int, n_workers: int, seed: int):

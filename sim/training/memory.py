@@ -26,6 +26,26 @@ STATE_COPIES = 3       # parameters, exp_avg, exp_avg_sq
 STEP_TRANSIENT_COPIES = 4  # gradient, new exp_avg, new exp_avg_sq, new parameters
 
 
+def measured_activation_floats(model, seq_len: int, vocab: int) -> int:
+    """Floats autograd saves per token for a model built on the meta device (a plug-in model,
+    whose layers we do not know): one forward and cross-entropy traced with saved-tensor hooks,
+    nothing allocated. Counts the weights a layer saves too (an over-estimate)."""
+    import torch
+    import torch.nn.functional as F
+
+    saved = [0]
+
+    def pack(t):
+        saved[0] += t.numel()
+        return t
+
+    idx = torch.zeros(1, seq_len, dtype=torch.long, device="meta")
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        logits = model(idx)
+        F.cross_entropy(logits.reshape(-1, logits.shape[-1]), torch.zeros(seq_len, dtype=torch.long, device="meta"))
+    return -(-saved[0] // seq_len)
+
+
 def activation_floats(spec, vocab: int) -> int:
     """Floats autograd keeps per token for one forward/backward of one replica.
 
@@ -65,9 +85,12 @@ class MemoryEstimate:
 
 
 def estimate(n_params: int, replicas: int, spec, vocab: int, batch_size: int, eval_batch_size: int,
-             outer_copies: int, eval_replicas: bool) -> MemoryEstimate:
+             outer_copies: int, eval_replicas: bool, model=None) -> MemoryEstimate:
+    """``model``: the model on the meta device, needed for a plug-in model's activations."""
     state = (STATE_COPIES + outer_copies + STEP_TRANSIENT_COPIES) * n_params * FLOAT_BYTES
-    act = batch_size * spec.seq_len * activation_floats(spec, vocab) * FLOAT_BYTES
+    per_token = (measured_activation_floats(model, spec.seq_len, vocab) if spec.kind == "plugin"
+                 else activation_floats(spec, vocab))
+    act = batch_size * spec.seq_len * per_token * FLOAT_BYTES
     evaluated = replicas if eval_replicas else 1
     eval_bytes = evaluated * eval_batch_size * spec.seq_len * 2 * vocab * FLOAT_BYTES
     return MemoryEstimate(n_params, replicas, state, act, eval_bytes)

@@ -87,7 +87,22 @@ def _mlp(spec, vocab: int) -> nn.Module:
     return NextTokenMLP(vocab, spec.d_model, spec.hidden, spec.context, spec.seq_len)
 
 
-MODELS = {"gpt": _gpt, "mlp": _mlp}
+def _plugin(spec, vocab: int) -> nn.Module:
+    """A user's model class (``model.plugin``), built as ``Class(vocab_size=vocab, **args)``."""
+    from sim.algorithms.plugins import PluginError, load_object
+
+    cls = load_object(spec.plugin, "model.plugin")
+    try:
+        model = cls(vocab_size=vocab, **spec.args)
+    except Exception as err:
+        raise PluginError(f"model.args: {cls.__name__}(vocab_size={vocab}, **args) failed: "
+                          f"{type(err).__name__}: {err}") from None
+    if not isinstance(model, nn.Module):
+        raise PluginError(f"model.plugin: {cls.__name__} must build a torch.nn.Module (got {type(model).__name__})")
+    return model
+
+
+MODELS = {"gpt": _gpt, "mlp": _mlp, "plugin": _plugin}
 
 
 def build_model(spec, vocab_size: int) -> nn.Module:

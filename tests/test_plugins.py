@@ -1,0 +1,256 @@
+"""A user's method as a plug-in (examples/fedavg.py): run as a user would, checked against a
+built-in limit, and every way a plug-in can be wrong is one line before anything is written."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from sim.runner import Simulation
+from sim.scenario import ScenarioError, load_scenario
+from tests.conftest import ROOT, TINY
+
+EXAMPLE = ROOT / "examples" / "fedavg.yaml"
+QS = ROOT / "scenarios" / "quickstart.yaml"
+
+
+def _cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "sim.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=600)
+
+
+def test_the_example_plugin_runs_through_the_cli_like_a_built_in(tmp_path):
+    """`locosim run examples/fedavg.yaml` from another folder (the plug-in path is relative to
+    the scenario file) completes, counts its rounds, and `--set` reaches the plug-in's knob."""
+    out = tmp_path / "run"
+    res = _cli("run", str(EXAMPLE), "--out", str(out), "--quiet", "--set", "run.max_rounds=3",
+               "--set", "algorithm.inner_steps=5", *[f"--set={o}" for o in TINY], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
+    assert manifest["status"] == "completed" and summary["rounds"] == 3
+    alg = manifest["scenario"]["algorithm"]
+    assert alg["name"] == "fedavg" and alg["inner_steps"] == 5
+    assert Path(alg["plugin"].split(":")[0]).is_absolute()  # re-usable from anywhere (sweeps, compare)
+    assert summary["steps_per_worker"] == [15] * 4
+
+
+def test_fedavg_is_diloco_with_outer_sgd_at_lr_one_without_momentum():
+    """Averaging the parameters every H steps is DiLoCo's outer step with SGD at lr 1 and no
+    momentum (theta - 1 x mean(theta - theta_m) = mean theta_m): the same parameters."""
+    import torch
+
+    common = TINY + ["run.device=cpu", "run.max_rounds=3", "run.max_tokens=null", "run.eval_every_steps=null"]
+    fed = Simulation(load_scenario(EXAMPLE, common + ["algorithm.inner_steps=4"]))
+    dil = Simulation(load_scenario(QS, common + [
+        "algorithm={name: diloco, inner_steps: 4, outer_lr: 1.0, outer_momentum: 0.0, nesterov: false}"]))
+    for sim in (fed, dil):
+        sim.run()
+        sim.numerics.flush()
+    for k, v in fed.state["outer"].items():
+        torch.testing.assert_close(v, dil.state["outer"][k], rtol=1e-5, atol=1e-6)
+    assert fed.rounds == dil.rounds == 3
+
+
+def _plugin_scenario(tmp_path: Path, code: str, algorithm: str) -> Path:
+    (tmp_path / "mine.py").write_text(textwrap.dedent(code))
+    text = QS.read_text().replace(
+        "algorithm: {name: diloco, inner_steps: 20, outer_lr: 0.7, outer_momentum: 0.9, payload_dtype: fp32}",
+        f"algorithm: {algorithm}")
+    assert f"algorithm: {algorithm}" in text
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    return path
+
+
+NO_HOOK = """
+from sim.scenario import MethodSpec
+class Half:
+    class Spec(MethodSpec):
+        pass
+    def configure(self, layout, proxy_layers=None): pass
+    def at_step(self, worker, step): pass
+"""
+BAD_SPEC = """
+class Odd:
+    Spec = dict
+    def configure(self): pass
+    at_step = init = on_step = on_reduced = global_params = configure
+"""
+BROKEN_IMPORT = "import not_a_module_anywhere\n"
+
+
+@pytest.mark.parametrize("code, algorithm, expected", [
+    ("", "{name: x, plugin: missing.py:X}", "algorithm.plugin: "),
+    ("", "{name: x, plugin: mine.py:Nope}", "algorithm.plugin: "),
+    (NO_HOOK, "{name: half, plugin: mine.py:Half}", "missing init, on_step, on_reduced, global_params"),
+    (BAD_SPEC, "{name: odd, plugin: mine.py:Odd}", "Spec must be a subclass of sim.scenario.MethodSpec"),
+    (BROKEN_IMPORT, "{name: x, plugin: mine.py:X}", "failed to import: ModuleNotFoundError"),
+    ("", "{name: x, plugin: not_a_package.anywhere:X}", "cannot import module 'not_a_package.anywhere'"),
+    ("", "{name: fedavg_unknown}", "algorithm: unknown name 'fedavg_unknown'"),
+])
+def test_a_plugin_that_cannot_be_used_is_one_line_and_exit_2(tmp_path, code, algorithm, expected):
+    """A missing file, a missing class, a class without the protocol's hooks (named), knobs that
+    are not a MethodSpec, a module that fails to import, or an unknown name: one line naming
+    the field, exit 2, nothing written."""
+    path = _plugin_scenario(tmp_path, code, algorithm)
+    res = _cli("run", str(path), "--out", str(tmp_path / "out"), "--quiet")
+    assert res.returncode == 2, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+    assert expected in res.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("algorithm.inner_steps=0", "algorithm.inner_steps: Input should be greater than or equal to 1"),
+    ("algorithm.H=3", "algorithm.H: unknown key for FedAvg; allowed here: "),
+])
+def test_a_plugin_knob_gets_the_built_in_one_line_errors(override, expected):
+    """The plug-in's own knobs are validated by its Spec, located and one line."""
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(EXAMPLE, [override])
+    assert str(err.value).startswith(expected)
+
+
+def test_a_plugin_that_raises_during_the_run_leaves_a_failed_run_with_its_traceback(tmp_path):
+    """A plug-in whose own code fails mid-run: exit 1, run directory marked failed, the
+    plug-in's traceback (its file and line) in the manifest."""
+    code = (ROOT / "examples" / "fedavg.py").read_text().replace(
+        "            red.add(worker, self.wire(state, worker, worker_view(params, worker)))",
+        "            raise ZeroDivisionError('a bug in my method')")
+    path = _plugin_scenario(tmp_path, code, "{name: fedavg, plugin: mine.py:FedAvg, inner_steps: 3}")
+    out = tmp_path / "out"
+    res = _cli("run", str(path), "--out", str(out), "--quiet", *[f"--set={o}" for o in TINY])
+    assert res.returncode == 1
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and "a bug in my method" in manifest["error"]
+    assert "mine.py" in manifest["traceback"] and "ZeroDivisionError" in manifest["traceback"]
+
+
+def test_an_installed_package_can_register_a_method_by_name(monkeypatch):
+    """A name registered under the `locosim.algorithms` entry point needs no plugin: key."""
+    from sim.algorithms import plugins
+
+    ref = f"{ROOT / 'examples' / 'fedavg.py'}:FedAvg"
+    monkeypatch.setattr(plugins, "entry_points", lambda: {"fedavg_installed": ref})
+    sc = load_scenario(QS, ["algorithm={name: fedavg_installed, inner_steps: 7}"])
+    assert sc.algorithm.plugin == ref and sc.algorithm.inner_steps == 7
+    assert type(Simulation(sc).algorithm).__name__ == "FedAvg"
+
+
+def test_save_model_writes_the_evaluated_parameters(tmp_path):
+    """run.save_model: model.pt holds the final global parameters: loaded into the scenario's
+    model, its held-out loss is the run's final eval loss."""
+    import torch
+
+    from sim.runner import run_to_dir
+    from sim.training.models import build_model
+
+    sc = load_scenario(QS, TINY + ["run.device=cpu", "run.max_rounds=2", "algorithm.inner_steps=3",
+                                   "run.save_model=true"])
+    sim = Simulation(sc)
+    manifest = run_to_dir(sim, tmp_path / "run")
+    assert "model.pt" in manifest["files"]
+    state = torch.load(tmp_path / "run" / "model.pt")
+    model = build_model(sc.model, sim.dataset.vocab_size)
+    model.load_state_dict(state)
+    final = [p for p in sim.recorder.losses if p.kind == "eval"][-1].loss
+    params = {k: v.to(sim.device) for k, v in state.items()}
+    assert sim.replicas.eval_loss(params, sim.eval_batches) == pytest.approx(final, rel=1e-6)
+
+
+# ---------------------------------------------------------------------- models and data
+CUSTOM = ROOT / "examples" / "custom_model.yaml"
+
+
+def test_a_model_from_one_file_trains_on_the_vmap_engine(tmp_path):
+    """examples/conv_lm.py, run through the CLI from another folder: completes on the vmap
+    engine, its eval loss falls below the uniform loss ln V, and its blocks are the layers."""
+    import math
+
+    out = tmp_path / "run"
+    res = _cli("run", str(CUSTOM), "--out", str(out), "--quiet", "--set", "run.max_rounds=8", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    import pandas as pd
+
+    evals = pd.read_parquet(out / "metrics.parquet").query("kind == 'eval'")["loss"].tolist()
+    assert evals[0] == pytest.approx(math.log(32), abs=0.3) and evals[-1] < evals[0] - 0.2
+    assert summary["numerics"]["engine"] == "vmap"
+    sim = Simulation(load_scenario(CUSTOM, ["run.max_rounds=1", "run.device=cpu"]))
+    assert [p for p, _ in sim.algorithm.parts] == [0, 1, None]  # blocks.0, blocks.1, the rest
+
+
+def test_a_plugin_models_memory_is_traced_not_guessed():
+    """The activation estimate of a plug-in model comes from tracing its forward on the meta
+    device: for the built-in GPT wrapped as a plug-in it lies between the analytic estimate
+    (what the GPT formula counts) and that plus the weights the layers save."""
+    import torch
+
+    from sim.training.memory import activation_floats, measured_activation_floats
+    from sim.training.models import build_model
+
+    sc = load_scenario(QS, ["model.d_model=32", "model.n_layers=2"])
+    with torch.device("meta"):
+        model = build_model(sc.model, 32)
+    measured = measured_activation_floats(model, sc.model.seq_len, 32)
+    analytic = activation_floats(sc.model, 32)
+    weights = sum(p.numel() for p in model.parameters())
+    assert analytic <= measured <= analytic + weights / sc.model.seq_len + 4 * 32
+
+
+def test_data_from_one_file_reads_a_local_text_word_by_word(tmp_path):
+    """examples/word_data.py as data: its vocabulary is the file's distinct words, and the same
+    seed gives the same losses (the batches come from locosim's named streams)."""
+    words = [f"w{i % 37}" for i in range(4000)]
+    (tmp_path / "book.txt").write_text(" ".join(words))
+    data = f"{{kind: plugin, plugin: {ROOT / 'examples' / 'word_data.py'}:WordText, args: {{path: {tmp_path / 'book.txt'}}}}}"
+    args = TINY + ["run.device=cpu", "run.max_rounds=2", "algorithm.inner_steps=3", f"data={data}"]
+    runs = []
+    for _ in range(2):
+        sim = Simulation(load_scenario(QS, args))
+        sim.run()
+        runs.append([p.loss for p in sim.recorder.losses if p.kind == "train"])
+    assert sim.dataset.vocab_size == 37
+    assert runs[0] == runs[1] and len(runs[0]) > 0
+
+
+@pytest.mark.parametrize("section, expected", [
+    ("model: {kind: plugin, plugin: mine.py:Nope, seq_len: 16}", "model.plugin: "),
+    ("model: {kind: plugin, plugin: mine.py:Net, args: {width: 3}, seq_len: 16}", "model.args: Net(vocab_size=32, **args) failed: TypeError"),
+    ("model: {kind: plugin, plugin: mine.py:NotAModule, seq_len: 16}", "must build a torch.nn.Module"),
+    ("data: {kind: plugin, plugin: mine.py:NoBatches}", "data.plugin: the object it returned lacks train_batch, eval_batch"),
+])
+def test_a_model_or_data_plugin_that_cannot_be_used_is_one_line(tmp_path, section, expected):
+    """Model and data plug-ins fail before any work: one line naming the field, exit 2."""
+    code = """
+    import torch
+    class Net(torch.nn.Module):
+        def __init__(self, vocab_size):
+            super().__init__()
+            self.head = torch.nn.Linear(4, vocab_size)
+    class NotAModule:
+        def __init__(self, vocab_size):
+            pass
+    class NoBatches:
+        vocab_size = 5
+        def __init__(self, seq_len, n_workers, seed):
+            pass
+    """
+    (tmp_path / "mine.py").write_text(textwrap.dedent(code))
+    text = QS.read_text()
+    key = section.split(":")[0]
+    lines = [ln for ln in text.splitlines() if not ln.startswith(f"{key}:")]
+    (tmp_path / "s.yaml").write_text("\n".join(lines + [section]) + "\n")
+    res = _cli("run", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "out"), "--quiet")
+    assert res.returncode == 2, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+    assert expected in res.stderr
+    assert not (tmp_path / "out").exists()
