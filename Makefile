@@ -1,9 +1,10 @@
-# Two commands a new user needs: `make demo` (set up + quickstart) and `make test`.
+# Commands a new user needs: `make demo` (set up + quickstart), `make test-fast` (the tests a developer
+# runs while working: all but those marked slow) and `make test` (everything; what CI runs via .ci/run).
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test test-fast clean
 
 $(BIN)/locosim: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -20,6 +21,10 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# --durations: the slowest tests named at the end, so a slow one is seen, not guessed.
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow" --durations=5
 
 clean:
 	rm -rf runs .pytest_cache

@@ -62,7 +62,7 @@ class FedAvg(OuterMethod):
         return self.warm + (key[1] + 1) * self.H
 
     # ------------------------------------------------------------------ math (ops)
-    def method_ops(self, numerics, state: dict, worker: int, step: int, plan: StepPlan) -> None:
+    def method_ops(self, numerics, state, worker: int, step: int, plan: StepPlan) -> None:
         outgoing = plan.outgoing()
         if not outgoing:
             return
@@ -77,7 +77,7 @@ class FedAvg(OuterMethod):
             if not red.gone and worker in red.present:  # (left out of it: keep its own parameters)
                 mean = red.mean()
                 assign(worker_view(params, worker), mean)
-                assign(worker_view(state["outer"], worker), mean)
+                assign(worker_view(state.outer, worker), mean)
             self.release(state, send.key, worker)
 
         numerics.enqueue_op(worker, contribute)

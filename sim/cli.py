@@ -513,6 +513,15 @@ class _SweepBar:
 def cmd_schema(args) -> int:
     from sim.scenario import json_schema
 
+    if args.plugin:  # a plug-in method's own knobs
+        from sim.algorithms.plugins import PluginError, load_method, resolve_ref
+
+        try:
+            cls = load_method(resolve_ref(args.plugin, None))
+        except PluginError as err:
+            raise BadInput(f"--plugin: {err}") from None
+        print(json.dumps(cls.Spec.model_json_schema(), indent=2))
+        return 0
     print(json.dumps(json_schema(), indent=2))
     return 0
 
@@ -582,7 +591,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--baseline", metavar="RUN", help="run (directory or label) the difference table is against "
                                                      "(default: the first)")
     c.add_argument("--target", type=float, metavar="LOSS", help="eval loss for 'time to target' (default: the "
-                                                                "runs' run.target_eval_loss, else the worst final loss)")
+                                                                "runs' common run.target_eval_loss, else none: losses "
+                                                                "are compared at equal tokens and equal time)")
     c.add_argument("--force", action="store_true", help="compare runs whose model or data differ")
     c.add_argument("--png", metavar="DIR", help="also write a PNG of every figure into DIR")
     c.set_defaults(func=cmd_compare)
@@ -605,6 +615,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("schema", help="print the JSON Schema of scenario files",
                        description="Print the JSON Schema of scenario files (for editors).")
+    s.add_argument("--plugin", metavar="REF", help="print a plug-in method's knobs instead (FILE.py:Class or module:Class)")
     s.set_defaults(func=cmd_schema)
     return p
 

@@ -1,4 +1,6 @@
-"""Both dashboard pages in a real headless Chromium: no console errors, every figure drew its data.
+"""Both dashboard pages in a real headless Chromium: no console errors, every figure drew its data, no
+chart title under plotly's toolbar or off its figure, no empty plot on timing-only pages, and the
+fair-comparison notice shown when the compared runs ended at different budgets.
 
 Needs Playwright's Python package and the system's Chromium (/usr/bin/chromium; no browser is
 downloaded). Without them these tests skip with a message, except where LOCOSIM_REQUIRE_BROWSER=1
@@ -16,9 +18,10 @@ import pytest
 
 from sim.report.compare import write_compare
 from tests.conftest import ROOT
-from tests.test_report import make_fault_run, make_runs
+from tests.test_report import make_fault_run, make_runs, make_timing_runs
 
 CHROMIUM = os.environ.get("LOCOSIM_CHROMIUM", "/usr/bin/chromium")
+DOCS_IMG = {"dashboard.png", "dashboard_faults.png", "compare.png", "compare_timing_only.png"}  # shown in the README
 ARTIFACTS = Path(os.environ.get("LOCOSIM_ARTIFACTS", ROOT / "tests" / "artifacts"))
 
 # Per figure div: traces, data points plotly computed to draw (calcdata), and SVG trace groups drawn.
@@ -30,6 +33,28 @@ PLOT_CHECK = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).m
   drawn: gd.querySelectorAll('.main-svg .trace, .main-svg .point, .main-svg path.js-line').length,
   hasLayout: !!gd._fullLayout,
 }))"""
+
+
+# Per figure div: the title's box, the toolbar's (plotly's modebar: shown on hover, laid out always) and
+# the figure's, in page pixels.
+TITLE_CHECK = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(gd => {
+  const box = el => { if (!el) return null; const r = el.getBoundingClientRect();
+                      return {l: r.left, r: r.right, t: r.top, b: r.bottom, w: r.width}; };
+  return {id: gd.id, text: (gd.querySelector('.gtitle') || {}).textContent || '',
+          title: box(gd.querySelector('.gtitle')), toolbar: box(gd.querySelector('.modebar')),
+          fig: box(gd.querySelector('.main-svg'))};
+})"""
+
+
+def _assert_titles_clear(titles: list[dict]) -> None:
+    """No chart title is covered by the toolbar or runs past its figure's edges."""
+    for f in titles:
+        t, m, g = f["title"], f["toolbar"], f["fig"]
+        assert t is not None and f["text"], f
+        assert g["l"] - 1 <= t["l"] and t["r"] <= g["r"] + 1, f"title of {f['id']} runs off its figure: {f}"
+        if m is not None and m["w"] > 0:
+            overlap = min(t["r"], m["r"]) > max(t["l"], m["l"]) and min(t["b"], m["b"]) > max(t["t"], m["t"])
+            assert not overlap, f"the toolbar covers the title of {f['id']}: {f}"
 
 
 def _browser_or_skip():
@@ -70,13 +95,21 @@ def _open_and_check(browser, page_path: Path, shot: str) -> list[dict]:
     page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot .main-svg').length > 0")
     page.wait_for_timeout(500)
     figures = page.evaluate(PLOT_CHECK)
+    titles = page.evaluate(TITLE_CHECK)
+    notice = page.evaluate("() => { const n = document.getElementById('fair-notice');"
+                           " return n && n.offsetHeight > 0 ? n.textContent : null; }")
+    for f in figures:
+        f["notice"] = notice
+    overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / shot), full_page=True)
-    if os.environ.get("LOCOSIM_UPDATE_DOCS_IMG") == "1":
+    if os.environ.get("LOCOSIM_UPDATE_DOCS_IMG") == "1" and shot in DOCS_IMG:
         (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
         shutil.copy(ARTIFACTS / shot, ROOT / "docs" / "img" / shot)
     page.close()
     assert errors == [], errors
+    assert overflow <= 0, f"{page_path.name} is {overflow} px wider than the window: a table or figure overflows"
+    _assert_titles_clear(titles)
     return figures
 
 
@@ -110,8 +143,27 @@ def test_compare_page_in_chromium(browser, tmp_path_factory):
     out = tmp_path_factory.mktemp("cmp") / "compare.html"
     write_compare([root], out, baseline="ddp")
     figures = _open_and_check(browser, out, "compare.png")
-    _assert_all_drawn(figures, {"cmp-loss-time", "cmp-loss-bytes", "cmp-loss-tokens", "cmp-cu",
-                                "cmp-time-to-target", "cmp-states", "cmp-bytes", "cmp-diagnostics"})
+    _assert_all_drawn(figures, {"cmp-fair", "cmp-loss-time", "cmp-loss-bytes", "cmp-loss-tokens", "cmp-cu",
+                                "cmp-states", "cmp-bytes", "cmp-diagnostics"})
+    # ddp (16 steps, a WAN all-reduce each) ends long after the DiLoCo family: the page says so, visibly
+    notice = figures[0]["notice"]
+    assert notice and "different budgets" in notice and "equal tokens" in notice and "equal simulated time" in notice
+
+
+def test_timing_only_pages_in_chromium(browser, tmp_path_factory):
+    """Timing-only runs (wan_1b's 1B proxy) compared: no empty plot (every figure drawn has data), no
+    loss or time-to-target figure, the proxy named in the header; their run dashboards the same."""
+    root = make_timing_runs(tmp_path_factory)
+    out = tmp_path_factory.mktemp("cmp-timing") / "compare.html"
+    write_compare([root], out, baseline="ddp")
+    figures = _open_and_check(browser, out, "compare_timing_only.png")
+    _assert_all_drawn(figures, {"cmp-cu", "cmp-states", "cmp-bytes"})
+    assert not {f["id"] for f in figures} & {"cmp-loss-time", "cmp-loss-bytes", "cmp-loss-tokens",
+                                              "cmp-time-to-target", "cmp-fair"}
+    assert "1e+09 parameters, 24 layers" in out.read_text()
+    figures = _open_and_check(browser, root / "noloco" / "dashboard.html", "dashboard_timing_only.png")
+    _assert_all_drawn(figures, {"fig-timeline", "fig-util-node", "fig-throughput-link", "fig-topology"})
+    assert not any(f["id"].startswith("fig-loss") for f in figures)
 
 
 def test_png_export_with_system_chromium(tmp_path_factory):

@@ -132,8 +132,8 @@ def test_persistent_state_estimate_equals_the_bytes_allocated():
         sim = _sim("algorithm={name: ddp}" if algo == "ddp" else f"algorithm={{name: {algo}, inner_steps: 3}}")
         sim.run()
         tensors = [sim.replicas.params, sim.replicas.exp_avg, sim.replicas.exp_avg_sq]
-        if sim.state is not None and sim.state.get("outer") is not None:
-            tensors += [sim.state["outer"], sim.state["momentum"]]
+        if sim.state is not None and getattr(sim.state, "outer", None) is not None:
+            tensors += [sim.state.outer, sim.state.momentum]
         held = sum(t.numel() * t.element_size() for d in tensors for t in d.values())
         copies = STATE_COPIES + sim.algorithm.outer_state_copies
         assert held == sim.n_workers * copies * sim.n_params * FLOAT_BYTES, algo

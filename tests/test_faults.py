@@ -161,8 +161,8 @@ def test_faulty_runs_with_numerics_complete_with_finite_params(algo, timeout):
     params = sim.algorithm.global_params(sim.numerics, sim.state)
     assert all(torch.isfinite(v).all() for v in params.values())
     assert sim.numerics.waiting_ops() <= 4 * sim.n_workers
-    if "reductions" in sim.state:
-        assert len(sim.state["reductions"]) <= 8
+    if hasattr(sim.state, "reductions"):
+        assert len(sim.state.reductions) <= 8
 
 
 def test_faulty_run_directory_is_completed_and_records_faults(tmp_path):
@@ -308,9 +308,9 @@ def test_diloco_outer_rows_stay_shared_through_failures_and_drops():
                                sim_time_s=4.0))
     sim.run()
     sim.numerics.flush()
-    live = [w for w in range(sim.n_workers) if w not in sim.state["down"]]
+    live = [w for w in range(sim.n_workers) if w not in sim.state.down]
     assert len(live) >= 2
-    for k, v in sim.state["outer"].items():
+    for k, v in sim.state.outer.items():
         for w in live[1:]:
             torch.testing.assert_close(v[w], v[live[0]], rtol=0, atol=0)
 
@@ -326,10 +326,10 @@ def test_noloco_partner_gone_skips_and_keeps_going(root):
     assert sim.rounds == 6
     assert {d.reason for d in sim.recorder.dropped} == {"down"}
     sim.numerics.flush()
-    phi = {k: v[0].clone() for k, v in sim.state["outer"].items()}
+    phi = {k: v[0].clone() for k, v in sim.state.outer.items()}
     sim.env.run(until=sim.env.now + 1.0)  # go on by hand: 20 more lone rounds
     sim.numerics.flush()
-    for k, v in sim.state["outer"].items():
+    for k, v in sim.state.outer.items():
         assert torch_equal(v[0], phi[k])
     assert not any(s.state == "straggler_wait" and s.worker == 0 and s.start_s > 0.5 for s in sim.recorder.states)
 

@@ -319,7 +319,7 @@ def test_outer_methods_run_with_a_lossy_format_and_error_feedback(root, name):
     b = exact.algorithm.global_params(exact.numerics, exact.state)
     assert all(torch.isfinite(v).all() for v in a.values())
     assert any(not torch.equal(a[k], b[k]) for k in a)
-    assert sorted(lossy.state["ef"].residual) == list(range(len(lossy.workers)))
+    assert sorted(lossy.state.ef.residual) == list(range(len(lossy.workers)))
     per_sync = payload_bytes(lossy.wire_params, "e3m0:32")
     assert lossy.payload_bytes == per_sync
     assert lossy.payload_bytes < exact.payload_bytes / 6  # 4 bits + a scale per 32 vs 32 bits

@@ -145,7 +145,7 @@ def test_eager_reports_drift_and_delayed_keeps_workers_identical(root):
     eager.run()
     delayed.run()
     assert max(p.loss for p in eager.recorder.losses if p.kind == "drift") > 0
-    outer = delayed.state["outer"]
+    outer = delayed.state.outer
     for v in outer.values():
         assert torch.equal(v, v[:1].expand_as(v))
 

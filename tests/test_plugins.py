@@ -54,8 +54,8 @@ def test_fedavg_is_diloco_with_outer_sgd_at_lr_one_without_momentum():
     for sim in (fed, dil):
         sim.run()
         sim.numerics.flush()
-    for k, v in fed.state["outer"].items():
-        torch.testing.assert_close(v, dil.state["outer"][k], rtol=1e-5, atol=1e-6)
+    for k, v in fed.state.outer.items():
+        torch.testing.assert_close(v, dil.state.outer[k], rtol=1e-5, atol=1e-6)
     assert fed.rounds == dil.rounds == 3
 
 
@@ -254,3 +254,15 @@ def test_a_model_or_data_plugin_that_cannot_be_used_is_one_line(tmp_path, sectio
     assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
     assert expected in res.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_plugins_knobs_have_a_json_schema():
+    """`locosim schema --plugin FILE.py:Class` prints the plug-in's knobs (for editors), with
+    their defaults and descriptions; a missing file is one line, exit 2."""
+    res = _cli("schema", "--plugin", "examples/fedavg.py:FedAvg")
+    assert res.returncode == 0, res.stderr
+    props = json.loads(res.stdout)["properties"]
+    assert props["inner_steps"]["default"] == 20 and "H" in props["inner_steps"]["description"]
+    assert {"name", "plugin", "warm_start_steps", "sync_grain", "collective"} <= set(props)
+    bad = _cli("schema", "--plugin", "no_such_file.py:X")
+    assert bad.returncode == 2 and "no such file" in bad.stderr

@@ -13,7 +13,7 @@ import pytest
 
 from sim.report.compare import choose_target, diff_rows, group_stats, load_groups, pick_baseline, write_compare
 from sim.report.dashboard import MAX_GANTT_ROWS, build_dashboard, network_series, run_figures, timeline
-from sim.report.page import export_pngs
+from sim.report.page import STATE_COLORS, byte_unit, export_pngs
 from sim.report.runs import RunData, load_run
 from tests.conftest import ROOT, TINY
 
@@ -91,7 +91,9 @@ def test_figures_agree_with_summary(sweep):
     assert selector is None  # 4 workers: one timeline row each
     bars = figs["fig-bytes-link"][0].data[0]
     by_link = {l["link"]: l["bytes"] for l in run.summary["bytes_per_link"] if l["bytes"] > 0}
-    assert dict(zip(bars.x, bars.y)) == by_link
+    div, unit = byte_unit(max(by_link.values()))  # the axis is in kB / MB / GB, never plotly's SI "B"
+    assert figs["fig-bytes-link"][0].layout.yaxis.title.text == unit and unit in ("kB", "MB", "GB")
+    assert {k: v * div for k, v in zip(bars.x, bars.y)} == pytest.approx(by_link)
     util = figs["fig-util-node"][0]
     compute = next(t for t in util.data if t.name == "compute")
     assert list(compute.y) == [run.summary["per_node"][n]["compute_frac"] for n in compute.x]
@@ -176,10 +178,14 @@ def test_compare_page_and_sweep_directory(sweep, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert f"compared {len(runs)} runs ({len(runs) - 1} groups)" in proc.stdout
     page = out.read_text()
-    for fig_id in ("cmp-loss-time", "cmp-loss-bytes", "cmp-loss-tokens", "cmp-cu", "cmp-time-to-target",
+    for fig_id in ("cmp-fair", "cmp-loss-time", "cmp-loss-bytes", "cmp-loss-tokens", "cmp-cu",
                    "cmp-states", "cmp-bytes", "cmp-diagnostics"):
         assert f'id="{fig_id}"' in page, fig_id
     assert "id='diff-table'" in page and "(baseline)" in page
+    assert 'id="cmp-time-to-target"' not in page  # no target chosen: no made-up one
+    with_target = tmp_path / "target.html"
+    assert cli("compare", str(root), "-o", str(with_target), "--target", "3.0").returncode == 0
+    assert 'id="cmp-time-to-target"' in with_target.read_text()
 
 
 def test_compare_refuses_runs_of_different_models(sweep, tmp_path):
@@ -231,9 +237,9 @@ def test_baseline_differences(sweep):
     groups = load_groups([runs["diloco"], runs["diloco_seed1"], runs["ddp"]])
     base = pick_baseline(groups, str(runs["ddp"]))
     assert base is groups[1]
-    target, why = choose_target(groups, None)
+    assert choose_target(groups, None)[0] is None  # no default target (see test_compare_is_fair_by_default)
     s = {n: json.loads((runs[n] / "summary.json").read_text()) for n in ("diloco", "diloco_seed1", "ddp")}
-    assert target == max(v["final_eval_loss"] for v in s.values()) and "worst final" in why
+    target = max(v["final_eval_loss"] for v in s.values())  # one every run reached
     rows = diff_rows(groups, base, target)
     d, b = rows[0], rows[1]
     assert b["baseline"] and not d["baseline"]
@@ -300,3 +306,193 @@ def test_faults_panel_shows_every_fault_fetch_and_dropped_contribution(tmp_path_
     run_to_dir(Simulation(load_scenario(ROOT / "scenarios/quickstart.yaml", TINY + ["run.max_rounds=2"])), quiet)
     assert "fig-faults" not in run_figures(load_run(quiet))[0]
     assert "<h2>Faults</h2>" not in "\n".join(build_dashboard(load_run(quiet)).parts)
+
+
+# ---------------------------------------------------------------------- honest pages (issue 18)
+def make_timing_runs(tmp_path_factory):
+    """scenarios/wan_1b.yaml's five timing-only variants (1B proxy, no numerics) on a short budget,
+    in one directory, made once per session."""
+    if "timing" not in _CACHE:
+        from sim.runner import Simulation, run_to_dir
+        from sim.scenario import load_variants
+
+        root = tmp_path_factory.mktemp("timing")
+        for name, sc in load_variants(ROOT / "scenarios/wan_1b.yaml", ["run.max_rounds=3",
+                                                                      "variants.ddp.run.max_rounds=30"]):
+            run_to_dir(Simulation(sc), root / name)
+        _CACHE["timing"] = root
+    return _CACHE["timing"]
+
+
+def _latest(metrics: pd.DataFrame, column: str, x: float) -> float:
+    ev = metrics[(metrics["kind"] == "eval") & (metrics[column] <= x)]
+    return float(ev.sort_values([column, "time_s"])["loss"].iloc[-1])
+
+
+def test_compare_is_fair_by_default(sweep, tmp_path):
+    """Without a target the comparison makes none up: it gives each run's eval loss at the most tokens
+    and the most simulated time every run reached (the latest eval at or before each), and a notice
+    names the different simulated times when the runs ended at different budgets; two runs that end
+    alike get no notice."""
+    from sim.report.compare import fair_budgets
+
+    _, runs = sweep
+    groups = load_groups([runs["ddp"], runs["diloco"]])
+    target, why = choose_target(groups, None)
+    assert target is None and "--target" in why
+    fair = fair_budgets(groups)
+    data = [load_run(runs[n]) for n in ("ddp", "diloco")]
+    ev = [d.metrics[d.metrics["kind"] == "eval"] for d in data]
+    assert fair["tokens"] == min(e["tokens"].max() for e in ev)
+    assert fair["time_s"] == min(e["time_s"].max() for e in ev)
+    rows = diff_rows(groups, groups[0], None)
+    for row, d in zip(rows, data):
+        assert row["loss_at_tokens"] == pytest.approx(_latest(d.metrics, "tokens", fair["tokens"]))
+        assert row["loss_at_time"] == pytest.approx(_latest(d.metrics, "time_s", fair["time_s"]))
+    assert rows[1]["d_loss_at_time"] == pytest.approx(rows[1]["loss_at_time"] - rows[0]["loss_at_time"])
+    from sim.report.compare import compare_figures
+
+    floor = data[0].summary["loss_floor"]  # the chart's bars are the gap to the floor, from a real zero
+    at_tokens, at_time = compare_figures(groups, None)["cmp-fair"][0].data
+    assert list(at_tokens.y) == pytest.approx([r["loss_at_tokens"] - floor for r in rows])
+    assert list(at_time.y) == pytest.approx([r["loss_at_time"] - floor for r in rows])
+    ends = [d.summary["sim_duration_s"] for d in data]
+    assert max(ends) > 1.01 * min(ends)  # ddp pays the WAN every step: the runs end at different times
+    out = tmp_path / "fair.html"
+    write_compare([runs["ddp"], runs["diloco"]], out)
+    page = out.read_text()
+    notice = page.split("id='fair-notice'>", 1)[1].split("</p>", 1)[0]
+    assert "different budgets" in notice and f"{min(ends):,.4g} s" in notice and f"{max(ends):,.4g} s" in notice
+    same = tmp_path / "same"
+    shutil.copytree(runs["diloco"], same / "a")
+    shutil.copytree(runs["diloco"], same / "b")
+    write_compare([same / "a", same / "b"], tmp_path / "same.html", force=True)
+    assert "fair-notice" not in (tmp_path / "same.html").read_text()
+
+
+def test_timing_only_comparison_leaves_out_losses_and_shows_the_proxy(tmp_path_factory, tmp_path):
+    """Timing-only runs compared: no loss figure, no time-to-target bars, no loss columns; the header
+    names the timing proxy (1e+09 parameters, 24 layers) instead of the untrained tiny model; and every
+    figure that is drawn has data."""
+    root = make_timing_runs(tmp_path_factory)
+    out = tmp_path / "timing.html"
+    write_compare([root], out, baseline="ddp")
+    page = out.read_text()
+    for fig_id in ("cmp-loss-time", "cmp-loss-bytes", "cmp-loss-tokens", "cmp-time-to-target", "cmp-fair"):
+        assert f'id="{fig_id}"' not in page, fig_id
+    for fig_id in ("cmp-cu", "cmp-states", "cmp-bytes"):
+        assert f'id="{fig_id}"' in page, fig_id
+    header = page.split("<table class='kv'>", 1)[1].split("</table>", 1)[0]
+    assert "timing proxy" in header and "1e+09 parameters, 24 layers, 0.1 s per step" in header
+    assert "<th>model</th>" not in header and "not reached" not in page
+    notice = page.split("id='fair-notice'>", 1)[1].split("</p>", 1)[0]  # ddp ran 30 steps, the others 300
+    assert "different budgets" in notice and "tokens from 6,144 to" in notice and "are rates" in notice
+    diff = page.split("id='diff-table'", 1)[1].split("</table>", 1)[0]
+    assert "final eval loss" not in diff and "CU" in diff
+    from sim.report.compare import compare_figures
+
+    groups = load_groups([root])
+    for fig, _ in compare_figures(groups, None).values():
+        assert all(len(t.y) for t in fig.data if t.type == "bar")
+    dash = build_dashboard(load_run(root / "diloco"))
+    header = "\n".join(dash.parts)
+    assert "timing proxy" in header and "<th>model</th>" not in header
+
+
+def test_method_colours_are_not_state_colours(sweep):
+    """A colour means one thing on a page: no run (method) colour of the comparison, and no link
+    colour of the throughput charts, is one of the worker-state colours."""
+    from sim.report.compare import PALETTE
+    from sim.report.dashboard import SERIES_PALETTE
+
+    states = {c.lower() for c in STATE_COLORS.values()}
+    assert not states & {c.lower() for c in PALETTE} and not states & {c.lower() for c in SERIES_PALETTE}
+    _, runs = sweep
+    groups = load_groups([runs[n] for n in METHODS])
+    assert not states & {g.color.lower() for g in groups}
+
+
+def test_throughput_of_many_bursts_is_a_time_average_with_the_peak_apart():
+    """500 bursts at link capacity (a ddp run) are drawn as means over equal time bins, whose area is
+    still the bytes sent, plus the exact peak as its own line: not 500 spikes that fill the chart."""
+    from sim.report.dashboard import MAX_STEP_POINTS, _throughput_figure
+
+    t = np.arange(0, 100.0, 0.1)  # 1,000 steps: sending at 1 Gbit/s for 0.01 s of every 0.1 s
+    t = np.sort(np.r_[t, t + 0.01])
+    r = np.where(np.arange(len(t)) % 2 == 0, 1e9 / 8, 0.0)
+    assert len(t) > MAX_STEP_POINTS
+    fig = _throughput_figure("Throughput", {("a", "b"): (t, r)}, 100.0, {("a", "b"): 1.0})
+    mean, peak = fig.data
+    x, y = np.asarray(mean.x), np.asarray(mean.y)
+    assert np.sum(y[:-1] * np.diff(x)) == pytest.approx(np.sum(r[:-1] * np.diff(t)) * 8 / 1e9, rel=1e-6)
+    assert y.max() == pytest.approx(0.1, rel=1e-6)  # the mean: a tenth of capacity
+    assert list(peak.y) == pytest.approx([1.0, 1.0]) and peak.line.dash == "dash"
+    assert "mean 0.1" in mean.name and "time-averaged" in fig.layout.title.text
+
+
+def test_long_timeline_is_cut_into_slices_of_state_shares():
+    """A timeline with more than MAX_SPANS_PER_ROW spans in a row (488 ddp rounds) keeps one row per
+    worker but is cut into slices, each drawn as its states' shares: every row's compute bars add up
+    to the time it computed, and there are at most a few bars per slice, not one per span."""
+    from sim.report.dashboard import GANTT_SLICES, MAX_SPANS_PER_ROW
+
+    nodes = ["a/0", "a/1", "b/0"]
+    spans = []
+    for n in nodes:
+        for k in range(500):  # 0.2 s compute, 0.8 s blocked: 20% CU
+            spans += [(n, "compute", k * 1.0, k * 1.0 + 0.2), (n, "comm_blocked", k * 1.0 + 0.2, k + 1.0)]
+    events = pd.DataFrame(spans, columns=["node", "state", "start_s", "end_s"]).assign(kind="state")
+    fig, selector = timeline(RunData(ROOT, {}, {"sim_duration_s": 500.0, "per_node": {n: {} for n in nodes}},
+                                     events, pd.DataFrame()))
+    assert 1000 > MAX_SPANS_PER_ROW and selector is None
+    assert list(fig.layout.yaxis.categoryarray) == nodes
+    compute, blocked = fig.data[0], fig.data[1]
+    for n in nodes:
+        assert sum(x for y, x in zip(compute.y, compute.x) if y == n) == pytest.approx(100.0, rel=1e-6)
+        assert sum(x for y, x in zip(blocked.y, blocked.x) if y == n) == pytest.approx(400.0, rel=1e-6)
+    assert sum(len(t.x) for t in fig.data) <= 2 * GANTT_SLICES * len(nodes)
+
+
+def test_titles_are_wrapped_below_the_toolbar():
+    """A figure title longer than a half-width figure holds is cut into lines at spaces, and every
+    title starts below plotly's toolbar with a top margin that fits its lines."""
+    import plotly.graph_objects as go
+
+    from sim.report.page import TITLE_CHARS, TOOLBAR_PX, Page
+
+    long = "Throughput per region pair (source to destination): time-averaged (mean over 0.578 s bins), peak"
+    page = Page("t")
+    fig = go.Figure(layout={"title": {"text": long}, "height": 400})
+    page.figure("f", fig)
+    lines = fig.layout.title.text.split("<br>")
+    assert len(lines) == 2 and all(len(l) <= TITLE_CHARS[False] for l in lines) and " ".join(lines) == long
+    assert fig.layout.title.y == pytest.approx(1 - TOOLBAR_PX / 400) and fig.layout.title.yanchor == "top"
+    assert fig.layout.margin.t >= TOOLBAR_PX + 20 * len(lines)
+
+
+def test_bytes_on_the_wire_and_wan_bytes_are_defined_on_both_pages(sweep, tmp_path):
+    """Both pages say what 'bytes on the wire' and 'WAN bytes' count, and the diagnostics axis has a
+    unit."""
+    _, runs = sweep
+    run_page = (runs["noloco"] / "dashboard.html").read_text()
+    write_compare([runs["ddp"], runs["noloco"]], tmp_path / "c.html")
+    for page in (run_page, (tmp_path / "c.html").read_text()):
+        assert "<b>WAN bytes</b>: bytes over WAN links, counted once per WAN link" in page
+    fig = build_dashboard(load_run(runs["noloco"])).figures["fig-diagnostics"]
+    assert "parameter units" in fig.layout.yaxis.title.text
+
+
+def test_a_closing_eval_at_the_time_of_the_last_grid_eval_is_not_a_vertical_drop():
+    """Two evals at the same simulated time (a grid eval, then the run's closing eval after the last
+    sync) are drawn as one point holding the later loss, so the curve has no vertical segment."""
+    from sim.report.compare import band
+
+    metrics = pd.DataFrame({"kind": "eval", "worker": -1, "step": [0, 1, 2, 2], "time_s": [0.0, 1.0, 2.0, 2.0],
+                            "loss": [3.0, 2.5, 2.2, 1.9], "tokens": [0, 10, 20, 20], "bytes": [0.0, 1.0, 2.0, 2.0]})
+    run = RunData(ROOT, {}, {}, pd.DataFrame(), metrics)
+    x, mean, lo, hi = band([run], "time_s")
+    assert list(x) == [0.0, 1.0, 2.0] and list(mean) == [3.0, 2.5, 1.9]
+    from sim.report.dashboard import loss_vs, loss_vs_time
+
+    for fig in (loss_vs(metrics, "tokens", "t", "tokens", None), loss_vs_time(metrics, None)):  # the run page too
+        assert list(fig.data[-1].y) == [3.0, 2.5, 1.9]

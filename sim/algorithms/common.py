@@ -23,6 +23,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Callable
 
 from sim.algorithms.base import Algorithm, Need, Send, StepPlan
@@ -74,6 +75,28 @@ def copy_row(stacked: Tree, dst: int, src: Tree) -> None:
         stacked[k][dst].copy_(src[k])
 
 
+@dataclass
+class OuterState:
+    """The state of an outer method (numerics; per run). Rows of ``outer`` and ``momentum`` are
+    workers, stacked like the replicas."""
+    reductions: dict = field(default_factory=dict)
+    """Send.key -> Reduction: each collective's contributions and result."""
+    outer: Tree | None = None
+    """The outer (slow) parameters; None during warm start."""
+    momentum: Tree | None = None
+    """The outer optimizer's buffer."""
+    ef: ErrorFeedback | None = None
+    """Each worker's quantization residual (``error_feedback``)."""
+    absent: set = field(default_factory=set)
+    """Workers down now (results they have not registered for do not wait for them)."""
+    down: set = field(default_factory=set)
+    """Workers whose outer rows are stale (down, or about to take a peer's)."""
+    applying: dict = field(default_factory=dict)
+    """Worker -> parameter fetches queued and not yet applied."""
+    short: dict = field(default_factory=dict)
+    """Send.key -> participants, for collectives that ran without some member."""
+
+
 class OuterMethod(Algorithm):
     """Base of the DiLoCo family and NoLoCo; subclasses give ``method_plan`` and ``method_ops``."""
 
@@ -115,59 +138,57 @@ class OuterMethod(Algorithm):
         return 0
 
     # ---------------------------------------------------------------- numerics
-    def init(self, replicas) -> dict:
-        state: dict = {"reductions": {}, "outer": None, "momentum": None,
-                       "ef": ErrorFeedback(self.spec.payload_dtype, self.kernels) if self.spec.error_feedback else None,
-                       "absent": set(), "down": set(), "applying": {}, "short": {}}
+    def init(self, replicas) -> OuterState:
+        state = OuterState(ef=ErrorFeedback(self.spec.payload_dtype, self.kernels) if self.spec.error_feedback else None)
         if self.warm == 0:
             self.start(replicas, state)
         return state
 
-    def start(self, replicas, state: dict) -> None:
+    def start(self, replicas, state: OuterState) -> None:
         """Take the outer state from the replicas (after warm start, or at once)."""
         import torch
 
-        state["outer"] = {k: v.clone() for k, v in replicas.params.items()}
-        state["momentum"] = {k: torch.zeros_like(v) for k, v in replicas.params.items()}
+        state.outer = {k: v.clone() for k, v in replicas.params.items()}
+        state.momentum = {k: torch.zeros_like(v) for k, v in replicas.params.items()}
 
-    def on_step(self, numerics, state: dict, worker: int, step: int, time_s: float, plan: StepPlan) -> None:
+    def on_step(self, numerics, state: OuterState, worker: int, step: int, time_s: float, plan: StepPlan) -> None:
         if not plan.local_step:
             return  # a ddp step: it runs when its all-reduce completes (on_reduced)
         numerics.enqueue(worker, step, time_s)
         self.method_ops(numerics, state, worker, step - self.warm, plan)
 
-    def method_ops(self, numerics, state: dict, worker: int, step: int, plan: StepPlan) -> None:
+    def method_ops(self, numerics, state: OuterState, worker: int, step: int, plan: StepPlan) -> None:
         raise NotImplementedError
 
-    def wire(self, state: dict, worker: int, tree: Tree) -> Tree:
+    def wire(self, state: OuterState, worker: int, tree: Tree) -> Tree:
         """What the receivers see of ``worker``'s payload ``tree`` (with error feedback: of the
         payload plus the worker's residual, which is then updated)."""
-        if state["ef"] is not None:
-            return state["ef"].send(worker, tree)
+        if state.ef is not None:
+            return state.ef.send(worker, tree)
         return wire_roundtrip(tree, self.spec.payload_dtype, backend=self.kernels)
 
-    def reduction(self, state: dict, key: tuple, worker: int | None = None) -> Reduction:
+    def reduction(self, state: OuterState, key: tuple, worker: int | None = None) -> Reduction:
         """The reduction of collective ``key``; ``worker`` registers as one that will use it."""
-        red = state["reductions"].get(key)
-        if red is None and worker is not None and worker not in state["short"].get(key, (worker,)):
+        red = state.reductions.get(key)
+        if red is None and worker is not None and worker not in state.short.get(key, (worker,)):
             red = Reduction(key[2])  # it ran without this worker and every user is done with it
-            red.finish(state["short"][key])
+            red.finish(state.short[key])
             red.gone = True
             return red
         if red is None:
-            red = state["reductions"][key] = Reduction(key[2])
-            red.excused |= state["absent"] & set(key[2])
+            red = state.reductions[key] = Reduction(key[2])
+            red.excused |= state.absent & set(key[2])
         if worker is not None:
             red.users.add(worker)
             red.excused.discard(worker)
         return red
 
-    def release(self, state: dict, key: tuple, worker: int) -> None:
-        red = state["reductions"].get(key)
+    def release(self, state: OuterState, key: tuple, worker: int) -> None:
+        red = state.reductions.get(key)
         if red is not None and red.release(worker):
-            del state["reductions"][key]
+            del state.reductions[key]
 
-    def on_reduced(self, numerics, state: dict, send: Send, time_s: float, participants: tuple | None = None) -> list:
+    def on_reduced(self, numerics, state: OuterState, send: Send, time_s: float, participants: tuple | None = None) -> list:
         """The engine finished ``send``'s collective over ``participants`` (None: the whole
         group); returns train records of steps it ran."""
         if send.stream == "warmup":
@@ -178,7 +199,7 @@ class OuterMethod(Algorithm):
             return only(records, participants)
         self.reduction(state, send.key).finish(participants)
         if participants is not None:
-            state["short"][send.key] = participants
+            state.short[send.key] = participants
         return []
 
     # ---------------------------------------------------------------- faults
@@ -186,26 +207,26 @@ class OuterMethod(Algorithm):
         """The last engine step at which a worker uses the result of collective ``key``."""
         raise NotImplementedError
 
-    def _sweep(self, state: dict) -> None:
-        for key in [k for k, red in state["reductions"].items() if red.freeable()]:
-            del state["reductions"][key]
+    def _sweep(self, state: OuterState) -> None:
+        for key in [k for k, red in state.reductions.items() if red.freeable()]:
+            del state.reductions[key]
 
-    def on_member_down(self, state: dict, worker: int) -> None:
+    def on_member_down(self, state: OuterState, worker: int) -> None:
         """``worker`` failed (simulated time): results it has not registered for will not wait for it."""
-        state["absent"].add(worker)
-        state["down"].add(worker)
-        for red in state["reductions"].values():
+        state.absent.add(worker)
+        state.down.add(worker)
+        for red in state.reductions.values():
             if worker in red.group and worker not in red.users:
                 red.excused.add(worker)
         self._sweep(state)
 
-    def on_member_up(self, state: dict, worker: int, step: int) -> None:
+    def on_member_up(self, state: OuterState, worker: int, step: int) -> None:
         """``worker`` is back and goes on after engine step ``step``: it will use the results
         whose use comes later, and none of the others."""
-        state["absent"].discard(worker)
-        if not state["applying"].get(worker):
-            state["down"].discard(worker)
-        for key, red in state["reductions"].items():
+        state.absent.discard(worker)
+        if not state.applying.get(worker):
+            state.down.discard(worker)
+        for key, red in state.reductions.items():
             if worker in red.group and worker not in red._released:
                 if self.use_step(key) > step:
                     red.excused.discard(worker)
@@ -213,7 +234,7 @@ class OuterMethod(Algorithm):
                     red.excused.add(worker)
         self._sweep(state)
 
-    def recover(self, numerics, state: dict, worker: int, peer: int) -> None:
+    def recover(self, numerics, state: OuterState, worker: int, peer: int) -> None:
         """``worker`` fetches ``peer``'s parameters, starting now: snapshot the peer's state at
         this point of its queue; overwrite the worker's outer state with it and its replica
         with the outer parameters (during warm start: the peer's replica) at this point of
@@ -223,28 +244,28 @@ class OuterMethod(Algorithm):
 
         def snapshot() -> None:
             box["params"] = {k: v[peer].clone() for k, v in params.items()}
-            if state["outer"] is not None:
-                box["outer"] = {k: v[peer].clone() for k, v in state["outer"].items()}
-                box["momentum"] = {k: v[peer].clone() for k, v in state["momentum"].items()}
+            if state.outer is not None:
+                box["outer"] = {k: v[peer].clone() for k, v in state.outer.items()}
+                box["momentum"] = {k: v[peer].clone() for k, v in state.momentum.items()}
 
         def apply() -> None:
-            if "outer" in box and state["outer"] is not None:
-                copy_row(state["outer"], worker, box["outer"])
-                copy_row(state["momentum"], worker, box["momentum"])
+            if "outer" in box and state.outer is not None:
+                copy_row(state.outer, worker, box["outer"])
+                copy_row(state.momentum, worker, box["momentum"])
                 copy_row(params, worker, box["outer"])
             else:
                 copy_row(params, worker, box["params"])
-            state["applying"][worker] -= 1
-            if not state["applying"][worker] and worker not in state["absent"]:
-                state["down"].discard(worker)
+            state.applying[worker] -= 1
+            if not state.applying[worker] and worker not in state.absent:
+                state.down.discard(worker)
 
-        state["applying"][worker] = state["applying"].get(worker, 0) + 1
+        state.applying[worker] = state.applying.get(worker, 0) + 1
         run_or_enqueue(numerics, peer, snapshot)
         run_or_enqueue(numerics, worker, apply, lambda: "params" in box)
 
-    def _live_rows(self, state: dict) -> list[int]:
+    def _live_rows(self, state: OuterState) -> list[int]:
         """Workers whose outer rows are current (not down, not waiting to take a peer's)."""
-        rows = [w for w in range(self.n_workers) if w not in state["down"]]
+        rows = [w for w in range(self.n_workers) if w not in state.down]
         return rows or list(range(self.n_workers))
 
     outer_state_copies = 2
@@ -256,20 +277,20 @@ class OuterMethod(Algorithm):
     diagnostic: tuple[str, Callable[[Tree], float]] | None = None
     """(metric name, function of the stacked outer parameters) reported at every evaluation."""
 
-    def global_params(self, numerics, state: dict) -> Tree:
+    def global_params(self, numerics, state: OuterState) -> Tree:
         """Parameters evaluated as 'the model': the outer parameters (their mean over workers
         where they differ; replica 0 during warm start)."""
-        if state["outer"] is None:
+        if state.outer is None:
             return numerics.replicas.replica(0)
         rows = self._live_rows(state)  # workers down (or about to take a peer's state) have stale rows
         if self.outer_rows_differ:
             if len(rows) == self.n_workers:
-                return {k: v.float().mean(dim=0) for k, v in state["outer"].items()}
-            return {k: v[rows].float().mean(dim=0) for k, v in state["outer"].items()}
-        return {k: v[rows[0]] for k, v in state["outer"].items()}
+                return {k: v.float().mean(dim=0) for k, v in state.outer.items()}
+            return {k: v[rows].float().mean(dim=0) for k, v in state.outer.items()}
+        return {k: v[rows[0]] for k, v in state.outer.items()}
 
-    def diagnostics(self, numerics, state: dict) -> dict[str, float]:
-        if self.diagnostic is None or state["outer"] is None:
+    def diagnostics(self, numerics, state: OuterState) -> dict[str, float]:
+        if self.diagnostic is None or state.outer is None:
             return {}
         name, fn = self.diagnostic
-        return {name: fn(state["outer"])}
+        return {name: fn(state.outer)}

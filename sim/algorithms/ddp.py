@@ -26,6 +26,8 @@ Not modelled: bucket-size tuning (one bucket per layer), gradient compression ho
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from sim.algorithms.base import Algorithm, Need, ScheduleInfo, Send, StepPlan, block_of, forward_start
 from sim.algorithms.common import allreduce_grads, copy_row, only
 from sim.algorithms.transforms import Tree
@@ -47,6 +49,12 @@ def layer_buckets(layout: list[tuple[str, int]]) -> list[tuple[float, int, float
     if other:
         out.append((1.0, other, 0.0))
     return out
+
+
+@dataclass
+class DDPState:
+    """ddp's numerics state: per step (round), how many buckets are in and who took part in all."""
+    arrived: dict = field(default_factory=dict)
 
 
 class DDP(Algorithm):
@@ -88,31 +96,31 @@ class DDP(Algorithm):
             self._plan = (r, StepPlan(during=sends, needs=needs, local_step=False))
         return self._plan[1]
 
-    def init(self, replicas) -> dict:
-        return {"arrived": {}}
+    def init(self, replicas) -> DDPState:
+        return DDPState()
 
-    def on_step(self, numerics, state: dict, worker: int, step: int, time_s: float, plan: StepPlan) -> None:
+    def on_step(self, numerics, state: DDPState, worker: int, step: int, time_s: float, plan: StepPlan) -> None:
         """Nothing to queue: the step runs when its gradients have been all-reduced."""
 
-    def on_reduced(self, numerics, state: dict, send, time_s: float, participants: tuple | None = None) -> list:
+    def on_reduced(self, numerics, state: DDPState, send, time_s: float, participants: tuple | None = None) -> list:
         """Once every bucket of a step is all-reduced, that step runs over the gradients of the
         workers present in all its buckets; returns their train-loss records."""
-        got, present = state["arrived"].get(send.round, (0, None))
+        got, present = state.arrived.get(send.round, (0, None))
         if participants is not None:
             present = participants if present is None else tuple(w for w in present if w in participants)
         got += 1
         if got < len(self.buckets):
-            state["arrived"][send.round] = (got, present)
+            state.arrived[send.round] = (got, present)
             return []
-        state["arrived"].pop(send.round, None)
+        state.arrived.pop(send.round, None)
         records = numerics.synchronous_step(send.round + 1, time_s,
                                             allreduce_grads(self.spec.payload_dtype, present, self.kernels))
         return only(records, present)
 
-    def recover(self, numerics, state: dict, worker: int, peer: int) -> None:
+    def recover(self, numerics, state: DDPState, worker: int, peer: int) -> None:
         """A worker that comes back takes the peer's parameters (equal to its own: every replica steps)."""
         params = numerics.replicas.params
         copy_row(params, worker, {k: v[peer] for k, v in params.items()})
 
-    def global_params(self, numerics, state: dict) -> Tree:
+    def global_params(self, numerics, state: DDPState) -> Tree:
         return numerics.replicas.replica(0)

@@ -65,7 +65,7 @@ class DiLoCo(OuterMethod):
     def use_step(self, key: tuple) -> int:
         return self.warm + (key[1] + self.delay + 1) * self.H
 
-    def method_ops(self, numerics, state: dict, worker: int, step: int, plan: StepPlan) -> None:
+    def method_ops(self, numerics, state, worker: int, step: int, plan: StepPlan) -> None:
         outgoing = plan.outgoing()
         if not outgoing:
             return
@@ -79,7 +79,7 @@ class DiLoCo(OuterMethod):
 
         def contribute() -> None:
             # Delta_m = theta_outer_m - theta_m, as the receivers will see it
-            fresh = tree_sub(worker_view(state["outer"], worker), worker_view(params, worker))
+            fresh = tree_sub(worker_view(state.outer, worker), worker_view(params, worker))
             box["fresh"] = fresh
             red_now.add(worker, self.wire(state, worker, fresh))
 
@@ -98,8 +98,8 @@ class DiLoCo(OuterMethod):
                     delta = {k: avg[k] + (fresh[k] - stale[k]) / m for k in avg}
                 else:
                     delta = avg
-            outer_w = worker_view(state["outer"], worker)
-            mom_w = worker_view(state["momentum"], worker)
+            outer_w = worker_view(state.outer, worker)
+            mom_w = worker_view(state.momentum, worker)
             self.outer.step_(outer_w, mom_w, delta, self.kernels)
             if red_old is None or worker in red_old.present:  # dropped: keep its own params
                 assign(worker_view(params, worker), outer_w)

@@ -109,7 +109,7 @@ class NoLoCo(OuterMethod):
                                      self.spec.payload_dtype, self.spec.collective, grain=self.grain)
         return StepPlan(during=during, sends=sends, needs=layered_needs("gossip", r, self.parts, self.layers, self.grain))
 
-    def method_ops(self, numerics, state: dict, worker: int, step: int, plan: StepPlan) -> None:
+    def method_ops(self, numerics, state, worker: int, step: int, plan: StepPlan) -> None:
         outgoing = plan.outgoing()
         if not outgoing:
             return
@@ -119,7 +119,7 @@ class NoLoCo(OuterMethod):
         s = self.spec
 
         def contribute() -> None:
-            phi = worker_view(state["outer"], worker)
+            phi = worker_view(state.outer, worker)
             g = tree_sub(worker_view(params, worker), phi)
             # one payload of 2 x the model (what payload_bytes counts): g then phi
             red.add(worker, self.wire(state, worker, {**{("g", k): v for k, v in g.items()},
@@ -131,8 +131,8 @@ class NoLoCo(OuterMethod):
                 self.release(state, send.key, worker)  # partner down or late: skip this outer step
                 return
             mean = red.mean()
-            phi = worker_view(state["outer"], worker)
-            delta = worker_view(state["momentum"], worker)
+            phi = worker_view(state.outer, worker)
+            delta = worker_view(state.momentum, worker)
             new_delta = {k: s.outer_momentum * delta[k] + s.outer_lr * mean[("g", k)]
                          - s.gamma * (phi[k] - mean[("phi", k)]) for k in phi}
             new_phi = {k: phi[k] + new_delta[k] for k in phi}

@@ -122,14 +122,14 @@ class StreamingDiLoCo(OuterMethod):
         during.sort(key=lambda fs: fs[0])  # two fragments due at once: release in backward order
         return StepPlan(during=tuple(during), sends=tuple(sends), needs=needs)
 
-    def method_ops(self, numerics, state: dict, worker: int, step: int, plan: StepPlan) -> None:
+    def method_ops(self, numerics, state, worker: int, step: int, plan: StepPlan) -> None:
         params = numerics.replicas.params
         for send in plan.outgoing():  # contributions first: with tau = 0 the same fragment is applied next
             keys = self.fragments[int(send.stream[4:])]
             red = self.reduction(state, send.key, worker)
 
             def contribute(red=red, keys=keys) -> None:
-                fresh = tree_sub(worker_view(state["outer"], worker, keys), worker_view(params, worker, keys))
+                fresh = tree_sub(worker_view(state.outer, worker, keys), worker_view(params, worker, keys))
                 red.add(worker, self.wire(state, worker, fresh))
 
             numerics.enqueue_op(worker, contribute)
@@ -141,8 +141,8 @@ class StreamingDiLoCo(OuterMethod):
             def apply(red=red, keys=keys, key=key) -> None:
                 if red.gone:  # left out, and the result is gone: nothing to apply
                     return
-                outer_w = worker_view(state["outer"], worker, keys)
-                mom_w = worker_view(state["momentum"], worker, keys)
+                outer_w = worker_view(state.outer, worker, keys)
+                mom_w = worker_view(state.momentum, worker, keys)
                 self.outer.step_(outer_w, mom_w, red.mean(), self.kernels)
                 if worker in red.present:  # left out of the average (down or late): keep its own params
                     local = worker_view(params, worker, keys)

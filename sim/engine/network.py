@@ -111,7 +111,8 @@ class Network:
         self.link_bytes: dict[tuple[str, str], float] = {k: 0.0 for k in self.capacity}
         self.sent_bytes: dict[str, float] = {n: 0.0 for n in graph.nodes}
         self.received_bytes: dict[str, float] = {n: 0.0 for n in graph.nodes}
-        self._routes: dict[tuple[str, str], tuple[list[str], list[tuple[str, str]], float]] = {}
+        # (src, dst) -> path, links, latency_s and the links' ids (see below).
+        self._routes: dict[tuple[str, str], tuple[list[str], list[tuple[str, str]], float, tuple[int, ...]]] = {}
         self._latency = {}  # latency_s by directed link, and the one neighbour of each leaf node
         for u, v, d in graph.edges(data=True):
             self._latency[(u, v)] = self._latency[(v, u)] = d["latency_s"]
@@ -177,7 +178,7 @@ class Network:
     def route_latency_s(self, src: str, dst: str) -> float:
         return self._current_route(src, dst)[2]
 
-    def _current_route(self, src: str, dst: str) -> tuple[list[str], list[tuple[str, str]], float]:
+    def _current_route(self, src: str, dst: str) -> tuple[list[str], list[tuple[str, str]], float, tuple[int, ...]]:
         """The shortest route by latency; while a link on it is down, the shortest route over
         the links that are up, if there is one (else the usual route, whose flows then wait)."""
         info = self._route_info(src, dst)
@@ -190,9 +191,9 @@ class Network:
         except nx.NetworkXNoPath:
             return info
         links = list(zip(path, path[1:]))
-        return path, links, sum(self._latency[l] for l in links)
+        return path, links, sum(self._latency[l] for l in links), tuple([self._link_id[l] for l in links])
 
-    def _route_info(self, src: str, dst: str) -> tuple[list[str], list[tuple[str, str]], float]:
+    def _route_info(self, src: str, dst: str) -> tuple[list[str], list[tuple[str, str]], float, tuple[int, ...]]:
         key = (src, dst)
         info = self._routes.get(key)
         if info is not None:
@@ -218,7 +219,7 @@ class Network:
                 raise ValueError(f"no route from {src} to {dst}: {err}") from None
         links = list(zip(path, path[1:]))
         latency = sum(self._latency[l] for l in links)
-        info = self._routes[key] = (path, links, latency)
+        info = self._routes[key] = (path, links, latency, tuple([self._link_id[l] for l in links]))
         return info
 
     # ------------------------------------------------------------------ transfers
@@ -233,7 +234,7 @@ class Network:
         """
         if nbytes < 0 or not math.isfinite(nbytes):
             raise ValueError(f"transfer size must be finite and >= 0 (got {nbytes})")
-        path, links, route_latency = self._current_route(src, dst)
+        path, links, route_latency, ids = self._current_route(src, dst)
         latency = route_latency if latency_s is None else latency_s
         if not latency >= 0 or math.isinf(latency):
             raise ValueError(f"transfer latency_s must be finite and >= 0 (got {latency_s})")
@@ -246,7 +247,7 @@ class Network:
             self._deliver(flow)
             return flow.done
         self._flows[flow] = None
-        ids = flow.link_ids = tuple([self._link_id[l] for l in links])
+        flow.link_ids = ids
         lf = self._link_flows
         for l in ids:
             lf[l][flow] = None
@@ -704,8 +705,8 @@ def _progressive_filling(hops: np.ndarray, cap: np.ndarray) -> np.ndarray:
     left = cap.copy()
     live = (count > 0).nonzero()[0]
     share = np.empty(cap.size)  # each live link's entry in the heap
-    share[live] = left.take(live) / count.take(live)
-    order = live.take(np.argsort(share.take(live), kind="stable"))
+    share[live] = entries = cap.take(live) / count.take(live)
+    order = live.take(np.argsort(entries, kind="stable"))
     rate = np.full(k, _INF)
     open_ = None  # the flows not frozen yet (None: all)
     n_open = k

@@ -22,7 +22,7 @@ from typing import Callable, Generator
 import numpy as np
 import simpy
 
-from sim.algorithms.base import NOTHING
+from sim.algorithms.base import NOTHING, StepPlan
 from sim.engine.sync import SyncBarrier
 from sim.metrics.records import Recorder, StateSpan
 
@@ -83,8 +83,8 @@ class Worker:
     """
 
     def __init__(self, env: simpy.Environment, index: int, node: str, step_time_s: Callable[[int], float],
-                 plan: Callable[[int, int], object], barrier: SyncBarrier,
-                 on_step: Callable[[int, int, float, object], None], recorder: Recorder,
+                 plan: Callable[[int, int], StepPlan], barrier: SyncBarrier,
+                 on_step: Callable[[int, int, float, StepPlan], None], recorder: Recorder,
                  elapsed: Callable[[float, float], float] | None = None):
         self.env, self.index, self.node = env, index, node
         self.step_time_s = step_time_s

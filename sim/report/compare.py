@@ -21,16 +21,17 @@ import numpy as np
 import plotly.graph_objects as go
 
 from sim.metrics.tables import time_to_loss
-from sim.report.dashboard import DIAGNOSTIC_LABELS, DIAGNOSTIC_UNITS, _fig, diagnostic_kinds, loss_range, status_text, topology_text
+from sim.report.dashboard import (DIAGNOSTIC_LABELS, DIAGNOSTIC_UNITS, _fig, diagnostic_kinds, loss_range, status_text,
+                                  topology_text)
 from sim.report.page import (BYTES_DEFINITION, STATE_COLORS, STATE_LABELS, Page, byte_unit, export_pngs, fmt_bytes,
                              grid_table, kv_table)
 from sim.report.runs import (Group, NotDrawable, RunData, RunDirError, algorithm_label, find_run_dirs,
                              group_replications, incomparable, load_run, unique_labels)
-
 # Colours of methods (runs): none of them is a state colour (page.STATE_COLORS: green compute, red
-# comm-blocked, orange straggler-wait, grey down), so a colour means one thing on the whole page.
-PALETTE = ["#1f77b4", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#393b79", "#7b4173", "#6b6ecf",
-           "#8c6d31"]
+# comm-blocked, orange straggler-wait, grey down), so a colour means one thing on the whole page;
+# one palette for runs, sweeps and bandwidth charts.
+from sim.report.sweep import PALETTE
+
 GRID_POINTS = 200
 
 
@@ -146,6 +147,24 @@ def fair_budgets(groups: list[Group]) -> dict | None:
             "loss_differs": differ(finite) or len(finite) != len(finals)}
 
 
+def budget_notice(groups: list[Group]) -> str | None:
+    """For runs without losses (timing only): one paragraph when they ran different simulated
+    times or token budgets, saying which of their numbers still compare; None when they did not."""
+    runs = [r for g in groups for r in g.runs]
+    ends_s = [float(r.summary["sim_duration_s"]) for r in runs]
+    tokens = [float(r.summary.get("tokens") or 0) for r in runs]
+    parts = []
+    if max(ends_s) > min(ends_s) * 1.01 + 1e-12:
+        parts.append(f"simulated times from {min(ends_s):,.4g} s to {max(ends_s):,.4g} s")
+    if max(tokens) > min(tokens) * 1.01 + 1e-12:
+        parts.append(f"tokens from {min(tokens):,.0f} to {max(tokens):,.0f}")
+    if not parts:
+        return None
+    return ("These runs ended at different budgets (" + "; ".join(parts) + "). Compute utilization, the state "
+            "fractions and bytes per worker per round are rates and compare across budgets; total bytes and "
+            "simulated time do not.")
+
+
 def fair_notice(fair: dict | None) -> str | None:
     """One paragraph saying when runs ended at different budgets or losses, so that nobody
     reads their final numbers as a like-for-like comparison; None when they did not."""
@@ -177,6 +196,9 @@ def band(runs: list[RunData], column: str, kind: str = "eval", n: int = GRID_POI
     curves = []
     for r in runs:
         d = r.metrics[r.metrics["kind"] == kind].sort_values([column, "time_s"], kind="stable")
+        # two evals at one x (the closing eval right after a grid eval) would draw a vertical drop:
+        # the later one is what the run had at that x
+        d = d.drop_duplicates(column, keep="last")
         curves.append((d[column].to_numpy(float), d["loss"].to_numpy(float)))
     curves = [c for c in curves if len(c[0])]
     if not curves:
@@ -301,22 +323,26 @@ def _bars(title: str, groups: list[Group], values: list, ranges: list | None, yt
     return fig
 
 
-def fair_figure(groups: list[Group], stats: list[dict], fair: dict, yrange: list[float] | None) -> go.Figure:
+def fair_figure(groups: list[Group], stats: list[dict], fair: dict, floor: float | None) -> go.Figure:
     """Each run's eval loss at equal tokens and at equal simulated time (the latest eval at or
-    before each point), side by side: the like-for-like view when runs end at different budgets."""
-    fig = _fig("Fair comparison: eval loss at equal tokens and at equal simulated time")
+    before each point), side by side: the like-for-like view when runs end at different budgets.
+    Bars are the gap to the loss floor (so that they start at a meaningful zero), labelled with
+    the loss itself; without a floor, the loss."""
+    base = floor if floor is not None else 0.0
+    fig = _fig("Fair comparison: eval loss at equal tokens and at equal simulated time"
+               + (" (bars: gap to the loss floor)" if floor is not None else ""))
     labels = [g.label for g in groups]
     for key, name, pattern in (("loss_at_tokens", f"after {fair['tokens']:,.0f} tokens", ""),
                                ("loss_at_time", f"after {fair['time_s']:,.4g} s simulated", "/")):
         vals = [s[key] for s in stats]
-        fig.add_trace(go.Bar(x=labels, y=[v if v is not None else 0 for v in vals], name=name,
-                             text=[f"{v:.4f}" if v is not None else "-" for v in vals], textposition="outside",
-                             cliponaxis=False, marker={"color": [g.color for g in groups], "pattern_shape": pattern,
+        fig.add_trace(go.Bar(x=labels, y=[v - base if v is not None else 0 for v in vals], name=name,
+                             text=[f"{v:.3f}" if v is not None else "-" for v in vals], textposition="outside",
+                             textfont={"size": 10}, cliponaxis=False,
+                             marker={"color": [g.color for g in groups], "pattern_shape": pattern,
                                                        "line": {"color": "#333", "width": 0.5}},
-                             hovertemplate="%{x}: %{text}<extra>" + html.escape(name) + "</extra>"))
-    lo = min([v for s in stats for v in (s["loss_at_tokens"], s["loss_at_time"]) if v is not None] or [0.0])
-    rng = [max(0.0, (yrange[0] if yrange else lo) - 0.05), (yrange[1] if yrange else None)]
-    fig.update_layout(barmode="group", yaxis={"title": "eval loss (nats)", "range": rng if rng[1] else None})
+                             hovertemplate="%{x}: eval loss %{text}<extra>" + html.escape(name) + "</extra>"))
+    fig.update_layout(barmode="group", yaxis={"title": "eval loss minus floor (nats)" if floor is not None
+                                              else "eval loss (nats)", "rangemode": "tozero"})
     return fig
 
 
@@ -354,7 +380,7 @@ def compare_figures(groups: list[Group], target: float | None) -> dict[str, tupl
         figs[fig_id] = (fig, fig_id == "cmp-loss-time")
     stats = [group_stats(g, target, fair) for g in groups]
     if fair is not None:
-        figs["cmp-fair"] = (fair_figure(groups, stats, fair, yrange), False)
+        figs["cmp-fair"] = (fair_figure(groups, stats, fair, floor), False)
     cu = [s["utilization"] for s in stats]
     figs["cmp-cu"] = (_bars("Compute utilization (CU)", groups, cu, [s["utilization_range"] for s in stats],
                             "CU", [f"{v:.1%}" if v is not None else "-" for v in cu],
@@ -384,7 +410,14 @@ def compare_figures(groups: list[Group], target: float | None) -> dict[str, tupl
                              textposition="outside", cliponaxis=False,
                              marker={"color": [_rgba(g.color, alpha) for g in groups],
                                      "line": {"color": [g.color for g in groups], "width": 1}}))
-    fig.update_layout(barmode="group", yaxis={"title": unit, "type": "log", "dtick": 1})  # powers of ten only
+    vals = [s[k] / div for s in stats for k in ("bytes_total", "wan_bytes") if s[k]]
+    if vals and max(vals) > 20 * min(vals):  # log only when a linear axis would hide the small bars
+        ticks = [m * 10.0 ** k for k in range(-3, 7) for m in (1, 2, 5)
+                 if min(vals) / 2 <= m * 10.0 ** k <= max(vals) * 2]
+        fig.update_layout(barmode="group", yaxis={"title": unit, "type": "log", "tickvals": ticks,
+                                                  "ticktext": [f"{v:g}" for v in ticks]})
+    else:
+        fig.update_layout(title_text="Bytes on the wire and WAN bytes", barmode="group", yaxis={"title": unit})
     figs["cmp-bytes"] = (fig, False)
     kinds = sorted({k for g in groups for r in g.runs for k in diagnostic_kinds(r.metrics)})
     if kinds:
@@ -491,7 +524,7 @@ def build_compare(groups: list[Group], baseline: Group, target: float | None, ta
                  ("target eval loss", f"{_f(target, '.4f')} ({target_why})")]
     rows.append(("baseline", baseline.label))
     page.html(kv_table(rows))
-    notice = fair_notice(fair_budgets(groups))
+    notice = budget_notice(groups) if timing_only else fair_notice(fair_budgets(groups))
     if notice:
         page.html(f"<p class='notice' id='fair-notice'>{html.escape(notice)}</p>")
     if forced_note:

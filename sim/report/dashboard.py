@@ -365,9 +365,16 @@ def bytes_per_link(summary: dict) -> go.Figure:
     fig.add_trace(go.Bar(x=[l["link"] for l in links], y=[l["bytes"] / div for l in links], name="bytes",
                          marker_color=["#6a51a3" if l["kind"] == "wan" else "#bcbddc" for l in links],
                          text=[fmt_bytes(l["bytes"]) for l in links], textposition="outside", cliponaxis=False,
-                         hovertext=[f"{l['kind']}, {l['bandwidth_gbps']:g} Gbit/s" for l in links]))
+                         hovertext=[f"{l['kind']}, {_cap_gbps(l):g} Gbit/s" for l in links]))
     fig.update_layout(yaxis_title=unit, showlegend=False)
     return fig
+
+
+def _cap_gbps(link: dict) -> float:
+    """A link's capacity from summary.json; an infinitely fast link is written there as null
+    (strict JSON has no inf), read back as inf."""
+    cap = link.get("cap_gbps", link.get("bandwidth_gbps"))
+    return math.inf if cap is None else float(cap)
 
 
 def peak_vs_mean(summary: dict, peaks_gbps: dict[tuple[str, str], float]) -> go.Figure:
@@ -375,7 +382,7 @@ def peak_vs_mean(summary: dict, peaks_gbps: dict[tuple[str, str], float]) -> go.
     names = [l["link"] for l in wan]
     peak = [peaks_gbps.get((l["src"], l["dst"]), 0.0) for l in wan]
     mean = [l["bytes"] * 8 / 1e9 / summary["sim_duration_s"] if summary["sim_duration_s"] > 0 else 0.0 for l in wan]
-    cap = [l.get("cap_gbps", l["bandwidth_gbps"]) for l in wan]
+    cap = [_cap_gbps(l) for l in wan]
     values = [v for v in peak + mean + cap if v > 0 and math.isfinite(v)]
     log = bool(values) and max(values) > 20 * min(values)  # a mean far below the peak stays visible
     fig = _fig("WAN bandwidth used: peak and mean over the run, against capacity" + (" (log scale)" if log else ""))
@@ -386,7 +393,11 @@ def peak_vs_mean(summary: dict, peaks_gbps: dict[tuple[str, str], float]) -> go.
     fig.add_trace(go.Scatter(x=names, y=cap, name="capacity",
                              mode="markers", marker={"symbol": "line-ew-open", "size": 30, "color": "black",
                                                      "line": {"width": 2}}))
-    fig.update_layout(barmode="group", yaxis={"title": "Gbit/s", **({"type": "log", "dtick": 1} if log else {})})
+    ticks = [m * 10.0 ** k for k in range(-6, 7) for m in (1, 2, 5)
+             if values and min(values) / 2 <= m * 10.0 ** k <= max(values) * 2]
+    fig.update_layout(barmode="group", yaxis={"title": "Gbit/s", **({"type": "log", "tickvals": ticks,
+                                                                      "ticktext": [f"{v:g}" for v in ticks]}
+                                                                     if log else {})})
     return fig
 
 
@@ -450,7 +461,7 @@ def loss_vs_time(metrics: pd.DataFrame, floor: float | None) -> go.Figure:
         fig.add_trace(go.Scatter(x=d["time_s"], y=d["loss"], mode="lines", name="eval loss (each replica)",
                                  legendgroup="replica_eval", showlegend=i == 0, hovertext=f"replica {w}",
                                  line={"color": "#fdae6b", "width": 1}))
-    ev = metrics[metrics["kind"] == "eval"]
+    ev = _one_eval_per_x(metrics[metrics["kind"] == "eval"], "time_s")
     fig.add_trace(go.Scatter(x=ev["time_s"], y=ev["loss"], mode="lines+markers", name="eval loss (global model)",
                              line={"color": "#08519c", "width": 2}, marker={"size": 5}))
     _floor_line(fig, floor, list(ev["loss"]) + (list(per_step["loss"]) if len(train) else []))
@@ -458,8 +469,14 @@ def loss_vs_time(metrics: pd.DataFrame, floor: float | None) -> go.Figure:
     return fig
 
 
+def _one_eval_per_x(ev: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Evals sorted by ``column``, one per value: of two at one x (a grid eval and the run's closing
+    eval at the same time or tokens) the later, so that a curve never ends in a vertical drop."""
+    return ev.sort_values([column, "time_s"], kind="stable").drop_duplicates(column, keep="last")
+
+
 def loss_vs(metrics: pd.DataFrame, column: str, title: str, xlabel: str, floor: float | None) -> go.Figure:
-    ev = metrics[metrics["kind"] == "eval"]
+    ev = _one_eval_per_x(metrics[metrics["kind"] == "eval"], column)
     fig = _fig(title)
     x = ev[column]
     if column == "bytes":  # MB / GB, not plotly's SI suffixes ("1B" = a billion)
@@ -590,7 +607,7 @@ def summary_rows(run: RunData) -> list[tuple[str, object]]:
         ("bytes per worker per round", fmt_bytes(bpwr)),
         ("payload per sync", f"{fmt_bytes(s.get('payload_bytes_per_sync'))} ({s.get('wire_format', '?')})"),
         ("peak WAN bandwidth used", f"{fmt_gbps(peak.get('peak_gbps'))} on {peak['link']} "
-                                    f"(capacity {peak.get('cap_gbps', peak['bandwidth_gbps']):g}, "
+                                    f"(capacity {_cap_gbps(peak):g}, "
                                     f"mean {fmt_gbps(peak.get('mean_gbps'))})" if peak else "no WAN links"),
         ("rounds / tokens", f"{rounds} / {s.get('tokens', 0):,}"),
         ("faults", faults_text(s.get("faults"))),
@@ -656,7 +673,7 @@ def run_figures(run: RunData) -> tuple[dict[str, tuple[go.Figure, bool]], dict |
     s = run.summary
     floor = s.get("loss_floor")
     net = network_series(run)
-    caps = {(l["src"], l["dst"]): float(l.get("cap_gbps", l["bandwidth_gbps"])) for l in s["bytes_per_link"]}
+    caps = {(l["src"], l["dst"]): _cap_gbps(l) for l in s["bytes_per_link"]}
     wan = {(l["src"], l["dst"]) for l in s["bytes_per_link"] if l["kind"] == "wan"}
     figs: dict[str, tuple[go.Figure, bool]] = {}
     gantt, selector = timeline(run)

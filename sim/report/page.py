@@ -29,12 +29,13 @@ h1{margin-bottom:.2em} h2{margin-top:1.4em;border-bottom:1px solid #ddd;padding-
 p.desc{color:#555;margin-top:0}
 table.kv th{text-align:left;padding:2px 1.5em 2px 0;color:#444;font-weight:600;vertical-align:top}
 table.kv td{padding:2px 0}
-table.grid{border-collapse:collapse;font-size:.92em} table.grid th,table.grid td{border:1px solid #ddd;padding:3px 8px}
+table.grid{border-collapse:collapse;font-size:.92em;display:block;max-width:100%;overflow-x:auto} table.grid th,table.grid td{border:1px solid #ddd;padding:3px 8px}
 table.grid th{background:#f4f4f4} table.grid td.num{text-align:right;font-variant-numeric:tabular-nums}
 .cols{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:1em}
 .cols>.wide{grid-column:1 / span 2} .fig{min-height:200px}
 .note{color:#666;font-size:.9em}
-.notice{background:#fff4d6;border-left:4px solid #b8860b;padding:.5em .8em;margin:.8em 0} .swatch{display:inline-block;width:.9em;height:.9em;border-radius:2px;
+.notice{background:#fff4d6;border-left:4px solid #b8860b;padding:.5em .8em;margin:.8em 0}
+.swatch{display:inline-block;width:.9em;height:.9em;border-radius:2px;
 vertical-align:middle;margin-right:.4em}
 """
 
@@ -105,7 +106,8 @@ def grid_table(header: list[str], rows: list[list[object]], table_id: str, raw_f
     return f"<table class='grid' id='{table_id}'><thead><tr>{ths}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-TOOLBAR_PX = 30  # height of plotly's toolbar (modebar) at the figure's top right; titles start below it
+TOOLBAR_PX = 44  # plotly's toolbar (modebar) fills the top ~27 px at the right; a title anchored this far down
+# (plotly puts the text box ~14 px above its anchor) starts below it
 TITLE_CHARS = {False: 70, True: 150}  # characters per title line in a half-width / full-width figure
 
 

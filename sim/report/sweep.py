@@ -16,7 +16,9 @@ import plotly.graph_objects as go
 
 METRICS = {"final_eval_loss": "final eval loss", "utilization": "compute utilization (CU)",
            "time_to_target_s": "simulated time to target (s)", "wan_bytes": "bytes over WAN links"}
-PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f"]
+# The comparison page's method colours: none of them is a worker-state colour (page.STATE_COLORS).
+PALETTE = ["#1f77b4", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#393b79", "#7b4173", "#6b6ecf",
+           "#8c6d31"]
 
 
 def load_sweep(path: str | Path) -> tuple[pd.DataFrame, list[str]] | None:
