@@ -516,8 +516,10 @@ def cmd_schema(args) -> int:
     if args.plugin:  # a plug-in method's own knobs
         from sim.algorithms.plugins import PluginError, load_method, resolve_ref
 
+        from sim.algorithms.plugins import entry_points
+
         try:
-            cls = load_method(resolve_ref(args.plugin, None))
+            cls = load_method(resolve_ref(entry_points().get(args.plugin, args.plugin), None))
         except PluginError as err:
             raise BadInput(f"--plugin: {err}") from None
         print(json.dumps(cls.Spec.model_json_schema(), indent=2))

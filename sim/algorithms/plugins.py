@@ -31,11 +31,17 @@ class PluginError(ValueError):
     """A plug-in that cannot be used, with the reason in one line (no traceback)."""
 
 
+PACKAGED: dict[str, str] = {}
+"""Methods shipped with locosim but built as plug-ins are (the public path, as a third party
+would write them): name -> 'module:Class', resolved exactly like an entry point."""
+
+
 def entry_points() -> dict[str, str]:
-    """Method name -> 'module:Class' of every installed package's ``locosim.algorithms`` entry points."""
+    """Method name -> 'module:Class': the methods shipped as plug-ins (``PACKAGED``) and every
+    installed package's ``locosim.algorithms`` entry points."""
     from importlib.metadata import entry_points as eps
 
-    return {ep.name: ep.value for ep in eps(group=ENTRY_POINT_GROUP)}
+    return {**PACKAGED, **{ep.name: ep.value for ep in eps(group=ENTRY_POINT_GROUP)}}
 
 
 def resolve_ref(ref: str, base_dir: Path | None) -> str:
