@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import platform
+from pathlib import Path
+
+
+def cpu_machine() -> dict:
+    """CPU model (from /proc/cpuinfo where there is one), core counts, platform and Python."""
+    model = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": model, "cpu_count": os.cpu_count(),
+            "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+            "platform": platform.platform(), "python": platform.python_version()}
 
 
 def torch_machine(device) -> dict:

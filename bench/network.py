@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -36,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import networkx  # noqa: E402
 import simpy  # noqa: E402
 
-from sim.engine.clock import rng  # noqa: E402
+from bench.machine import cpu_machine  # noqa: E402
+from sim.rng import rng  # noqa: E402
 from sim.engine.collectives import COLLECTIVES  # noqa: E402
 from sim.engine.network import Network, build_graph, gbps_to_bytes_per_s  # noqa: E402
 from sim.scenario import Link, Region, Topology  # noqa: E402
@@ -116,18 +115,7 @@ def churn(n_flows: int, median_bytes: float, seed: int = 0) -> dict:
 
 
 def machine() -> dict:
-    model = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": model, "cpu_count": os.cpu_count(),
-            "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-            "platform": platform.platform(), "python": platform.python_version(),
-            "simpy": simpy.__version__, "networkx": networkx.__version__, "threads_used": 1}
+    return {**cpu_machine(), "simpy": simpy.__version__, "networkx": networkx.__version__, "threads_used": 1}
 
 
 def main() -> None:

@@ -26,7 +26,6 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import cpu_machine  # noqa: E402
 from sim.runner import Simulation, run_to_dir  # noqa: E402
 from sim.scenario import parse_scenario  # noqa: E402
 
@@ -133,19 +133,6 @@ def threads_workload() -> dict:
     return out
 
 
-def machine() -> dict:
-    model = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": model, "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-            "platform": platform.platform(), "python": platform.python_version()}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default="diloco_1024,barrier_1024,threads")
@@ -160,7 +147,7 @@ def main() -> None:
         result["barrier_1024"] = barrier_1024(args.barrier_rounds)
     if "threads" in only:
         result["threads"] = threads_workload()
-    result["machine"] = machine()
+    result["machine"] = cpu_machine()
     print(json.dumps(result, indent=2))
 
 
