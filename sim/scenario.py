@@ -789,7 +789,8 @@ class Scenario(_Strict):
             from sim.algorithms import plugins
 
             if "plugin" not in alg and name not in plugins.entry_points():
-                raise _FieldError(("algorithm",), f"unknown name {name!r}; allowed: {', '.join(BUILTIN_METHODS)}, "
+                known = [*BUILTIN_METHODS, *plugins.entry_points()]
+                raise _FieldError(("algorithm",), f"unknown name {name!r}; allowed: {', '.join(known)}, "
                                   "or a plug-in (plugin: FILE.py:Class)")
             base = (info.context or {}).get("base_dir")
             try:

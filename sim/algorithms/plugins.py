@@ -31,7 +31,12 @@ class PluginError(ValueError):
     """A plug-in that cannot be used, with the reason in one line (no traceback)."""
 
 
-PACKAGED: dict[str, str] = {}
+PACKAGED: dict[str, str] = {
+    "fedavg": "sim.algorithms.fedavg:FedAvg",
+    "sparta": "sim.algorithms.sparta:SPARTA",
+    "sparta_diloco": "sim.algorithms.sparta:SPARTADiLoCo",
+    "demo": "sim.algorithms.demo:DeMo",
+}
 """Methods shipped with locosim but built as plug-ins are (the public path, as a third party
 would write them): name -> 'module:Class', resolved exactly like an entry point."""
 

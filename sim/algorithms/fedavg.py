@@ -1,0 +1,137 @@
+"""FedAvg with islands (McMahan et al. 2017, "Communication-Efficient Learning of Deep Networks
+from Decentralized Data", arXiv 1602.05629), shipped as a plug-in (``plugins.PACKAGED``).
+
+Update rule. Every H inner steps (``inner_steps``) the workers are split into islands of n
+(``island_size``; default: all workers) by a fresh permutation drawn from the named stream
+``fedavg/islands/<round>``; each island averages its members' parameters and every member
+goes on from that average:
+
+    theta_m <- (1/|I|) sum_{j in I} theta_j        for each island I and each m in I
+
+There is no outer optimizer (federated averaging with every client taking part each round:
+C = 1, E local epochs = H local steps). Island size = all workers is plain parameter
+averaging, which is DiLoCo with outer SGD at lr 1 and no momentum (theta - 1 x mean(theta -
+theta_m) = mean theta_m; tests/test_family_sparse.py checks it). With several islands each
+island is its own collective (``group`` = the island): only its members wait for each other,
+as in NoLoCo's gossip, and the model evaluated is the mean of the workers' parameters.
+
+The nearest peer (EXO Gym's ``FedAvgStrategy``) names the same knobs ``H`` and ``island_size``;
+its default H is 1, ours 20 (the example plug-in's). Inner optimizer state is each worker's own.
+
+Faults: a member that is down (or late, with ``sync_timeout_s``) is left out of its island's
+average and keeps its own parameters; the others average over those present. A worker that
+comes back takes a live peer's parameters.
+
+Timing: at ``sync_grain: layer`` (default) each layer's share of the parameters leaves as soon
+as its backward is done at the averaging step and the next step waits only at the forward of
+a layer still on the wire; ``step``: one all-reduce after the step. The math is the same.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from sim.algorithms.base import NOTHING, ScheduleInfo, StepPlan, layer_parts, layered_needs, layered_send
+from sim.algorithms.common import OuterMethod
+from sim.algorithms.transforms import assign, worker_view
+from sim.rng import rng as named_rng
+from sim.scenario import OuterMethodSpec, WireDtype
+
+
+class FedAvgSpec(OuterMethodSpec):
+    """FedAvg's knobs (paper symbols)."""
+    inner_steps: int = Field(default=20, ge=1, description="H: inner steps between two averagings (EXO Gym's H).")
+    island_size: int | None = Field(default=None, ge=1, description=(
+        "n: workers per island, re-drawn every round from the stream fedavg/islands/<round> (the last island "
+        "takes the remainder when n does not divide the workers); null = all workers (plain parameter averaging)."))
+    payload_dtype: WireDtype = Field(default="fp32", description=(
+        "Wire format of the parameters each worker sends, averaged in fp32 (see kernels/formats.py)."))
+
+
+class FedAvg(OuterMethod):
+    Spec = FedAvgSpec
+    stream = "avg"
+
+    def __init__(self, spec, n_workers: int, seed: int):
+        super().__init__(spec, n_workers, seed)
+        self.H = spec.inner_steps
+        self.n = min(spec.island_size or n_workers, n_workers)
+        self.warm_collective = spec.collective
+        self.info = ScheduleInfo(wire_format=spec.payload_dtype, syncs_per_round=-(-n_workers // self.n))
+        # islands differ per round (and per worker): count rounds by groups; evaluate the workers' mean
+        self.rounds_by_groups = self.n < n_workers
+        self.outer_rows_differ = self.n < n_workers
+        self._islands: dict[int, dict[int, tuple[int, ...]]] = {}
+        self._sorted: dict[int, tuple[dict, list]] = {}
+        self.parts: list[tuple[int | None, int]] = []
+        self.layers = 1
+
+    # ------------------------------------------------------------------ schedule (data)
+    def configure(self, layout, proxy_layers=None) -> None:
+        super().configure(layout, proxy_layers)
+        self.parts, self.layers = layer_parts(layout, None, proxy_layers)
+
+    def groups(self, round_: int) -> dict[int, tuple[int, ...]]:
+        """Worker -> its island (sorted worker indices) in round ``round_``."""
+        g = self._islands.get(round_)
+        if g is None:
+            if self.n >= self.n_workers:
+                g = {w: self.everyone for w in self.everyone}
+            else:
+                perm = named_rng(self.seed, f"fedavg/islands/{round_}").permutation(self.n_workers).tolist()
+                g = {}
+                for i in range(0, len(perm), self.n):
+                    island = tuple(sorted(perm[i:i + self.n]))
+                    g.update({w: island for w in island})
+            self._islands[round_] = g
+            self._islands.pop(round_ - 4, None)  # a re-draw gives the same islands
+        return g
+
+    def round_groups(self, round_: int) -> tuple[str, list[tuple[int, ...]], int]:
+        """(stream, the islands of round ``round_``, the engine step at which they average)."""
+        g = self.groups(round_)
+        cached = self._sorted.get(round_)
+        if cached is None or cached[0] is not g:
+            cached = self._sorted[round_] = (g, sorted(set(g.values())))
+            self._sorted.pop(round_ - 8, None)
+        return self.stream, cached[1], self.warm + (round_ + 1) * self.H
+
+    def method_plan(self, worker: int, step: int) -> StepPlan:
+        if step % self.H:
+            return NOTHING
+        r = step // self.H - 1
+        s = self.spec
+        during, sends = layered_send(self.stream, r, self.groups(r)[worker], self.parts, self.layers, s.payload_dtype,
+                                     s.collective, grain=s.sync_grain)
+        return StepPlan(during=during, sends=sends,
+                        needs=layered_needs(self.stream, r, self.parts, self.layers, s.sync_grain))
+
+    def method_quiet(self, worker: int, step: int) -> int:
+        return -step % self.H  # only every H-th step sends
+
+    def use_step(self, key: tuple) -> int:
+        return self.warm + (key[1] + 1) * self.H
+
+    # ------------------------------------------------------------------ math (ops)
+    def method_ops(self, numerics, state, worker: int, step: int, plan: StepPlan) -> None:
+        outgoing = plan.outgoing()
+        if not outgoing:
+            return
+        send = outgoing[0]
+        red = self.reduction(state, send.key, worker)
+        params = numerics.replicas.params
+
+        def contribute() -> None:
+            red.add(worker, self.wire(state, worker, worker_view(params, worker)))
+
+        def average() -> None:
+            if not red.gone and worker in red.present:  # (left out of it: keep its own parameters)
+                mean = red.mean()
+                assign(worker_view(params, worker), mean)
+                assign(worker_view(state.outer, worker), mean)
+            else:  # its row of the evaluated mean follows its own parameters
+                assign(worker_view(state.outer, worker), worker_view(params, worker))
+            self.release(state, send.key, worker)
+
+        numerics.enqueue_op(worker, contribute)
+        numerics.enqueue_op(worker, average, red.ready)
