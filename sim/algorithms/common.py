@@ -70,6 +70,16 @@ def run_or_enqueue(numerics, worker: int, fn, ready=None) -> None:
         numerics.enqueue_op(worker, fn, ready)
 
 
+def split_into_groups(order: list[int], size: int) -> dict[int, tuple[int, ...]]:
+    """Worker -> its group: consecutive slices of ``order`` of ``size`` workers, each sorted
+    (the last may be smaller)."""
+    groups: dict[int, tuple[int, ...]] = {}
+    for i in range(0, len(order), size):
+        group = tuple(sorted(order[i:i + size]))
+        groups.update({w: group for w in group})
+    return groups
+
+
 def copy_row(stacked: Tree, dst: int, src: Tree) -> None:
     for k in stacked:
         stacked[k][dst].copy_(src[k])
@@ -107,6 +117,7 @@ class OuterMethod(Algorithm):
         self.everyone = tuple(range(n_workers))
         self.warm = spec.warm_start_steps
         self.warm_collective = "ring_allreduce"  # the all-reduce of warm start's ddp steps
+        self._sorted_groups: dict[int, tuple[dict, list]] = {}  # round -> (its groups, them sorted)
         self.n_params = 0
 
     # ---------------------------------------------------------------- schedule (data)
@@ -206,6 +217,24 @@ class OuterMethod(Algorithm):
     def use_step(self, key: tuple) -> int:
         """The last engine step at which a worker uses the result of collective ``key``."""
         raise NotImplementedError
+
+    group_stream = "gossip"
+    """Stream of the per-round group collectives of a method with ``rounds_by_groups``."""
+
+    def groups(self, round_: int) -> dict[int, tuple[int, ...]]:
+        """Worker -> its group in round ``round_`` (methods with ``rounds_by_groups``)."""
+        raise NotImplementedError
+
+    def round_groups(self, round_: int) -> tuple[str, list[tuple[int, ...]], int]:
+        """(stream, the distinct groups of round ``round_`` sorted, the engine step at which they
+        sync), from ``groups``; the sorted list is kept while ``groups`` returns the same draw."""
+        g = self.groups(round_)
+        cache = self._sorted_groups
+        cached = cache.get(round_)
+        if cached is None or cached[0] is not g:
+            cached = cache[round_] = (g, sorted(set(g.values())))
+            cache.pop(round_ - 8, None)
+        return self.group_stream, cached[1], self.use_step((self.group_stream, round_, ()))
 
     def _sweep(self, state: OuterState) -> None:
         for key in [k for k, red in state.reductions.items() if red.freeable()]:

@@ -32,7 +32,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from sim.algorithms.base import NOTHING, ScheduleInfo, StepPlan, layer_parts, layered_needs, layered_send
-from sim.algorithms.common import OuterMethod
+from sim.algorithms.common import OuterMethod, split_into_groups
 from sim.algorithms.transforms import assign, worker_view
 from sim.rng import rng as named_rng
 from sim.scenario import OuterMethodSpec, WireDtype
@@ -50,7 +50,7 @@ class FedAvgSpec(OuterMethodSpec):
 
 class FedAvg(OuterMethod):
     Spec = FedAvgSpec
-    stream = "avg"
+    group_stream = "avg"
 
     def __init__(self, spec, n_workers: int, seed: int):
         super().__init__(spec, n_workers, seed)
@@ -62,7 +62,6 @@ class FedAvg(OuterMethod):
         self.rounds_by_groups = self.n < n_workers
         self.outer_rows_differ = self.n < n_workers
         self._islands: dict[int, dict[int, tuple[int, ...]]] = {}
-        self._sorted: dict[int, tuple[dict, list]] = {}
         self.parts: list[tuple[int | None, int]] = []
         self.layers = 1
 
@@ -79,32 +78,20 @@ class FedAvg(OuterMethod):
                 g = {w: self.everyone for w in self.everyone}
             else:
                 perm = named_rng(self.seed, f"fedavg/islands/{round_}").permutation(self.n_workers).tolist()
-                g = {}
-                for i in range(0, len(perm), self.n):
-                    island = tuple(sorted(perm[i:i + self.n]))
-                    g.update({w: island for w in island})
+                g = split_into_groups(perm, self.n)
             self._islands[round_] = g
             self._islands.pop(round_ - 4, None)  # a re-draw gives the same islands
         return g
-
-    def round_groups(self, round_: int) -> tuple[str, list[tuple[int, ...]], int]:
-        """(stream, the islands of round ``round_``, the engine step at which they average)."""
-        g = self.groups(round_)
-        cached = self._sorted.get(round_)
-        if cached is None or cached[0] is not g:
-            cached = self._sorted[round_] = (g, sorted(set(g.values())))
-            self._sorted.pop(round_ - 8, None)
-        return self.stream, cached[1], self.warm + (round_ + 1) * self.H
 
     def method_plan(self, worker: int, step: int) -> StepPlan:
         if step % self.H:
             return NOTHING
         r = step // self.H - 1
         s = self.spec
-        during, sends = layered_send(self.stream, r, self.groups(r)[worker], self.parts, self.layers, s.payload_dtype,
+        during, sends = layered_send(self.group_stream, r, self.groups(r)[worker], self.parts, self.layers, s.payload_dtype,
                                      s.collective, grain=s.sync_grain)
         return StepPlan(during=during, sends=sends,
-                        needs=layered_needs(self.stream, r, self.parts, self.layers, s.sync_grain))
+                        needs=layered_needs(self.group_stream, r, self.parts, self.layers, s.sync_grain))
 
     def method_quiet(self, worker: int, step: int) -> int:
         return -step % self.H  # only every H-th step sends

@@ -34,7 +34,7 @@ replicas, no pipeline stages).
 from __future__ import annotations
 
 from sim.algorithms.base import NOTHING, ScheduleInfo, StepPlan, layer_parts, layered_needs, layered_send
-from sim.algorithms.common import OuterMethod
+from sim.algorithms.common import OuterMethod, split_into_groups
 from sim.algorithms.transforms import assign, spread, tree_sub, worker_view
 from sim.rng import rng as named_rng
 
@@ -50,7 +50,6 @@ class NoLoCo(OuterMethod):
         self.info = ScheduleInfo(wire_format=spec.payload_dtype,
                                  syncs_per_round=-(-n_workers // self.n))
         self._groups: dict[int, dict[int, tuple[int, ...]]] = {}
-        self._sorted: dict[int, tuple[dict, list]] = {}  # round -> (its groups dict, them sorted)
         self.repair = getattr(spec, "dead_partner", "skip") == "repair"
         self._alive = None
         self.grain = spec.sync_grain
@@ -71,29 +70,17 @@ class NoLoCo(OuterMethod):
         g = self._groups.get(round_)
         if g is None:
             perm = named_rng(self.seed, f"noloco/groups/{round_}").permutation(self.n_workers).tolist()
-            g = {}
             down: list[int] = []
             if self.repair and self._alive is not None:
                 up = self._alive()
                 down = [w for w in perm if not up[w]]
                 perm = [w for w in perm if up[w]]
-            for i in range(0, len(perm), self.n):
-                group = tuple(sorted(perm[i:i + self.n]))
-                g.update({w: group for w in group})
+            g = split_into_groups(perm, self.n)
             g.update({w: (w,) for w in down})
             self._groups[round_] = g
             if not self.repair:  # a re-draw gives the same groups; repaired ones depend on when they were drawn
                 self._groups.pop(round_ - 4, None)
         return g
-
-    def round_groups(self, round_: int) -> tuple[str, list[tuple[int, ...]], int]:
-        """(stream, the groups of round ``round_``, the engine step at which they sync)."""
-        g = self.groups(round_)
-        cached = self._sorted.get(round_)
-        if cached is None or cached[0] is not g:
-            cached = self._sorted[round_] = (g, sorted(set(g.values())))
-            self._sorted.pop(round_ - 8, None)
-        return "gossip", cached[1], self.warm + (round_ + 1) * self.H
 
     def method_quiet(self, worker: int, step: int) -> int:
         return -step % self.H  # steps before the next outer step
