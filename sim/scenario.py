@@ -415,19 +415,6 @@ class StreamingDiLoCoAlgorithm(DiLoCoAlgorithm):
         return self
 
 
-class DelayedDiLoCoAlgorithm(DiLoCoAlgorithm):
-    """One-outer-step delayed DiLoCo (Kale et al. 2025, naive variant): apply the previous round's average."""
-    name: Literal["diloco_delayed"] = "diloco_delayed"
-    inner_steps: Int = Field(default=30, ge=1, description="H: inner steps per outer step (Eager-updates paper 30).")
-    outer_lr: float = Field(default=0.35, gt=0, description="eta, outer learning rate; overlapped variants need a lower one than DiLoCo's 0.7.")
-    outer_delay: Int = Field(default=1, ge=0, description="k: outer steps between sending a round's pseudo-gradients and applying their average (0 = DiLoCo).")
-
-
-class EagerDiLoCoAlgorithm(DelayedDiLoCoAlgorithm):
-    """Eager DiLoCo (Kale et al. 2025): delayed average plus the worker's own fresh share."""
-    name: Literal["eager_diloco"] = "eager_diloco"
-
-
 class NoLoCoAlgorithm(_OuterMethod):
     """NoLoCo (Kolehmainen et al. 2025): no all-reduce; random groups exchange and pull together."""
     name: Literal["noloco"] = "noloco"
@@ -464,8 +451,9 @@ class OuterMethodSpec(MethodSpec, _OuterMethod):
 
 
 BUILTIN_METHODS = {"ddp": DDPAlgorithm, "diloco": DiLoCoAlgorithm, "streaming_diloco": StreamingDiLoCoAlgorithm,
-                   "diloco_delayed": DelayedDiLoCoAlgorithm, "eager_diloco": EagerDiLoCoAlgorithm,
                    "noloco": NoLoCoAlgorithm}
+"""Methods whose knobs are part of this schema; the others (``plugins.PACKAGED``: eager_diloco,
+diloco_delayed, fedavg, ...) carry theirs as their class's ``Spec``."""
 
 
 def _method_tag(value: Any) -> str | None:
@@ -500,8 +488,14 @@ def _plugin_method(alg: dict, base_dir: Path | None) -> MethodSpec:
     except ValidationError as err:
         e = err.errors()[0]
         loc = tuple(e["loc"])
-        if e["type"] == "extra_forbidden":
+        inner = (e.get("ctx") or {}).get("error")
+        if isinstance(inner, _FieldError):  # a validator that names its field (error_feedback, ...)
+            loc, msg = loc + tuple(inner.loc), inner.msg
+        elif e["type"] == "extra_forbidden":
             msg = f"unknown key for {cls.__name__}; allowed here: {', '.join(cls.Spec.model_fields)}"
+            named = _field_for_symbol(cls.Spec, str(loc[-1]))
+            if named:
+                msg += f"; did you mean {named} (the paper's {loc[-1]})?"
         else:
             msg = e["msg"].removeprefix("Value error, ")
             if "input" in e and not isinstance(e["input"], dict):
@@ -959,7 +953,9 @@ def _format_error(err: ValidationError) -> str:
         hint = f"did you mean {named} (the paper's {loc[-1]})? " if named else ""
         msg = f"unknown key; {hint}allowed here: {allowed}"
     elif e["type"] in ("union_tag_invalid", "union_tag_not_found") and ctx.get("discriminator") == "_method_tag()":
-        methods = ", ".join(BUILTIN_METHODS)  # (the algorithm section, whose tag is its name)
+        from sim.algorithms.plugins import entry_points  # (the algorithm section, whose tag is its name)
+
+        methods = ", ".join([*BUILTIN_METHODS, *entry_points()])
         msg = (f"unknown name {ctx.get('tag')!r}; allowed: {methods}, or a plug-in (plugin: FILE.py:Class)"
                if e["type"] == "union_tag_invalid" else f"missing name; allowed: {methods}")
     elif e["type"] == "union_tag_invalid":
@@ -1333,7 +1329,11 @@ def _resolve_fault_csvs(sc: Scenario, base_dir: Path) -> Scenario:
 
 
 def json_schema() -> dict:
+    """The scenario's JSON Schema (for editors): built-in methods, every method shipped or
+    installed as a plug-in (``plugins.entry_points``: its class's ``Spec``, with its name as a
+    constant) and the generic plug-in section; variants and sweep."""
     schema = Scenario.model_json_schema()
+    _add_plugin_methods(schema)
     schema.setdefault("properties", {})["variants"] = {
         "type": "object", "additionalProperties": {"type": "object"},
         "propertyNames": {"pattern": _VARIANT_NAME.pattern},
@@ -1346,3 +1346,28 @@ def json_schema() -> dict:
         "additionalProperties": False}
     return schema
 
+
+
+def _add_plugin_methods(schema: dict) -> None:
+    """Put each registered plug-in method's knobs into the algorithm section's choices. They
+    become ``anyOf``: the generic plug-in section (any name) overlaps the named ones. A
+    registered method that cannot be loaded is left out (``validate`` names its error)."""
+    from sim.algorithms import plugins
+
+    alg = schema["properties"]["algorithm"]
+    choices = alg.pop("oneOf")
+    defs = schema.setdefault("$defs", {})
+    named = []
+    for name, ref in plugins.entry_points().items():
+        try:
+            spec = plugins.load_method(ref).Spec
+        except plugins.PluginError:
+            continue
+        sub = spec.model_json_schema(ref_template="#/$defs/{model}")
+        defs.update(sub.pop("$defs", {}))
+        sub["properties"]["name"] = {"const": name, "default": name, "title": "Name", "type": "string"}
+        sub["required"] = ["name"]
+        key = f"plugin_{name}"
+        defs[key] = sub
+        named.append({"$ref": f"#/$defs/{key}"})
+    alg["anyOf"] = choices[:-1] + named + choices[-1:]

@@ -113,8 +113,10 @@ def test_fedavg_with_all_workers_is_diloco_with_outer_sgd_lr_one_no_momentum():
                "run.max_rounds=3")
     assert fed.rounds == dil.rounds == 3
     assert [w.steps_done for w in fed.workers] == [w.steps_done for w in dil.workers] == [12] * 4
-    _close(_global(fed), _global(dil), rtol=1e-5, atol=1e-6)
-    _close(fed.replicas.params, dil.replicas.params, rtol=1e-5, atol=1e-6)
+    # equal in exact arithmetic; in float32 mean(theta_m) and theta - (theta - mean) round apart by a
+    # few ulps, which AdamW's normalised steps carry on (up to ~2e-6 with one intra-op thread)
+    _close(_global(fed), _global(dil), rtol=1e-5, atol=1e-5)
+    _close(fed.replicas.params, dil.replicas.params, rtol=1e-5, atol=1e-5)
 
 
 def test_sparta_with_every_entry_every_step_is_parameter_averaging_every_step():

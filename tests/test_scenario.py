@@ -205,3 +205,34 @@ def test_json_schema_shape():
     s = json_schema()
     assert isinstance(s, dict)
     assert "topology" in s["properties"] and "algorithm" in s["properties"]
+
+
+def test_every_shipped_scenario_validates_against_the_json_schema():
+    """An editor given `locosim schema` accepts every file in scenarios/ and examples/ (the
+    methods shipped as plug-ins, eager_diloco or sparta, included with their own knobs), and
+    flags a misspelled knob of such a method."""
+    import jsonschema
+
+    from tests.conftest import ROOT
+
+    import re
+
+    import yaml
+
+    class Yaml12(yaml.SafeLoader):
+        """As an editor reads YAML (1.2): 1.0e9 is a number, not a string."""
+
+    Yaml12.add_implicit_resolver("tag:yaml.org,2002:float",
+                                 re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$"),
+                                 list("-+0123456789."))
+    validator = jsonschema.Draft202012Validator(json_schema())
+    files = sorted(ROOT.glob("scenarios/*.yaml")) + sorted(ROOT.glob("examples/*.yaml"))
+    assert files
+    for path in files:
+        errors = [e.message for e in validator.iter_errors(yaml.load(path.read_text(), Loader=Yaml12))]
+        assert not errors, f"{path.name}: {errors[:2]}"
+    doc = read_yaml(ROOT / "scenarios" / "eager_diloco.yaml")
+    doc["algorithm"] = {"name": "eager_diloco", "outer_dlay": 2}
+    assert list(validator.iter_errors(doc))
+    doc["algorithm"] = {"name": "eager_diloco", "outer_delay": 2}
+    assert not list(validator.iter_errors(doc))

@@ -1,9 +1,9 @@
 """Algorithm registry: the ``algorithm.name`` of a scenario selects one of these, or a plug-in
-(``algorithm.plugin``, or a ``locosim.algorithms`` entry point; see ``plugins``)."""
+(``algorithm.plugin``, or a ``locosim.algorithms`` entry point; see ``plugins``). Methods shipped
+as plug-ins (``plugins.PACKAGED``: eager_diloco, diloco_delayed, fedavg, ...) are not listed here."""
 
 from sim.algorithms.ddp import DDP
 from sim.algorithms.diloco import DiLoCo
-from sim.algorithms.eager import DelayedDiLoCo, EagerDiLoCo
 from sim.algorithms.noloco import NoLoCo
 from sim.algorithms.streaming import StreamingDiLoCo
 
@@ -11,8 +11,6 @@ ALGORITHMS = {
     "ddp": DDP,
     "diloco": DiLoCo,
     "streaming_diloco": StreamingDiLoCo,
-    "diloco_delayed": DelayedDiLoCo,
-    "eager_diloco": EagerDiLoCo,
     "noloco": NoLoCo,
 }
 

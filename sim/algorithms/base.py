@@ -106,6 +106,14 @@ class StepPlan:
 
 NOTHING = StepPlan()
 
+
+def plan_bytes(plan: StepPlan) -> float:
+    """Bytes one worker sends in ``plan``: every part of every collective, each in its own wire
+    format (``kernels.formats``, the sizes the engine moves)."""
+    from kernels.formats import payload_bytes
+
+    return float(sum(payload_bytes(s.elems, s.wire_format) for s in (*(s for _, s in plan.during), *plan.sends)))
+
 FORWARD_SHARE = 1 / 3
 """Share of a step's compute that is the forward pass (the rest is backward), per layer in equal parts."""
 
@@ -195,6 +203,10 @@ class ScheduleInfo:
     wire_format: str
     syncs_per_round: int = 1
     """Collectives that complete one round (P fragments for streaming; groups for gossip)."""
+    payload_bytes: float | None = None
+    """Bytes one worker's payload of one sync holds (summary.json's ``payload_bytes_per_sync``);
+    None: the whole model in ``wire_format``. Sparse methods set what they really send
+    (``plan_bytes`` of a sync step's plan)."""
     extra: dict = field(default_factory=dict)
 
 

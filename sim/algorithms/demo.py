@@ -46,7 +46,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from sim.algorithms.base import Algorithm, ScheduleInfo, StepPlan, layer_parts, layered_needs, layered_send
+from sim.algorithms.base import (Algorithm, ScheduleInfo, StepPlan, layer_parts, layered_needs, layered_send,
+                                 plan_bytes)
 from sim.algorithms.common import copy_row, only
 from sim.algorithms.transforms import Tree
 from sim.scenario import MethodSpec
@@ -109,7 +110,9 @@ class DeMo(Algorithm):
             parts, self.layers = layer_parts(layout, None, proxy_layers)
             self.parts = [(layer, self.kept(e)) for layer, e in parts]
         self.elems_per_step = sum(e for _, e in self.parts)
+        self._plan = None
         self.info = ScheduleInfo(wire_format=f"topk:{self.spec.topk / self.spec.chunk!r}",
+                                 payload_bytes=plan_bytes(self.at_step(0, 1)),
                                  extra={"sent_values_per_step": self.elems_per_step})
 
     def at_step(self, worker: int, step: int) -> StepPlan:

@@ -32,6 +32,8 @@ class PluginError(ValueError):
 
 
 PACKAGED: dict[str, str] = {
+    "diloco_delayed": "sim.algorithms.eager:DelayedDiLoCo",
+    "eager_diloco": "sim.algorithms.eager:EagerDiLoCo",
     "fedavg": "sim.algorithms.fedavg:FedAvg",
     "sparta": "sim.algorithms.sparta:SPARTA",
     "sparta_diloco": "sim.algorithms.sparta:SPARTADiLoCo",

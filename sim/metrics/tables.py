@@ -20,6 +20,7 @@ import pandas as pd
 
 from sim.engine.node import STATES
 from sim.metrics.records import Recorder, finite_json
+from sim.result import RunResult
 
 EVENT_COLUMNS = {
     "kind": "string", "worker": "Int64", "node": "string", "state": "string", "start_s": "float64",
@@ -88,12 +89,12 @@ def fault_summary(rec: Recorder) -> dict:
             "recovery_s": float(sum(r.end_s - r.start_s for r in rec.recoveries))}
 
 
-def metrics_table(sim) -> pd.DataFrame:
-    rec = sim.recorder
+def metrics_table(result: RunResult) -> pd.DataFrame:
+    rec = result.records
     df = pd.DataFrame([_flat(p) for p in rec.losses], columns=["kind", "worker", "step", "time_s", "loss"])
     df = df.astype({"kind": "string", "worker": "int64", "step": "int64", "time_s": "float64", "loss": "float64"})
-    steps = np.sort(np.asarray(sim.step_done_times, dtype=float))
-    df["tokens"] = np.searchsorted(steps, df["time_s"].to_numpy(), side="right") * sim.tokens_per_step
+    steps = np.sort(np.asarray(result.step_done_times, dtype=float))
+    df["tokens"] = np.searchsorted(steps, df["time_s"].to_numpy(), side="right") * result.tokens_per_step
     if rec.transfers:
         ends = np.array([t.end_s for t in rec.transfers])
         order = np.argsort(ends, kind="stable")
@@ -210,6 +211,18 @@ def replay_rates(graph, transfers: pd.DataFrame) -> tuple[dict, dict]:
     return by_link, by_pair
 
 
+def network_rates(graph, events: pd.DataFrame) -> dict:
+    """``replay_rates`` of a run's transfers (the events table's transfer rows) over its graph:
+    ``{"links": {link: (times, rates)}, "pairs": {(src_region, dst_region): (times, rates)},
+    "error": None}``. The rates are a diagnostic: a replay that breaks must not lose the run,
+    so its error is returned (one line, ``"error"``) with empty series instead of raised."""
+    try:
+        by_link, by_pair = replay_rates(graph, events[events["kind"] == "transfer"])
+    except Exception as err:
+        return {"links": {}, "pairs": {}, "error": f"{type(err).__name__}: {err}"}
+    return {"links": by_link, "pairs": by_pair, "error": None}
+
+
 def bytes_in_bins(times: np.ndarray, rates: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Bytes a step function (``replay_rates``) carries in each bin [edges[k], edges[k+1])."""
     cum = np.concatenate([[0.0], np.cumsum(rates[:-1] * np.diff(times))])
@@ -223,19 +236,22 @@ def _cap_gbps(edge: dict) -> float:
     return float(max([edge["bandwidth_gbps"]] + [bw for _, bw in series]))
 
 
-def summarize(sim, events: pd.DataFrame, metrics: pd.DataFrame, manifest: dict) -> dict:
-    duration = float(sim.env.now)
-    util = utilization(events, duration, sim.nodes)
-    region = {n: sim.graph.nodes[n]["region"] for n in sim.nodes}
+def summarize(result: RunResult, events: pd.DataFrame, metrics: pd.DataFrame, manifest: dict,
+              network: dict | None = None) -> dict:
+    """summary.json of a finished run. ``network``: its ``network_rates`` when already replayed
+    (the run directory writer replays once for this and the dashboard), else replayed here."""
+    duration = float(result.duration_s)
+    nodes = list(result.nodes)
+    graph = result.graph
+    util = utilization(events, duration, nodes)
+    region = {n: graph.nodes[n]["region"] for n in nodes}
     per_region = util.groupby(util.index.map(region)).mean()
-    replay_error = None
-    try:
-        rates, _ = replay_rates(sim.graph, events[events["kind"] == "transfer"])
-    except Exception as err:  # peaks are a diagnostic: a replay that breaks must not lose the run's summary
-        rates, replay_error = {}, f"{type(err).__name__}: {err}"
+    if network is None:
+        network = network_rates(graph, events)
+    rates, replay_error = network["links"], network["error"]
     links = []
-    for (u, v), b in sorted(sim.net.link_bytes.items()):
-        edge = sim.graph.edges[u, v]
+    for (u, v), b in sorted(result.link_bytes.items()):
+        edge = graph.edges[u, v]
         kind = edge.get("kind", "link")
         entry = {"link": f"{u}->{v}", "src": u, "dst": v, "kind": kind, "bytes": b,
                  "bandwidth_gbps": edge["bandwidth_gbps"], "cap_gbps": _cap_gbps(edge),
@@ -245,54 +261,51 @@ def summarize(sim, events: pd.DataFrame, metrics: pd.DataFrame, manifest: dict) 
                                   float(rates[(u, v)][1].max()) * 8 / 1e9 if (u, v) in rates else 0.0)
         links.append(entry)
     wan_peaks = [l["peak_gbps"] for l in links if l["kind"] == "wan" and l["peak_gbps"] is not None]
-    bytes_total = float(sum(t.payload_bytes for t in sim.recorder.transfers))
+    bytes_total = float(sum(t.payload_bytes for t in result.records.transfers))
     ev = metrics[metrics["kind"] == "eval"]
-    floor = getattr(sim.dataset, "loss_floor", None)
+    floor = result.loss_floor
     final_eval = float(ev["loss"].iloc[-1]) if len(ev) else None
-    sc = sim.sc
+    sc = result.scenario
+    n, rounds = result.n_workers, result.rounds
     summary = {
         "name": sc.name,
         "status": manifest["status"],
-        "diverged": getattr(sim, "diverged", None),
+        "diverged": dict(result.diverged) if result.diverged else None,
         "algorithm": sc.algorithm.model_dump(mode="json"),
-        "workers": sim.n_workers,
+        "workers": n,
         "regions": [r.name for r in sc.topology.regions],
-        "n_params": sim.n_params,
-        "payload_bytes_per_sync": sim.payload_bytes,
-        "wire_format": sim.schedule.wire_format,
+        "n_params": result.n_params,
+        "payload_bytes_per_sync": result.payload_bytes,
+        "wire_format": result.wire_format,
         "sim_duration_s": duration,
-        "rounds": sim.rounds,
-        "steps_per_worker": [w.steps_done for w in sim.workers],
-        "tokens": int(sim.tokens),
-        "utilization": float(util["compute_s"].sum() / (duration * len(sim.nodes))) if duration > 0 else 0.0,
-        "state_fractions": {s: float(util[f"{s}_s"].sum() / (duration * len(sim.nodes))) if duration > 0 else 0.0
+        "rounds": rounds,
+        "steps_per_worker": list(result.steps_per_worker),
+        "tokens": int(result.tokens),
+        "utilization": float(util["compute_s"].sum() / (duration * n)) if duration > 0 else 0.0,
+        "state_fractions": {s: float(util[f"{s}_s"].sum() / (duration * n)) if duration > 0 else 0.0
                             for s in STATES},
-        "per_node": {n: {k: float(v) for k, v in row.items()} for n, row in util.iterrows()},
+        "per_node": {node: {k: float(v) for k, v in row.items()} for node, row in util.iterrows()},
         "per_region": {r: {"utilization": float(row["utilization"]),
                            **{f"{s}_frac": float(row[f"{s}_frac"]) for s in STATES}}
                        for r, row in per_region.iterrows()},
-        "step_time_s": {n: t for n, t in zip(sim.nodes, sim.step_time_s)},
+        "step_time_s": dict(zip(nodes, result.step_time_s)),
         "bytes_total": bytes_total,
-        "bytes_per_worker_per_round": bytes_total / (sim.n_workers * sim.rounds) if sim.rounds else None,
+        "bytes_per_worker_per_round": bytes_total / (n * rounds) if rounds else None,
         "bytes_per_link": links,
         "peak_wan_gbps": max(wan_peaks) if wan_peaks else None,
         "peak_error": replay_error,
         "wan_bytes": float(sum(l["bytes"] for l in links if l["kind"] == "wan")),
-        "bytes_sent_per_node": {n: sim.net.sent_bytes[n] for n in sim.nodes},
-        "bytes_received_per_node": {n: sim.net.received_bytes[n] for n in sim.nodes},
+        "bytes_sent_per_node": {node: result.sent_bytes[node] for node in nodes},
+        "bytes_received_per_node": {node: result.received_bytes[node] for node in nodes},
         "final_eval_loss": final_eval,
         "loss_floor": floor,
         "gap_to_floor": (final_eval - floor) if (final_eval is not None and floor is not None) else None,
         "target_eval_loss": sc.run.target_eval_loss,
         "time_to_target_s": time_to_loss(metrics, sc.run.target_eval_loss),
         "wall_s": manifest.get("wall_s"),
-        "faults": fault_summary(sim.recorder),
-        "ended_early": getattr(sim, "ended_early", None),
-        "numerics": ({"batched_calls": sim.numerics.batched_calls, "replica_steps": sim.numerics.replica_steps,
-                      "device": str(sim.device), "engine": sim.engine, "precision": sc.run.precision,
-                      "compiled": bool(getattr(sim.replicas, "compiled", False)),
-                      "kernels": sc.run.kernels, "memory_estimate": sim.memory.as_dict()}
-                     if sim.numerics is not None else None),
+        "faults": fault_summary(result.records),
+        "ended_early": result.ended_early,
+        "numerics": dict(result.numerics) if result.numerics is not None else None,
     }
     # NaN / inf (a diverged run) become null, each with the reason, so summary.json stays valid JSON
     replaced: dict[str, str] = {}

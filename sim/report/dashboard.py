@@ -35,10 +35,10 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from sim.metrics.tables import bytes_in_bins, replay_rates, time_to_loss
+from sim.metrics.tables import bytes_in_bins, network_rates, time_to_loss
 from sim.report.page import (BYTES_DEFINITION, STATE_COLORS, STATE_LABELS, Page, byte_unit, export_pngs, fmt_bytes,
                              fmt_gbps, fmt_s, kv_table)
-from sim.report.runs import RunData, algorithm_label, load_run, topology_graph
+from sim.report.runs import RunData, algorithm_label, load_run, run_graph
 
 STATES = list(STATE_COLORS)
 MAX_GANTT_ROWS = 64  # above this many workers the timeline shows one row per region
@@ -306,8 +306,8 @@ def network_series(run: RunData) -> dict:
     """Throughput (bytes/s step functions) per directed WAN link and per ordered region pair
     (``tables.replay_rates``), the run's end time and each WAN link's peak (Gbit/s)."""
     duration = float(run.summary.get("sim_duration_s") or 0.0)
-    tr = run.events[run.events["kind"] == "transfer"]
-    by_link, by_pair = replay_rates(topology_graph(run.scenario["topology"]), tr)
+    net = run.network if run.network is not None else network_rates(run_graph(run), run.events)
+    by_link, by_pair = net["links"], net["pairs"]  # (empty when the replay failed: summary's peak_error says why)
     end = max([duration] + [float(t[-1]) for t, _ in list(by_link.values()) + list(by_pair.values())]) or 1.0
     return {"end_s": end, "links": by_link, "pairs": by_pair,
             "peaks_gbps": {l: float(r.max()) * 8 / 1e9 for l, (_, r) in by_link.items()}}
@@ -750,11 +750,12 @@ def build_dashboard(run: RunData) -> Page:
     return page
 
 
-def write_dashboard(path: Path, sim, events: pd.DataFrame, metrics: pd.DataFrame, summary: dict,
-                    manifest: dict) -> None:
-    """Write ``dashboard.html`` for a run that just finished (``sim`` is not needed: the page
-    is drawn from the same tables the run directory holds)."""
-    run = RunData(Path(path).parent, manifest, summary, events, metrics, label=Path(path).parent.name)
+def write_dashboard(path: Path, events: pd.DataFrame, metrics: pd.DataFrame, summary: dict, manifest: dict,
+                    network: dict | None = None) -> None:
+    """Write ``dashboard.html`` for a run that just finished, from the same tables the run
+    directory holds (and its ``tables.network_rates`` when the caller has replayed them already)."""
+    run = RunData(Path(path).parent, manifest, summary, events, metrics, label=Path(path).parent.name,
+                  network=network)
     build_dashboard(run).write(Path(path))
 
 

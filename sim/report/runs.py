@@ -41,6 +41,9 @@ class RunData:
     events: pd.DataFrame
     metrics: pd.DataFrame
     label: str = ""
+    network: dict | None = None
+    """The run's replayed rates (``tables.network_rates``) when its writer had them at hand;
+    None: replayed from the files when needed (``run_graph``)."""
 
     @property
     def scenario(self) -> dict:
@@ -211,6 +214,25 @@ def topology_graph(topology: dict):
     except (ValueError, OSError):
         links = [l.model_copy(update={"bandwidth_csv": None}) for l in topo.links]
         return build_graph(topo.model_copy(update={"links": links}))[0]
+
+
+def run_graph(run: RunData):
+    """The network graph a run ended with, rebuilt from its files: the manifest's topology,
+    its link degradation windows, and the random link outages its events recorded (kind
+    fault, tag link_outage, node ``a<->b``), so a replay sees the bandwidth the run saw."""
+    from sim.engine.faults import apply_link_windows
+    from sim.scenario import LinkFault
+
+    graph = topology_graph(run.scenario["topology"])
+    link_faults = [LinkFault.model_validate(lf) for lf in (run.scenario.get("faults") or {}).get("links") or []]
+    apply_link_windows(graph, link_faults)
+    ev = run.events
+    outages = ev[(ev["kind"] == "fault") & (ev["tag"] == "link_outage")]
+    for node, start, end in zip(outages["node"], outages["start_s"], outages["end_s"]):
+        a, _, b = str(node).partition("<->")
+        if graph.has_edge(a, b) and float(end) > float(start):
+            graph.edges[a, b].setdefault("outages", []).append((float(start), float(end)))
+    return graph
 
 
 def algorithm_label(algorithm: dict) -> str:

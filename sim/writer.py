@@ -1,0 +1,188 @@
+"""The run directory writer: one run -> manifest.json, events.parquet, metrics.parquet,
+summary.json, dashboard.html (and model.pt with ``run.save_model``).
+
+The third of the runner's pieces (``sim.build``, ``sim.adapter``, this). ``manifest.json`` is
+written first (status running); on any ending -- completed, diverged, interrupted (Ctrl-C,
+SIGTERM) or failed -- whatever was recorded is frozen into a ``RunResult``, turned into the
+tables, the summary and the dashboard, and the manifest's status says which ending it was.
+Every file is written to a ``.tmp`` and renamed, so a full disk leaves no half file.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import subprocess
+import time
+import traceback
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from sim.metrics.records import finite_json
+
+if TYPE_CHECKING:
+    from sim.runner import Progress, Simulation
+
+STATUS_RUNNING, STATUS_COMPLETED, STATUS_INTERRUPTED, STATUS_FAILED = "running", "completed", "interrupted", "failed"
+STATUS_DIVERGED = "diverged"  # a loss or the parameters became NaN / inf (run.on_divergence)
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("locosim", "torch", "numpy", "simpy", "networkx", "pydantic", "plotly", "pyarrow", "pandas"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def _git_revision() -> str | None:
+    try:
+        here = Path(__file__).resolve().parent
+        res = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        return res.stdout.strip() or None if res.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def write_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    # NaN / inf become null: bare NaN is not JSON (summarize records which values were replaced and why)
+    text = json.dumps(finite_json(obj), indent=2, default=_json_default, allow_nan=False)
+    try:
+        tmp.write_text(text + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:  # a full disk (or Ctrl-C) mid-write: no half-written .tmp is left behind
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_json_in_place(path: Path, obj) -> None:
+    """Last resort for the final manifest when ``write_json`` failed (a full disk has no room for
+    a new .tmp file): overwrite the existing file compactly, which fits in the blocks its indented
+    first version already holds. Not atomic; used only where the alternative is a manifest that
+    says ``running`` for ever."""
+    text = json.dumps(finite_json(obj), separators=(",", ":"), default=_json_default, allow_nan=False)
+    with open(path, "r+b") as f:
+        f.write(text.encode("utf-8"))
+        f.truncate()
+
+
+def _json_default(o):
+    if isinstance(o, np.floating):
+        return o.item() if math.isfinite(o) else None
+    if isinstance(o, np.integer):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def run_to_dir(sim: Simulation, out_dir: Path, on_progress: Callable[[Progress], None] | None = None,
+               source: str | None = None) -> dict:
+    """Run a built simulation and write its directory; returns the final manifest.
+
+    KeyboardInterrupt is caught: the directory is completed with what was recorded and
+    marked interrupted, then the interrupt is re-raised. Other errors mark it failed and
+    are re-raised after the files are written. An error while writing the files (a full
+    disk) marks the run failed with the reason, leaves no ``.tmp`` file and is re-raised.
+    """
+    from sim.metrics.tables import events_table, metrics_table, network_rates, summarize
+    from sim.report.dashboard import write_dashboard
+
+    sc = sim.sc
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "name": sc.name, "status": STATUS_RUNNING, "scenario": sc.model_dump(mode="json"), "source": source,
+        "seed": sc.seed, "versions": _versions(), "git_revision": _git_revision(),
+        "device": _describe_device(sim.device),
+        "host": platform.node(), "pid": os.getpid(), "started_at": _now(), "ended_at": None, "wall_s": None, "error": None,
+        "files": [],
+    }
+    write_json(out_dir / "manifest.json", manifest)
+    t0 = time.monotonic()
+    pending: BaseException | None = None
+    try:
+        sim.run(on_progress)
+        manifest["status"] = STATUS_DIVERGED if sim.diverged else STATUS_COMPLETED
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (sim.rundir.Terminated: "terminated by SIGTERM")
+        manifest["status"] = STATUS_INTERRUPTED
+        manifest["error"] = str(err) or None
+        pending = err
+    except Exception as err:  # recorded in the manifest, then re-raised for the CLI
+        manifest["status"] = STATUS_FAILED
+        manifest["error"] = f"{type(err).__name__}: {err}"
+        manifest["traceback"] = traceback.format_exc()  # e.g. a plug-in method's own code
+        pending = err
+    manifest["wall_s"] = time.monotonic() - t0
+    try:
+        if manifest["status"] != STATUS_COMPLETED:
+            sim.close_records()  # keep what was recorded; no more numerics after an interrupt
+        result = sim.result()
+        events = events_table(result.records)
+        metrics = metrics_table(result)
+        network = network_rates(result.graph, events)  # replayed once: the summary's peaks and the page's curves
+        summary = summarize(result, events, metrics, manifest, network)
+        _write_parquet(events, out_dir / "events.parquet")
+        _write_parquet(metrics, out_dir / "metrics.parquet")
+        write_json(out_dir / "summary.json", summary)
+        manifest["files"] = ["events.parquet", "metrics.parquet", "summary.json"]
+        write_dashboard(out_dir / "dashboard.html", events, metrics, summary, manifest, network)
+        manifest["files"].append("dashboard.html")
+        if sc.run.save_model and sim.numerics_on and manifest["status"] in (STATUS_COMPLETED, STATUS_DIVERGED):
+            sim.save_model(out_dir / "model.pt")
+            manifest["files"].append("model.pt")
+    except KeyboardInterrupt as err:  # a second Ctrl-C while writing: keep what is written
+        manifest["status"] = STATUS_INTERRUPTED
+        pending = pending or err
+    except Exception as err:  # e.g. OSError: the disk is full; the run's own ending stays in the error
+        reason = f"writing the run directory failed: {type(err).__name__}: {err}"
+        manifest["error"] = f"{manifest['error']}; then {reason}" if manifest["error"] else reason
+        manifest["status"] = STATUS_FAILED
+        pending = pending or err
+    finally:
+        manifest["ended_at"] = _now()
+        manifest["diverged"] = sim.diverged
+        manifest["ended_early"] = sim.ended_early
+        try:
+            write_json(out_dir / "manifest.json", manifest)
+        except OSError:
+            try:
+                _write_json_in_place(out_dir / "manifest.json", manifest)
+            except OSError:
+                pass  # nothing left to write it with; the error below still reaches the caller
+        for tmp in out_dir.glob("*.tmp"):  # left by a writer that failed (e.g. the dashboard's page)
+            tmp.unlink(missing_ok=True)
+    if pending is not None:
+        raise pending
+    return manifest
+
+
+def _write_parquet(df, path: Path) -> None:
+    tmp = path.with_suffix(".parquet.tmp")
+    try:
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk (or Ctrl-C) mid-write: no half-written .tmp is left behind
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _describe_device(device) -> str:
+    if device is None:
+        return "none (timing-only run: numerics off)"
+    import torch
+
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
