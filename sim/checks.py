@@ -146,9 +146,11 @@ def check_events(est: EventEstimate, limit: int | None) -> None:
                      "run.max_events (null: no limit)")
 
 
-def check_before_work(sc) -> Prework:
+def check_before_work(sc, here: bool = True) -> Prework:
     """Run every pre-work check on a validated scenario (see the module docstring); returns
-    what they found. Timing-only scenarios never import torch."""
+    what they found. Timing-only scenarios never import torch. ``here=False`` (a sweep planned
+    here and run on a Ray cluster) leaves out what depends on the machine that runs it:
+    ``run.device``, the memory there is and ``run.kernels``."""
     if not sc.numerics:
         est = estimate_events(sc)
         check_events(est, sc.run.max_events)
@@ -175,21 +177,25 @@ def check_before_work(sc) -> Prework:
     if sc.model.vocab_size is not None and sc.model.vocab_size != vocab:
         raise ValueError(f"model.vocab_size: must equal the data's vocabulary ({vocab}) or be omitted "
                          f"(got {sc.model.vocab_size})")
-    try:
-        device = resolve_device(sc.run.device)
-    except RuntimeError as err:
-        raise ValueError(str(err)) from None
+    device = None
+    if here:
+        try:
+            device = resolve_device(sc.run.device)
+        except RuntimeError as err:
+            raise ValueError(str(err)) from None
     with torch.device("meta"):
         model = build_model(sc.model, vocab)  # shapes only: nothing allocated
     n_params = sum(p.numel() for p in model.parameters())
     outer = algorithm_class(sc.algorithm).outer_state_copies
     memory = estimate(n_params, n, sc.model, vocab, sc.compute.batch_size, sc.run.eval_batch_size, outer,
                       sc.run.eval_replicas, model)
-    check_fits(memory, device, sc.run.memory_limit_gb)
-    try:
-        resolve_backend(sc.run.kernels, torch.empty(0, device=device))
-    except RuntimeError as err:
-        raise ValueError(f"run.kernels: {err}") from None
+    if here or sc.run.memory_limit_gb is not None:  # a limit the scenario states holds anywhere
+        check_fits(memory, device, sc.run.memory_limit_gb)
+    if here:
+        try:
+            resolve_backend(sc.run.kernels, torch.empty(0, device=device))
+        except RuntimeError as err:
+            raise ValueError(f"run.kernels: {err}") from None
     est = estimate_events(sc, n_params)
     check_events(est, sc.run.max_events)
     return Prework(est, device, memory, vocab, n_params)

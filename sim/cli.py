@@ -438,7 +438,7 @@ def cmd_compare(args) -> int:
 
 def cmd_sweep(args) -> int:
     from sim.scenario import ScenarioError
-    from sim.sweep import apply_grid_flags, parse_seeds, plan_sweep, run_sweep
+    from sim.sweep import apply_grid_flags, check_runs, parse_seeds, plan_sweep, run_sweep
 
     if args.workers < 1:
         raise BadInput(f"--workers {args.workers}: need at least 1")
@@ -453,6 +453,10 @@ def cmd_sweep(args) -> int:
             import ray  # noqa: F401
         except ImportError:
             raise BadInput("--ray: Ray is not installed; pip install 'locosim[ray]' (or use --workers N)") from None
+    try:  # what `locosim run` checks before work, for every run, before anything is written
+        check_runs(plan, here=args.ray is None)
+    except ScenarioError as err:
+        raise BadInput(str(err)) from None
     from sim.rundir import RunDirError, claim_unique, handle_sigterm, was_terminated
 
     handle_sigterm()  # SIGTERM stops the sweep like Ctrl-C (runs in progress end interrupted), exit 143

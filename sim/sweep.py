@@ -10,7 +10,9 @@ their parameters, status and summary metrics, and is rewritten after every run.
 
 Execution: in this process (``workers=1``), a local pool of spawned worker processes (one
 torch thread each) or, with ``ray_address``, one Ray task per run (a GPU per task when the
-run uses CUDA). A failed run is recorded with its error and the sweep goes on.
+run uses CUDA). Before anything is written, ``check_runs`` makes the checks ``locosim run``
+makes before work for every distinct run, so a sweep with a run that cannot start is refused
+whole; a run that fails once started is recorded with its error and the sweep goes on.
 
 The local pool is ours rather than ``ProcessPoolExecutor`` because the executor queues runs
 into its workers ahead of time and cannot take them back: after Ctrl-C its workers started
@@ -169,6 +171,27 @@ def plan_sweep(path: str | Path, grid: dict[str, list[Any]] | None = None, seeds
                 runs.append(RunSpec(run_id, label, params, scenario, str(path), sc.run.device))
     axes = (["variant"] if any(r.params["variant"] for r in runs) else []) + keys + ["seed"]
     return SweepPlan(runs, axes)
+
+
+def check_runs(plan: SweepPlan, here: bool = True) -> None:
+    """Every check ``locosim run`` makes before work (``sim.checks.check_before_work``: plug-ins,
+    data, memory, device, kernels, work estimate), once per distinct scenario (seeds aside), so a
+    sweep that cannot run is refused before anything is written instead of failing run by run.
+    ``here=False`` (the runs go to a Ray cluster) leaves out what depends on the machine.
+    Raises ScenarioError naming the first run that fails and the field."""
+    from sim.checks import check_before_work
+    from sim.scenario import Scenario
+
+    seen: set[str] = set()
+    for r in plan.runs:
+        key = json.dumps({k: v for k, v in r.scenario.items() if k != "seed"}, sort_keys=True)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            check_before_work(Scenario.model_validate(r.scenario), here=here)
+        except (ValueError, RuntimeError) as err:
+            raise ScenarioError(f"sweep run {r.label}: {str(err).splitlines()[0]}") from None
 
 
 def status_of(run_dir: Path) -> str | None:

@@ -82,6 +82,41 @@ def test_a_failed_run_is_recorded_and_the_sweep_goes_on(root, tmp_path):
         assert "cuda" in index.loc["cuda", "error"]
 
 
+def test_a_sweep_that_cannot_run_is_refused_before_anything_is_written(root, tmp_path):
+    """What `locosim run` checks before work is checked for every run of a sweep before the sweep
+    starts: a grid point over its memory limit, or a model plug-in file that is not there, is one
+    line naming the run and the field, exit 2, and no output directory."""
+    out = tmp_path / "sw"
+    res = _cli(root, "sweep", QS, "--grid", "run.memory_limit_gb=100,0.000001", "--out", str(out), "--quiet",
+               *sum((["--set", o] for o in SMALL), []))
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert "sweep run memory_limit_gb=1e-06-seed=0: run: the numerics need about" in res.stderr
+    assert not out.exists()
+
+    example = (root / "examples" / "custom_model.yaml").read_text()
+    (tmp_path / "custom.yaml").write_text(example.replace("conv_lm.py:ConvLM", "nope.py:ConvLM"))
+    res = _cli(root, "sweep", str(tmp_path / "custom.yaml"), "--grid", "algorithm.inner_steps=2,3", "--seeds", "0..1",
+               "--out", str(out), "--quiet")
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert "sweep run inner_steps=2-seed=0: model.plugin:" in res.stderr and "nope.py" in res.stderr
+    assert "Traceback" not in res.stderr and not out.exists()
+
+
+def test_sweep_checks_skip_what_depends_on_the_machine_that_runs_it(root):
+    """Planned here for a Ray cluster, a run asking for CUDA is not refused for this machine's lack
+    of it (its workers may have one); a memory limit the scenario states is checked anyway."""
+    from sim.scenario import ScenarioError
+    from sim.sweep import check_runs
+
+    check_runs(plan_sweep(root / QS, {"run.device": ["cpu", "cuda"]}, [0, 1], SMALL), here=False)
+    tight = plan_sweep(root / QS, {"run.memory_limit_gb": [0.000001]}, [0], SMALL)
+    with pytest.raises(ScenarioError, match="the numerics need about"):
+        check_runs(tight, here=False)
+    if not __import__("torch").cuda.is_available():
+        with pytest.raises(ScenarioError, match="sweep run device=cuda-seed=0: "):
+            check_runs(plan_sweep(root / QS, {"run.device": ["cpu", "cuda"]}, [0], SMALL))
+
+
 def _summaries(index: pd.DataFrame) -> pd.DataFrame:
     return index.set_index("run_id")[list(SUMMARY_KEYS) + ["status"]].sort_index()
 
