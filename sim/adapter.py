@@ -44,7 +44,8 @@ class NumericsAdapter:
         # data, device, memory and kernels were checked by check_before_work (``prework``) before
         # anything was allocated
         self.device, self.memory = prework.device, prework.memory
-        self.dataset = make_dataset(sc.data, sc.model.seq_len, n_workers, sc.seed)
+        self.dataset = (prework.dataset if prework.dataset is not None
+                        else make_dataset(sc.data, sc.model.seq_len, n_workers, sc.seed))
         with torch.device("meta"):
             model = build_model(sc.model, self.dataset.vocab_size)  # shapes only: nothing allocated yet
         self.engine = replica_engine(sc.run.engine, sc.model.kind)

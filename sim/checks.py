@@ -44,6 +44,7 @@ class Prework:
     memory: Any = None   # sim.training.memory.MemoryEstimate
     vocab: int | None = None
     n_params: int | None = None
+    dataset: Any = None  # a data plug-in's object, built once: the run uses this one
 
 
 def _layers(sc) -> int:
@@ -166,12 +167,14 @@ def check_before_work(sc, here: bool = True) -> Prework:
     from sim.training.replicas import resolve_device
 
     n = sc.topology.n_workers
+    dataset = None
     if sc.data.kind == "text":
         vocab = len(read_text_data(sc.data, sc.model.seq_len, n)[1])
     elif sc.data.kind == "plugin":  # the user's object says (it may read its files now)
         from sim.training.data import make_dataset
 
-        vocab = make_dataset(sc.data, sc.model.seq_len, n, sc.seed).vocab_size
+        dataset = make_dataset(sc.data, sc.model.seq_len, n, sc.seed)
+        vocab = dataset.vocab_size
     else:
         vocab = sc.data.vocab_size
     if sc.model.vocab_size is not None and sc.model.vocab_size != vocab:
@@ -198,4 +201,4 @@ def check_before_work(sc, here: bool = True) -> Prework:
             raise ValueError(f"run.kernels: {err}") from None
     est = estimate_events(sc, n_params)
     check_events(est, sc.run.max_events)
-    return Prework(est, device, memory, vocab, n_params)
+    return Prework(est, device, memory, vocab, n_params, dataset)

@@ -515,18 +515,17 @@ class _SweepBar:
 
 
 def cmd_schema(args) -> int:
-    from sim.scenario import json_schema
+    from sim.scenario import json_schema, method_schema
 
     if args.plugin:  # a plug-in method's own knobs
-        from sim.algorithms.plugins import PluginError, load_method, resolve_ref
+        from sim.algorithms.plugins import PluginError, entry_points, load_method, resolve_ref
 
-        from sim.algorithms.plugins import entry_points
-
+        registered = entry_points()
         try:
-            cls = load_method(resolve_ref(entry_points().get(args.plugin, args.plugin), None))
+            cls = load_method(resolve_ref(registered.get(args.plugin, args.plugin), None))
         except PluginError as err:
             raise BadInput(f"--plugin: {err}") from None
-        print(json.dumps(cls.Spec.model_json_schema(), indent=2))
+        print(json.dumps(method_schema(cls.Spec, args.plugin if args.plugin in registered else None), indent=2))
         return 0
     print(json.dumps(json_schema(), indent=2))
     return 0

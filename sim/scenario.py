@@ -1348,6 +1348,17 @@ def json_schema() -> dict:
 
 
 
+def method_schema(spec: type[BaseModel], name: str | None = None) -> dict:
+    """A plug-in method's knobs (its ``Spec``) as JSON Schema; ``name``, when the method is
+    registered under one (``locosim.algorithms`` entry point or packaged), is the constant the
+    section's ``name`` must be."""
+    sub = spec.model_json_schema(ref_template="#/$defs/{model}")
+    if name is not None:
+        sub["properties"]["name"] = {"const": name, "default": name, "title": "Name", "type": "string"}
+        sub["required"] = ["name"]
+    return sub
+
+
 def _add_plugin_methods(schema: dict) -> None:
     """Put each registered plug-in method's knobs into the algorithm section's choices. They
     become ``anyOf``: the generic plug-in section (any name) overlaps the named ones. A
@@ -1363,10 +1374,8 @@ def _add_plugin_methods(schema: dict) -> None:
             spec = plugins.load_method(ref).Spec
         except plugins.PluginError:
             continue
-        sub = spec.model_json_schema(ref_template="#/$defs/{model}")
+        sub = method_schema(spec, name)
         defs.update(sub.pop("$defs", {}))
-        sub["properties"]["name"] = {"const": name, "default": name, "title": "Name", "type": "string"}
-        sub["required"] = ["name"]
         key = f"plugin_{name}"
         defs[key] = sub
         named.append({"$ref": f"#/$defs/{key}"})

@@ -224,6 +224,34 @@ def test_data_from_one_file_reads_a_local_text_word_by_word(tmp_path):
     assert runs[0] == runs[1] and len(runs[0]) > 0
 
 
+def test_a_data_plugin_is_built_once_per_run(tmp_path):
+    """The data plug-in object the pre-work checks build (to learn its vocabulary) is the one the
+    run trains on: a loader that reads or tokenizes a corpus does it once, not twice."""
+    code = """
+    import numpy as np
+    from pathlib import Path
+    class Counted:
+        vocab_size = 7
+        loss_floor = None
+        def __init__(self, seq_len, n_workers, seed, log):
+            with open(log, "a") as f:
+                f.write("built\\n")
+            self.seq_len = seq_len
+        def train_batch(self, g, worker, batch_size):
+            return g.integers(0, 7, size=(batch_size, self.seq_len + 1))
+        def eval_batch(self, g, batch_size):
+            return g.integers(0, 7, size=(batch_size, self.seq_len + 1))
+    """
+    (tmp_path / "counted.py").write_text(textwrap.dedent(code))
+    log = tmp_path / "built.log"
+    data = f"{{kind: plugin, plugin: {tmp_path / 'counted.py'}:Counted, args: {{log: {log}}}}}"
+    sim = Simulation(load_scenario(QS, TINY + ["run.device=cpu", "run.max_rounds=1", "algorithm.inner_steps=2",
+                                               f"data={data}"]))
+    sim.run()
+    assert log.read_text() == "built\n" and sim.dataset.vocab_size == 7
+    assert sim.recorder.losses
+
+
 @pytest.mark.parametrize("section, expected", [
     ("model: {kind: plugin, plugin: mine.py:Nope, seq_len: 16}", "model.plugin: "),
     ("model: {kind: plugin, plugin: mine.py:Net, args: {width: 3}, seq_len: 16}", "model.args: Net(vocab_size=32, **args) failed: TypeError"),
@@ -266,6 +294,7 @@ def test_a_plugins_knobs_have_a_json_schema():
     props = json.loads(res.stdout)["properties"]
     assert props["inner_steps"]["default"] == 20 and "H" in props["inner_steps"]["description"]
     assert {"name", "plugin", "warm_start_steps", "sync_grain", "collective"} <= set(props)
+    assert "const" not in props["name"]  # a file's method takes any name
     bad = _cli("schema", "--plugin", "no_such_file.py:X")
     assert bad.returncode == 2 and "no such file" in bad.stderr
 
@@ -318,3 +347,4 @@ def test_overlapped_diloco_knobs_print_by_name():
     props = json.loads(res.stdout)["properties"]
     assert props["outer_delay"]["default"] == 1 and props["outer_delay"]["description"].startswith("k: ")
     assert props["inner_steps"]["default"] == 30 and props["outer_lr"]["default"] == 0.35
+    assert props["name"]["const"] == "eager_diloco"  # a registered name is the section's name

@@ -101,6 +101,31 @@ def test_payload_per_sync_is_what_each_sync_sends(algorithm):
         assert sim.result().payload_bytes < 0.5 * payload_bytes(sim.wire_params, "fp32")
 
 
+@pytest.mark.parametrize("algorithm,share", [
+    ("{name: ddp, overlap: true}", 1.0),
+    ("{name: ddp, overlap: true, sync_grain: layer}", 1.0),
+    ("{name: streaming_diloco, inner_steps: 4}", 1.0),
+    ("{name: streaming_diloco, inner_steps: 4, sync_grain: step}", 1.0),
+    ("{name: noloco, inner_steps: 2, group_size: 2}", 2.0),
+    ("{name: noloco, inner_steps: 2, group_size: 2, sync_grain: step}", 2.0),
+])
+def test_payload_per_sync_is_the_mean_sync_where_syncs_differ(algorithm, share):
+    """Where a round's syncs are not one whole model (DDP's gradient buckets and streaming's
+    fragments split it; NoLoCo's gossip carries pseudo-gradient and slow weights, twice it),
+    ``payload_bytes_per_sync`` is the mean of what the recorded syncs carried per worker, and a
+    round's syncs of one worker together carry ``share`` x the model (fp32: bytes are linear)."""
+    from kernels.formats import payload_bytes
+
+    sim = Simulation(load_scenario(QS, TINY + CPU + [f"algorithm={algorithm}", "run.max_rounds=2"]))
+    sim.run()
+    syncs = sim.recorder.syncs
+    per = sim.result().payload_bytes
+    assert per == pytest.approx(sum(s.payload_bytes for s in syncs) / len(syncs), rel=1e-12)
+    n, rounds = sim.sc.topology.n_workers, len({s.round for s in syncs})
+    per_worker_round = sum(s.payload_bytes * s.participants for s in syncs) / n / rounds
+    assert per_worker_round == pytest.approx(share * payload_bytes(sim.wire_params, "fp32"), rel=1e-12)
+
+
 RUNNER_PIECES = ["sim/runner.py", "sim/build.py", "sim/adapter.py", "sim/rounds.py", "sim/writer.py", "sim/result.py"]
 
 

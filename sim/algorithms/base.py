@@ -107,12 +107,18 @@ class StepPlan:
 NOTHING = StepPlan()
 
 
-def plan_bytes(plan: StepPlan) -> float:
-    """Bytes one worker sends in ``plan``: every part of every collective, each in its own wire
-    format (``kernels.formats``, the sizes the engine moves)."""
+def sync_bytes(*plans: StepPlan) -> float:
+    """Bytes one worker's payload of one collective holds, averaged over the collectives that
+    ``plans`` send (a collective's parts summed, each part in its own wire format: the sizes the
+    engine moves and records). ``ScheduleInfo.payload_bytes`` of a method whose payload is not
+    the whole model once (sparse values, DDP's buckets, streaming's fragments, gossip's two);
+    0 when the plans send nothing."""
     from kernels.formats import payload_bytes
 
-    return float(sum(payload_bytes(s.elems, s.wire_format) for s in (*(s for _, s in plan.during), *plan.sends)))
+    per: dict[tuple, float] = {}
+    for s in (*(s for plan in plans for _, s in plan.during), *(s for plan in plans for s in plan.sends)):
+        per[s.key] = per.get(s.key, 0.0) + payload_bytes(s.elems, s.wire_format)
+    return sum(per.values()) / len(per) if per else 0.0
 
 FORWARD_SHARE = 1 / 3
 """Share of a step's compute that is the forward pass (the rest is backward), per layer in equal parts."""
@@ -204,9 +210,9 @@ class ScheduleInfo:
     syncs_per_round: int = 1
     """Collectives that complete one round (P fragments for streaming; groups for gossip)."""
     payload_bytes: float | None = None
-    """Bytes one worker's payload of one sync holds (summary.json's ``payload_bytes_per_sync``);
-    None: the whole model in ``wire_format``. Sparse methods set what they really send
-    (``plan_bytes`` of a sync step's plan)."""
+    """Bytes one worker's payload of one sync holds, the mean over a round's syncs where they
+    differ (summary.json's ``payload_bytes_per_sync``); None: the whole model in ``wire_format``.
+    Methods that send something else set it (``sync_bytes`` of the plans of a round's syncs)."""
     extra: dict = field(default_factory=dict)
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sim.algorithms.base import Algorithm, Need, ScheduleInfo, Send, StepPlan, block_of, forward_start
+from sim.algorithms.base import Algorithm, Need, ScheduleInfo, Send, StepPlan, block_of, forward_start, sync_bytes
 from sim.algorithms.common import allreduce_grads, copy_row, only
 from sim.algorithms.transforms import Tree
 
@@ -83,8 +83,9 @@ class DDP(Algorithm):
             self.need_at = [a for _, _, a in buckets]
         if self.spec.sync_grain == "step":
             self.need_at = [0.0] * len(self.buckets)
-        self.info = ScheduleInfo(wire_format=self.spec.payload_dtype,
-                                 syncs_per_round=len(self.buckets), extra={"buckets": len(self.buckets)})
+        self._plan = None
+        self.info = ScheduleInfo(wire_format=self.spec.payload_dtype, syncs_per_round=len(self.buckets),
+                                 payload_bytes=sync_bytes(self.at_step(0, 1)), extra={"buckets": len(self.buckets)})
 
     def at_step(self, worker: int, step: int) -> StepPlan:
         r = step - 1

@@ -24,8 +24,8 @@ Wire (exact): per tensor of n values C = ceil(n / s) chunks, k fp32 values and k
 indices each: 8 k C bytes, sent as ``k C`` values in format ``topk:1`` (every value of the
 payload kept, each with its index). With a timing proxy, whose tensor shapes are unknown,
 each proxy layer's payload counts as one flat tensor. The run summary's
-``payload_bytes_per_sync`` is 8 k / s bytes a parameter (``topk:k/s``), which leaves out the
-tail chunks' padding; the recorded syncs and transfers are exact. Every replica applies the same update, so replicas stay
+``payload_bytes_per_sync`` is what one all-gather carries per worker, tail chunks included,
+as are the recorded syncs and transfers. Every replica applies the same update, so replicas stay
 identical; momenta differ per worker. The update waits for the all-gather (it runs in
 ``on_reduced``, as ddp's step does); ``sync_grain: layer`` releases each layer's slice as its
 backward finishes and waits for it at that layer's forward, the math unchanged.
@@ -47,7 +47,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from sim.algorithms.base import (Algorithm, ScheduleInfo, StepPlan, layer_parts, layered_needs, layered_send,
-                                 plan_bytes)
+                                 sync_bytes)
 from sim.algorithms.common import copy_row, only
 from sim.algorithms.transforms import Tree
 from sim.scenario import MethodSpec
@@ -112,7 +112,7 @@ class DeMo(Algorithm):
         self.elems_per_step = sum(e for _, e in self.parts)
         self._plan = None
         self.info = ScheduleInfo(wire_format=f"topk:{self.spec.topk / self.spec.chunk!r}",
-                                 payload_bytes=plan_bytes(self.at_step(0, 1)),
+                                 payload_bytes=sync_bytes(self.at_step(0, 1)),
                                  extra={"sent_values_per_step": self.elems_per_step})
 
     def at_step(self, worker: int, step: int) -> StepPlan:

@@ -33,7 +33,7 @@ replicas, no pipeline stages).
 
 from __future__ import annotations
 
-from sim.algorithms.base import NOTHING, ScheduleInfo, StepPlan, layer_parts, layered_needs, layered_send
+from sim.algorithms.base import NOTHING, ScheduleInfo, StepPlan, layer_parts, layered_needs, layered_send, sync_bytes
 from sim.algorithms.common import OuterMethod, split_into_groups
 from sim.algorithms.transforms import assign, spread, tree_sub, worker_view
 from sim.rng import rng as named_rng
@@ -60,6 +60,10 @@ class NoLoCo(OuterMethod):
         super().configure(layout, proxy_layers)
         parts, self.layers = layer_parts(layout, None, proxy_layers)
         self.parts = [(layer, 2 * e) for layer, e in parts]  # pseudo-gradient and slow weights of each layer
+        during, sends = layered_send("gossip", 0, (0,), self.parts, self.layers, self.spec.payload_dtype,
+                                     self.spec.collective, grain=self.grain)
+        self.info = ScheduleInfo(wire_format=self.spec.payload_dtype, syncs_per_round=self.info.syncs_per_round,
+                                 payload_bytes=sync_bytes(StepPlan(during=during, sends=sends)))
 
     def set_liveness(self, alive) -> None:
         """``alive()`` -> list of bools, worker i up (the engine's view; used by repair)."""

@@ -40,7 +40,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from sim.algorithms.base import (NOTHING, ScheduleInfo, StepPlan, layer_parts, layered_needs, layered_send,
-                                 plan_bytes)
+                                 sync_bytes)
 from sim.algorithms.common import OuterMethod
 from sim.algorithms.diloco import DiLoCo
 from sim.algorithms.transforms import wire_roundtrip
@@ -152,7 +152,7 @@ class SPARTA(SparseAveraging, OuterMethod):
         super().configure(layout, proxy_layers)
         self.sparse_configure(layout, proxy_layers)
         self.info = ScheduleInfo(wire_format=self.spec.payload_dtype,
-                                 payload_bytes=plan_bytes(self.sparse_plan(0, True)))
+                                 payload_bytes=sync_bytes(self.sparse_plan(0, True)))
 
     def method_plan(self, worker: int, step: int) -> StepPlan:
         if step % self.interval:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 
-from sim.algorithms.base import ScheduleInfo, StepPlan, block_of, layer_parts, layered_needs, layered_send
+from sim.algorithms.base import ScheduleInfo, StepPlan, block_of, layer_parts, layered_needs, layered_send, sync_bytes
 from sim.algorithms.common import OuterMethod
 from sim.algorithms.transforms import OuterNesterov, assign, merge, tree_sub, worker_view
 
@@ -86,6 +86,7 @@ class StreamingDiLoCo(OuterMethod):
             self.frag_parts.append(parts)
         self.info = ScheduleInfo(wire_format=s.payload_dtype,
                                  syncs_per_round=p,
+                                 payload_bytes=sync_bytes(*(self.method_plan(0, t) for t in sorted(set(self.offsets)))),
                                  extra={"fragments": p, "fragment_params": self.frag_elems, "offsets": self.offsets,
                                         "sync_grain": self.grain})
 
