@@ -2,7 +2,8 @@
 ``model: {kind: plugin, plugin: conv_lm.py:ConvLM, args: {d_model: 32, n_layers: 2}}``.
 
 Any ``torch.nn.Module`` works if its forward maps tokens [batch, seq_len] to logits
-[batch, seq_len, vocab_size] and it is built as ``Class(vocab_size=V, **args)``. locosim
+[batch, seq_len, vocab_size] (or, with ``output: loss`` in the model section, tokens and
+targets to its own loss, one number) and it is built as ``Class(vocab_size=V, **args)``. locosim
 trains it on the vmap engine (all replicas stacked, one ``torch.func`` call), so its
 forward must be vmappable (plain tensor ops; no in-place updates of buffers). Layers named
 ``blocks.<i>.`` are what per-layer timing (``sync_grain: layer``) splits payloads by.

@@ -62,7 +62,8 @@ class NumericsAdapter:
             if self.engine == "stacked":
                 return StackedReplicas(model, count, sc.optimizer, self.device, sc.seed, sc.run.precision,
                                        compile=sc.run.compile)
-            return Replicas(model, count, sc.optimizer, self.device, sc.seed, sc.run.precision)
+            return Replicas(model, count, sc.optimizer, self.device, sc.seed, sc.run.precision,
+                            sc.model.output if sc.model.kind == "plugin" else "logits")
 
         self.replicas = make_replicas(n_workers)
         self.numerics = Numerics(self.replicas, self.dataset, sc.compute.batch_size, sc.seed)

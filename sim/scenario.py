@@ -244,11 +244,16 @@ PLUGIN_REF_DOC = "FILE.py:Name (relative to the scenario file) or package.module
 
 class PluginModel(_Strict):
     """A user's model: any ``torch.nn.Module`` whose forward maps tokens [batch, seq_len] to
-    logits [batch, seq_len, vocab_size], built as ``Name(vocab_size=V, **args)``; trained on the
-    vmap engine. Blocks named ``blocks.<i>.`` are the layers of per-layer timing."""
+    logits [batch, seq_len, vocab_size] (``output: logits``) or inputs and targets to its own
+    loss (``output: loss``), built as ``Name(vocab_size=V, **args)``; trained on the vmap
+    engine. Blocks named ``blocks.<i>.`` are the layers of per-layer timing."""
     kind: Literal["plugin"] = "plugin"
     plugin: str = Field(min_length=1, description=f"The model class: {PLUGIN_REF_DOC}.")
     args: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the constructor (plain YAML values).")
+    output: Literal["logits", "loss"] = Field(default="logits", description=(
+        "What forward returns: logits = forward(tokens) gives [batch, seq_len, vocab] and locosim takes the "
+        "next-token cross-entropy; loss = forward(tokens, targets) gives the model's own loss, one number "
+        "(the mean over the batch), trained and evaluated as it is."))
     vocab_size: Int | None = Field(default=None, ge=2, description="Vocabulary size; default: taken from the data.")
     seq_len: Int = Field(default=32, ge=2, le=1_048_576, description="Tokens per training sequence.")
 

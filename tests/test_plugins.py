@@ -190,6 +190,63 @@ def test_a_model_from_one_file_trains_on_the_vmap_engine(tmp_path):
     assert [p for p, _ in sim.algorithm.parts] == [0, 1, None]  # blocks.0, blocks.1, the rest
 
 
+OWN_LOSS = """
+import sys
+import torch.nn.functional as F
+sys.path.insert(0, {examples!r})
+from conv_lm import ConvLM
+
+class OwnLoss(ConvLM):
+    def forward(self, idx, targets):
+        logits = super().forward(idx)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+class PerToken(ConvLM):
+    def forward(self, idx, targets):
+        logits = super().forward(idx)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
+
+class Wide(ConvLM):
+    def forward(self, idx):
+        return super().forward(idx)[..., :3]
+"""
+
+
+def test_a_model_that_returns_its_own_loss_trains_as_the_same_model_with_logits(tmp_path):
+    """``model.output: loss``: forward(tokens, targets) gives the loss, trained and evaluated as
+    it is. The example ConvLM with the next-token cross-entropy inside its forward gives the
+    same train and eval losses as ConvLM returning logits (locosim taking that cross-entropy)."""
+    (tmp_path / "own.py").write_text(OWN_LOSS.format(examples=str(ROOT / "examples")))
+    base = ["run.max_rounds=2", "run.device=cpu"]
+    own = f"model={{kind: plugin, plugin: {tmp_path / 'own.py'}:OwnLoss, output: loss, args: {{d_model: 32, n_layers: 2}}, seq_len: 32}}"
+    losses = []
+    for overrides in (base, base + [own]):
+        sim = Simulation(load_scenario(CUSTOM, overrides))
+        sim.run()
+        losses.append([(p.kind, p.worker, p.step, p.loss) for p in sim.recorder.losses])
+    assert losses[0] == losses[1] and any(k == "eval" for k, *_ in losses[0])
+
+
+@pytest.mark.parametrize("model, expected", [
+    ("OwnLoss, output: logits", "model.plugin: OwnLoss.forward(tokens) (model.output: logits) failed on a [1, 32] "
+                                "batch: TypeError"),
+    ("Wide, output: loss", "model.plugin: Wide.forward(tokens, targets) (model.output: loss) failed"),
+    ("Wide", "model.output: logits: forward(tokens) must return [batch, seq_len, 32] (got (1, 32, 3))"),
+    ("PerToken, output: loss", "model.output: loss: forward(tokens, targets) must return one number (got (32,))"),
+])
+def test_a_model_whose_forward_does_not_give_what_it_says_is_one_line(tmp_path, model, expected):
+    """A forward that fails, or returns the wrong thing for ``model.output``, is refused before
+    any work: one line naming the field, exit 2, nothing written."""
+    (tmp_path / "own.py").write_text(OWN_LOSS.format(examples=str(ROOT / "examples")))
+    text = CUSTOM.read_text().replace("plugin: conv_lm.py:ConvLM", f"plugin: {tmp_path / 'own.py'}:{model}")
+    (tmp_path / "s.yaml").write_text(text)
+    res = _cli("run", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "out"), "--quiet")
+    assert res.returncode == 2, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+    assert expected in res.stderr, res.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_plugin_models_memory_is_traced_not_guessed():
     """The activation estimate of a plug-in model comes from tracing its forward on the meta
     device: for the built-in GPT wrapped as a plug-in it lies between the analytic estimate

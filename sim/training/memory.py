@@ -26,10 +26,12 @@ STATE_COPIES = 3       # parameters, exp_avg, exp_avg_sq
 STEP_TRANSIENT_COPIES = 4  # gradient, new exp_avg, new exp_avg_sq, new parameters
 
 
-def measured_activation_floats(model, seq_len: int, vocab: int) -> int:
+def measured_activation_floats(model, seq_len: int, vocab: int, output: str = "logits") -> int:
     """Floats autograd saves per token for a model built on the meta device (a plug-in model,
-    whose layers we do not know): one forward and cross-entropy traced with saved-tensor hooks,
-    nothing allocated. Counts the weights a layer saves too (an over-estimate)."""
+    whose layers we do not know): one forward and cross-entropy (``output: loss``: the model's
+    own loss) traced with saved-tensor hooks, nothing allocated. Counts the weights a layer
+    saves too (an over-estimate). Raises ValueError naming ``model.output`` when the forward
+    does not give what it says."""
     import torch
     import torch.nn.functional as F
 
@@ -41,8 +43,25 @@ def measured_activation_floats(model, seq_len: int, vocab: int) -> int:
 
     idx = torch.zeros(1, seq_len, dtype=torch.long, device="meta")
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        logits = model(idx)
-        F.cross_entropy(logits.reshape(-1, logits.shape[-1]), torch.zeros(seq_len, dtype=torch.long, device="meta"))
+        call = "forward(tokens, targets)" if output == "loss" else "forward(tokens)"
+        try:
+            out = model(idx, idx) if output == "loss" else model(idx)
+        except Exception as err:  # the user's code: say where, in one line
+            raise ValueError(f"model.plugin: {type(model).__name__}.{call} (model.output: {output}) failed on a "
+                             f"[1, {seq_len}] batch: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+                             ) from None
+        if output == "loss":
+            loss = out
+            if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+                got = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+                raise ValueError(f"model.output: loss: forward(tokens, targets) must return one number (got {got})")
+        else:
+            logits = out
+            if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (1, seq_len, vocab):
+                got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+                raise ValueError(f"model.output: logits: forward(tokens) must return [batch, seq_len, {vocab}] "
+                                 f"(got {got}); a model that returns its own loss takes output: loss")
+            F.cross_entropy(logits.reshape(-1, vocab), torch.zeros(seq_len, dtype=torch.long, device="meta"))
     return -(-saved[0] // seq_len)
 
 
@@ -88,7 +107,7 @@ def estimate(n_params: int, replicas: int, spec, vocab: int, batch_size: int, ev
              outer_copies: int, eval_replicas: bool, model=None) -> MemoryEstimate:
     """``model``: the model on the meta device, needed for a plug-in model's activations."""
     state = (STATE_COPIES + outer_copies + STEP_TRANSIENT_COPIES) * n_params * FLOAT_BYTES
-    per_token = (measured_activation_floats(model, spec.seq_len, vocab) if spec.kind == "plugin"
+    per_token = (measured_activation_floats(model, spec.seq_len, vocab, spec.output) if spec.kind == "plugin"
                  else activation_floats(spec, vocab))
     act = batch_size * spec.seq_len * per_token * FLOAT_BYTES
     evaluated = replicas if eval_replicas else 1

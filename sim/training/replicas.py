@@ -66,7 +66,10 @@ def replica_engine(engine: str, model_kind: str) -> str:
 class Replicas:
     """M replicas of one model as stacked tensors, with per-replica inner optimizer state."""
 
-    def __init__(self, model: nn.Module, n: int, opt, device: torch.device, seed: int, precision: str = "fp32"):
+    def __init__(self, model: nn.Module, n: int, opt, device: torch.device, seed: int, precision: str = "fp32",
+                 output: str = "logits"):
+        """``output``: what ``model``'s forward gives (``model.output``): ``logits`` (the loss is
+        the next-token cross-entropy) or ``loss`` (``model(x, y)`` is the loss itself)."""
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision: fp32 or bf16 (got {precision})")
         self.model = model
@@ -82,6 +85,8 @@ class Replicas:
         self.opt_steps = torch.zeros(n, dtype=torch.int64, device=device)
 
         def loss_fn(params: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            if output == "loss":
+                return functional_call(model, params, (x, y)).reshape(())
             logits = functional_call(model, params, (x,))
             return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
 
