@@ -4,6 +4,7 @@ built-in limit, and every way a plug-in can be wrong is one line before anything
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -209,6 +210,10 @@ class PerToken(ConvLM):
 class Wide(ConvLM):
     def forward(self, idx):
         return super().forward(idx)[..., :3]
+
+class Padded(ConvLM):  # a vocabulary rounded up past the data's, as GPT implementations do
+    def __init__(self, vocab_size, **args):
+        super().__init__(vocab_size + 8, **args)
 """
 
 
@@ -227,11 +232,23 @@ def test_a_model_that_returns_its_own_loss_trains_as_the_same_model_with_logits(
     assert losses[0] == losses[1] and any(k == "eval" for k, *_ in losses[0])
 
 
+def test_a_model_whose_vocabulary_is_padded_past_the_datas_trains(tmp_path):
+    """Logits wider than the data's vocabulary (a padded embedding table) are accepted: the
+    cross-entropy runs over all of them and the targets are the data's tokens."""
+    (tmp_path / "own.py").write_text(OWN_LOSS.format(examples=str(ROOT / "examples")))
+    sim = Simulation(load_scenario(CUSTOM, ["run.max_rounds=1", "run.device=cpu",
+                                            f"model.plugin={tmp_path / 'own.py'}:Padded"]))
+    sim.run()
+    evals = [p.loss for p in sim.recorder.losses if p.kind == "eval"]
+    assert evals and all(math.isfinite(v) for v in evals)
+    assert sim.replicas.shapes["head.weight"] == (32 + 8, 32)
+
+
 @pytest.mark.parametrize("model, expected", [
     ("OwnLoss, output: logits", "model.plugin: OwnLoss.forward(tokens) (model.output: logits) failed on a [1, 32] "
                                 "batch: TypeError"),
     ("Wide, output: loss", "model.plugin: Wide.forward(tokens, targets) (model.output: loss) failed"),
-    ("Wide", "model.output: logits: forward(tokens) must return [batch, seq_len, 32] (got (1, 32, 3))"),
+    ("Wide", "model.output: logits: forward(tokens) must return [batch, seq_len, at least 32] (got (1, 32, 3))"),
     ("PerToken, output: loss", "model.output: loss: forward(tokens, targets) must return one number (got (32,))"),
 ])
 def test_a_model_whose_forward_does_not_give_what_it_says_is_one_line(tmp_path, model, expected):
@@ -278,6 +295,33 @@ def test_data_from_one_file_reads_a_local_text_word_by_word(tmp_path):
         sim.run()
         runs.append([p.loss for p in sim.recorder.losses if p.kind == "train"])
     assert sim.dataset.vocab_size == 37
+    assert runs[0] == runs[1] and len(runs[0]) > 0
+
+
+def test_word_data_with_a_hugging_face_tokenizer_file(tmp_path):
+    """examples/word_data.py's documented Hugging Face path: a tokenizer file (here a word-level
+    one trained on the local text with the `tokenizers` library, nothing downloaded) gives the
+    token ids, its vocabulary sizes the model, and runs stay reproducible."""
+    pytest.importorskip("tokenizers", reason="pip install tokenizers (in the test extra)")
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    text = " ".join(f"w{(i * 7) % 41}" for i in range(5000))
+    (tmp_path / "book.txt").write_text(text)
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train([str(tmp_path / "book.txt")], trainers.WordLevelTrainer(special_tokens=["[UNK]"]))
+    tok.save(str(tmp_path / "tokenizer.json"))
+    data = (f"{{kind: plugin, plugin: {ROOT / 'examples' / 'word_data.py'}:WordText, "
+            f"args: {{path: {tmp_path / 'book.txt'}, tokenizer: {tmp_path / 'tokenizer.json'}}}}}")
+    args = TINY + ["run.device=cpu", "run.max_rounds=2", "algorithm.inner_steps=3", f"data={data}"]
+    runs = []
+    for _ in range(2):
+        sim = Simulation(load_scenario(QS, args))
+        sim.run()
+        runs.append([p.loss for p in sim.recorder.losses if p.kind == "train"])
+    assert sim.dataset.vocab_size == 42  # 41 words and [UNK]
+    ids = Tokenizer.from_file(str(tmp_path / "tokenizer.json")).encode(text).ids
+    assert list(sim.dataset.train) + list(sim.dataset.eval) == ids
     assert runs[0] == runs[1] and len(runs[0]) > 0
 
 

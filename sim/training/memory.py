@@ -47,9 +47,9 @@ def measured_activation_floats(model, seq_len: int, vocab: int, output: str = "l
         try:
             out = model(idx, idx) if output == "loss" else model(idx)
         except Exception as err:  # the user's code: say where, in one line
+            first = str(err).splitlines()[0] if str(err) else ""
             raise ValueError(f"model.plugin: {type(model).__name__}.{call} (model.output: {output}) failed on a "
-                             f"[1, {seq_len}] batch: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-                             ) from None
+                             f"[1, {seq_len}] batch: {type(err).__name__}: {first}") from None
         if output == "loss":
             loss = out
             if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
@@ -57,11 +57,13 @@ def measured_activation_floats(model, seq_len: int, vocab: int, output: str = "l
                 raise ValueError(f"model.output: loss: forward(tokens, targets) must return one number (got {got})")
         else:
             logits = out
-            if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (1, seq_len, vocab):
+            ok = (isinstance(logits, torch.Tensor) and logits.dim() >= 2 and logits.shape[-1] >= vocab
+                  and logits.numel() == seq_len * logits.shape[-1])  # a vocabulary padded past the data's is fine
+            if not ok:
                 got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-                raise ValueError(f"model.output: logits: forward(tokens) must return [batch, seq_len, {vocab}] "
-                                 f"(got {got}); a model that returns its own loss takes output: loss")
-            F.cross_entropy(logits.reshape(-1, vocab), torch.zeros(seq_len, dtype=torch.long, device="meta"))
+                raise ValueError(f"model.output: logits: forward(tokens) must return [batch, seq_len, at least "
+                                 f"{vocab}] (got {got}); a model that returns its own loss takes output: loss")
+            F.cross_entropy(logits.reshape(seq_len, -1), torch.zeros(seq_len, dtype=torch.long, device="meta"))
     return -(-saved[0] // seq_len)
 
 
