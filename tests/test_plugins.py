@@ -282,18 +282,25 @@ def test_a_plugin_models_memory_is_traced_not_guessed():
     assert analytic <= measured <= analytic + weights / sc.model.seq_len + 4 * 32
 
 
-def test_data_from_one_file_reads_a_local_text_word_by_word(tmp_path):
-    """examples/word_data.py as data: its vocabulary is the file's distinct words, and the same
-    seed gives the same losses (the batches come from locosim's named streams)."""
-    words = [f"w{i % 37}" for i in range(4000)]
-    (tmp_path / "book.txt").write_text(" ".join(words))
-    data = f"{{kind: plugin, plugin: {ROOT / 'examples' / 'word_data.py'}:WordText, args: {{path: {tmp_path / 'book.txt'}}}}}"
+def _word_data_twice(data: str) -> tuple[Simulation, list[list[float]]]:
+    """Two short quickstart runs on the data section ``data``: the last simulation and each
+    run's train losses."""
     args = TINY + ["run.device=cpu", "run.max_rounds=2", "algorithm.inner_steps=3", f"data={data}"]
     runs = []
     for _ in range(2):
         sim = Simulation(load_scenario(QS, args))
         sim.run()
         runs.append([p.loss for p in sim.recorder.losses if p.kind == "train"])
+    return sim, runs
+
+
+def test_data_from_one_file_reads_a_local_text_word_by_word(tmp_path):
+    """examples/word_data.py as data: its vocabulary is the file's distinct words, and the same
+    seed gives the same losses (the batches come from locosim's named streams)."""
+    words = [f"w{i % 37}" for i in range(4000)]
+    (tmp_path / "book.txt").write_text(" ".join(words))
+    data = f"{{kind: plugin, plugin: {ROOT / 'examples' / 'word_data.py'}:WordText, args: {{path: {tmp_path / 'book.txt'}}}}}"
+    sim, runs = _word_data_twice(data)
     assert sim.dataset.vocab_size == 37
     assert runs[0] == runs[1] and len(runs[0]) > 0
 
@@ -313,12 +320,7 @@ def test_word_data_with_a_hugging_face_tokenizer_file(tmp_path):
     tok.save(str(tmp_path / "tokenizer.json"))
     data = (f"{{kind: plugin, plugin: {ROOT / 'examples' / 'word_data.py'}:WordText, "
             f"args: {{path: {tmp_path / 'book.txt'}, tokenizer: {tmp_path / 'tokenizer.json'}}}}}")
-    args = TINY + ["run.device=cpu", "run.max_rounds=2", "algorithm.inner_steps=3", f"data={data}"]
-    runs = []
-    for _ in range(2):
-        sim = Simulation(load_scenario(QS, args))
-        sim.run()
-        runs.append([p.loss for p in sim.recorder.losses if p.kind == "train"])
+    sim, runs = _word_data_twice(data)
     assert sim.dataset.vocab_size == 42  # 41 words and [UNK]
     ids = Tokenizer.from_file(str(tmp_path / "tokenizer.json")).encode(text).ids
     assert list(sim.dataset.train) + list(sim.dataset.eval) == ids

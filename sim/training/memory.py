@@ -50,20 +50,17 @@ def measured_activation_floats(model, seq_len: int, vocab: int, output: str = "l
             first = str(err).splitlines()[0] if str(err) else ""
             raise ValueError(f"model.plugin: {type(model).__name__}.{call} (model.output: {output}) failed on a "
                              f"[1, {seq_len}] batch: {type(err).__name__}: {first}") from None
+        tensor = isinstance(out, torch.Tensor)
+        got = tuple(out.shape) if tensor else type(out).__name__
         if output == "loss":
-            loss = out
-            if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-                got = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+            if not tensor or out.numel() != 1:
                 raise ValueError(f"model.output: loss: forward(tokens, targets) must return one number (got {got})")
         else:
-            logits = out
-            ok = (isinstance(logits, torch.Tensor) and logits.dim() >= 2 and logits.shape[-1] >= vocab
-                  and logits.numel() == seq_len * logits.shape[-1])  # a vocabulary padded past the data's is fine
-            if not ok:
-                got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            # a vocabulary padded past the data's is fine
+            if not (tensor and out.dim() >= 2 and out.shape[-1] >= vocab and out.numel() == seq_len * out.shape[-1]):
                 raise ValueError(f"model.output: logits: forward(tokens) must return [batch, seq_len, at least "
                                  f"{vocab}] (got {got}); a model that returns its own loss takes output: loss")
-            F.cross_entropy(logits.reshape(seq_len, -1), torch.zeros(seq_len, dtype=torch.long, device="meta"))
+            F.cross_entropy(out.reshape(seq_len, -1), torch.zeros(seq_len, dtype=torch.long, device="meta"))
     return -(-saved[0] // seq_len)
 
 
