@@ -143,6 +143,12 @@ class NumericsAdapter:
             self.diverge(step, time_s, f"global parameter {bad}", "nan/inf")
         elif not math.isfinite(loss):
             self.diverge(step, time_s, "eval loss", loss)
+        elif self.sc.run.divergence_loss_margin is not None:
+            # finite but worse than guessing uniformly by the margin: the run has diverged all the same
+            uniform = math.log(self.dataset.vocab_size)
+            if loss > uniform + self.sc.run.divergence_loss_margin:
+                self.diverge(step, time_s, f"eval loss (uniform loss log V = {uniform:.4g} nats, margin "
+                                           f"{self.sc.run.divergence_loss_margin:g})", f"{loss:.6g}")
         if self.sc.run.eval_replicas:  # every replica's own parameters, in one batched call per batch
             for w, value in enumerate(self.replicas.eval_losses(self.replicas.params, self.eval_batches).tolist()):
                 self.recorder.losses.append(LossPoint("replica_eval", w, step, time_s, value))

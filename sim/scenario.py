@@ -578,6 +578,9 @@ class Run(_Strict):
         "When a train or eval loss (or the global parameters at an eval) becomes NaN or inf: stop = end the run "
         "there, status 'diverged' with the step and simulated time; continue = keep simulating (the status "
         "still says diverged)."))
+    divergence_loss_margin: float | None = Field(default=1.0, ge=0, allow_inf_nan=False, description=(
+        "An eval loss above the uniform loss log V (V: the vocabulary) by more than this many nats counts as "
+        "diverged, handled like a NaN or inf loss (run.on_divergence); null = only non-finite values count."))
     max_events: Int | None = Field(default=DEFAULT_MAX_EVENTS, ge=1, description=(
         "Refuse, before starting, a run whose estimated work (inner steps of all workers, failures, link "
         "flaps, slow periods, evaluations) exceeds this many events; null = no limit."))

@@ -163,3 +163,35 @@ def test_sweep_counts_a_diverged_run_as_a_result(tmp_path):
     assert sorted(index["status"]) == ["completed", "diverged"]
     cmp = cli("compare", str(sw), "-o", str(tmp_path / "c.html"))
     assert cmp.returncode == 0, cmp.stderr
+
+
+# outer Nesterov at lr 3 and inner AdamW at lr 0.3: the eval loss climbs to tens of nats, yet stays finite
+FINITE_BLOW_UP = ["optimizer.lr=0.3", "algorithm.outer_lr=3"]
+
+
+def test_a_finite_loss_far_above_uniform_counts_as_diverged():
+    """An eval loss that stays finite but rises above the uniform loss log V by more than
+    run.divergence_loss_margin (default 1 nat) marks the run diverged and stops it there, like
+    a NaN; with the margin null the same run is not flagged and runs all its rounds."""
+    sim = _sim(*FINITE_BLOW_UP)
+    sim.run()
+    d = sim.diverged
+    uniform = math.log(sim.adapter.dataset.vocab_size)
+    evals = [p.loss for p in sim.recorder.losses if p.kind == "eval"]
+    assert d is not None and d["what"].startswith("eval loss") and "log V" in d["what"]
+    assert math.isfinite(float(d["value"])) and float(d["value"]) > uniform + 1.0
+    first = next(v for v in evals if v > uniform + 1.0)  # the first eval past the margin is the one reported
+    assert all(math.isfinite(v) for v in evals) and first == pytest.approx(float(d["value"]), rel=1e-5)
+    assert sim.rounds < 6
+    free = _sim(*FINITE_BLOW_UP, "run.divergence_loss_margin=null")
+    free.run()
+    assert free.diverged is None and free.rounds == 6
+    assert max(p.loss for p in free.recorder.losses if p.kind == "eval") > uniform + 1.0
+
+
+def test_divergence_margin_must_be_a_nonnegative_number():
+    """run.divergence_loss_margin below zero is refused, naming the field."""
+    from sim.scenario import ScenarioError
+
+    with pytest.raises(ScenarioError, match="divergence_loss_margin"):
+        load_scenario(ROOT / QUICKSTART, ["run.divergence_loss_margin=-1"])

@@ -15,14 +15,16 @@ unless forced: their losses are not on the same scale.
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from sim.metrics.tables import time_to_loss
-from sim.report.dashboard import (DIAGNOSTIC_LABELS, DIAGNOSTIC_UNITS, _fig, diagnostic_kinds, loss_range, status_text,
-                                  topology_text)
+from sim.report.dashboard import (_fig, diagnostic_kinds, diagnostic_panels, finish_panels, loss_range, mark_warm_up,
+                                  model_used, status_text, topology_text, warm_up_end)
 from sim.report.page import (BYTES_DEFINITION, STATE_COLORS, STATE_LABELS, Page, byte_unit, export_pngs, fmt_bytes,
                              grid_table, kv_table)
 from sim.report.runs import (Group, NotDrawable, RunData, RunDirError, algorithm_label, find_run_dirs,
@@ -72,7 +74,22 @@ def load_groups(paths: list[str | Path], force: bool = False, not_drawn: list | 
     groups = group_replications(runs)
     for i, g in enumerate(groups):
         g.color = PALETTE[i % len(PALETTE)]
+        g.label = grid_point_label(g) or g.label
     return groups
+
+
+SWEEP_RUN = re.compile(r"^(?P<point>.*)-seed=\d+-[0-9a-f]{10}$")  # a sweep's run directory (sim.sweep)
+
+
+def grid_point_label(g: Group) -> str | None:
+    """A sweep group's label: its grid point and its seeds (``inner_steps=10 (seeds 0, 1)``),
+    from its runs' directory names; None for runs that are not a sweep's."""
+    m = [SWEEP_RUN.match(r.path.name) for r in g.runs]
+    if not all(m) or len({x["point"] for x in m}) != 1:
+        return None
+    point = ", ".join(re.split(r"-(?=[A-Za-z_][\w.]*=)", m[0]["point"]))
+    seeds = ", ".join(str(x) for x in g.seeds)
+    return f"{point} (seed{'s' if len(g.runs) > 1 else ''} {seeds})"
 
 
 def pick_baseline(groups: list[Group], baseline: str | Path | None) -> Group:
@@ -139,12 +156,27 @@ def fair_budgets(groups: list[Group]) -> dict | None:
     def differ(vals):
         return bool(vals) and max(vals) > min(vals) * 1.01 + 1e-12
 
+    warm = [(warm_up_end(r.summary) or 0.0, _warm_tokens(r.summary)) for r in runs]
     return {"tokens": min(float(_eval(r)["tokens"].max()) for r in runs),
             "time_s": min(float(_eval(r)["time_s"].max()) for r in runs),
+            # the same two points counted from the end of each run's warm-up (0 without one)
+            "after_warm_up": any(w[0] > 0 for w in warm),
+            "method_tokens": min(float(_eval(r)["tokens"].max()) - w[1] for r, w in zip(runs, warm)),
+            "method_time_s": min(float(_eval(r)["time_s"].max()) - w[0] for r, w in zip(runs, warm)),
             "end_s": (min(ends_s), max(ends_s)), "end_tokens": (min(ends_tok), max(ends_tok)),
             "final_loss": (min(finite), max(finite)) if finite else (None, None),
             "time_differs": differ(ends_s), "tokens_differ": differ(ends_tok),
             "loss_differs": differ(finite) or len(finite) != len(finals)}
+
+
+def _warm_tokens(summary: dict) -> float:
+    return float(((summary.get("phases") or {}).get("warm_up") or {}).get("tokens") or 0.0)
+
+
+def loss_after_warm_up(run: RunData, column: str, x: float) -> float | None:
+    """``loss_at`` ``x`` tokens or seconds after the end of the run's warm-up."""
+    start = (warm_up_end(run.summary) or 0.0) if column == "time_s" else _warm_tokens(run.summary)
+    return loss_at(run, column, start + x)
 
 
 def budget_notice(groups: list[Group]) -> str | None:
@@ -168,16 +200,15 @@ def budget_notice(groups: list[Group]) -> str | None:
 def fair_notice(fair: dict | None) -> str | None:
     """One paragraph saying when runs ended at different budgets or losses, so that nobody
     reads their final numbers as a like-for-like comparison; None when they did not."""
-    if fair is None or not (fair["time_differs"] or fair["tokens_differ"] or fair["loss_differs"]):
+    # equal budgets: the final losses *are* the fair comparison, whatever they are
+    if fair is None or not (fair["time_differs"] or fair["tokens_differ"]):
         return None
     parts = []
     if fair["time_differs"]:
         parts.append(f"simulated times from {fair['end_s'][0]:,.4g} s to {fair['end_s'][1]:,.4g} s")
     if fair["tokens_differ"]:
         parts.append(f"token budgets from {fair['end_tokens'][0]:,.0f} to {fair['end_tokens'][1]:,.0f}")
-    if fair["loss_differs"] and fair["final_loss"][0] is not None:
-        parts.append(f"final eval losses from {fair['final_loss'][0]:.4f} to {fair['final_loss'][1]:.4f}")
-    return ("These runs ended at different budgets or losses (" + "; ".join(parts) + "), so their final "
+    return ("These runs ended at different budgets (" + "; ".join(parts) + "), so their final "
             "numbers are not a like-for-like comparison. Compare them at equal tokens (every run's loss after "
             f"{fair['tokens']:,.0f} tokens) and at equal simulated time (after {fair['time_s']:,.4g} s): the "
             "'loss at equal tokens' and 'loss at equal time' columns below, the 'Fair comparison' chart and the "
@@ -243,9 +274,25 @@ def group_stats(g: Group, target: float | None, fair: dict | None = None) -> dic
         "peak_wan_gbps": mean([s.get("peak_wan_gbps") for s in ss]),
         "sim_duration_s": mean([s["sim_duration_s"] for s in ss]),
         "tokens": mean([s.get("tokens", 0) for s in ss]),
+        "warm_up_end_s": mean([warm_up_end(s) for s in ss]) if any(warm_up_end(s) for s in ss) else None,
+        "method": {k: mean([_method(s).get(k) for s in ss]) for k in PHASE_KEYS},
+        "method_blocked": mean([(_method(s).get("state_fractions") or {}).get("comm_blocked") for s in ss]),
+        "loss_at_method_tokens": mean([loss_after_warm_up(r, "tokens", fair["method_tokens"]) for r in g.runs])
+        if fair and fair["after_warm_up"] else None,
+        "loss_at_method_time": mean([loss_after_warm_up(r, "time_s", fair["method_time_s"]) for r in g.runs])
+        if fair and fair["after_warm_up"] else None,
         "loss_at_tokens": mean([loss_at(r, "tokens", fair["tokens"]) for r in g.runs]) if fair else None,
         "loss_at_time": mean([loss_at(r, "time_s", fair["time_s"]) for r in g.runs]) if fair else None,
     }
+
+
+PHASE_KEYS = ("utilization", "bytes_total", "wan_bytes", "bytes_per_worker_per_round", "sim_duration_s", "tokens")
+
+
+def _method(summary: dict) -> dict:
+    """The method phase of a run's summary (summary.json ``phases.method``); a summary written
+    before phases existed: the whole run."""
+    return (summary.get("phases") or {}).get("method") or summary
 
 
 def diff_rows(groups: list[Group], baseline: Group, target: float | None) -> list[dict]:
@@ -272,6 +319,10 @@ def diff_rows(groups: list[Group], baseline: Group, target: float | None) -> lis
             "d_final_eval_loss": diff(s["final_eval_loss"], b["final_eval_loss"]),
             "d_loss_at_tokens": diff(s["loss_at_tokens"], b["loss_at_tokens"]),
             "d_loss_at_time": diff(s["loss_at_time"], b["loss_at_time"]),
+            "d_loss_at_method_tokens": diff(s["loss_at_method_tokens"], b["loss_at_method_tokens"]),
+            "d_loss_at_method_time": diff(s["loss_at_method_time"], b["loss_at_method_time"]),
+            "d_method_utilization": diff(s["method"]["utilization"], b["method"]["utilization"]),
+            "x_method_wan_bytes": ratio(s["method"]["wan_bytes"], b["method"]["wan_bytes"]),
             "d_utilization": diff(s["utilization"], b["utilization"]),
             "x_time_to_target": ratio(s["time_to_target_s"], b["time_to_target_s"]),
             "x_bytes_total": ratio(s["bytes_total"], b["bytes_total"]),
@@ -373,6 +424,15 @@ def compare_figures(groups: list[Group], target: float | None) -> dict[str, tupl
         elif floor is not None:
             title = f"{title} (loss floor {floor:.3f}, below this range)"
         fig.update_layout(title_text=title)
+        if column == "time_s":  # where each group's warm-up ends (one line when they all end together)
+            ends = {}
+            for g in groups:
+                t = warm_up_end(g.runs[0].summary)
+                if t is not None:
+                    ends.setdefault(round(t, 9), []).append(g)
+            for t, gs in ends.items():
+                mark_warm_up(fig, t, color=gs[0].color if len(ends) > 1 else "#444",
+                             label="warm-up ends" + (f" ({gs[0].label})" if len(ends) > 1 else ""))
         if target is not None:
             fig.add_hline(y=target, line={"dash": "dot", "color": "#888", "width": 1},
                           annotation_text=f"target {target:.3f}", annotation_position="bottom right")
@@ -421,20 +481,173 @@ def compare_figures(groups: list[Group], target: float | None) -> dict[str, tupl
     figs["cmp-bytes"] = (fig, False)
     kinds = sorted({k for g in groups for r in g.runs for k in diagnostic_kinds(r.metrics)})
     if kinds:
-        fig = _fig("Method diagnostics vs simulated time")
-        dashes = ["solid", "dash", "dot", "dashdot"]
-        for i, k in enumerate(kinds):
+        fig = diagnostic_panels(kinds, "Method diagnostics vs simulated time (one panel each)")
+        values: dict[str, list] = {}
+        for i, k in enumerate(kinds, start=1):
             for g in groups:
                 if any(k in diagnostic_kinds(r.metrics) for r in g.runs):
-                    _line_group(fig, g, "time_s", kind=k, name=f"{g.label}: {k}", dash=dashes[i % len(dashes)],
-                                yaxis="y" if i == 0 else "y2")
-        layout = {"xaxis_title": "simulated time (s)", "yaxis": {"title": DIAGNOSTIC_UNITS.get(kinds[0], kinds[0])}}
-        if len(kinds) > 1:
-            layout["yaxis2"] = {"title": ", ".join(DIAGNOSTIC_UNITS.get(k, k) for k in kinds[1:]), "overlaying": "y",
-                                "side": "right"}
-        fig.update_layout(**layout)
+                    sub = _fig("")
+                    _line_group(sub, g, "time_s", kind=k, name=g.label)
+                    for tr in sub.data:
+                        tr.showlegend = False
+                        fig.add_trace(tr, row=i, col=1)
+                        values.setdefault(k, []).extend(v for v in (tr.y if tr.y is not None else ()) if v is not None)
+        finish_panels(fig, kinds, values)
+        ends = {warm_up_end(g.runs[0].summary) for g in groups} - {None}
+        if len(ends) == 1:
+            mark_warm_up(fig, ends.pop(), row="all", col=1)
         figs["cmp-diagnostics"] = (fig, True)
+    if fair is not None:
+        figs["cmp-tradeoff"] = (tradeoff_figure(groups, stats, fair), True)
+    exposed = exposed_figure(groups)
+    if exposed is not None:
+        figs["cmp-exposed"] = (exposed, False)
+    rounds = rounds_figure(groups)
+    if rounds is not None:
+        figs["cmp-rounds"] = (rounds, True)
     return figs
+
+
+def tradeoff_figure(groups: list[Group], stats: list[dict], fair: dict) -> go.Figure:
+    """The trade-off, one point per run (group): eval loss at equal tokens (circles) and at equal
+    simulated time (diamonds) against WAN bytes (left, log) and against compute utilization
+    (right), both after warm-up when the runs had one (the whole run otherwise)."""
+    warm = fair.get("after_warm_up")
+    where = " after warm-up" if warm else ""
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
+                        subplot_titles=[f"vs WAN bytes{where}", f"vs compute utilization{where}"])
+    fig.update_layout(title={"text": "Trade-off: eval loss at equal tokens and at equal simulated time vs "
+                                     "communication and utilization", "font": {"size": 15}}, height=440,
+                      margin={"l": 60, "r": 20, "t": 80, "b": 50})
+    for a in fig.layout.annotations:
+        a.font = {"size": 12}
+    top = max([s["method"]["wan_bytes"] or 0.0 for s in stats] + [0.0])
+    div, unit = byte_unit(top)
+    for key, name, symbol in (("loss_at_tokens", f"after {fair['tokens']:,.0f} tokens", "circle"),
+                              ("loss_at_time", f"after {fair['time_s']:,.4g} s", "diamond")):
+        for col, xkey in ((1, "wan_bytes"), (2, "utilization")):
+            xs, ys, gs = [], [], []
+            for g, st in zip(groups, stats):
+                x, y = st["method"][xkey], st[key]
+                if x is None or y is None:
+                    continue
+                xs.append(x / div if xkey == "wan_bytes" else x)
+                ys.append(y)
+                gs.append(g)
+            fig.add_trace(go.Scatter(
+                x=xs, y=ys, mode="markers", name=f"loss {name}", legendgroup=key, showlegend=col == 1,
+                marker={"symbol": symbol, "size": 12, "color": [g.color for g in gs], "line": {"color": "#333",
+                                                                                                 "width": 1}},
+                text=[g.label for g in gs],
+                hovertemplate="%{text}: %{y:.4f} at %{x:.4g}<extra>" + html.escape(name) + "</extra>"), row=1, col=col)
+    positive = [s["method"]["wan_bytes"] for s in stats if s["method"]["wan_bytes"]]
+    fig.update_xaxes(title_text=f"WAN bytes{where} ({unit})", row=1, col=1,
+                     type="log" if positive and max(positive) > 20 * min(positive) else "linear")
+    fig.update_xaxes(title_text=f"CU{where}", tickformat=".0%", row=1, col=2)
+    fig.update_yaxes(title_text="eval loss (nats)", row=1, col=1)
+    return fig
+
+
+def exposed_shares(run: RunData) -> tuple[float, float, int] | None:
+    """Mean over the method's syncs (warm-up's left out) of the share of worker time, while a
+    sync was in flight (its collective's start to its end), spent computing (communication
+    hidden behind compute) and spent blocked (communication exposed); and the number of syncs.
+    None when the run had no sync after warm-up."""
+    ev = run.events
+    t_w = warm_up_end(run.summary) or 0.0
+    syncs = ev[(ev["kind"] == "sync") & (ev["start_s"] >= t_w) & (ev["end_s"] > ev["start_s"])]
+    if not len(syncs):
+        return None
+    st = ev[ev["kind"] == "state"]
+    states = st["state"].astype(str).to_numpy()
+    s0, s1 = st["start_s"].to_numpy(float), st["end_s"].to_numpy(float)
+    n = max(int(run.summary.get("workers") or st["node"].nunique()), 1)
+    hidden, exposed = [], []
+    for a, b in zip(syncs["start_s"].to_numpy(float), syncs["end_s"].to_numpy(float)):
+        over = np.clip(np.minimum(s1, b) - np.maximum(s0, a), 0.0, None)
+        total = (b - a) * n
+        hidden.append(over[states == "compute"].sum() / total)
+        exposed.append(over[states == "comm_blocked"].sum() / total)
+    return float(np.mean(hidden)), float(np.mean(exposed)), len(syncs)
+
+
+def exposed_figure(groups: list[Group]) -> go.Figure | None:
+    """Per method, the share of communication time hidden behind compute and exposed (workers
+    blocked), averaged over its syncs after warm-up: what streaming and eager DiLoCo are for."""
+    rows = []
+    for g in groups:
+        vals = [v for v in (exposed_shares(r) for r in g.runs) if v is not None]
+        if vals:
+            rows.append((g, float(np.mean([v[0] for v in vals])), float(np.mean([v[1] for v in vals])),
+                         sum(v[2] for v in vals)))
+    if not rows:
+        return None
+    fig = _fig("Communication hidden behind compute vs exposed (share of worker time while a sync is in "
+               "flight, mean over syncs after warm-up)")
+    labels = [g.label for g, *_ in rows]
+    for idx, name, color in ((1, "hidden (computing)", STATE_COLORS["compute"]),
+                             (2, "exposed (comm-blocked)", STATE_COLORS["comm_blocked"])):
+        ys = [r[idx] for r in rows]
+        fig.add_trace(go.Bar(x=labels, y=ys, name=name, marker_color=color, text=[f"{y:.0%}" for y in ys],
+                             textposition="inside", customdata=[r[3] for r in rows],
+                             hovertemplate="%{x}: %{y:.1%} over %{customdata} syncs<extra>" + name + "</extra>"))
+    fig.update_layout(barmode="stack", yaxis={"title": "share of worker time during syncs", "range": [0, 1.0001],
+                                              "tickformat": ".0%"})
+    return fig
+
+
+def round_window(run: RunData) -> tuple[float, float] | None:
+    """One outer round of a run after warm-up: from the end of the previous round's last sync
+    (or of warm-up) to the end of this round's last sync; the second round after warm-up when
+    there is one (the first may still carry warm-up's wake), else the first."""
+    ev = run.events
+    t_w = warm_up_end(run.summary) or 0.0
+    syncs = ev[(ev["kind"] == "sync") & (ev["start_s"] >= t_w)]
+    if not len(syncs):
+        return None
+    ends = syncs.groupby(syncs["round"].astype("float64"))["end_s"].max().sort_index()
+    k = 1 if len(ends) > 1 else 0
+    start = float(ends.iloc[k - 1]) if k > 0 else t_w
+    end = float(ends.iloc[k])
+    return (start, end) if end > start else None
+
+
+def rounds_figure(groups: list[Group]) -> go.Figure | None:
+    """One outer round of each method's Gantt (first run of each group), side by side on one time
+    scale (seconds from the round's start), one panel per method: where each spends its round."""
+    picked = [(g, round_window(g.runs[0])) for g in groups]
+    picked = [(g, w) for g, w in picked if w is not None]
+    if not picked:
+        return None
+    fig = make_subplots(rows=len(picked), cols=1, shared_xaxes=True, vertical_spacing=0.04,
+                        subplot_titles=[f"{g.label}: {w[1] - w[0]:.3g} s" for g, w in picked])
+    seen = set()
+    for i, (g, (a, b)) in enumerate(picked, start=1):
+        ev = g.runs[0].events
+        st = ev[(ev["kind"] == "state") & (ev["end_s"] > a) & (ev["start_s"] < b)]
+        s0 = np.maximum(st["start_s"].to_numpy(float), a) - a
+        s1 = np.minimum(st["end_s"].to_numpy(float), b) - a
+        nodes = st["node"].astype(str).to_numpy()
+        states = st["state"].astype(str).to_numpy()
+        for state, color in STATE_COLORS.items():
+            m = states == state
+            if not m.any():
+                continue
+            fig.add_trace(go.Bar(y=nodes[m], x=s1[m] - s0[m], base=s0[m], orientation="h", name=STATE_LABELS[state],
+                                 marker={"color": color, "line": {"width": 0}}, legendgroup=state,
+                                 showlegend=state not in seen,
+                                 hovertemplate="%{y}: " + STATE_LABELS[state] + " %{base:.3f} s + %{x:.3f} s"
+                                               "<extra>" + html.escape(g.label) + "</extra>"), row=i, col=1)
+            seen.add(state)
+        fig.update_yaxes(type="category", autorange="reversed", tickfont={"size": 9}, row=i, col=1)
+    fig.update_layout(title={"text": "One outer round of each method after warm-up, on one time scale",
+                             "font": {"size": 15}}, barmode="overlay", bargap=0.15,
+                      height=120 + 40 * sum(len(g.runs[0].summary.get("per_node") or [0]) for g, _ in picked) // 2
+                      + 60 * len(picked), margin={"l": 70, "r": 20, "t": 80, "b": 50})
+    for ann in fig.layout.annotations:
+        ann.font = {"size": 12}
+    fig.update_xaxes(title_text="seconds from the round's start", row=len(picked), col=1)
+    return fig
 
 
 # ---------------------------------------------------------------------- page
@@ -452,52 +665,127 @@ def _timing_text(timing: dict | None) -> str | None:
     return ", ".join(p for p in parts if p) or ", ".join(f"{k}={v}" for k, v in timing.items())
 
 
+def _pp(v) -> str:
+    return "-" if v is None else f"{v * 100:+.1f} pp"
+
+
+def _x(v, fmt: str = ".3g") -> str:
+    return "-" if v is None else format(v, fmt) + "\u00d7"
+
+
 def diff_table_html(rows: list[dict], target_set: bool = True) -> str:
+    """The differences against the baseline with the runs as columns and the measures as rows
+    (so it fits the page however many measures there are, and prints whole): each cell the
+    run's value and, below it, its difference from the baseline's. Rows about losses are left
+    out for timing-only runs, the time-to-target row when no target was chosen, the
+    after-warm-up rows when no run had a warm-up."""
     losses = any(r["final_eval_loss"] is not None for r in rows)
-    header = ["run", "algorithm", "final eval loss", "\u0394 loss", "loss at equal tokens", "\u0394",
-              "loss at equal time", "\u0394", "CU", "\u0394 CU", "time to target",
-              "\u00d7 time", "bytes on wire", "\u00d7 bytes", "WAN bytes", "bytes / worker / round",
-              "peak WAN", "simulated time", "tokens"]
+    warm = any(r.get("warm_up_end_s") for r in rows)
+    has_target = any(r["time_to_target_s"] is not None for r in rows) or target_set
+
+    def bytes_cell(v):
+        return fmt_bytes(v) if v is not None else "-"
+
+    # (label, value of a row, difference of a row from the baseline, shown?)
+    measures = [
+        ("final eval loss", lambda r: _f(r["final_eval_loss"], ".4f", "diverged" if r.get("diverged") else "-"),
+         lambda r: _f(r["d_final_eval_loss"], "+.4f"), losses),
+        ("loss at equal tokens", lambda r: _f(r["loss_at_tokens"], ".4f"), lambda r: _f(r["d_loss_at_tokens"], "+.4f"),
+         losses),
+        ("loss at equal time", lambda r: _f(r["loss_at_time"], ".4f"), lambda r: _f(r["d_loss_at_time"], "+.4f"),
+         losses),
+        ("loss at equal tokens after warm-up", lambda r: _f(r["loss_at_method_tokens"], ".4f"),
+         lambda r: _f(r["d_loss_at_method_tokens"], "+.4f"), losses and warm),
+        ("loss at equal time after warm-up", lambda r: _f(r["loss_at_method_time"], ".4f"),
+         lambda r: _f(r["d_loss_at_method_time"], "+.4f"), losses and warm),
+        ("CU (whole run)", lambda r: _f(r["utilization"], ".1%"), lambda r: _pp(r["d_utilization"]), True),
+        ("CU after warm-up", lambda r: _f(r["method"]["utilization"], ".1%"),
+         lambda r: _pp(r["d_method_utilization"]), warm),
+        ("comm-blocked after warm-up", lambda r: _f(r["method_blocked"], ".1%"), lambda r: "", warm),
+        ("time to target", lambda r: (_f(r["time_to_target_s"], ",.2f", "not reached")
+                                      + (" s" if r["time_to_target_s"] is not None else "")),
+         lambda r: _x(r["x_time_to_target"], ".2f"), has_target),
+        ("bytes on the wire", lambda r: bytes_cell(r["bytes_total"]), lambda r: _x(r["x_bytes_total"]), True),
+        ("WAN bytes", lambda r: bytes_cell(r["wan_bytes"]), lambda r: _x(r["x_wan_bytes"]), True),
+        ("bytes on the wire after warm-up", lambda r: bytes_cell(r["method"]["bytes_total"]), lambda r: "", warm),
+        ("WAN bytes after warm-up", lambda r: bytes_cell(r["method"]["wan_bytes"]),
+         lambda r: _x(r["x_method_wan_bytes"]), warm),
+        ("bytes / worker / round (the method's round)", lambda r: bytes_cell(r["bytes_per_worker_per_round"]),
+         lambda r: "", True),
+        ("peak WAN", lambda r: _f(r["peak_wan_gbps"], ".3g") + " Gbit/s" if r["peak_wan_gbps"] is not None else "-",
+         lambda r: "", True),
+        ("warm-up ends at", lambda r: _f(r.get("warm_up_end_s"), ",.2f", "no warm-up")
+         + (" s" if r.get("warm_up_end_s") is not None else ""), lambda r: "", warm),
+        ("simulated time", lambda r: _f(r["sim_duration_s"], ",.2f") + " s", lambda r: _x(r["x_sim_duration"]), True),
+        ("tokens", lambda r: _f(r["tokens"], ",.0f"), lambda r: "", True),
+    ]
+    head = "".join(f"<th><span class='swatch' style='background:{r['color']}'></span>{html.escape(r['label'])}"
+                   + (" <b>(baseline)</b>" if r["baseline"] else "")
+                   + f"<br><span class='algo'>{html.escape(r['algorithm'].split(' ')[0])}</span></th>" for r in rows)
     body = []
-    for r in rows:
-        base = r["baseline"]
-        sw = f"<span class='swatch' style='background:{r['color']}'></span>{html.escape(r['label'])}" + \
-             (" <b>(baseline)</b>" if base else "")
-        body.append([
-            sw, r["algorithm"].split(" ")[0], _f(r["final_eval_loss"], ".4f", "diverged" if r.get("diverged") else "-"),
-            "baseline" if base else _f(r["d_final_eval_loss"], "+.4f"),
-            _f(r["loss_at_tokens"], ".4f"), "baseline" if base else _f(r["d_loss_at_tokens"], "+.4f"),
-            _f(r["loss_at_time"], ".4f"), "baseline" if base else _f(r["d_loss_at_time"], "+.4f"),
-            _f(r["utilization"], ".1%"), "baseline" if base else
-            (_f(r["d_utilization"] * 100 if r["d_utilization"] is not None else None, "+.1f") + " pp"),
-            _f(r["time_to_target_s"], ",.2f", "not reached") + (" s" if r["time_to_target_s"] is not None else ""),
-            "baseline" if base else _f(r["x_time_to_target"], ".2f") + "\u00d7",
-            fmt_bytes(r["bytes_total"]), "baseline" if base else _f(r["x_bytes_total"], ".3g") + "\u00d7",
-            fmt_bytes(r["wan_bytes"]), fmt_bytes(r["bytes_per_worker_per_round"]),
-            _f(r["peak_wan_gbps"], ".3g") + " Gbit/s" if r["peak_wan_gbps"] is not None else "-",
-            _f(r["sim_duration_s"], ",.2f") + " s", _f(r["tokens"], ",.0f"),
-        ])
-    drop = set() if losses else {2, 3, 4, 5, 6, 7}  # timing-only runs: no columns about losses
-    if not any(r["time_to_target_s"] is not None for r in rows) and not target_set:
-        drop |= {10, 11}  # no target chosen: no 'not reached' column that says nothing
-    if drop:
-        keep = [i for i in range(len(header)) if i not in drop]
-        header = [header[i] for i in keep]
-        body = [[row[i] for i in keep] for row in body]
-    return grid_table(header, body, "diff-table", raw_first=True)
+    for label, value, delta, shown in measures:
+        if not shown:
+            continue
+        cells = []
+        for r in rows:
+            d = "baseline" if r["baseline"] else delta(r)
+            cells.append(f"<td class='num'>{html.escape(value(r))}"
+                         + (f"<br><span class='delta'>{html.escape(d)}</span>" if d else "") + "</td>")
+        body.append(f"<tr><th class='measure'>{html.escape(label)}</th>{''.join(cells)}</tr>")
+    return (f"<table class='grid fit' id='diff-table'><thead><tr><th>measure</th>{head}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table>")
+
+
+def common_and_different(groups: list[Group]) -> tuple[dict[str, str], list[dict[str, str]]]:
+    """The scenario knobs (flattened dotted keys of algorithm, topology, optimizer, compute, run,
+    faults, timing) every group shares, and per group the ones that differ (seed left out)."""
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in (d or {}).items():
+            key = f"{prefix}{k}"
+            if isinstance(v, dict):
+                out.update(flat(v, key + "."))
+            else:
+                out[key] = v if not isinstance(v, list) else str(v)
+        return out
+
+    sections = ("algorithm", "topology", "optimizer", "compute", "run", "faults", "timing")
+    per = []
+    for g in groups:
+        sc = g.runs[0].scenario
+        knobs = {}
+        for sec in sections:
+            if sec == "topology":
+                knobs["topology"] = topology_text(sc["topology"]) if sc.get("topology") else None
+            elif isinstance(sc.get(sec), dict):
+                knobs.update(flat(sc[sec], sec + "."))
+        per.append(knobs)
+    keys = list(dict.fromkeys(k for p in per for k in p))
+    common = {k: per[0].get(k) for k in keys if all(p.get(k, "\0") == per[0].get(k) for p in per)}
+    # a knob another method does not have (None there) is not a difference worth a cell
+    differ = [{k: p.get(k) for k in keys if k not in common and p.get(k) is not None} for p in per]
+    common = {k: v for k, v in common.items() if v is not None}
+    return {k: str(v) for k, v in common.items()}, [{k: str(v) for k, v in d.items()} for d in differ]
 
 
 def runs_table_html(groups: list[Group]) -> str:
-    header = ["run", "algorithm and knobs", "seeds", "workers / topology", "status", "directories"]
+    """The runs compared: the knobs they all share once, above; per run only what differs."""
+    common, differ = common_and_different(groups) if len(groups) > 1 else ({}, [{} for _ in groups])
+    header = ["run", "what differs" if len(groups) > 1 else "algorithm and knobs", "seeds", "status", "directories"]
     body = []
-    for g in groups:
+    for g, d in zip(groups, differ):
         r0 = g.runs[0]
+        what = ", ".join(f"{k}={v}" for k, v in d.items()) if len(groups) > 1 else \
+            f"{algorithm_label(r0.algorithm)}; {topology_text(r0.scenario['topology'])}"
         body.append([f"<span class='swatch' style='background:{g.color}'></span>{html.escape(g.label)}",
-                     algorithm_label(r0.algorithm), ", ".join(str(s) for s in g.seeds),
-                     topology_text(r0.scenario["topology"]),
+                     what or "(nothing: seeds only)", ", ".join(str(s) for s in g.seeds),
                      "; ".join(sorted({status_text(r.manifest, r.summary) for r in g.runs})),
                      ", ".join(str(r.path) for r in g.runs)])
-    return grid_table(header, body, "runs-table", raw_first=True)
+    shared = ""
+    if common:
+        shared = ("<p class='note' id='common-knobs'><b>Common to every run:</b> "
+                  + html.escape("; ".join(f"{k}={v}" for k, v in common.items())) + "</p>")
+    return shared + grid_table(header, body, "runs-table", raw_first=True)
 
 
 def build_compare(groups: list[Group], baseline: Group, target: float | None, target_why: str,
@@ -516,7 +804,7 @@ def build_compare(groups: list[Group], baseline: Group, target: float | None, ta
                 ("numerics", "none (timing-only runs, numerics: false): no losses, so no loss or time-to-target "
                              "figures; utilization, time and bytes only")]
     else:
-        rows = [("model", ", ".join(f"{k}={v}" for k, v in sc["model"].items())),
+        rows = [("model", ", ".join(f"{k}={v}" for k, v in model_used(sc).items())),
                 ("data", ", ".join(f"{k}={v}" for k, v in sc["data"].items()))]
         if proxies:
             rows.append(("timing proxy (step times and payloads)", "; ".join(proxies)))
@@ -549,8 +837,10 @@ def build_compare(groups: list[Group], baseline: Group, target: float | None, ta
                 page.figure(fig_id, fig)
                 figs[fig_id] = (fig, False)
             page.html("</div>")
-    order = [("Learning", ["cmp-fair", "cmp-loss-time", "cmp-loss-bytes", "cmp-loss-tokens", "cmp-diagnostics"]),
-             ("Utilization and cost", ["cmp-cu", "cmp-time-to-target", "cmp-states", "cmp-bytes"])]
+    order = [("Learning", ["cmp-fair", "cmp-tradeoff", "cmp-loss-time", "cmp-loss-bytes", "cmp-loss-tokens",
+                           "cmp-diagnostics"]),
+             ("Utilization and cost", ["cmp-cu", "cmp-time-to-target", "cmp-states", "cmp-bytes", "cmp-exposed",
+                                       "cmp-rounds"])]
     for title, ids in order:
         if not any(i in figs for i in ids):
             continue

@@ -34,10 +34,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from sim.metrics.tables import bytes_in_bins, network_rates, time_to_loss
 from sim.report.page import (BYTES_DEFINITION, STATE_COLORS, STATE_LABELS, Page, byte_unit, export_pngs, fmt_bytes,
-                             fmt_gbps, fmt_s, kv_table)
+                             fmt_gbps, fmt_s, grid_table, kv_table)
 from sim.report.runs import RunData, algorithm_label, load_run, run_graph
 
 STATES = list(STATE_COLORS)
@@ -494,20 +495,139 @@ def diagnostic_kinds(metrics: pd.DataFrame) -> list[str]:
     return sorted(k for k in metrics["kind"].astype(str).unique() if k not in ("train", "eval", "replica_eval"))
 
 
+NONNEGATIVE_PREFIXES = ("spread", "drift")  # an RMS and a distance: never below zero
+
+
+# A panel's axis title (short: the panel's own title says what it is, with its units).
+DIAGNOSTIC_SHORT = {"spread": "RMS std (parameter units)", "drift": "L2 distance (parameter units)"}
+
+
+def nonnegative(kind: str, values) -> bool:
+    """Whether a diagnostic cannot be negative (a known spread/drift, or every value seen >= 0),
+    so its panel's axis starts at zero."""
+    vals = np.asarray(values, dtype=float)
+    vals = vals[np.isfinite(vals)]
+    return kind.startswith(NONNEGATIVE_PREFIXES) or (len(vals) > 0 and bool((vals >= 0).all()))
+
+
+def diagnostic_panels(kinds: list[str], title: str) -> go.Figure:
+    """An empty figure with one panel (own y axis, shared time axis) per diagnostic kind:
+    small multiples, never two unrelated quantities on twin axes."""
+    fig = make_subplots(rows=len(kinds), cols=1, shared_xaxes=True, vertical_spacing=0.12 if len(kinds) > 1 else 0.0,
+                        subplot_titles=[DIAGNOSTIC_LABELS.get(k, k) for k in kinds])
+    fig.update_layout(title={"text": title, "font": {"size": 15}}, height=140 + 230 * len(kinds),
+                      margin={"l": 60, "r": 20, "t": 70, "b": 50})
+    for a in fig.layout.annotations:  # the panel titles: smaller than the figure's
+        a.font = {"size": 12}
+    fig.update_xaxes(title_text="simulated time (s)", row=len(kinds), col=1)
+    return fig
+
+
+def finish_panels(fig: go.Figure, kinds: list[str], values: dict[str, list]) -> None:
+    """Each panel's y title (its unit) and, for a quantity that cannot be negative, a zero-based axis."""
+    for i, k in enumerate(kinds, start=1):
+        fig.update_yaxes(title_text=DIAGNOSTIC_SHORT.get(k, k), row=i, col=1,
+                         rangemode="tozero" if nonnegative(k, values.get(k, [])) else "normal")
+
+
 def diagnostics(metrics: pd.DataFrame) -> go.Figure | None:
     kinds = diagnostic_kinds(metrics)
     if not kinds:
         return None
-    fig = _fig("Method diagnostics vs simulated time")
-    for i, k in enumerate(kinds):
+    fig = diagnostic_panels(kinds, "Method diagnostics vs simulated time (one panel each)")
+    values = {}
+    for i, k in enumerate(kinds, start=1):
         d = metrics[metrics["kind"] == k]
+        values[k] = d["loss"].tolist()
         fig.add_trace(go.Scatter(x=d["time_s"], y=d["loss"], mode="lines+markers", name=DIAGNOSTIC_LABELS.get(k, k),
-                                 yaxis="y" if i == 0 else "y2", marker={"size": 4}))
-    layout = {"xaxis_title": "simulated time (s)", "yaxis": {"title": DIAGNOSTIC_UNITS.get(kinds[0], kinds[0])}}
-    if len(kinds) > 1:
-        layout["yaxis2"] = {"title": ", ".join(DIAGNOSTIC_UNITS.get(k, k) for k in kinds[1:]), "overlaying": "y",
-                            "side": "right"}
-    fig.update_layout(**layout)
+                                 marker={"size": 4}, showlegend=False), row=i, col=1)
+    finish_panels(fig, kinds, values)
+    return fig
+
+
+# ---------------------------------------------------------------------- phases
+WARM_UP_SHAPE = "warm-up end"  # the name of the vertical line that marks it on every time axis
+
+
+def warm_up_end(summary: dict) -> float | None:
+    """When warm-up ended (summary.json's ``phases.warm_up.end_s``); None for a run without one."""
+    return ((summary.get("phases") or {}).get("warm_up") or {}).get("end_s")
+
+
+def mark_warm_up(fig: go.Figure, t: float | None, color: str = "#444", label: str = "warm-up ends",
+                 **where) -> None:
+    """A dashed vertical line (named ``WARM_UP_SHAPE``) where warm-up ends on a time axis."""
+    if t is None:
+        return
+    fig.add_vline(x=t, name=WARM_UP_SHAPE, line={"dash": "dash", "color": color, "width": 1.2},
+                  annotation_text=label, annotation_position="top right", annotation_font={"size": 10, "color": color},
+                  **where)
+
+
+PHASE_LABELS = {"warm_up": "warm-up (ddp)", "method": "method"}
+
+
+def phase_rows(summary: dict) -> list[list[str]]:
+    """One row per phase (the whole run first): span, CU, blocked share, bytes, WAN bytes, bytes
+    per worker per round, rounds, tokens."""
+    s = summary
+    phases = s.get("phases") or {}
+    whole = {"start_s": 0.0, "end_s": s.get("sim_duration_s"), "sim_duration_s": s.get("sim_duration_s"),
+             "utilization": s.get("utilization"), "state_fractions": s.get("state_fractions") or {},
+             "bytes_total": s.get("bytes_total"), "wan_bytes": s.get("wan_bytes"),
+             "bytes_per_worker_per_round": None, "rounds": None, "tokens": s.get("tokens")}
+    out = []
+    for name, p in [("whole run", whole)] + [(PHASE_LABELS.get(k, k), v) for k, v in phases.items()]:
+        blocked = (p.get("state_fractions") or {}).get("comm_blocked")
+        out.append([name, f"{fmt_s(p.get('start_s'))} – {fmt_s(p.get('end_s'))}",
+                    f"{p['utilization']:.1%}" if p.get("utilization") is not None else "-",
+                    f"{blocked:.1%}" if blocked is not None else "-",
+                    fmt_bytes(p.get("bytes_total")), fmt_bytes(p.get("wan_bytes")),
+                    fmt_bytes(p.get("bytes_per_worker_per_round")) if p.get("bytes_per_worker_per_round") is not None
+                    else "-", str(p["rounds"]) if p.get("rounds") is not None else "-",
+                    f"{p.get('tokens') or 0:,}"])
+    return out
+
+
+PHASE_HEADER = ["phase", "simulated time", "CU", "comm-blocked", "bytes on the wire", "WAN bytes",
+                "bytes / worker / round", "rounds", "tokens"]
+
+
+def steps_figure(run: RunData) -> go.Figure | None:
+    """Inner steps completed per worker over simulated time (one line per worker; above
+    ``MAX_GANTT_ROWS`` workers, each region's slowest and fastest worker): where heterogeneous
+    or asynchronous workers drift apart."""
+    st = run.events[run.events["kind"] == "state"]
+    if not len(st):
+        return None
+    nodes = list(run.summary.get("per_node") or dict.fromkeys(st["node"].astype(str).unique()))
+    steps = run.summary.get("steps_per_worker") or []
+    end = float(run.summary.get("sim_duration_s") or st["end_s"].max())
+    fig = _fig("Inner steps completed per worker vs simulated time")
+    curves = {}
+    for i, (node, d) in enumerate(st.groupby(st["node"].astype(str), sort=False)):
+        d = d.sort_values("start_s", kind="stable")
+        x = np.r_[d["start_s"].to_numpy(float), end]
+        final = steps[nodes.index(node)] if node in nodes and nodes.index(node) < len(steps) else d["step"].max()
+        y = np.r_[d["step"].to_numpy(float), float(final)]
+        curves[node] = (x, y)
+    shown = list(curves)
+    if len(shown) > MAX_GANTT_ROWS:
+        keep = []
+        by_region: dict[str, list[str]] = {}
+        for n in shown:
+            by_region.setdefault(region_of(n), []).append(n)
+        for members in by_region.values():
+            members = sorted(members, key=lambda n: curves[n][1][-1])
+            keep += [members[0], members[-1]] if len(members) > 1 else members
+        shown = keep
+        fig.update_layout(title_text=fig.layout.title.text + " (each region's slowest and fastest worker)")
+    for n in shown:
+        x, y = curves[n]
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line={"shape": "hv", "width": 1.5}, name=n,
+                                 hovertemplate=n + ": %{y:.0f} steps at %{x:.3f} s<extra></extra>"))
+    fig.update_layout(xaxis={"title": "simulated time (s)", "range": [0, end]},
+                      yaxis={"title": "inner steps completed", "rangemode": "tozero"})
     return fig
 
 
@@ -578,6 +698,16 @@ def section_text(d: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in d.items())
 
 
+def model_used(sc: dict) -> dict:
+    """The model section with the vocabulary it actually used: ``vocab_size`` left unset is the
+    data's (``data.vocab_size``), and said so."""
+    model = dict(sc.get("model") or {})
+    if "vocab_size" in model and model["vocab_size"] is None:
+        vocab = (sc.get("data") or {}).get("vocab_size")
+        model["vocab_size"] = f"{vocab} (the data's)" if vocab is not None else "the data's"
+    return model
+
+
 def target_for(summary: dict) -> float | None:
     return summary.get("target_eval_loss")
 
@@ -604,7 +734,7 @@ def summary_rows(run: RunData) -> list[tuple[str, object]]:
          if final is not None and floor is not None else (f"{final:.4f}" if final is not None else "-")),
         ("bytes on the wire (all transfers) / over WAN links", f"{fmt_bytes(s['bytes_total'])} / "
                                                                f"{fmt_bytes(s.get('wan_bytes'))}"),
-        ("bytes per worker per round", fmt_bytes(bpwr)),
+        ("bytes per worker per round (one round of the method, warm-up left out)", fmt_bytes(bpwr)),
         ("payload per sync", f"{fmt_bytes(s.get('payload_bytes_per_sync'))} ({s.get('wire_format', '?')})"),
         ("peak WAN bandwidth used", f"{fmt_gbps(peak.get('peak_gbps'))} on {peak['link']} "
                                     f"(capacity {_cap_gbps(peak):g}, "
@@ -653,7 +783,7 @@ def header_rows(run: RunData) -> list[tuple[str, object]]:
         ("algorithm", algorithm_label(sc["algorithm"])),
         ("topology", topology_text(sc["topology"])),
         *([("timing proxy (step times, payloads)", section_text(sc["timing"]))] if sc.get("timing") else []),
-        *([("model", f"{section_text(sc['model'])} ({s.get('n_params', 0):,} parameters)"),
+        *([("model", f"{section_text(model_used(sc))} ({s.get('n_params', 0):,} parameters)"),
            ("data", section_text(sc["data"]))] if sc.get("numerics", True) else []),
         ("inner optimizer", section_text(sc.get("optimizer", {}))),
         ("seed", m.get("seed")),
@@ -703,11 +833,24 @@ def run_figures(run: RunData) -> tuple[dict[str, tuple[go.Figure, bool]], dict |
     faults = faults_figure(run.events)
     if faults is not None:
         figs["fig-faults"] = (faults, True)
+    steps = steps_figure(run)
+    if steps is not None:
+        figs["fig-steps"] = (steps, False)
+    t_w = warm_up_end(s)
+    for fig_id in TIME_AXIS_FIGURES:
+        if fig_id in figs:
+            fig = figs[fig_id][0]
+            mark_warm_up(fig, t_w, **({"row": "all", "col": 1} if fig_id == "fig-diagnostics" else {}))
     return figs, selector
 
 
+# Figures whose x axis is simulated time: each marks where warm-up ends.
+TIME_AXIS_FIGURES = ("fig-timeline", "fig-throughput-link", "fig-throughput-pair", "fig-loss-time",
+                     "fig-diagnostics", "fig-faults", "fig-steps")
+
+
 SECTIONS = [
-    ("Timeline", ["fig-timeline"]),
+    ("Timeline", ["fig-timeline", "fig-steps"]),
     ("Utilization", ["fig-util-node", "fig-util-region"]),
     ("Network", ["fig-throughput-link", "fig-throughput-pair", "fig-bytes-link", "fig-bandwidth-peak",
                  "fig-topology"]),
@@ -726,6 +869,10 @@ def build_dashboard(run: RunData) -> Page:
     page.html("<div class='cols'><div>" + kv_table(header_rows(run)).replace("class='kv'", "class='kv' id='header'")
               + "</div><div>" + kv_table(summary_rows(run)).replace("class='kv'", "class='kv' id='summary-table'")
               + "</div></div>")
+    page.html("<h2>Phases</h2><p class='note'>Warm-up: the ddp steps an outer method starts with "
+              "(algorithm.warm_start_steps); it ends when its last all-reduce completes, marked on every time axis. "
+              "Bytes per worker per round: what one round moves per worker (a warm-up round is one ddp step).</p>"
+              + grid_table(PHASE_HEADER, phase_rows(s), "phases-table"))
     for title, ids in SECTIONS:
         present = [i for i in ids if i in figs]
         if not present and title in OPTIONAL_SECTIONS:

@@ -31,6 +31,10 @@ table.kv th{text-align:left;padding:2px 1.5em 2px 0;color:#444;font-weight:600;v
 table.kv td{padding:2px 0}
 table.grid{border-collapse:collapse;font-size:.92em;display:block;max-width:100%;overflow-x:auto} table.grid th,table.grid td{border:1px solid #ddd;padding:3px 8px}
 table.grid th{background:#f4f4f4} table.grid td.num{text-align:right;font-variant-numeric:tabular-nums}
+table.grid.fit{display:table;width:100%;table-layout:fixed;overflow:visible} table.grid.fit td,table.grid.fit th{overflow-wrap:anywhere}
+table.grid.fit th.measure{text-align:left;font-weight:600;width:15em} .delta{color:#666;font-size:.85em} .algo{color:#666;font-weight:400}
+#runs-table{display:table;width:100%;overflow:visible} #runs-table td{overflow-wrap:anywhere}
+@media print{table.grid{display:table;overflow:visible;max-width:none} .cols{display:block}}
 .cols{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:1em}
 .cols>.wide{grid-column:1 / span 2} .fig{min-height:200px}
 .note{color:#666;font-size:.9em}
