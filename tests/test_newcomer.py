@@ -1,8 +1,8 @@
 """A newcomer's first minutes: a fresh clone, `make demo`, then the README's next command as printed.
 
 The install is the Makefile's own (`make demo`: a venv, pip, the quickstart run), made offline:
-the venv is created first with a .pth line that makes this test's environment's packages
-visible, and `PIP_FLAGS=--no-index --no-build-isolation` keeps pip off the network (torch and the
+the venv is created first with a .pth line that puts this test's environment's packages ahead
+on its path, and `PIP_FLAGS=--no-index --no-build-isolation` keeps pip off the network (torch and the
 other dependencies are then "already satisfied"; locosim itself is installed from the clone).
 What it does not check: downloading the dependencies from PyPI (CI's `make test` does that).
 """
@@ -80,7 +80,8 @@ def test_fresh_clone_make_demo_then_the_readme_next_command(tmp_path):
     subprocess.run([base, "-m", "venv", str(clone / ".venv")], check=True, timeout=300)
     site = subprocess.run([str(clone / ".venv/bin/python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           capture_output=True, text=True, check=True).stdout.strip()
-    Path(site, "_this_test_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # ahead of the venv's own bundled setuptools (too old for torch's metadata): this environment's packages
+    Path(site, "_this_test_deps.pth").write_text(f"import sys; sys.path.insert(0, {sysconfig.get_paths()['purelib']!r})\n")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["OMP_NUM_THREADS"] = "1"
     demo = subprocess.run(["make", "demo", f"PY={base}", "PIP_FLAGS=--no-index --no-build-isolation"], cwd=clone,
