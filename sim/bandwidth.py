@@ -8,13 +8,17 @@ Gbit/s, the grid the Streaming DiLoCo paper's tables match). CU does not decreas
 bandwidth grows, so each target is found by binary search over the grid, and runs are
 shared between targets.
 
-The CU window (``window``), both ending when the run ends, i.e. when the last round's
+The CU window (``window``); the first two end when the run ends, i.e. when the last round's
 sync has completed and been applied (the runner stops there):
 
-* ``steady``: from the end of the first quarter of the rounds (start-up left out);
+* ``steady``: from the end of the first quarter of the rounds (start-up left out): a long
+  run's CU, where neither end matters;
 * ``all``: from time 0 (the whole run, its first sync and its last one included), i.e.
   compute time / (end time x workers), as the Streaming DiLoCo paper's simulation defines
-  CU (compute time / total time of the simulated schedule; REFERENCE.md section 2).
+  CU (compute time / total time of the simulated schedule; REFERENCE.md section 2);
+* ``last_step``: from time 0 to the time the last inner step's compute ends (on any worker),
+  i.e. compute time / (workers x that time): the final sync is not waited for, as in a
+  training run that stops after its last step (the horizon of the scaling-laws simulations).
 
 Links the search does not vary (each node's link to its region switch,
 ``topology.intra_region``) can cap the answer: a target is *capped* when its answer would
@@ -37,7 +41,12 @@ import numpy as np
 from sim.scenario import Scenario, TimingProxy
 
 
-WINDOWS = ("steady", "all")
+WINDOWS = ("steady", "all", "last_step")
+# One line per window, for tables and help texts.
+WINDOW_TEXT = {"steady": "steady (from the end of the first quarter of the rounds to the end of the last sync)",
+               "all": "all (from time 0 to the end of the last sync)",
+               "last_step": "last_step (from time 0 to the end of the last inner step's compute; the last sync "
+                            "not waited for)"}
 DEFAULT_ROUNDS = 20
 
 
@@ -120,6 +129,8 @@ def window_cu(sim, window: str = "steady") -> float:
     if window not in WINDOWS:
         raise ValueError(f"window '{window}': use one of {', '.join(WINDOWS)}")
     end = sim.env.now  # the run stops when its last round's sync has completed and been applied
+    if window == "last_step":
+        end = max((s.end_s for s in sim.recorder.states if s.state == "compute"), default=0.0)
     start = 0.0
     times = sim.round_end_s
     if window == "steady" and len(times) >= 4:

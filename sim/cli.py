@@ -319,7 +319,7 @@ def _floats(flag: str, text: str, lo: float, hi: float) -> list[float]:
 
 
 def cmd_bandwidth(args) -> int:
-    from sim.bandwidth import DEFAULT_ROUNDS, search
+    from sim.bandwidth import DEFAULT_ROUNDS, WINDOW_TEXT, search
 
     # bandwidth sets its own run (timing only, --rounds rounds): a file needs no run: section
     variants = _load_variants(args.file, args.set, args.variant, default_run={"max_rounds": DEFAULT_ROUNDS})
@@ -346,8 +346,7 @@ def cmd_bandwidth(args) -> int:
         except (ValueError, RuntimeError) as err:
             raise BadInput(where + str(err).splitlines()[0]) from None
         results[name] = (sc, res)
-    window = {"steady": "steady (from the end of the first quarter of the rounds)",
-              "all": "all (from time 0, the last sync included)"}[args.window]
+    window = WINDOW_TEXT[args.window]
     # The table goes to stdout, unless the JSON does (--json without a file): then to stderr, so that
     # stdout stays one JSON document for a pipe.
     table = sys.stderr if args.json == "-" else sys.stdout
@@ -381,7 +380,8 @@ def cmd_bandwidth(args) -> int:
 
     used = {res.rounds for _, res in results.values()}
     out = {"grid": {"min_gbps": args.grid_min, "max_gbps": args.grid_max, "points": args.grid_points},
-           "window": args.window, "rounds": used.pop() if len(used) == 1 else None}
+           "window": args.window, "window_definition": WINDOW_TEXT[args.window],
+           "rounds": used.pop() if len(used) == 1 else None}
     if len(results) == 1 and None in results:
         out.update(one(*results[None]))
     else:
@@ -576,9 +576,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--variant", metavar="NAME", help="only this entry of the file's variants: section (default: each)")
     b.add_argument("--rounds", type=int, default=None, help="outer rounds (ddp: steps) per run (default: the file's "
                                                              "run.max_rounds, else 20)")
-    b.add_argument("--window", choices=("steady", "all"), default="steady",
+    b.add_argument("--window", choices=("steady", "all", "last_step"), default="steady",
                    help="CU window: steady = from the end of the first quarter of the rounds (default); all = the "
-                        "whole run from time 0, the wait for the last sync included")
+                        "whole run from time 0, the wait for the last sync included; last_step = from time 0 to the "
+                        "end of the last inner step's compute (the last sync not waited for)")
     b.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override a field (repeatable)")
     b.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
                    help="also give the answers and every evaluated point as JSON: on stdout (the table then goes to "

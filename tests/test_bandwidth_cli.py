@@ -260,3 +260,36 @@ def test_a_reached_target_is_capped_when_freeing_the_fixed_links_lowers_its_answ
             assert res.capped[t].uncapped_gbps == free
     assert any(res.targets[t] is not None for t in res.capped)  # a reached target is among the capped
     assert any(t not in res.capped for t in targets)
+
+
+# --------------------------------------------------------------------------- each window on a two-round timeline
+def _two_round_outage_timeline(gbps: float) -> dict:
+    """The outage pair over 2 rounds, by hand: compute [0, H T]; the first sync waits for the link
+    until X and ends at X + d; compute [X + d, X + d + H T]; the last sync ends at X + 2 d + H T.
+    Each worker computes 2 H T in all."""
+    d = _sync_s(gbps)
+    last_step = X_OUTAGE + d + H * T
+    return {"compute": 2 * H * T, "last_step": last_step, "end": last_step + d}
+
+
+@pytest.mark.parametrize("window", ["steady", "all", "last_step"])
+def test_each_window_on_a_hand_computed_two_round_timeline(tmp_path, capsys, window):
+    """Over two rounds with the first sync held up by an outage: `all` is 2 H T / (end of the last
+    sync); `last_step` is 2 H T / (end of the last inner step's compute), the last sync not waited
+    for; `steady` starts after the first quarter of the rounds, which for two rounds is time 0, so it
+    equals `all`. The table and the JSON name the window."""
+    data = _pair(run={"max_rounds": 2})
+    data["topology"]["links"][0]["outages"] = [{"start_s": 0.0, "end_s": X_OUTAGE}]
+    path = _write(tmp_path, data)
+    rc, out, err = _bandwidth(capsys, path, "--window", window, "--cu", "0.5", "--grid-min", "0.5", "--grid-max", "8",
+                              "--grid-points", "5")
+    assert rc == 0, err
+    assert out["window"] == window and out["window_definition"].startswith(window) and out["rounds"] == 2
+    assert f"CU window {window}" in err
+    for e in out["evaluations"]:
+        tl = _two_round_outage_timeline(e["bandwidth_gbps"])
+        horizon = tl["last_step"] if window == "last_step" else tl["end"]
+        assert e["cu"] == pytest.approx(tl["compute"] / horizon, rel=1e-9), e
+    if window == "last_step":
+        assert all(e["cu"] > _two_round_outage_timeline(e["bandwidth_gbps"])["compute"]
+                   / _two_round_outage_timeline(e["bandwidth_gbps"])["end"] for e in out["evaluations"])
