@@ -214,3 +214,21 @@ def search(sc: Scenario, targets: list[float], grid_min: float = 0.1, grid_max: 
                 ceiling.append(run_cu(with_wan_bandwidth(base, math.inf), window))
             capped[target] = Cap(grid[_grid_search(free_at, target, below)], ceiling[0] if i is None else None)
     return SearchResult(found, {grid[i]: v for i, v in sorted(cu.items())}, grid, window, rounds, described, capped)
+
+
+CURVE_POINTS = 9  # grid points every method is evaluated at for the chart (``-o FILE.html``)
+
+
+def fill_curve(sc: Scenario, res: SearchResult, points: int = CURVE_POINTS) -> SearchResult:
+    """Evaluate ``points`` log-spaced points of the grid (ends included) that the search did not,
+    so the chart draws every method's CU-vs-bandwidth curve, not only the points its binary
+    search needed (a method that never reaches a target, like ddp on a thin link, would
+    otherwise be one dot at the top of the grid). Adds them to ``res.evaluations``."""
+    base = timing_only(sc, res.rounds)
+    top = len(res.grid) - 1
+    for i in sorted({int(round(x)) for x in np.linspace(0, top, min(points, top + 1))}):
+        b = res.grid[i]
+        if b not in res.evaluations:
+            res.evaluations[b] = run_cu(with_wan_bandwidth(base, b), res.window)
+    res.evaluations = dict(sorted(res.evaluations.items()))
+    return res

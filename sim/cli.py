@@ -319,7 +319,7 @@ def _floats(flag: str, text: str, lo: float, hi: float) -> list[float]:
 
 
 def cmd_bandwidth(args) -> int:
-    from sim.bandwidth import DEFAULT_ROUNDS, WINDOW_TEXT, search
+    from sim.bandwidth import DEFAULT_ROUNDS, WINDOW_TEXT, fill_curve, search
 
     # bandwidth sets its own run (timing only, --rounds rounds): a file needs no run: section
     variants = _load_variants(args.file, args.set, args.variant, default_run={"max_rounds": DEFAULT_ROUNDS})
@@ -345,6 +345,8 @@ def cmd_bandwidth(args) -> int:
             res = search(sc, targets, args.grid_min, args.grid_max, args.grid_points, rounds, args.window)
         except (ValueError, RuntimeError) as err:
             raise BadInput(where + str(err).splitlines()[0]) from None
+        if args.html:  # the chart draws every method's curve: a few grid points the search may have skipped
+            fill_curve(sc, res)
         results[name] = (sc, res)
     window = WINDOW_TEXT[args.window]
     # The table goes to stdout, unless the JSON does (--json without a file): then to stderr, so that

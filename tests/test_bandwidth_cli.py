@@ -293,3 +293,29 @@ def test_each_window_on_a_hand_computed_two_round_timeline(tmp_path, capsys, win
     if window == "last_step":
         assert all(e["cu"] > _two_round_outage_timeline(e["bandwidth_gbps"])["compute"]
                    / _two_round_outage_timeline(e["bandwidth_gbps"])["end"] for e in out["evaluations"])
+
+
+def test_the_chart_draws_every_methods_curve_even_one_that_reaches_no_target(tmp_path, capsys):
+    """With -o, every method is evaluated at the chart's log-spaced grid points (ends included), so
+    ddp, which reaches no target on a thin link, is drawn as a curve like DiLoCo, not as one dot at the
+    top of the grid; its CU does not decrease with bandwidth."""
+    from sim.bandwidth import CURVE_POINTS
+
+    data = _pair(run={"max_rounds": 4}, variants={"ddp": {"algorithm": {"name": "ddp", "payload_dtype": "bf16"}},
+                                                   "diloco": {}})
+    path = _write(tmp_path, data)
+    html_path = tmp_path / "bw.html"
+    rc, out, err = _bandwidth(capsys, path, "--cu", "0.999", "--grid-min", "0.5", "--grid-max", "8", "--grid-points",
+                              "12", "-o", html_path)
+    assert rc == 0, err
+    grid = _grid(12, 0.5, 8)
+    ends = {grid[0], grid[-1]}
+    for name in ("ddp", "diloco"):
+        ev = out["variants"][name]["evaluations"]
+        bws = [e["bandwidth_gbps"] for e in ev]
+        assert len(bws) >= CURVE_POINTS and ends <= set(bws), (name, bws)
+        cus = [e["cu"] for e in sorted(ev, key=lambda e: e["bandwidth_gbps"])]
+        assert all(b >= a - 1e-12 for a, b in zip(cus, cus[1:])), (name, cus)
+    assert out["variants"]["ddp"]["bandwidth_gbps_for_cu"]["0.999"] is None
+    page = html_path.read_text()
+    assert page.count('"name":"ddp"') + page.count('"name": "ddp"') >= 1
