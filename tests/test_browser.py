@@ -18,7 +18,7 @@ import pytest
 
 from sim.report.compare import write_compare
 from tests.conftest import ROOT
-from tests.test_report import make_fault_run, make_runs, make_timing_runs
+from tests.test_report import make_fault_run, make_runs, make_timing_runs, make_warm_runs
 
 CHROMIUM = os.environ.get("LOCOSIM_CHROMIUM", "/usr/bin/chromium")
 DOCS_IMG = {"dashboard.png", "dashboard_faults.png", "compare.png", "compare_timing_only.png"}  # shown in the README
@@ -185,3 +185,102 @@ def test_png_export_with_system_chromium(tmp_path_factory):
     assert {p.stem for p in written} == set(run_figures(load_run(runs["diloco"]))[0])
     for p in written:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000, p
+
+
+# Per figure div: the warm-up markers plotly laid out (shapes named 'warm-up end') and its y axes.
+LAYOUT_CHECK = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(gd => {
+  const fl = gd._fullLayout;
+  const yaxes = Object.keys(fl).filter(k => /^yaxis\\d*$/.test(k)).map(k => ({
+    name: k, overlaying: fl[k].overlaying || null, range: fl[k].range, side: fl[k].side}));
+  return {id: gd.id, warm: (fl.shapes || []).filter(s => s.name === 'warm-up end').map(s => s.x0),
+          shapesDrawn: gd.querySelectorAll('.shapelayer path').length, yaxes: yaxes,
+          traces: (gd.data || []).map(t => ({type: t.type, n: (t.x || []).length, yaxis: t.yaxis || 'y'}))};
+})"""
+
+# The differences table's box and scroll extent, and the window's width.
+TABLE_CHECK = """() => { const t = document.getElementById('diff-table'); const r = t.getBoundingClientRect();
+  return {left: r.left, right: r.right, scroll: t.scrollWidth, client: t.clientWidth, window: window.innerWidth,
+          docScroll: document.documentElement.scrollWidth}; }"""
+
+
+def _open(browser, page_path: Path, width: int = 1400, media: str | None = None):
+    page = browser.new_page(viewport={"width": width, "height": 1000})
+    if media:
+        page.emulate_media(media=media)
+    page.goto(page_path.resolve().as_uri(), wait_until="load")
+    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot .main-svg').length > 0")
+    page.wait_for_timeout(500)
+    return page
+
+
+def test_warm_up_marked_and_diagnostics_as_small_multiples_in_chromium(browser, tmp_path_factory):
+    """A run with warm-up: every time-axis figure of its dashboard lays out and draws the line where
+    warm-up ends (at summary.json's phases.warm_up.end_s); its diagnostics panel has one y axis per
+    trace, none overlaying another, starting at zero; and the page opens without errors."""
+    import json
+
+    from sim.report.dashboard import TIME_AXIS_FIGURES
+
+    root = make_warm_runs(tmp_path_factory)
+    t_w = json.loads((root / "noloco" / "summary.json").read_text())["phases"]["warm_up"]["end_s"]
+    figures = _open_and_check(browser, root / "noloco" / "dashboard.html", "dashboard_warm_up.png")
+    _assert_all_drawn(figures, {"fig-timeline", "fig-steps", "fig-loss-time", "fig-diagnostics"})
+    page = _open(browser, root / "noloco" / "dashboard.html")
+    layout = {f["id"]: f for f in page.evaluate(LAYOUT_CHECK)}
+    page.close()
+    timed = [i for i in TIME_AXIS_FIGURES if i in layout]
+    assert {"fig-timeline", "fig-loss-time", "fig-steps", "fig-diagnostics"} <= set(timed)
+    for fig_id in timed:
+        f = layout[fig_id]
+        assert f["warm"] and all(abs(x - t_w) < 1e-9 for x in f["warm"]), f
+        assert f["shapesDrawn"] >= len(f["warm"]), f
+    diag = layout["fig-diagnostics"]
+    assert all(y["overlaying"] is None for y in diag["yaxes"]), diag
+    assert len({t["yaxis"] for t in diag["traces"]}) == len(diag["yaxes"]), diag
+    assert all(y["range"][0] == 0 for y in diag["yaxes"]), diag
+
+
+def test_compare_after_warm_up_in_chromium(browser, tmp_path_factory):
+    """The comparison of methods after warm-up: the trade-off scatter, the exposed-communication bars
+    and one round of each method side by side are drawn with data; the loss-vs-time figure marks
+    where warm-up ends; the diagnostics are separate panels; the differences table fits the window
+    (no horizontal scroll, inside the page) and still fits in print at a letter page's width."""
+    root = make_warm_runs(tmp_path_factory)
+    out = tmp_path_factory.mktemp("cmp-warm") / "compare.html"
+    write_compare([root], out, baseline="ddp")
+    figures = _open_and_check(browser, out, "compare_warm_up.png")
+    _assert_all_drawn(figures, {"cmp-tradeoff", "cmp-exposed", "cmp-rounds", "cmp-loss-time", "cmp-diagnostics"})
+    for f in figures:
+        if f["id"] in ("cmp-tradeoff", "cmp-exposed", "cmp-rounds"):
+            assert f["points"] >= 5, f  # a point or bar per method, not an empty frame
+    page = _open(browser, out)
+    layout = {f["id"]: f for f in page.evaluate(LAYOUT_CHECK)}
+    table = page.evaluate(TABLE_CHECK)
+    page.close()
+    assert layout["cmp-loss-time"]["warm"], layout["cmp-loss-time"]
+    diag = layout["cmp-diagnostics"]
+    assert len(diag["yaxes"]) == 2 and all(y["overlaying"] is None for y in diag["yaxes"]), diag
+    assert table["scroll"] <= table["client"] + 1 and table["right"] <= table["window"], table
+    assert table["docScroll"] <= table["window"], table
+    page = _open(browser, out, width=816, media="print")  # US letter at 96 dpi
+    printed = page.evaluate(TABLE_CHECK)
+    page.close()
+    assert printed["scroll"] <= printed["client"] + 1 and printed["right"] <= printed["window"], printed
+
+
+def test_no_fairness_notice_for_equal_budgets_in_chromium(browser, tmp_path_factory):
+    """Two runs that end at the same tokens and simulated time with different final losses: the page
+    shows no fairness notice."""
+    from sim.runner import Simulation, run_to_dir
+    from sim.scenario import load_scenario
+    from tests.conftest import TINY
+
+    root = tmp_path_factory.mktemp("equal")
+    for name, lr in (("a", 0.7), ("b", 0.3)):
+        sc = load_scenario(ROOT / "scenarios" / "quickstart.yaml",
+                           TINY + [f"algorithm={{name: diloco, inner_steps: 4, outer_lr: {lr}}}", "run.max_rounds=3"])
+        run_to_dir(Simulation(sc), root / name)
+    out = root / "compare.html"
+    write_compare([root], out)
+    figures = _open_and_check(browser, out, "compare_equal_budgets.png")
+    assert figures[0]["notice"] is None

@@ -265,6 +265,32 @@ def test_png_export_skips_with_one_message_without_chromium(sweep, tmp_path, mon
 
 
 
+# The same methods after 8 ddp warm-up steps (ddp itself has none), in one directory. Made once per session.
+WARM_METHODS = {
+    "ddp": ["algorithm={name: ddp}", "run.max_rounds=40"],
+    "diloco": ["algorithm={name: diloco, inner_steps: 4, warm_start_steps: 8}", "run.max_rounds=6"],
+    "streaming": ["algorithm={name: streaming_diloco, inner_steps: 4, fragment_layers: 1, warm_start_steps: 8}",
+                  "run.max_rounds=6"],
+    "eager": ["algorithm={name: eager_diloco, inner_steps: 4, warm_start_steps: 8}", "run.max_rounds=6"],
+    "noloco": ["algorithm={name: noloco, inner_steps: 4, warm_start_steps: 8}", "run.max_rounds=6"],
+}
+
+
+def make_warm_runs(tmp_path_factory):
+    """Run directories of WARM_METHODS under one directory (cached for the session)."""
+    if "warm" not in _CACHE:
+        from sim.runner import Simulation, run_to_dir
+        from sim.scenario import load_scenario
+
+        root = tmp_path_factory.mktemp("warm")
+        for name, overrides in WARM_METHODS.items():
+            sc = load_scenario(ROOT / "scenarios" / "quickstart.yaml",
+                               TINY + ["run.eval_every_steps=4", "run.max_tokens=null"] + overrides)
+            run_to_dir(Simulation(sc), root / name)
+        _CACHE["warm"] = root
+    return _CACHE["warm"]
+
+
 def make_fault_run(tmp_path_factory):
     """A spot_churn run (failures, churn, stragglers, a 2 s sync timeout; every replica evaluated),
     made once per session."""
@@ -496,3 +522,140 @@ def test_a_closing_eval_at_the_time_of_the_last_grid_eval_is_not_a_vertical_drop
 
     for fig in (loss_vs(metrics, "tokens", "t", "tokens", None), loss_vs_time(metrics, None)):  # the run page too
         assert list(fig.data[-1].y) == [3.0, 2.5, 1.9]
+
+
+# --------------------------------------------------------------------------- phases, new charts (issue 27)
+def test_dashboard_and_compare_show_phases_and_mark_the_end_of_warm_up(tmp_path_factory, tmp_path):
+    """A run with warm-up: the dashboard's phase table has the whole run, warm-up and the method with
+    summary.json's numbers, and every time-axis figure has a line where warm-up ends (summary's
+    phases.warm_up.end_s); ddp (no warm-up) has no such line. The compare page's loss-vs-time marks it,
+    its differences table has the after-warm-up rows, and its budgets after warm-up are the runs' own
+    last evals counted from the end of warm-up."""
+    from sim.report.compare import compare_figures, fair_budgets
+    from sim.report.dashboard import TIME_AXIS_FIGURES, WARM_UP_SHAPE
+
+    root = make_warm_runs(tmp_path_factory)
+    run = load_run(root / "diloco")
+    t_w = run.summary["phases"]["warm_up"]["end_s"]
+    page = build_dashboard(run)
+    html = "\n".join(page.parts)
+    table = html.split("id='phases-table'", 1)[1].split("</table>", 1)[0]
+    method = run.summary["phases"]["method"]
+    assert "warm-up (ddp)" in table and f"{method['utilization']:.1%}" in table
+    figs, _ = run_figures(run)
+    for fig_id in TIME_AXIS_FIGURES:
+        if fig_id in figs:
+            xs = [sh.x0 for sh in figs[fig_id][0].layout.shapes if sh.name == WARM_UP_SHAPE]
+            assert xs and all(x == pytest.approx(t_w) for x in xs), fig_id
+    ddp_figs, _ = run_figures(load_run(root / "ddp"))
+    assert not any(sh.name == WARM_UP_SHAPE for f, _ in ddp_figs.values() for sh in f.layout.shapes)
+    groups = load_groups([root])
+    fig = compare_figures(groups, None)["cmp-loss-time"][0]
+    assert [sh.x0 for sh in fig.layout.shapes if sh.name == WARM_UP_SHAPE] == [pytest.approx(t_w)]
+    fair = fair_budgets(groups)
+    runs = [r for g in groups for r in g.runs]
+    ev = {r.label: r.metrics[r.metrics["kind"] == "eval"] for r in runs}
+    warm = {r.label: ((r.summary["phases"].get("warm_up") or {}).get("end_s", 0.0),
+                      (r.summary["phases"].get("warm_up") or {}).get("tokens", 0)) for r in runs}
+    assert fair["after_warm_up"]
+    assert fair["method_time_s"] == pytest.approx(min(ev[k]["time_s"].max() - warm[k][0] for k in ev))
+    assert fair["method_tokens"] == pytest.approx(min(ev[k]["tokens"].max() - warm[k][1] for k in ev))
+    out = tmp_path / "c.html"
+    write_compare([root], out, baseline="ddp")
+    diff = out.read_text().split("id='diff-table'", 1)[1].split("</table>", 1)[0]
+    for row in ("CU after warm-up", "WAN bytes after warm-up", "loss at equal time after warm-up",
+                "warm-up ends at"):
+        assert row in diff, row
+    rows = diff_rows(groups, groups[0], None)
+    by = {r["label"]: r for r in rows}
+    assert by["diloco"]["method"]["utilization"] == pytest.approx(method["utilization"])
+    assert by["diloco"]["method"]["wan_bytes"] == pytest.approx(method["wan_bytes"])
+
+
+def test_diagnostics_are_small_multiples_each_on_its_own_zero_based_axis(tmp_path_factory):
+    """Method diagnostics: one panel per quantity, each trace on its own y axis (none overlaying
+    another), zero-based for quantities that cannot be negative, on the dashboard and the compare page."""
+    from sim.report.compare import compare_figures
+
+    root = make_warm_runs(tmp_path_factory)
+    groups = load_groups([root])
+    cmp = compare_figures(groups, None)["cmp-diagnostics"][0]
+    for fig in (cmp, run_figures(load_run(root / "noloco"))[0]["fig-diagnostics"][0]):
+        axes = {t.yaxis or "y" for t in fig.data}
+        layout = fig.layout.to_plotly_json()
+        names = [k for k in layout if k.startswith("yaxis")]
+        assert all(not layout[k].get("overlaying") for k in names)
+        assert all(layout[k].get("rangemode") == "tozero" for k in names), layout
+        assert len(axes) == len(names)
+    assert len({t.yaxis for t in cmp.data}) == 2  # eager's drift and NoLoCo's spread: two panels, not twin axes
+
+
+def test_tradeoff_exposed_and_round_charts_hold_each_methods_numbers(tmp_path_factory):
+    """The trade-off scatter puts each group at its loss at equal tokens and its WAN bytes and CU after
+    warm-up; the exposed-communication bars add up to at most 1 and say eager hides its syncs better
+    than DiLoCo; the side-by-side round chart has one panel per method on one shared time axis."""
+    from sim.report.compare import compare_figures, exposed_shares, group_stats
+
+    root = make_warm_runs(tmp_path_factory)
+    groups = load_groups([root])
+    figs = compare_figures(groups, None)
+    scatter = figs["cmp-tradeoff"][0]
+    rows = {r["label"]: r for r in diff_rows(groups, groups[0], None)}
+    by_tokens_cu = [t for t in scatter.data if t.xaxis == "x2" and "tokens" in t.name][0]
+    for label, x, y in zip(by_tokens_cu.text, by_tokens_cu.x, by_tokens_cu.y):
+        assert x == pytest.approx(rows[label]["method"]["utilization"]) and y == pytest.approx(rows[label]["loss_at_tokens"])
+    exposed = {label: exposed_shares(load_run(root / label)) for label in ("diloco", "eager")}
+    for hidden, blocked, n in exposed.values():
+        assert 0 <= hidden + blocked <= 1 + 1e-9 and n > 0
+    assert exposed["eager"][0] > exposed["diloco"][0] and exposed["eager"][1] < exposed["diloco"][1]
+    bars = figs["cmp-exposed"][0].data
+    assert {t.name for t in bars} == {"hidden (computing)", "exposed (comm-blocked)"}
+    rounds = figs["cmp-rounds"][0]
+    panels = {t.yaxis for t in rounds.data}
+    assert len(panels) == len(groups)
+    layout = rounds.layout.to_plotly_json()
+    xaxes = [k for k in layout if k.startswith("xaxis")]
+    matched = [layout[k].get("matches") for k in xaxes]
+    assert len(set(matched) - {None}) == 1 and matched.count(None) == 1  # every panel on one time axis
+    assert all(min(t.base) >= 0 for t in rounds.data)
+
+
+def test_fairness_notice_only_when_budgets_differ(tmp_path_factory, tmp_path):
+    """Two runs with the same tokens and simulated time but different final losses (DiLoCo at two
+    outer learning rates) get no fairness notice: their final losses are the fair comparison."""
+    from sim.runner import Simulation, run_to_dir
+    from sim.scenario import load_scenario
+
+    for name, lr in (("a", 0.7), ("b", 0.3)):
+        sc = load_scenario(ROOT / "scenarios" / "quickstart.yaml",
+                           TINY + [f"algorithm={{name: diloco, inner_steps: 4, outer_lr: {lr}}}", "run.max_rounds=3"])
+        run_to_dir(Simulation(sc), tmp_path / "runs" / name)
+    a, b = (load_run(tmp_path / "runs" / n).summary for n in "ab")
+    assert a["sim_duration_s"] == b["sim_duration_s"] and a["tokens"] == b["tokens"]
+    assert a["final_eval_loss"] != b["final_eval_loss"]
+    out = tmp_path / "c.html"
+    write_compare([tmp_path / "runs"], out)
+    assert "fair-notice" not in out.read_text()
+
+
+def test_runs_table_shows_common_knobs_once_and_sweep_groups_by_grid_point(tmp_path_factory, tmp_path):
+    """Knobs every run shares are listed once above the runs table and each row shows only what
+    differs; sweep replications are labelled by their grid point and seeds."""
+    from sim.report.compare import common_and_different, grid_point_label
+    from sim.report.runs import Group
+
+    root = make_warm_runs(tmp_path_factory)
+    groups = load_groups([root])
+    common, differ = common_and_different(groups)
+    assert "topology" in common and "compute.batch_size" in common
+    by = dict(zip([g.label for g in groups], differ))
+    assert by["diloco"]["algorithm.name"] == "diloco" and "topology" not in by["diloco"]
+    assert "compute.batch_size" not in by["ddp"]
+    runs = [load_run(root / "diloco"), load_run(root / "diloco")]
+    for r, seed, digest in zip(runs, (0, 1), ("0123456789", "abcdef0123")):
+        r.path = tmp_path / f"inner_steps=10-seed={seed}-{digest}"
+        r.manifest = {**r.manifest, "seed": seed}
+    assert grid_point_label(Group("x", runs)) == "inner_steps=10 (seeds 0, 1)"
+    runs[1].path = tmp_path / "diloco-inner_steps=10-payload_dtype=bf16-seed=1-abcdef0123"
+    assert grid_point_label(Group("x", runs)) is None  # different grid points: not one group's label
+    assert grid_point_label(Group("x", [runs[1]])) == "diloco, inner_steps=10, payload_dtype=bf16 (seed 1)"
