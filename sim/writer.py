@@ -133,7 +133,6 @@ def run_to_dir(sim: Simulation, out_dir: Path, on_progress: Callable[[Progress],
         metrics = metrics_table(result)
         network = network_rates(result.graph, events)  # replayed once: the summary's peaks and the page's curves
         summary = summarize(result, events, metrics, manifest, network)
-        add_phases(summary, result, events)
         _write_parquet(events, out_dir / "events.parquet")
         _write_parquet(metrics, out_dir / "metrics.parquet")
         write_json(out_dir / "summary.json", summary)
@@ -167,19 +166,6 @@ def run_to_dir(sim: Simulation, out_dir: Path, on_progress: Callable[[Progress],
     if pending is not None:
         raise pending
     return manifest
-
-
-def add_phases(summary: dict, result, events) -> None:
-    """summary.json's ``phases`` (``sim.metrics.phases``: warm-up and the method's own phase,
-    each with the whole run's fields). The top-level ``bytes_per_worker_per_round`` is the
-    method phase's: what one round of the method moves per worker, warm-up's bytes left out."""
-    from sim.metrics.phases import METHOD, phases
-
-    sc = result.scenario
-    ph = phases(events, result.records.syncs, result.graph, result.n_workers, float(result.duration_s), result.rounds, result.tokens,
-                result.steps_per_worker, result.tokens_per_step, int(getattr(sc.algorithm, "warm_start_steps", 0) or 0))
-    summary["phases"] = finite_json(ph)
-    summary["bytes_per_worker_per_round"] = summary["phases"][METHOD]["bytes_per_worker_per_round"]
 
 
 def _write_parquet(df, path: Path) -> None:

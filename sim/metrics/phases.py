@@ -77,3 +77,11 @@ def phases(events: pd.DataFrame, syncs, graph, n_workers: int, duration_s: float
     warm_rounds = len({s.round for s in warm})  # one ddp step each, however many buckets it has
     return {WARM_UP: _phase(events, graph, n_workers, 0.0, t_w, warm_tokens, warm_rounds),
             METHOD: _phase(events, graph, n_workers, t_w, duration_s, tokens - warm_tokens, rounds)}
+
+
+def run_phases(result, events: pd.DataFrame) -> dict:
+    """``phases`` of a finished run (``sim.result.RunResult``) and its events table."""
+    sc = result.scenario
+    return phases(events, result.records.syncs, result.graph, result.n_workers, float(result.duration_s),
+                  result.rounds, result.tokens, result.steps_per_worker, result.tokens_per_step,
+                  int(getattr(sc.algorithm, "warm_start_steps", 0) or 0))

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from sim.engine.node import STATES
+from sim.metrics.phases import METHOD, run_phases
 from sim.metrics.records import Recorder, finite_json
 from sim.result import RunResult
 
@@ -267,6 +268,7 @@ def summarize(result: RunResult, events: pd.DataFrame, metrics: pd.DataFrame, ma
     final_eval = float(ev["loss"].iloc[-1]) if len(ev) else None
     sc = result.scenario
     n, rounds = result.n_workers, result.rounds
+    phases = run_phases(result, events)  # warm-up and the method's own phase (sim.metrics.phases)
     summary = {
         "name": sc.name,
         "status": manifest["status"],
@@ -290,7 +292,8 @@ def summarize(result: RunResult, events: pd.DataFrame, metrics: pd.DataFrame, ma
                        for r, row in per_region.iterrows()},
         "step_time_s": dict(zip(nodes, result.step_time_s)),
         "bytes_total": bytes_total,
-        "bytes_per_worker_per_round": bytes_total / (n * rounds) if rounds else None,
+        # what one round of the method moves per worker (warm-up left out): the method phase's
+        "bytes_per_worker_per_round": phases[METHOD]["bytes_per_worker_per_round"],
         "bytes_per_link": links,
         "peak_wan_gbps": max(wan_peaks) if wan_peaks else None,
         "peak_error": replay_error,
@@ -306,6 +309,7 @@ def summarize(result: RunResult, events: pd.DataFrame, metrics: pd.DataFrame, ma
         "faults": fault_summary(result.records),
         "ended_early": result.ended_early,
         "numerics": dict(result.numerics) if result.numerics is not None else None,
+        "phases": phases,
     }
     # NaN / inf (a diverged run) become null, each with the reason, so summary.json stays valid JSON
     replaced: dict[str, str] = {}
