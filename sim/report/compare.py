@@ -541,8 +541,19 @@ def tradeoff_figure(groups: list[Group], stats: list[dict], fair: dict) -> go.Fi
                 text=[g.label for g in gs],
                 hovertemplate="%{text}: %{y:.4f} at %{x:.4g}<extra>" + html.escape(name) + "</extra>"), row=1, col=col)
     positive = [s["method"]["wan_bytes"] for s in stats if s["method"]["wan_bytes"]]
-    fig.update_xaxes(title_text=f"WAN bytes{where} ({unit})", row=1, col=1,
-                     type="log" if positive and max(positive) > 20 * min(positive) else "linear")
+    log = bool(positive) and max(positive) > 20 * min(positive)
+    if log:  # the unit of the smallest value, so the log axis's labels are 20, 50, 100, ... not 0.03
+        div = byte_unit(min(positive))[0]
+        unit = byte_unit(min(positive))[1]
+        for tr in fig.data:
+            if tr.xaxis in (None, "x"):
+                tr.x = [x * byte_unit(top)[0] / div for x in tr.x]
+    ticks = {}
+    if log:
+        lo, hi = min(positive) / div, max(positive) / div
+        vals = [m * 10.0 ** k for k in range(-3, 9) for m in (1, 2, 5) if lo / 2 <= m * 10.0 ** k <= hi * 2]
+        ticks = {"tickvals": vals, "ticktext": [f"{v:g}" for v in vals]}
+    fig.update_xaxes(title_text=f"WAN bytes{where} ({unit})", row=1, col=1, type="log" if log else "linear", **ticks)
     fig.update_xaxes(title_text=f"CU{where}", tickformat=".0%", row=1, col=2)
     fig.update_yaxes(title_text="eval loss (nats)", row=1, col=1)
     return fig

@@ -560,7 +560,7 @@ def mark_warm_up(fig: go.Figure, t: float | None, color: str = "#444", label: st
     if t is None:
         return
     fig.add_vline(x=t, name=WARM_UP_SHAPE, line={"dash": "dash", "color": color, "width": 1.2},
-                  annotation_text=label, annotation_position="top right", annotation_font={"size": 10, "color": color},
+                  annotation_text=label, annotation_position="top left", annotation_font={"size": 10, "color": color},
                   **where)
 
 
