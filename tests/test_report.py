@@ -594,7 +594,7 @@ def test_tradeoff_exposed_and_round_charts_hold_each_methods_numbers(tmp_path_fa
     """The trade-off scatter puts each group at its loss at equal tokens and its WAN bytes and CU after
     warm-up; the exposed-communication bars add up to at most 1 and say eager hides its syncs better
     than DiLoCo; the side-by-side round chart has one panel per method on one shared time axis."""
-    from sim.report.compare import compare_figures, exposed_shares, group_stats
+    from sim.report.compare import compare_figures, exposed_shares
 
     root = make_warm_runs(tmp_path_factory)
     groups = load_groups([root])
