@@ -154,3 +154,56 @@ def test_a_finished_run_without_fingerprints_is_stale_only_if_it_reads_files(tmp
     assert stale_reason({"status": "completed"}, {"algorithm": {"name": "diloco"}}) is None
     why = stale_reason({"status": "completed"}, {"algorithm": {"name": "x", "plugin": f"{tmp_path / 'm.py'}:X"}})
     assert why == "it recorded no fingerprints of the files it read"
+
+
+# --------------------------------------------------------------------------- plug-in args that name files
+def test_path_annotated_parameters_are_found():
+    """A constructor's or function's parameters annotated Path, Path | None or Optional[Path]
+    (also as strings, under ``from __future__ import annotations``) are path parameters;
+    str, int and unannotated ones are not."""
+    from typing import Optional
+
+    from sim.paths import path_params
+
+    class Data:
+        def __init__(self, seq_len, n_workers, seed, a: Path, b: Path | None = None, c: Optional[Path] = None,
+                     d: str = "x", e: int = 1, f="y", g: "Path | None" = None):
+            pass
+
+    def make(seq_len, n_workers, seed, corpus: Path, name: str = ""):
+        return None
+
+    assert path_params(Data) == {"a", "b", "c", "g"}
+    assert path_params(make) == {"corpus"}
+
+
+def test_word_data_reads_its_file_relative_to_the_scenario_from_another_directory(tmp_path):
+    """examples/word_data.py with ``args: {path: book.txt}`` (a Path-typed argument) reads the
+    book beside the scenario file when locosim runs in another directory; the manifest's
+    resolved scenario holds the absolute path, and its fingerprints the book's sha256."""
+    import os
+    import subprocess
+    import sys
+
+    scen = tmp_path / "scen"
+    scen.mkdir()
+    (scen / "book.txt").write_text(" ".join(f"w{i % 37}" for i in range(4000)))
+    shutil.copy(ROOT / "examples" / "word_data.py", scen / "word_data.py")
+    text = (ROOT / "scenarios" / "quickstart.yaml").read_text().replace(
+        "data: {kind: synthetic, vocab_size: 32, order: 2, branching: 3}",
+        "data: {kind: plugin, plugin: word_data.py:WordText, args: {path: book.txt}}")
+    (scen / "s.yaml").write_text(text)
+    sc = load_scenario(scen / "s.yaml", ["data.args.eval_fraction=0.2"])
+    assert sc.data.args == {"path": str((scen / "book.txt").resolve()), "eval_fraction": 0.2}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    sets = sum((["--set", s] for s in SMALL), [])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "sim.cli", "run", "../scen/s.yaml", "--out", "out", "--quiet", *sets],
+                          cwd=elsewhere, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((elsewhere / "out" / "manifest.json").read_text())
+    book = (scen / "book.txt").resolve()
+    assert manifest["scenario"]["data"]["args"]["path"] == str(book)
+    assert manifest["fingerprints"]["data.args.path"] == {str(book): _sha(book)}
+    assert manifest["status"] == "completed"
