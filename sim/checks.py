@@ -9,9 +9,12 @@ by running for ever.
 
 Checked, in order, each failure a ``ValueError`` whose message is one line naming the field:
 the work estimate against ``run.max_events``; then, when numerics are on, the data (a text
-file that is missing, not UTF-8, empty or too short), the model's vocabulary against the
-data's, ``run.device`` (cuda without CUDA), the memory estimate against
-``run.memory_limit_gb`` or the memory there is, and ``run.kernels`` (triton without CUDA).
+file that is missing, not UTF-8, empty or too short; a data plug-in's ``vocab_size`` and its
+first train and eval batch: ``[b, seq_len + 1]``, int64, ids below ``vocab_size``), the
+model's vocabulary against the data's, ``run.device`` (cuda without CUDA), the memory
+estimate against ``run.memory_limit_gb`` or the memory there is (a plug-in model's forward
+traced on the meta device), the model's forward and backward under the replica engine that
+will train it (vmap, on the meta device), and ``run.kernels`` (triton without CUDA).
 """
 
 from __future__ import annotations
