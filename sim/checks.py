@@ -202,9 +202,9 @@ def check_data_plugin(dataset, sc) -> int:
     return vocab
 
 
-VMAP_FIX = ("make its forward vmappable: no .item() or Python branches on tensor values, no in-place updates of "
-            "buffers or captured tensors (BatchNorm's running statistics: use LayerNorm or GroupNorm), no "
-            "boolean-mask indexing")
+VMAP_FIX = ("make its forward vmappable (no .item() or Python branches on tensor values, no in-place updates of "
+            "buffers or captured tensors such as BatchNorm's running statistics: LayerNorm or GroupNorm instead, no "
+            "boolean-mask indexing)")
 
 
 def check_model_engine(model, sc) -> None:
@@ -230,8 +230,10 @@ def check_model_engine(model, sc) -> None:
         vmap(grad_and_value(replica_loss(model, output)))(params, x, x)
     except Exception as err:  # the user's code under torch.func: the reason, and what to change
         reason = _first_line(err)
-        if len(reason) > 240:
-            reason = reason[:237] + "..."
+        if ". " in reason:  # torch's first sentence says what failed; the rest is advice for torch.func users
+            reason = reason[:reason.index(". ")]
+        if len(reason) > 300:
+            reason = reason[:297] + "..."
         if sc.model.kind == "plugin":
             where = (f"model.plugin: {type(model).__name__} cannot train on the vmap engine (run.engine: "
                      f"{sc.run.engine}; torch.func.vmap over stacked replicas, the only engine for plug-in models)")
