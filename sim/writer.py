@@ -97,10 +97,9 @@ def run_to_dir(sim: Simulation, out_dir: Path, on_progress: Callable[[Progress],
     are re-raised after the files are written. An error while writing the files (a full
     disk) marks the run failed with the reason, leaves no ``.tmp`` file and is re-raised.
     """
+    from sim.fingerprint import fingerprints
     from sim.metrics.tables import events_table, metrics_table, network_rates, summarize
     from sim.report.dashboard import write_dashboard
-
-    from sim.fingerprint import fingerprints
 
     sc = sim.sc
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -7,10 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import textwrap
 from pathlib import Path
-
-import pytest
 
 from sim.fingerprint import digest, differences, fingerprints, plugin_files, stale_reason
 from sim.runner import Simulation, run_to_dir

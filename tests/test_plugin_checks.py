@@ -6,8 +6,6 @@ Each bad plug-in is one file under tests/fixtures/bad/plugins/, opening with its
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from sim.scenario import load_scenario

@@ -531,8 +531,9 @@ def build_compare(groups: list[Group], baseline: Group, target: float | None, ta
         page.html(f"<p class='note'><b>Forced:</b> {html.escape(forced_note)}; losses may not be comparable.</p>")
     page.html("<p class='note'>Replications (same scenario, different seeds) are one line: the mean, with a "
               "band from the lowest to the highest seed.</p>")
-    if split_note(groups):  # runs of one scenario whose plug-in or data files differ (sim.fingerprint)
-        page.html(f"<p class='note' id='split-note'>{html.escape(split_note(groups))}</p>")
+    split = split_note(groups)  # runs of one scenario whose plug-in or data files differ (sim.fingerprint)
+    if split:
+        page.html(f"<p class='note' id='split-note'>{html.escape(split)}</p>")
     page.html(runs_table_html(groups))
     if not_drawn:
         page.html("<h2>Runs not drawn (they ended before writing their tables)</h2>"
@@ -629,8 +630,9 @@ def write_compare(paths: list[str | Path], out: str | Path, baseline: str | Path
         written, note = export_pngs(figs, Path(png_dir))
         if note is None:
             note = f"{len(written)} PNGs in {png_dir}"
-    if split_note(groups):
-        note = split_note(groups) if note is None else f"{note}; {split_note(groups)}"
+    split = split_note(groups)  # runs of one scenario whose plug-in or data files differ: said, not merged
+    if split:
+        note = split if note is None else f"{note}; {split}"
     if not_drawn:
         skipped = (f"{len(not_drawn)} run(s) not drawn (no tables): "
                    + ", ".join(f"{p} ({st})" for p, st, _e in not_drawn))
