@@ -5,7 +5,10 @@ Any ``torch.nn.Module`` works if its forward maps tokens [batch, seq_len] to log
 [batch, seq_len, vocab_size] (or, with ``output: loss`` in the model section, tokens and
 targets to its own loss, one number) and it is built as ``Class(vocab_size=V, **args)``. locosim
 trains it on the vmap engine (all replicas stacked, one ``torch.func`` call), so its
-forward must be vmappable (plain tensor ops; no in-place updates of buffers). Layers named
+forward must be vmappable (plain tensor ops; no ``.item()`` or branches on tensor values, no
+in-place updates of buffers such as BatchNorm's running statistics): ``locosim validate`` and
+``run`` try one forward and backward under vmap on the meta device before any work, and
+refuse a model that fails there with the reason. Layers named
 ``blocks.<i>.`` are what per-layer timing (``sync_grain: layer``) splits payloads by.
 """
 

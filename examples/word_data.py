@@ -1,5 +1,9 @@
 """Data from one file: word-level tokens of a local text file, used by a scenario as
-``data: {kind: plugin, plugin: word_data.py:WordText, args: {path: /abs/path/book.txt}}``.
+``data: {kind: plugin, plugin: word_data.py:WordText, args: {path: book.txt}}``.
+
+``path`` and ``tokenizer`` are annotated ``Path``: locosim resolves them relative to the
+scenario file, as it does every other path in a scenario (sim/paths.py), and records the
+sha256 of the files they name in the run's manifest (its fingerprints).
 
 locosim calls ``WordText(seq_len=T, n_workers=M, seed=S, **args)`` once and then asks it for
 batches: ``train_batch(g, worker, batch_size)`` and ``eval_batch(g, batch_size)`` return int64
@@ -22,15 +26,15 @@ import numpy as np
 
 
 class WordText:
-    def __init__(self, seq_len: int, n_workers: int, seed: int, path: str, eval_fraction: float = 0.1,
-                 tokenizer: str | None = None):
+    def __init__(self, seq_len: int, n_workers: int, seed: int, path: Path, eval_fraction: float = 0.1,
+                 tokenizer: Path | None = None):
         text = Path(path).read_text(encoding="utf-8")
         if tokenizer is not None:  # a Hugging Face tokenizer file (needs the `tokenizers` package)
             from tokenizers import Tokenizer
 
-            ids = Tokenizer.from_file(tokenizer).encode(text).ids
-            tokens = np.asarray(ids, dtype=np.int64)
-            self.vocab_size = int(Tokenizer.from_file(tokenizer).get_vocab_size())
+            tok = Tokenizer.from_file(str(tokenizer))
+            tokens = np.asarray(tok.encode(text).ids, dtype=np.int64)
+            self.vocab_size = int(tok.get_vocab_size())
         else:
             words = text.split()
             vocab = sorted(set(words))

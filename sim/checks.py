@@ -9,9 +9,12 @@ by running for ever.
 
 Checked, in order, each failure a ``ValueError`` whose message is one line naming the field:
 the work estimate against ``run.max_events``; then, when numerics are on, the data (a text
-file that is missing, not UTF-8, empty or too short), the model's vocabulary against the
-data's, ``run.device`` (cuda without CUDA), the memory estimate against
-``run.memory_limit_gb`` or the memory there is, and ``run.kernels`` (triton without CUDA).
+file that is missing, not UTF-8, empty or too short; a data plug-in's ``vocab_size`` and its
+first train and eval batch: ``[b, seq_len + 1]``, int64, ids below ``vocab_size``), the
+model's vocabulary against the data's, ``run.device`` (cuda without CUDA), the memory
+estimate against ``run.memory_limit_gb`` or the memory there is (a plug-in model's forward
+traced on the meta device), the model's forward and backward under the replica engine that
+will train it (vmap, on the meta device), and ``run.kernels`` (triton without CUDA).
 """
 
 from __future__ import annotations
@@ -147,6 +150,100 @@ def check_events(est: EventEstimate, limit: int | None) -> None:
                      "run.max_events (null: no limit)")
 
 
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+
+def check_data_plugin(dataset, sc) -> int:
+    """A data plug-in's object checked before work; returns its vocabulary as an int.
+
+    ``vocab_size`` must be an integer >= 2; the first train batch (worker 0) and the first
+    eval batch must be numpy arrays of shape ``[b, seq_len + 1]`` (the inputs and, shifted by
+    one, the next-token targets: a ``[b, seq_len]`` batch would train on wrong targets and
+    overstate the tokens), dtype int64 (what the embedding and the cross-entropy take) and ids
+    in ``[0, vocab_size)``. The batches are drawn from a stream of their own
+    (``data/check``), so the run's streams are untouched; small ones (at most 8 rows)."""
+    import numpy as np
+
+    from sim.rng import rng as named_rng
+
+    v = getattr(dataset, "vocab_size", None)
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 2:
+        raise ValueError(f"data.plugin: vocab_size must be an integer >= 2, the number of token ids the batches "
+                         f"use (got {v!r}); set it in the object the plug-in returns")
+    vocab, t = int(v), sc.model.seq_len
+    g = named_rng(sc.seed, "data/check")
+    calls = (("train_batch(g, 0, batch_size)", lambda b: dataset.train_batch(g, 0, b), sc.compute.batch_size),
+             ("eval_batch(g, batch_size)", lambda b: dataset.eval_batch(g, b), sc.run.eval_batch_size))
+    for what, call, size in calls:
+        b = min(size, 8)
+        try:
+            batch = call(b)
+        except Exception as err:  # the user's code: say where, in one line
+            raise ValueError(f"data.plugin: {what} failed with batch_size={b}: {_first_line(err)}") from None
+        name = what.split("(")[0]
+        if not isinstance(batch, np.ndarray):
+            raise ValueError(f"data.plugin: {name} must return a numpy array (got {type(batch).__name__}); "
+                             "return np.asarray(ids, dtype=np.int64)")
+        if batch.shape != (b, t + 1):
+            hint = ("; one token short: each row is seq_len inputs plus the next-token target of the last one"
+                    if batch.shape == (b, t) else "")
+            raise ValueError(f"data.plugin: {name} must return [batch_size, seq_len + 1] = [{b}, {t + 1}] token ids "
+                             f"(got {list(batch.shape)}){hint}")
+        if batch.dtype != np.int64:
+            raise ValueError(f"data.plugin: {name} must return int64 token ids (got {batch.dtype}); "
+                             "return them with .astype(np.int64)")
+        lo, hi = int(batch.min()), int(batch.max())
+        if lo < 0 or hi >= vocab:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"data.plugin: {name} returned token id {bad}, outside [0, vocab_size) = [0, {vocab}); "
+                             "ids must be below the vocab_size the object states")
+    return vocab
+
+
+VMAP_FIX = ("make its forward vmappable (no .item() or Python branches on tensor values, no in-place updates of "
+            "buffers or captured tensors such as BatchNorm's running statistics: LayerNorm or GroupNorm instead, no "
+            "boolean-mask indexing)")
+
+
+def check_model_engine(model, sc) -> None:
+    """The model's forward and backward run once, as the replica engine the run will use runs
+    them, on the meta device (shapes only: nothing allocated, nothing computed): two stacked
+    replicas of a [1, seq_len] batch through ``torch.func.vmap(grad_and_value(loss))``
+    (``replicas.replica_loss``) for the vmap engine. A model that cannot be batched that way
+    (``.item()``, data-dependent branches, in-place buffer updates, dynamic shapes) is refused
+    here with the reason and the fix, not at its first step. The stacked engine runs the
+    built-in GPT only (checked by the schema), so there is nothing to try for it."""
+    import torch
+    from torch.func import grad_and_value, vmap
+
+    from sim.training.replicas import replica_engine, replica_loss
+
+    engine = replica_engine(sc.run.engine, sc.model.kind)
+    if engine != "vmap":
+        return
+    output = getattr(sc.model, "output", "logits")
+    params = {k: torch.empty((2, *p.shape), dtype=p.dtype, device="meta") for k, p in model.named_parameters()}
+    x = torch.zeros((2, 1, sc.model.seq_len), dtype=torch.long, device="meta")
+    try:
+        vmap(grad_and_value(replica_loss(model, output)))(params, x, x)
+    except Exception as err:  # the user's code under torch.func: the reason, and what to change
+        reason = _first_line(err)
+        if ". " in reason:  # torch's first sentence says what failed; the rest is advice for torch.func users
+            reason = reason[:reason.index(". ")]
+        if len(reason) > 300:
+            reason = reason[:297] + "..."
+        if sc.model.kind == "plugin":
+            where = (f"model.plugin: {type(model).__name__} cannot train on the vmap engine (run.engine: "
+                     f"{sc.run.engine}; torch.func.vmap over stacked replicas, the only engine for plug-in models)")
+            fix = VMAP_FIX
+        else:
+            where = f"run.engine: the {sc.model.kind} model failed on the vmap engine"
+            fix = "use run.engine: auto" + (" or stacked" if sc.model.kind == "gpt" else "")
+        raise ValueError(f"{where}: forward and backward failed under vmap: {reason}; {fix}") from None
+
+
 def check_before_work(sc, here: bool = True) -> Prework:
     """Run every pre-work check on a validated scenario (see the module docstring); returns
     what they found. Timing-only scenarios never import torch. ``here=False`` (a sweep planned
@@ -174,7 +271,7 @@ def check_before_work(sc, here: bool = True) -> Prework:
         from sim.training.data import make_dataset
 
         dataset = make_dataset(sc.data, sc.model.seq_len, n, sc.seed)
-        vocab = dataset.vocab_size
+        vocab = check_data_plugin(dataset, sc)
     else:
         vocab = sc.data.vocab_size
     if sc.model.vocab_size is not None and sc.model.vocab_size != vocab:
@@ -192,6 +289,7 @@ def check_before_work(sc, here: bool = True) -> Prework:
     outer = algorithm_class(sc.algorithm).outer_state_copies
     memory = estimate(n_params, n, sc.model, vocab, sc.compute.batch_size, sc.run.eval_batch_size, outer,
                       sc.run.eval_replicas, model)
+    check_model_engine(model, sc)  # after the estimate's plain forward, whose messages are more specific
     if here or sc.run.memory_limit_gb is not None:  # a limit the scenario states holds anywhere
         check_fits(memory, device, sc.run.memory_limit_gb)
     if here:

@@ -249,7 +249,9 @@ class PluginModel(_Strict):
     engine. Blocks named ``blocks.<i>.`` are the layers of per-layer timing."""
     kind: Literal["plugin"] = "plugin"
     plugin: str = Field(min_length=1, description=f"The model class: {PLUGIN_REF_DOC}.")
-    args: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the constructor (plain YAML values).")
+    args: dict[str, Any] = Field(default_factory=dict, description=(
+        "Keyword arguments of the constructor (plain YAML values); one it annotates pathlib.Path is a path "
+        "relative to the scenario file (sim/paths.py)."))
     output: Literal["logits", "loss"] = Field(default="logits", description=(
         "What forward returns: logits = forward(tokens) gives [batch, seq_len, vocab] and locosim takes the "
         "next-token cross-entropy; loss = forward(tokens, targets) gives the model's own loss, one number "
@@ -304,7 +306,9 @@ class PluginData(_Strict):
     generator ``g``, a named stream, so runs stay reproducible) and optionally ``loss_floor``."""
     kind: Literal["plugin"] = "plugin"
     plugin: str = Field(min_length=1, description=f"The data's class or function: {PLUGIN_REF_DOC}.")
-    args: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments (plain YAML values; paths relative to the scenario file are the plug-in's to resolve).")
+    args: dict[str, Any] = Field(default_factory=dict, description=(
+        "Keyword arguments (plain YAML values); one the plug-in annotates pathlib.Path is a path relative to the "
+        "scenario file (sim/paths.py)."))
 
 
 DataSpec = Annotated[Union[SyntheticData, TextData, PluginData], Field(discriminator="kind")]
@@ -1309,11 +1313,17 @@ def _finish(sc: Scenario, path: str | Path) -> Scenario:
     sc = _resolve_fault_csvs(sc, Path(path).parent)
     from sim.algorithms.plugins import resolve_ref
 
-    for section in ("model", "data"):  # plug-in files, relative to the scenario file
+    from sim.paths import resolve_path_args
+
+    for section in ("model", "data"):  # plug-in files and Path-typed args, relative to the scenario file
         spec = getattr(sc, section)
         if spec.kind == "plugin":
-            sc = sc.model_copy(update={section: spec.model_copy(
-                update={"plugin": resolve_ref(spec.plugin, Path(path).parent)})})
+            ref = resolve_ref(spec.plugin, Path(path).parent)
+            try:
+                args = resolve_path_args(section, ref, spec.args, Path(path).parent)
+            except ValueError as err:  # the plug-in cannot be loaded: its one line
+                raise ScenarioError(str(err).splitlines()[0]) from None
+            sc = sc.model_copy(update={section: spec.model_copy(update={"plugin": ref, "args": args})})
     return sc
 
 

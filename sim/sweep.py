@@ -201,6 +201,26 @@ def status_of(run_dir: Path) -> str | None:
         return None
 
 
+def _is_done(run_dir: Path, r: RunSpec) -> bool:
+    """Whether a planned run is done: its directory holds a finished run (completed or diverged)
+    that read the same plug-in source and data files as the run would now
+    (``sim.fingerprint.stale_reason``). A finished run whose files changed since is not done:
+    it is run again, and the sweep says so on stderr (its stale results are never reused)."""
+    if status_of(run_dir) not in FINISHED:
+        return False
+    from sim.fingerprint import stale_reason
+
+    try:
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    why = stale_reason(manifest, r.scenario)
+    if why is None:
+        return True
+    print(f"sweep: running {r.run_id} again: {why}", file=sys.stderr)
+    return False
+
+
 def execute_run(scenario: dict, out_dir: str, source: str, share: int = 1) -> dict:
     """Run one scenario into ``out_dir`` (in a pool process or a Ray task); never raises for a
     failed run. ``share``: how many runs share this machine's cores at once (``run.threads:
@@ -254,8 +274,7 @@ def _run_locked(plan: SweepPlan, out: Path, workers: int, ray_address: str | Non
     todo, skipped = [], 0
     for r in plan.runs:
         d = out / r.run_id
-        st = status_of(d)
-        if st in FINISHED:
+        if _is_done(d, r):
             skipped += 1
             continue
         if d.exists():  # interrupted, failed or unreadable: start it again from scratch

@@ -97,13 +97,16 @@ def run_to_dir(sim: Simulation, out_dir: Path, on_progress: Callable[[Progress],
     are re-raised after the files are written. An error while writing the files (a full
     disk) marks the run failed with the reason, leaves no ``.tmp`` file and is re-raised.
     """
+    from sim.fingerprint import fingerprints
     from sim.metrics.tables import events_table, metrics_table, network_rates, summarize
     from sim.report.dashboard import write_dashboard
 
     sc = sim.sc
     out_dir.mkdir(parents=True, exist_ok=True)
+    scenario = sc.model_dump(mode="json")
     manifest = {
-        "name": sc.name, "status": STATUS_RUNNING, "scenario": sc.model_dump(mode="json"), "source": source,
+        "name": sc.name, "status": STATUS_RUNNING, "scenario": scenario, "source": source,
+        "fingerprints": fingerprints(scenario),  # sha256 of the plug-in source and data files it reads
         "seed": sc.seed, "versions": _versions(), "git_revision": _git_revision(),
         "device": _describe_device(sim.device),
         "host": platform.node(), "pid": os.getpid(), "started_at": _now(), "ended_at": None, "wall_s": None, "error": None,

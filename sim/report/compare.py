@@ -28,7 +28,7 @@ from sim.report.dashboard import (_fig, diagnostic_kinds, diagnostic_panels, fin
 from sim.report.page import (BYTES_DEFINITION, STATE_COLORS, STATE_LABELS, Page, byte_unit, export_pngs, fmt_bytes,
                              grid_table, kv_table)
 from sim.report.runs import (Group, NotDrawable, RunData, RunDirError, algorithm_label, find_run_dirs,
-                             group_replications, incomparable, load_run, unique_labels)
+                             group_replications, incomparable, load_run, split_note, unique_labels)
 # Colours of methods (runs): none of them is a state colour (page.STATE_COLORS: green compute, red
 # comm-blocked, orange straggler-wait, grey down), so a colour means one thing on the whole page;
 # one palette for runs, sweeps and bandwidth charts.
@@ -830,6 +830,9 @@ def build_compare(groups: list[Group], baseline: Group, target: float | None, ta
         page.html(f"<p class='note'><b>Forced:</b> {html.escape(forced_note)}; losses may not be comparable.</p>")
     page.html("<p class='note'>Replications (same scenario, different seeds) are one line: the mean, with a "
               "band from the lowest to the highest seed.</p>")
+    split = split_note(groups)  # runs of one scenario whose plug-in or data files differ (sim.fingerprint)
+    if split:
+        page.html(f"<p class='note' id='split-note'>{html.escape(split)}</p>")
     page.html(runs_table_html(groups))
     if not_drawn:
         page.html("<h2>Runs not drawn (they ended before writing their tables)</h2>"
@@ -928,6 +931,9 @@ def write_compare(paths: list[str | Path], out: str | Path, baseline: str | Path
         written, note = export_pngs(figs, Path(png_dir))
         if note is None:
             note = f"{len(written)} PNGs in {png_dir}"
+    split = split_note(groups)  # runs of one scenario whose plug-in or data files differ: said, not merged
+    if split:
+        note = split if note is None else f"{note}; {split}"
     if not_drawn:
         skipped = (f"{len(not_drawn)} run(s) not drawn (no tables): "
                    + ", ".join(f"{p} ({st})" for p, st, _e in not_drawn))

@@ -172,9 +172,13 @@ def incomparable(runs: list[RunData]) -> str | None:
 
 
 def replication_key(run: RunData) -> str:
-    """Runs with equal keys are replications: the same scenario except its seed."""
+    """Runs with equal keys are replications: the same scenario except its seed, and the same
+    content of the plug-in source and data files they read (``sim.fingerprint``: two versions of
+    a method at one path are two experiments, not two seeds of one)."""
+    from sim.fingerprint import digest
+
     sc = {k: v for k, v in run.scenario.items() if k != "seed"}
-    return json.dumps(sc, sort_keys=True)
+    return json.dumps(sc, sort_keys=True) + "|" + digest(run.manifest.get("fingerprints"))
 
 
 @dataclass
@@ -183,6 +187,8 @@ class Group:
     label: str
     runs: list[RunData] = field(default_factory=list)
     color: str = "#1f77b4"
+    split: str | None = None
+    """Why this group is not one with another group of the same scenario (its files differ)."""
 
     @property
     def seeds(self) -> list[int]:
@@ -192,6 +198,8 @@ class Group:
 def group_replications(runs: list[RunData]) -> list[Group]:
     """Group runs by ``replication_key`` in first-seen order; a group of several runs is
     labelled by its first run and its seed count."""
+    from sim.fingerprint import differences
+
     groups: dict[str, Group] = {}
     for r in runs:
         groups.setdefault(replication_key(r), Group(label=r.label)).runs.append(r)
@@ -199,7 +207,24 @@ def group_replications(runs: list[RunData]) -> list[Group]:
     for g in out:
         if len(g.runs) > 1:
             g.label = f"{g.runs[0].label} ({len(g.runs)} seeds)"
+    first: dict[str, Group] = {}  # same scenario but different files: say why they are apart
+    for g in out:
+        r0 = g.runs[0]
+        key = json.dumps({k: v for k, v in r0.scenario.items() if k != "seed"}, sort_keys=True)
+        if key not in first:
+            first[key] = g
+            continue
+        other = first[key].runs[0]
+        diff = differences(other.manifest.get("fingerprints"), r0.manifest.get("fingerprints")) or ["fingerprints"]
+        g.split = f"{g.label} is not a replication of {first[key].label}: {'; '.join(diff)} differ"
     return out
+
+
+def split_note(groups: list[Group]) -> str | None:
+    """One line saying which groups share a scenario but read different plug-in or data files
+    (None when none do)."""
+    why = [g.split for g in groups if g.split]
+    return ("same scenario, different files, shown as separate runs: " + " | ".join(why)) if why else None
 
 
 def topology_graph(topology: dict):

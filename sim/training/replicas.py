@@ -63,6 +63,21 @@ def replica_engine(engine: str, model_kind: str) -> str:
     return engine
 
 
+def replica_loss(model: nn.Module, output: str = "logits") -> Callable:
+    """One replica's loss as a function of its parameters and a batch, ``loss(params, x, y)``:
+    the next-token cross-entropy of ``model``'s logits (``output: logits``) or the model's own
+    loss (``output: loss``). The vmap engine trains ``vmap(grad_and_value(loss))`` of it, and
+    the pre-work check (``sim.checks.check_model_engine``) runs exactly that once."""
+
+    def loss_fn(params: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if output == "loss":
+            return functional_call(model, params, (x, y)).reshape(())
+        logits = functional_call(model, params, (x,))
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+    return loss_fn
+
+
 class Replicas:
     """M replicas of one model as stacked tensors, with per-replica inner optimizer state."""
 
@@ -84,12 +99,7 @@ class Replicas:
         self.exp_avg_sq = {k: torch.zeros_like(v) for k, v in self.params.items()}
         self.opt_steps = torch.zeros(n, dtype=torch.int64, device=device)
 
-        def loss_fn(params: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            if output == "loss":
-                return functional_call(model, params, (x, y)).reshape(())
-            logits = functional_call(model, params, (x,))
-            return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-
+        loss_fn = replica_loss(model, output)
         self._loss_fn = loss_fn
         self._grad_and_loss = vmap(grad_and_value(loss_fn))
         self._replica_losses = vmap(loss_fn, in_dims=(0, None, None))  # every replica on the same batch
