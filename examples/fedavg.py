@@ -23,8 +23,8 @@ from pydantic import Field
 
 from sim.algorithms.base import NOTHING, ScheduleInfo, StepPlan, layer_parts, layered_needs, layered_send
 from sim.algorithms.common import OuterMethod
+from sim.algorithms.knobs import OuterMethodSpec
 from sim.algorithms.transforms import assign, worker_view
-from sim.scenario import OuterMethodSpec
 
 
 class FedAvgSpec(OuterMethodSpec):

@@ -6,8 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from sim.algorithms import ALGORITHMS
-from sim.algorithms.plugins import PACKAGED
+from sim.algorithms import METHODS
 from sim.algorithms.streaming import fragments_of
 from sim.metrics.tables import events_table
 from sim.runner import Simulation
@@ -27,8 +26,8 @@ METHODS = {
 }
 # methods shipped as plug-ins whose contract lives in their own test file (test_family_sparse, test_demo)
 OWN_CONTRACT = {"fedavg", "sparta", "sparta_diloco", "demo"}
-# the built-in registry plus the packaged methods (eager_diloco, diloco_delayed) this file covers
-REGISTERED = sorted(set(ALGORITHMS) | (set(PACKAGED) - OWN_CONTRACT))
+# the registered methods this file covers (built-ins, eager_diloco, diloco_delayed)
+REGISTERED = sorted(set(METHODS) - OWN_CONTRACT)
 
 
 def _sim(root, *overrides) -> Simulation:

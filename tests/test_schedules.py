@@ -151,10 +151,9 @@ def test_noloco_repair_pairs_around_a_worker_that_is_down():
 def test_every_method_schedules_without_torch_or_simpy():
     """Every method, built-in or packaged, builds the same at_step table in a process where
     torch and simpy cannot be imported: a schedule is data."""
-    from sim.algorithms import ALGORITHMS
-    from sim.algorithms.plugins import PACKAGED
+    from sim.algorithms import METHODS
 
-    names = sorted(set(ALGORITHMS) | set(PACKAGED))
+    names = sorted(METHODS)
     algorithms = {n: f"{{name: {n}, inner_steps: 2}}" if n not in ("ddp", "demo", "sparta") else f"{{name: {n}}}"
                   for n in names}
     code = f"""

@@ -1,6 +1,6 @@
 """DeMo: Decoupled Momentum Optimization (Peng, Quesnelle, Kingma 2024, arXiv 2411.19870).
 
-Shipped as a plug-in (``plugins.PACKAGED``): built only from the public protocol, as a third
+Shipped as a plug-in (``sim.algorithms.METHODS``): built only from the public protocol, as a third
 party would. Every step syncs, like ddp, but what crosses the wire is a sparse slice of each
 worker's own momentum, not its gradient. Worker w, step t, learning rate eta_t (the inner
 optimizer's ``lr`` and schedule, as in the reference, where DeMo *is* the optimizer):
@@ -49,8 +49,8 @@ from pydantic import Field, model_validator
 from sim.algorithms.base import (Algorithm, ScheduleInfo, StepPlan, layer_parts, layered_needs, layered_send,
                                  sync_bytes)
 from sim.algorithms.common import copy_row, only
+from sim.algorithms.knobs import MethodSpec
 from sim.algorithms.transforms import Tree
-from sim.scenario import MethodSpec
 
 WIRE_FORMAT = "topk:1"
 """Each sent value with its int32 index: 8 bytes (``kernels.formats``)."""

@@ -22,12 +22,28 @@ average applied at round r is that of round r - k; DiLoCo is k = 0.
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field
+
 from sim.algorithms.base import NOTHING, ScheduleInfo, StepPlan, layer_parts, layered_needs, layered_send
 from sim.algorithms.common import OuterMethod
+from sim.algorithms.knobs import ALLREDUCE_DOC, AllReduceName, Int, OuterKnobs
 from sim.algorithms.transforms import OuterNesterov, assign, tree_sub, worker_view
 
 
+class DiLoCoAlgorithm(OuterKnobs):
+    """DiLoCo (Douillard et al. 2023): H inner steps, then a blocking all-reduce and outer Nesterov step."""
+    name: Literal["diloco"] = "diloco"
+    inner_steps: Int = Field(default=500, ge=1, description="H in DiLoCo: inner steps between outer syncs (paper 500).")
+    outer_lr: float = Field(default=0.7, gt=0, description="eta, outer Nesterov learning rate (DiLoCo default 0.7).")
+    outer_momentum: float = Field(default=0.9, ge=0, lt=1, description="mu, outer Nesterov momentum (DiLoCo default 0.9).")
+    nesterov: bool = Field(default=True, description="Nesterov form v = mu v + delta; theta -= lr (delta + mu v). False: heavy ball theta -= lr v.")
+    collective: AllReduceName = Field(default="ring_allreduce", description=ALLREDUCE_DOC)
+
+
 class DiLoCo(OuterMethod):
+    Spec = DiLoCoAlgorithm
     delay = 0      # k: outer steps between sending a round and applying its average
     eager = False  # eager DiLoCo: replace the worker's stale share of the average by its fresh one
 

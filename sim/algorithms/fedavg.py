@@ -1,5 +1,5 @@
 """FedAvg with islands (McMahan et al. 2017, "Communication-Efficient Learning of Deep Networks
-from Decentralized Data", arXiv 1602.05629), shipped as a plug-in (``plugins.PACKAGED``).
+from Decentralized Data", arXiv 1602.05629), shipped as a plug-in (``sim.algorithms.METHODS``).
 
 Update rule. Every H inner steps (``inner_steps``) the workers are split into islands of n
 (``island_size``; default: all workers) by a fresh permutation drawn from the named stream
@@ -33,9 +33,9 @@ from pydantic import Field
 
 from sim.algorithms.base import NOTHING, ScheduleInfo, StepPlan, layer_parts, layered_needs, layered_send
 from sim.algorithms.common import OuterMethod, split_into_groups
+from sim.algorithms.knobs import OuterMethodSpec, WireDtype
 from sim.algorithms.transforms import assign, worker_view
 from sim.rng import rng as named_rng
-from sim.scenario import OuterMethodSpec, WireDtype
 
 
 class FedAvgSpec(OuterMethodSpec):

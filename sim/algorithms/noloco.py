@@ -33,13 +33,36 @@ replicas, no pipeline stages).
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field
+
 from sim.algorithms.base import NOTHING, ScheduleInfo, StepPlan, layer_parts, layered_needs, layered_send, sync_bytes
 from sim.algorithms.common import OuterMethod, split_into_groups
+from sim.algorithms.knobs import Int, OuterKnobs
 from sim.algorithms.transforms import assign, spread, tree_sub, worker_view
 from sim.rng import rng as named_rng
 
 
+class NoLoCoAlgorithm(OuterKnobs):
+    """NoLoCo (Kolehmainen et al. 2025): no all-reduce; random groups exchange and pull together."""
+    name: Literal["noloco"] = "noloco"
+    inner_steps: Int = Field(default=50, ge=1, description="Inner steps between outer (gossip) steps (NoLoCo 50).")
+    outer_lr: float = Field(default=0.7, gt=0, description="beta: weight of the group-mean outer gradient (NoLoCo 0.7).")
+    outer_momentum: float = Field(default=0.5, ge=0, lt=1, description="alpha: momentum of the outer update (NoLoCo 0.5).")
+    gamma: float = Field(default=0.7, ge=0, description="gamma: pull of a worker's slow weights toward its group mean (NoLoCo 0.7).")
+    group_size: Int = Field(default=2, ge=1, description="n: workers per gossip group, re-drawn each outer step (NoLoCo 2).")
+    collective: Literal["exchange", "ring_allgather"] = Field(default="exchange", description=(
+        "How a group shares its payloads: exchange (every member sends to every other at once) or "
+        "ring_allgather (around a ring)."))
+    dead_partner: Literal["skip", "repair"] = Field(default="skip", description=(
+        "When a group member is down (or timed out): skip = the others skip that outer step and keep their own "
+        "params; repair = each round's groups are drawn among the workers up when the first worker reaches it "
+        "(a member that fails after the draw is still skipped)."))
+
+
 class NoLoCo(OuterMethod):
+    Spec = NoLoCoAlgorithm
     outer_rows_differ = True  # slow weights per worker: the model is their mean
     rounds_by_groups = True  # groups are re-drawn every round
     diagnostic = ("spread", spread)

@@ -1,5 +1,5 @@
 """SPARTA, "Sparse Parameter Averaging" (EXO Labs, 2025; the reference implementation is EXO Gym's
-``exogym/strategy/sparta.py``), and SPARTA-DiLoCo, shipped as plug-ins (``plugins.PACKAGED``).
+``exogym/strategy/sparta.py``), and SPARTA-DiLoCo, shipped as plug-ins (``sim.algorithms.METHODS``).
 
 SPARTA update rule. Every ``interval`` inner steps, for every parameter tensor W of n entries,
 the workers pick the same random set S of k = max(1, round(p n)) entries (p = ``fraction``,
@@ -43,9 +43,9 @@ from sim.algorithms.base import (NOTHING, ScheduleInfo, StepPlan, layer_parts, l
                                  sync_bytes)
 from sim.algorithms.common import OuterMethod
 from sim.algorithms.diloco import DiLoCo
+from sim.algorithms.knobs import OuterMethodSpec, WireDtype
 from sim.algorithms.transforms import wire_roundtrip
 from sim.rng import rng as named_rng
-from sim.scenario import OuterMethodSpec, WireDtype
 
 
 def sparse_count(n: int, p: float) -> int:
