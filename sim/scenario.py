@@ -739,21 +739,20 @@ class Scenario(_Strict):
     @model_validator(mode="after")
     def _method_fits(self) -> "Scenario":
         """Knobs the user set that would be silently clipped to the topology or model: refused
-        instead (a default that does not fit, e.g. fragment_layers 3 on a 1-layer model, is clipped)."""
-        a, n = self.algorithm, self.topology.n_workers
-        if a.name == "noloco" and a.group_size > n and "group_size" in a.model_fields_set:
-            raise _FieldError(("algorithm", "group_size"), f"must be <= the number of workers ({n}) "
-                                                           f"(got {a.group_size})")
-        if a.name == "streaming_diloco":
-            if self.numerics and self.model.kind == "gpt":
-                layers, where = self.model.n_layers, "model.n_layers"
-            elif not self.numerics and self.timing is not None:
-                layers, where = self.timing.layers, "timing.layers"
-            else:
-                layers = where = None
-            if layers is not None and a.fragment_layers > layers and "fragment_layers" in a.model_fields_set:
-                raise _FieldError(("algorithm", "fragment_layers"), f"must be <= the model's {layers} layers "
-                                                                    f"({where}) (got {a.fragment_layers})")
+        instead (a default that does not fit, e.g. fragment_layers 3 on a 1-layer model, is clipped).
+        The method says (``Algorithm.check_fits``)."""
+        from sim.algorithms import algorithm_class
+
+        if self.numerics and self.model.kind == "gpt":
+            layers, where = self.model.n_layers, "model.n_layers"
+        elif not self.numerics and self.timing is not None:
+            layers, where = self.timing.layers, "timing.layers"
+        else:
+            layers = where = None
+        try:
+            algorithm_class(self.algorithm).check_fits(self.algorithm, self.topology.n_workers, layers, where)
+        except _FieldError as err:
+            raise _FieldError(("algorithm",) + tuple(err.loc), err.msg) from None
         return self
 
     @model_validator(mode="after")
@@ -799,10 +798,10 @@ def _unwrap(ann: Any) -> Any:
 def _union_member(model: Any, tag: str) -> Any:
     members = model if isinstance(model, tuple) else ()
     for m in members:
-        for f in m.model_fields.values():
+        for key, f in m.model_fields.items():  # a discriminator's value (not any Literal's: sparta's interval)
             import typing
 
-            if typing.get_origin(f.annotation) is Literal and tag in typing.get_args(f.annotation):
+            if key in _TAGS and typing.get_origin(f.annotation) is Literal and tag in typing.get_args(f.annotation):
                 return m
     return None
 

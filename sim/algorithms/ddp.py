@@ -77,6 +77,11 @@ class DDPAlgorithm(Section):
 class DDP(Algorithm):
     Spec = DDPAlgorithm
 
+    @classmethod
+    def events_per_step(cls, spec, layers: int) -> float:
+        """One event per gradient bucket a step sends: a bucket per layer with ``overlap``."""
+        return float(layers) if spec.overlap else 1.0
+
     def __init__(self, spec, n_workers: int, seed: int):
         self.spec = spec
         self.everyone = tuple(range(n_workers))

@@ -58,3 +58,5 @@ class EagerDiLoCo(DelayedDiLoCo):
     eager = True
     outer_rows_differ = True
     diagnostic = ("drift", max_pairwise_distance)
+    diagnostic_labels = {"drift": ("eager DiLoCo drift: largest L2 distance between two workers' outer parameters",
+                                   "drift (L2 distance, parameter units)")}

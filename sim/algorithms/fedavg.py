@@ -33,7 +33,7 @@ from pydantic import Field
 
 from sim.algorithms.base import NOTHING, ScheduleInfo, StepPlan, layer_parts, layered_needs, layered_send
 from sim.algorithms.common import OuterMethod, split_into_groups
-from sim.algorithms.knobs import OuterMethodSpec, WireDtype
+from sim.algorithms.knobs import FieldError, OuterMethodSpec, WireDtype
 from sim.algorithms.transforms import assign, worker_view
 from sim.rng import rng as named_rng
 
@@ -51,6 +51,13 @@ class FedAvgSpec(OuterMethodSpec):
 class FedAvg(OuterMethod):
     Spec = FedAvgSpec
     group_stream = "avg"
+
+    @classmethod
+    def check_fits(cls, spec, n_workers: int, layers: int | None, layers_field: str | None) -> None:
+        """Islands larger than the workers are refused (not clipped), as noloco's groups are."""
+        if spec.island_size is not None and spec.island_size > n_workers:
+            raise FieldError(("island_size",), f"must be <= the number of workers ({n_workers}) "
+                                               f"(got {spec.island_size})")
 
     def __init__(self, spec, n_workers: int, seed: int):
         super().__init__(spec, n_workers, seed)

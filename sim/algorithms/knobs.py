@@ -10,9 +10,10 @@ turns it into the usual one-line ``algorithm.FIELD: msg``.
 
 from __future__ import annotations
 
+import typing
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, model_validator
+from pydantic import AfterValidator, AllowInfNan, BaseModel, ConfigDict, Field, Strict, model_validator
 
 
 class FieldError(ValueError):
@@ -25,8 +26,26 @@ class FieldError(ValueError):
 
 
 class Section(BaseModel):
-    """A strict, frozen section: unknown keys are errors that list the valid ones."""
+    """A strict, frozen section: unknown keys are errors that list the valid ones. In every
+    section (a built-in's or a plug-in's) a field typed ``int`` is strict (``true`` or ``2.5``
+    is not read as a count) and one typed ``float`` is finite (``.inf`` and ``.nan`` refused),
+    whether or not its author said so."""
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        changed = False
+        for f in cls.model_fields.values():
+            kinds = set(typing.get_args(f.annotation)) - {type(None)} or {f.annotation}
+            if kinds == {int} and not any(isinstance(m, Strict) for m in f.metadata):
+                f.metadata.append(Strict())
+                changed = True
+            elif kinds == {float} and not any(isinstance(m, AllowInfNan) for m in f.metadata):
+                f.metadata.append(AllowInfNan(False))
+                changed = True
+        if changed:
+            cls.model_rebuild(force=True)
 
 
 # Integers are strict: `true` or `2.5` is not silently read as a count.

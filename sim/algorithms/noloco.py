@@ -39,7 +39,7 @@ from pydantic import Field
 
 from sim.algorithms.base import NOTHING, ScheduleInfo, StepPlan, layer_parts, layered_needs, layered_send, sync_bytes
 from sim.algorithms.common import OuterMethod, split_into_groups
-from sim.algorithms.knobs import Int, OuterKnobs
+from sim.algorithms.knobs import FieldError, Int, OuterKnobs
 from sim.algorithms.transforms import assign, spread, tree_sub, worker_view
 from sim.rng import rng as named_rng
 
@@ -66,6 +66,20 @@ class NoLoCo(OuterMethod):
     outer_rows_differ = True  # slow weights per worker: the model is their mean
     rounds_by_groups = True  # groups are re-drawn every round
     diagnostic = ("spread", spread)
+    diagnostic_labels = {"spread": ("NoLoCo spread: RMS over parameters of the std of slow weights across workers",
+                                    "spread (RMS std across workers, parameter units)")}
+
+    @classmethod
+    def check_fits(cls, spec, n_workers: int, layers: int | None, layers_field: str | None) -> None:
+        """A group larger than the workers is refused when the user set it (the default 2 is
+        clipped on one worker)."""
+        if spec.group_size > n_workers and "group_size" in spec.model_fields_set:
+            raise FieldError(("group_size",), f"must be <= the number of workers ({n_workers}) (got {spec.group_size})")
+
+    @classmethod
+    def peers_per_part(cls, spec) -> int:
+        return max(1, spec.group_size - 1)  # each member sends to every other (exchange)
+
     def __init__(self, spec, n_workers: int, seed: int):
         super().__init__(spec, n_workers, seed)
         self.H = spec.inner_steps

@@ -31,7 +31,7 @@ def load_method(ref: str) -> type:
     if ref in _LOADED:
         return _LOADED[ref]
     cls = load_object(ref, default="METHOD")
-    check_method(cls, shipped=_is_shipped(ref))
+    check_method(cls, shipped=_is_shipped(ref), name=_shown(ref))
     _LOADED[ref] = cls
     return cls
 
@@ -42,7 +42,24 @@ def _is_shipped(ref: str) -> bool:
     return ref in METHODS.values()
 
 
-def check_method(cls, shipped: bool = False) -> None:
+def _shown(ref: str) -> str:
+    """A reference as messages show it: FILE.py[:Class] by its file name, a module's as it is."""
+    path, _, name = ref.partition(":")
+    if path.endswith(".py"):
+        path = path.replace("\\", "/").rsplit("/", 1)[-1]
+    return f"{path}:{name}" if name else path
+
+
+def abstract_hooks(cls) -> dict[str, str]:
+    """Hook -> the base that declares it, for every abstract hook ``cls`` does not implement."""
+    out = {}
+    for hook in sorted(getattr(cls, "__abstractmethods__", ())):
+        owner = next((c for c in cls.__mro__ if getattr(c.__dict__.get(hook), "__isabstractmethod__", False)), cls)
+        out[hook] = f"{owner.__module__}.{owner.__qualname__}"
+    return out
+
+
+def check_method(cls, shipped: bool = False, name: str | None = None) -> None:
     """Refuse a class that does not implement the method protocol, naming what is missing. A
     method shipped with locosim may have a schema section of its own (``knobs.Section``); a
     plug-in's knobs are a ``MethodSpec``."""
@@ -54,6 +71,24 @@ def check_method(cls, shipped: bool = False) -> None:
     if missing:
         raise PluginError(f"{cls.__name__} does not implement the method protocol (sim.algorithms.base.Algorithm): "
                           f"missing {', '.join(missing)}")
+    missing = abstract_hooks(cls)
+    if missing:
+        bases = sorted(set(missing.values()))
+        raise PluginError(f"{name or cls.__name__}: {cls.__name__} does not implement {', '.join(missing)} "
+                          f"(abstract hook{'s' if len(missing) > 1 else ''} of {', '.join(bases)})")
     spec = getattr(cls, "Spec", None)
     if not (isinstance(spec, type) and issubclass(spec, MethodSpec if not shipped else Section)):
         raise PluginError(f"{cls.__name__}.Spec must be a subclass of sim.algorithms.knobs.MethodSpec (its knobs)")
+
+
+def check_configured(method, layout: list[tuple[str, int]], proxy_layers: int | None, name: str) -> None:
+    """``method`` configured with ``layout`` has set ``info`` (a ``base.ScheduleInfo``): refused in
+    one line otherwise, before any work (``sim.checks.check_before_work``)."""
+    from sim.algorithms.base import ScheduleInfo
+
+    method.configure(layout, proxy_layers)
+    info = vars(method).get("info", getattr(type(method), "info", None))
+    if not isinstance(info, ScheduleInfo):
+        got = "never set" if info is None else f"a {type(info).__name__}"
+        raise PluginError(f"{name}: {type(method).__name__}.info is {got}; configure (or __init__) must set it to a "
+                          "sim.algorithms.base.ScheduleInfo (what reports say about the schedule)")

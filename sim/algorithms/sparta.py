@@ -140,6 +140,10 @@ class SparseAveraging:
 
 class SPARTA(SparseAveraging, OuterMethod):
     Spec = SPARTASpec
+
+    @classmethod
+    def steps_per_round(cls, spec) -> int:
+        return spec.interval  # a round is one sparse averaging
     outer_state_copies = 0  # no outer parameters, no momentum
     outer_rows_differ = True  # the model is the workers' mean
 
@@ -184,6 +188,12 @@ class SPARTA(SparseAveraging, OuterMethod):
 
 class SPARTADiLoCo(SparseAveraging, DiLoCo):
     Spec = SPARTADiLoCoSpec
+
+    @classmethod
+    def events_per_step(cls, spec, layers: int) -> float:
+        """DiLoCo's, plus a sparse averaging (one part per layer at layer grain) every ``interval`` steps."""
+        parts = layers + 1 if spec.sync_grain == "layer" else 1
+        return super().events_per_step(spec, layers) + parts / spec.interval
 
     def configure(self, layout, proxy_layers=None) -> None:
         super().configure(layout, proxy_layers)

@@ -81,6 +81,15 @@ class StreamingDiLoCoAlgorithm(DiLoCoAlgorithm):
 
 class StreamingDiLoCo(OuterMethod):
     Spec = StreamingDiLoCoAlgorithm
+
+    @classmethod
+    def check_fits(cls, spec, n_workers: int, layers: int | None, layers_field: str | None) -> None:
+        """Fragments of more layers than the model has are refused when the user set them (the
+        default 3 is clipped on a smaller model)."""
+        if layers is not None and spec.fragment_layers > layers and "fragment_layers" in spec.model_fields_set:
+            raise FieldError(("fragment_layers",), f"must be <= the model's {layers} layers ({layers_field}) "
+                                                   f"(got {spec.fragment_layers})")
+
     def __init__(self, spec, n_workers: int, seed: int):
         super().__init__(spec, n_workers, seed)
         self.H = spec.inner_steps

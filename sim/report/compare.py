@@ -21,7 +21,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from sim.metrics.tables import time_to_loss
-from sim.report.dashboard import (DIAGNOSTIC_LABELS, DIAGNOSTIC_UNITS, _fig, diagnostic_kinds, loss_range, status_text,
+from sim.report.dashboard import (_fig, diagnostic_kinds, diagnostic_labels, loss_range, status_text,
                                   topology_text)
 from sim.report.page import (BYTES_DEFINITION, STATE_COLORS, STATE_LABELS, Page, byte_unit, export_pngs, fmt_bytes,
                              grid_table, kv_table)
@@ -422,15 +422,16 @@ def compare_figures(groups: list[Group], target: float | None) -> dict[str, tupl
     kinds = sorted({k for g in groups for r in g.runs for k in diagnostic_kinds(r.metrics)})
     if kinds:
         fig = _fig("Method diagnostics vs simulated time")
+        units = {k: v[1] for g in groups for r in g.runs for k, v in diagnostic_labels(r.manifest).items()}
         dashes = ["solid", "dash", "dot", "dashdot"]
         for i, k in enumerate(kinds):
             for g in groups:
                 if any(k in diagnostic_kinds(r.metrics) for r in g.runs):
                     _line_group(fig, g, "time_s", kind=k, name=f"{g.label}: {k}", dash=dashes[i % len(dashes)],
                                 yaxis="y" if i == 0 else "y2")
-        layout = {"xaxis_title": "simulated time (s)", "yaxis": {"title": DIAGNOSTIC_UNITS.get(kinds[0], kinds[0])}}
+        layout = {"xaxis_title": "simulated time (s)", "yaxis": {"title": units.get(kinds[0], kinds[0])}}
         if len(kinds) > 1:
-            layout["yaxis2"] = {"title": ", ".join(DIAGNOSTIC_UNITS.get(k, k) for k in kinds[1:]), "overlaying": "y",
+            layout["yaxis2"] = {"title": ", ".join(units.get(k, k) for k in kinds[1:]), "overlaying": "y",
                                 "side": "right"}
         fig.update_layout(**layout)
         figs["cmp-diagnostics"] = (fig, True)

@@ -49,15 +49,15 @@ GANTT_SLICES = 200  # slices per row when cut; each drawn as its states' shares 
 THROUGHPUT_BINS = 200  # throughput with more steps than MAX_STEP_POINTS is shown as bin means
 MAX_STEP_POINTS = 200  # more steps than this (e.g. ddp's bursts every step) merge into a solid block at
                        # link capacity on screen however low the mean is: show means over time bins
-DIAGNOSTIC_LABELS = {
-    "spread": "NoLoCo spread: RMS over parameters of the std of slow weights across workers",
-    "drift": "eager DiLoCo drift: largest L2 distance between two workers' outer parameters",
-}
-# Axis titles with units: both are in the parameters' own units (the weights are dimensionless numbers).
-DIAGNOSTIC_UNITS = {
-    "spread": "spread (RMS std across workers, parameter units)",
-    "drift": "drift (L2 distance, parameter units)",
-}
+def diagnostic_labels(manifest: dict) -> dict[str, tuple[str, str]]:
+    """Name -> (label, axis title with unit) of each method diagnostic, as the method said
+    (``Algorithm.diagnostic_labels``, recorded in the manifest), else as a shipped method labels
+    it (a run written before labels were recorded); a name nobody labelled is shown as is."""
+    from sim.algorithms import METHODS, method_class
+
+    labels = {k: v for ref in METHODS.values() for k, v in method_class(ref).diagnostic_labels.items()}
+    labels.update(manifest.get("diagnostic_labels") or {})
+    return {k: (str(v[0]), str(v[1])) for k, v in labels.items()}
 
 
 # ---------------------------------------------------------------------- small helpers
@@ -494,18 +494,19 @@ def diagnostic_kinds(metrics: pd.DataFrame) -> list[str]:
     return sorted(k for k in metrics["kind"].astype(str).unique() if k not in ("train", "eval", "replica_eval"))
 
 
-def diagnostics(metrics: pd.DataFrame) -> go.Figure | None:
+def diagnostics(metrics: pd.DataFrame, labels: dict[str, tuple[str, str]] | None = None) -> go.Figure | None:
+    labels = labels or {}
     kinds = diagnostic_kinds(metrics)
     if not kinds:
         return None
     fig = _fig("Method diagnostics vs simulated time")
     for i, k in enumerate(kinds):
         d = metrics[metrics["kind"] == k]
-        fig.add_trace(go.Scatter(x=d["time_s"], y=d["loss"], mode="lines+markers", name=DIAGNOSTIC_LABELS.get(k, k),
+        fig.add_trace(go.Scatter(x=d["time_s"], y=d["loss"], mode="lines+markers", name=labels.get(k, (k, k))[0],
                                  yaxis="y" if i == 0 else "y2", marker={"size": 4}))
-    layout = {"xaxis_title": "simulated time (s)", "yaxis": {"title": DIAGNOSTIC_UNITS.get(kinds[0], kinds[0])}}
+    layout = {"xaxis_title": "simulated time (s)", "yaxis": {"title": labels.get(kinds[0], (kinds[0], kinds[0]))[1]}}
     if len(kinds) > 1:
-        layout["yaxis2"] = {"title": ", ".join(DIAGNOSTIC_UNITS.get(k, k) for k in kinds[1:]), "overlaying": "y",
+        layout["yaxis2"] = {"title": ", ".join(labels.get(k, (k, k))[1] for k in kinds[1:]), "overlaying": "y",
                             "side": "right"}
     fig.update_layout(**layout)
     return fig
@@ -697,7 +698,7 @@ def run_figures(run: RunData) -> tuple[dict[str, tuple[go.Figure, bool]], dict |
                                            floor), False)
         figs["fig-loss-bytes"] = (loss_vs(run.metrics, "bytes", "Eval loss vs bytes on the wire",
                                           "bytes sent so far, all transfers", floor), False)
-    diag = diagnostics(run.metrics) if len(run.metrics) else None
+    diag = diagnostics(run.metrics, diagnostic_labels(run.manifest)) if len(run.metrics) else None
     if diag is not None:
         figs["fig-diagnostics"] = (diag, True)
     faults = faults_figure(run.events)
