@@ -157,11 +157,13 @@ def check_method(sc, trained: list[tuple[str, int]] | None) -> None:
     when numerics are off), has set its ``info``; a plug-in that has not is one line."""
     from sim.algorithms import make_algorithm
     from sim.algorithms.plugins import check_configured
-    from sim.build import payload_layout
 
+    if trained is None:  # a timing-only run: the proxy's equal blocks (sim.build.proxy_layout, without simpy)
+        layers = sc.timing.layers
+        trained = [(f"blocks.{i}.params", max(1, int(sc.timing.params) // layers)) for i in range(layers)]
     method = make_algorithm(sc.algorithm, sc.topology.n_workers, sc.seed)
     where = "algorithm.plugin" if getattr(sc.algorithm, "plugin", None) else "algorithm.name"
-    check_configured(method, payload_layout(sc, trained), sc.timing.layers if sc.timing is not None else None, where)
+    check_configured(method, trained, sc.timing.layers if sc.timing is not None else None, where)
 
 
 def check_before_work(sc, here: bool = True) -> Prework:

@@ -140,8 +140,8 @@ def test_a_plugin_that_raises_during_the_run_leaves_a_failed_run_with_its_traceb
     """A plug-in whose own code fails mid-run: exit 1, run directory marked failed, the
     plug-in's traceback (its file and line) in the manifest."""
     code = (ROOT / "examples" / "fedavg.py").read_text().replace(
-        "            red.add(worker, self.wire(state, worker, worker_view(params, worker)))",
-        "            raise ZeroDivisionError('a bug in my method')")
+        "        return params  # what a worker sends: its parameters",
+        "        raise ZeroDivisionError('a bug in my method')")
     path = _plugin_scenario(tmp_path, code, "{name: fedavg, plugin: mine.py:FedAvg, inner_steps: 3}")
     out = tmp_path / "out"
     res = _cli("run", str(path), "--out", str(out), "--quiet", *[f"--set={o}" for o in TINY])

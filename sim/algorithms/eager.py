@@ -28,6 +28,7 @@ from pydantic import Field
 
 from sim.algorithms.diloco import DiLoCo
 from sim.algorithms.knobs import Int, OuterMethodSpec
+from sim.algorithms.template import SyncRule
 from sim.algorithms.transforms import max_pairwise_distance
 
 
@@ -47,10 +48,7 @@ class EagerDiLoCoSpec(DelayedDiLoCoSpec):
 
 class DelayedDiLoCo(DiLoCo):
     Spec = DelayedDiLoCoSpec
-
-    def __init__(self, spec, n_workers: int, seed: int):
-        super().__init__(spec, n_workers, seed)
-        self.delay = spec.outer_delay
+    sync = SyncRule(every="inner_steps", stream="outer", delay="outer_delay")
 
 
 class EagerDiLoCo(DelayedDiLoCo):
