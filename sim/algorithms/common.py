@@ -87,17 +87,11 @@ def copy_row(stacked: Tree, dst: int, src: Tree) -> None:
 
 
 @dataclass
-class OuterState:
-    """The state of an outer method (numerics; per run). Rows of ``outer`` and ``momentum`` are
-    workers, stacked like the replicas."""
+class Membership:
+    """The framework's state of who takes part (``OuterMethod`` and the sync template own it; a
+    method's math never reads or writes it)."""
     reductions: dict = field(default_factory=dict)
     """Send.key -> Reduction: each collective's contributions and result."""
-    outer: Tree | None = None
-    """The outer (slow) parameters; None during warm start."""
-    momentum: Tree | None = None
-    """The outer optimizer's buffer."""
-    ef: ErrorFeedback | None = None
-    """Each worker's quantization residual (``error_feedback``)."""
     absent: set = field(default_factory=set)
     """Workers down now (results they have not registered for do not wait for them)."""
     down: set = field(default_factory=set)
@@ -106,6 +100,24 @@ class OuterState:
     """Worker -> parameter fetches queued and not yet applied."""
     short: dict = field(default_factory=dict)
     """Send.key -> participants, for collectives that ran without some member."""
+
+
+@dataclass
+class OuterMath:
+    """The method's math state. Rows of ``outer`` and ``momentum`` are workers, stacked like the
+    replicas."""
+    outer: Tree | None = None
+    """The outer (slow) parameters; None during warm start."""
+    momentum: Tree | None = None
+    """The outer optimizer's buffer."""
+    ef: ErrorFeedback | None = None
+    """Each worker's quantization residual (``error_feedback``)."""
+
+
+@dataclass
+class OuterState(OuterMath, Membership):
+    """The state of an outer method (numerics; per run): its math (``OuterMath``) and the
+    framework's membership (``Membership``), typed apart, held in one object."""
 
 
 class OuterMethod(Algorithm):

@@ -21,8 +21,9 @@ payload (``ScheduleInfo``).
 The template registers each worker for the reductions it will use, waits for them, releases
 them, and tells ``apply`` when the worker was down or late (``took_part`` False: keep its own
 parameters) or when nothing has arrived yet (the first k rounds). The method never touches
-membership: that state is the framework's (``common.OuterState``: reductions, absent, down),
-the rest (outer parameters, momentum) is the method's math state.
+membership: that state is the framework's (``common.Membership``: reductions, absent, down),
+typed apart from the method's math state (``common.OuterMath``: outer parameters, momentum,
+error-feedback residuals).
 """
 
 from __future__ import annotations
