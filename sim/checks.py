@@ -8,13 +8,14 @@ of work is estimated from the scenario's numbers (``estimate_events``) rather th
 by running for ever.
 
 Checked, in order, each failure a ``ValueError`` whose message is one line naming the field:
-the work estimate against ``run.max_events``; then, when numerics are on, the data (a text
-file that is missing, not UTF-8, empty or too short; a data plug-in's ``vocab_size`` and its
-first train and eval batch: ``[b, seq_len + 1]``, int64, ids below ``vocab_size``), the
-model's vocabulary against the data's, ``run.device`` (cuda without CUDA), the memory
-estimate against ``run.memory_limit_gb`` or the memory there is (a plug-in model's forward
-traced on the meta device), the model's forward and backward under the replica engine that
-will train it (vmap, on the meta device), and ``run.kernels`` (triton without CUDA).
+the work estimate against ``run.max_events`` (what a step costs is the method's to say); that
+the method, configured as the run will, has set its ``info`` (a plug-in's); then, when numerics
+are on, the data (a text file that is missing, not UTF-8, empty or too short; a data plug-in's
+``vocab_size`` and its first train and eval batch: ``[b, seq_len + 1]``, int64, ids below
+``vocab_size``), the model's vocabulary against the data's, ``run.device`` (cuda without CUDA),
+the memory estimate against ``run.memory_limit_gb`` or the memory there is (a plug-in model's
+forward traced on the meta device), the model's forward and backward under the replica engine
+that will train it (vmap, on the meta device), and ``run.kernels`` (triton without CUDA).
 """
 
 from __future__ import annotations
@@ -90,17 +91,21 @@ def _selected(sc, where) -> int:
 
 def estimate_events(sc, n_params: int | None = None) -> EventEstimate:
     """How many events a run will simulate, roughly, by source: inner steps of all workers
-    (times the layers for ddp's per-layer buckets), random failures, link flaps, slow periods
+    (times what a step costs the method: ``Algorithm.events_per_step`` counts its collective
+    parts, one per layer at layer grain, spread over a round), random failures, link flaps, slow periods
     and evaluations. Steps per worker come from the stop conditions (the first one reached);
     the simulated duration is ``run.max_sim_time_s``, else the compute time alone (a lower
     bound: the estimate errs low, so only runs that clearly cannot finish are refused).
     A failure-bound run needs its compute time *up*: up time ~ Exp(mtbf_s) between failures,
     so finishing takes about compute time / mtbf_s failures per node."""
+    from sim.algorithms import algorithm_class
+
     run, n = sc.run, sc.topology.n_workers
     a = sc.algorithm
+    method = algorithm_class(a)  # what a step and a round cost is the method's to say
     steps: list[tuple[float, str]] = []
-    H = getattr(a, "inner_steps", 1)
-    warm = getattr(a, "warm_start_steps", 0)
+    H = method.steps_per_round(a)
+    warm = method.warm_steps(a)
     if run.max_rounds is not None:
         steps.append((warm + run.max_rounds * H,
                       "algorithm.warm_start_steps" if warm > run.max_rounds * H else "run.max_rounds"))
@@ -112,7 +117,7 @@ def estimate_events(sc, n_params: int | None = None) -> EventEstimate:
         steps.append((run.max_sim_time_s / times[0], "run.max_sim_time_s"))
     s, s_field = min(steps) if steps else (None, "")
     terms: dict[str, float] = {}
-    per_step = _layers(sc) if a.name == "ddp" and getattr(a, "overlap", False) else 1
+    per_step = method.events_per_step(a, _layers(sc))
     if s is not None:
         terms[s_field] = float(s) * n * per_step
     work_s = s * times[1] if (s is not None and times is not None) else None
@@ -244,6 +249,20 @@ def check_model_engine(model, sc) -> None:
         raise ValueError(f"{where}: forward and backward failed under vmap: {reason}; {fix}") from None
 
 
+def check_method(sc, trained: list[tuple[str, int]] | None) -> None:
+    """The method, built and configured as the run will (``trained``: the model's layout, None
+    when numerics are off), has set its ``info``; a plug-in that has not is one line."""
+    from sim.algorithms import make_algorithm
+    from sim.algorithms.plugins import check_configured
+
+    if trained is None:  # a timing-only run: the proxy's equal blocks (sim.build.proxy_layout, without simpy)
+        layers = sc.timing.layers
+        trained = [(f"blocks.{i}.params", max(1, int(sc.timing.params) // layers)) for i in range(layers)]
+    method = make_algorithm(sc.algorithm, sc.topology.n_workers, sc.seed)
+    where = "algorithm.plugin" if getattr(sc.algorithm, "plugin", None) else "algorithm.name"
+    check_configured(method, trained, sc.timing.layers if sc.timing is not None else None, where)
+
+
 def check_before_work(sc, here: bool = True) -> Prework:
     """Run every pre-work check on a validated scenario (see the module docstring); returns
     what they found. Timing-only scenarios never import torch. ``here=False`` (a sweep planned
@@ -252,6 +271,7 @@ def check_before_work(sc, here: bool = True) -> Prework:
     if not sc.numerics:
         est = estimate_events(sc)
         check_events(est, sc.run.max_events)
+        check_method(sc, None)
         return Prework(est)
     check_events(estimate_events(sc), sc.run.max_events)  # cheap first, before torch (flops mode: steps only)
     import torch
@@ -286,6 +306,7 @@ def check_before_work(sc, here: bool = True) -> Prework:
     with torch.device("meta"):
         model = build_model(sc.model, vocab)  # shapes only: nothing allocated
     n_params = sum(p.numel() for p in model.parameters())
+    check_method(sc, [(k, p.numel()) for k, p in model.named_parameters()])
     outer = algorithm_class(sc.algorithm).outer_state_copies
     memory = estimate(n_params, n, sc.model, vocab, sc.compute.batch_size, sc.run.eval_batch_size, outer,
                       sc.run.eval_replicas, model)

@@ -520,11 +520,12 @@ def cmd_schema(args) -> int:
     from sim.scenario import json_schema, method_schema
 
     if args.plugin:  # a plug-in method's own knobs
-        from sim.algorithms.plugins import PluginError, entry_points, load_method, resolve_ref
+        from sim.algorithms import method_class, registered as methods
+        from sim.loader import PluginError, resolve_ref
 
-        registered = entry_points()
+        registered = methods()
         try:
-            cls = load_method(resolve_ref(registered.get(args.plugin, args.plugin), None))
+            cls = method_class(resolve_ref(registered.get(args.plugin, args.plugin), None))
         except PluginError as err:
             raise BadInput(f"--plugin: {err}") from None
         print(json.dumps(method_schema(cls.Spec, args.plugin if args.plugin in registered else None), indent=2))

@@ -62,7 +62,7 @@ def resolve_path_args(section: str, ref: str, args: dict, base_dir: Path) -> dic
     or data) names the field in errors (``sim.algorithms.plugins.PluginError``, one line)."""
     if not any(_relative(v) for v in args.values()):
         return args
-    from sim.algorithms.plugins import load_object
+    from sim.loader import load_object
 
     names = path_params(load_object(ref, f"{section}.plugin"))
     return {k: (str((base_dir / v).resolve()) if k in names and _relative(v) else v) for k, v in args.items()}

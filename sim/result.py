@@ -8,7 +8,7 @@ numerics or the method.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
 
@@ -50,6 +50,9 @@ class RunResult:
     ended_early: str | None
     numerics: Mapping | None
     """What the numerics ran on (summary.json's ``numerics``); None when numerics are off."""
+    diagnostic_labels: Mapping[str, tuple[str, str]] = field(default_factory=lambda: MappingProxyType({}))
+    """The method's diagnostics (``Algorithm.diagnostic_labels``): name -> (label, axis title
+    with unit); written to the manifest, drawn by the dashboards."""
 
     @property
     def n_workers(self) -> int:

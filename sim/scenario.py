@@ -17,8 +17,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Field, SerializeAsAny, Strict, Tag,
-                      ValidationError, ValidationInfo, model_validator)
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Field, SerializeAsAny, Tag, ValidationError,
+                      ValidationInfo, model_validator)
+
+from sim import loader
+from sim.algorithms import method_class, registered, sections
+from sim.algorithms.knobs import FieldError as _FieldError
+from sim.algorithms.knobs import Int, MethodSpec, OuterMethodSpec, PositiveFloat, WireDtype  # noqa: F401  (re-exported)
 
 
 class ScenarioError(ValueError):
@@ -28,10 +33,6 @@ class ScenarioError(ValueError):
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-
-# Integers are strict: `true` or `2.5` is not silently read as a count.
-Int = Annotated[int, Strict()]
-PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 # Peak dense bf16 FLOP/s of common accelerators (vendor datasheets, no sparsity).
 GPU_PEAK_FLOPS: dict[str, float] = {
@@ -336,133 +337,9 @@ class InnerOptimizer(_Strict):
 
 
 # --------------------------------------------------------------------------- algorithms
-def _known_wire_format(fmt: str) -> str:
-    from kernels.formats import parse_format  # torch-free: sizes only
-
-    return str(parse_format(fmt))
-
-
-# fp32 | bf16 | fp16 | int8[:B] | fp8[:B] | e3m0[:B] (B also 'tensor') | topk[:f]: bytes and layout in kernels/formats.py
-WireDtype = Annotated[str, AfterValidator(_known_wire_format)]
-
-
-SYNC_TIMEOUT_DOC = (
-    "Seconds a collective waits, from its first arrival, for the rest of its group; then it runs over those "
-    "that arrived: late workers' contributions are dropped and the average is re-weighted over those present "
-    "(a dropped worker keeps its own params, as in the DiLoCo paper's drop experiment). null = barrier: wait for "
-    "every member that is up (a member that is down is never waited for).")
-
-
-ALLREDUCE_DOC = (
-    "Collective that averages the payload (sim/engine/collectives.py): ring_allreduce (pipelined ring), "
-    "ring_allreduce_stepwise, tree_allreduce (binomial), hierarchical_allreduce (in-region reduce, per-shard "
-    "rings across regions), parameter_server (star around the first worker).")
-AllReduceName = Literal["ring_allreduce", "ring_allreduce_stepwise", "tree_allreduce", "hierarchical_allreduce",
-                        "parameter_server"]
-
-
-class DDPAlgorithm(_Strict):
-    """Data-parallel: all-reduce the gradients every inner step (the baseline)."""
-    name: Literal["ddp"] = "ddp"
-    payload_dtype: WireDtype = Field(default="fp32", description="Wire format of gradients: fp32, bf16, fp16, int8[:B], fp8[:B], e3m0[:B] or topk[:f] (see kernels/formats.py).")
-    overlap: bool = Field(default=True, description="One bucket per layer, all-reduced as soon as its backward is done (overlapping the rest of backward, as DDP buckets do); false: one all-reduce after the step.")
-    collective: AllReduceName = Field(default="ring_allreduce", description=ALLREDUCE_DOC)
-    sync_grain: Literal["step", "layer"] = Field(default="step", description=(
-        "What the next step waits for: step = every bucket before it starts (PyTorch's optimizer steps once all "
-        "buckets are in); layer = each layer's forward waits only for its own bucket (per-layer optimizer, as "
-        "the DiLoCo papers' compute-utilization DAG draws it). Timing only; the math is the same."))
-    sync_timeout_s: PositiveFloat | None = Field(default=None, description=SYNC_TIMEOUT_DOC)
-
-
-class _OuterMethod(_Strict):
-    warm_start_steps: Int = Field(default=0, ge=0, description="Inner steps of ddp before the method takes over (the DiLoCo paper starts from a pretrained model).")
-    payload_dtype: WireDtype = Field(default="fp32", description="Wire format of pseudo-gradients, averaged in fp32: fp32, bf16, fp16, int8[:B], fp8[:B], e3m0[:B] (B: block size with one fp32 scale each, default 128; B = tensor: one scale for the whole payload, e.g. e3m0:tensor) or topk[:f] (fraction kept, default 0.01).")
-    error_feedback: bool = Field(default=False, description="Carry each worker's quantization error (what it meant to send minus what was received) into its next payload (lossy formats only).")
-    sync_grain: Literal["layer", "step"] = Field(default="layer", description=(
-        "Grain of an outer sync: layer = each layer's payload leaves as soon as its backward is done at the sync "
-        "step and the step that needs the result waits only at the forward of a layer still on the wire (the "
-        "DiLoCo papers' compute-utilization model); step = one send after the step and the whole next step "
-        "waits for it. Timing only; the math is the same."))
-    sync_timeout_s: PositiveFloat | None = Field(default=None, description=SYNC_TIMEOUT_DOC)
-
-    @model_validator(mode="after")
-    def _error_feedback(self) -> "_OuterMethod":
-        if self.error_feedback and self.payload_dtype == "fp32":
-            raise _FieldError(("error_feedback",), "needs a lossy payload_dtype (fp32 loses nothing to feed back)")
-        return self
-
-
-class DiLoCoAlgorithm(_OuterMethod):
-    """DiLoCo (Douillard et al. 2023): H inner steps, then a blocking all-reduce and outer Nesterov step."""
-    name: Literal["diloco"] = "diloco"
-    inner_steps: Int = Field(default=500, ge=1, description="H in DiLoCo: inner steps between outer syncs (paper 500).")
-    outer_lr: float = Field(default=0.7, gt=0, description="eta, outer Nesterov learning rate (DiLoCo default 0.7).")
-    outer_momentum: float = Field(default=0.9, ge=0, lt=1, description="mu, outer Nesterov momentum (DiLoCo default 0.9).")
-    nesterov: bool = Field(default=True, description="Nesterov form v = mu v + delta; theta -= lr (delta + mu v). False: heavy ball theta -= lr v.")
-    collective: AllReduceName = Field(default="ring_allreduce", description=ALLREDUCE_DOC)
-
-
-class StreamingDiLoCoAlgorithm(DiLoCoAlgorithm):
-    """Streaming DiLoCo (Douillard et al. 2025): fragments synced at staggered offsets, overlapped by tau steps."""
-    name: Literal["streaming_diloco"] = "streaming_diloco"
-    inner_steps: Int = Field(default=100, ge=1, description="H in Streaming DiLoCo: inner steps between two syncs of one fragment (paper 100).")
-    outer_lr: float = Field(default=0.4, gt=0, description="eta, outer learning rate (Streaming DiLoCo tuned value 0.4).")
-    fragment_layers: Int = Field(default=3, ge=1, description="|p|: transformer blocks per fragment (paper: 3 at every scale).")
-    pattern: Literal["strided", "sequential"] = Field(default="strided", description="Which blocks share a fragment: strided (layer i -> fragment i mod P, paper default) or sequential.")
-    overlap_steps: Int = Field(default=1, ge=0, description="tau: inner steps a fragment may be in flight before it must be applied (paper 1; must be < H).")
-    mixing: float = Field(default=0.5, ge=0, le=1, description="alpha: merged = alpha * local + (1 - alpha) * outer (0 discards the tau local steps).")
-    embeddings_fragment: bool = Field(default=True, description="Non-block parameters (embeddings, final norm, head) form their own fragment (MaxText layout); false: they join fragment 0.")
-    fragment_schedule: Literal["even", "interval"] = Field(default="even", description=(
-        "When each fragment syncs within H: even = offset t_p = round(H (p+1) / P) over the P fragments; "
-        "interval = every floor(H / (P_blocks + 1)) steps, t_p = (p+1) floor(H / (P_blocks + 1)) (the "
-        "Streaming DiLoCo paper's simulated schedule: 1B/10B/100B sync a fragment every 11/5/2 steps at H = 100)."))
-
-    @model_validator(mode="after")
-    def _tau(self) -> "StreamingDiLoCoAlgorithm":
-        if self.overlap_steps >= self.inner_steps:
-            raise _FieldError(("overlap_steps",), f"tau must be < inner_steps H={self.inner_steps} (got {self.overlap_steps})")
-        return self
-
-
-class NoLoCoAlgorithm(_OuterMethod):
-    """NoLoCo (Kolehmainen et al. 2025): no all-reduce; random groups exchange and pull together."""
-    name: Literal["noloco"] = "noloco"
-    inner_steps: Int = Field(default=50, ge=1, description="Inner steps between outer (gossip) steps (NoLoCo 50).")
-    outer_lr: float = Field(default=0.7, gt=0, description="beta: weight of the group-mean outer gradient (NoLoCo 0.7).")
-    outer_momentum: float = Field(default=0.5, ge=0, lt=1, description="alpha: momentum of the outer update (NoLoCo 0.5).")
-    gamma: float = Field(default=0.7, ge=0, description="gamma: pull of a worker's slow weights toward its group mean (NoLoCo 0.7).")
-    group_size: Int = Field(default=2, ge=1, description="n: workers per gossip group, re-drawn each outer step (NoLoCo 2).")
-    collective: Literal["exchange", "ring_allgather"] = Field(default="exchange", description=(
-        "How a group shares its payloads: exchange (every member sends to every other at once) or "
-        "ring_allgather (around a ring)."))
-    dead_partner: Literal["skip", "repair"] = Field(default="skip", description=(
-        "When a group member is down (or timed out): skip = the others skip that outer step and keep their own "
-        "params; repair = each round's groups are drawn among the workers up when the first worker reaches it "
-        "(a member that fails after the draw is still skipped)."))
-
-
-class MethodSpec(_Strict):
-    """Knobs of a plug-in method (``sim.algorithms.plugins``): a user's method declares its own
-    as a subclass of this (pydantic fields with defaults and a description naming the paper
-    symbol), and gets the built-in knobs' one-line errors and ``--set`` support."""
-    name: str = Field(min_length=1, description="The method's name (shown in reports).")
-    plugin: str | None = Field(default=None, description=(
-        "Where the method's class is: FILE.py:Class (relative to the scenario file; FILE.py alone takes its "
-        "METHOD), package.module:Class, or omitted for a method an installed package registers under the "
-        "`locosim.algorithms` entry point."))
-    sync_timeout_s: PositiveFloat | None = Field(default=None, description=SYNC_TIMEOUT_DOC)
-
-
-class OuterMethodSpec(MethodSpec, _OuterMethod):
-    """Knobs of a plug-in built on ``sim.algorithms.common.OuterMethod`` (warm start, wire
-    format, error feedback, grain and collective of its syncs), to extend with its own."""
-    collective: AllReduceName = Field(default="ring_allreduce", description=ALLREDUCE_DOC)
-
-
-BUILTIN_METHODS = {"ddp": DDPAlgorithm, "diloco": DiLoCoAlgorithm, "streaming_diloco": StreamingDiLoCoAlgorithm,
-                   "noloco": NoLoCoAlgorithm}
-"""Methods whose knobs are part of this schema; the others (``plugins.PACKAGED``: eager_diloco,
-diloco_delayed, fedavg, ...) carry theirs as their class's ``Spec``."""
+METHOD_SECTIONS: dict[str, type[BaseModel]] = sections()
+"""Methods whose knobs are choices of this schema's ``algorithm`` union (from the registry,
+``sim.algorithms``); the others carry theirs as their class's ``Spec`` (a ``MethodSpec``)."""
 
 
 def _method_tag(value: Any) -> str | None:
@@ -473,24 +350,22 @@ def _method_tag(value: Any) -> str | None:
     return getattr(value, "name", None)
 
 
-AlgorithmSpec = Annotated[Union[tuple(Annotated[m, Tag(n)] for n, m in BUILTIN_METHODS.items())
+AlgorithmSpec = Annotated[Union[tuple(Annotated[m, Tag(n)] for n, m in METHOD_SECTIONS.items())
                                 + (Annotated[SerializeAsAny[MethodSpec], Tag("plugin")],)],
                           Discriminator(_method_tag)]
 
 
 def _plugin_method(alg: dict, base_dir: Path | None) -> MethodSpec:
     """A plug-in method's validated knobs (its class's ``Spec``), or a located one-line error."""
-    from sim.algorithms import plugins
-
     ref = alg.get("plugin")
     if ref is None:
-        ref = plugins.entry_points().get(alg.get("name"))
+        ref = registered().get(alg.get("name"))
     if not isinstance(ref, str) or not ref:
         raise _FieldError(("plugin",), "must be FILE.py[:Class] or package.module:Class")
-    ref = plugins.resolve_ref(ref, base_dir)
+    ref = loader.resolve_ref(ref, base_dir)
     try:
-        cls = plugins.load_method(ref)
-    except plugins.PluginError as err:
+        cls = method_class(ref)
+    except loader.PluginError as err:
         raise _FieldError(("plugin",), str(err)) from None
     try:
         return cls.Spec.model_validate({**alg, "plugin": ref})
@@ -791,11 +666,9 @@ class Scenario(_Strict):
         if not isinstance(alg, dict):
             return data
         name = alg.get("name")
-        if "plugin" in alg or (isinstance(name, str) and name not in BUILTIN_METHODS):
-            from sim.algorithms import plugins
-
-            if "plugin" not in alg and name not in plugins.entry_points():
-                known = [*BUILTIN_METHODS, *plugins.entry_points()]
+        if "plugin" in alg or (isinstance(name, str) and name not in METHOD_SECTIONS):
+            if "plugin" not in alg and name not in registered():
+                known = registered()
                 raise _FieldError(("algorithm",), f"unknown name {name!r}; allowed: {', '.join(known)}, "
                                   "or a plug-in (plugin: FILE.py:Class)")
             base = (info.context or {}).get("base_dir")
@@ -873,21 +746,20 @@ class Scenario(_Strict):
     @model_validator(mode="after")
     def _method_fits(self) -> "Scenario":
         """Knobs the user set that would be silently clipped to the topology or model: refused
-        instead (a default that does not fit, e.g. fragment_layers 3 on a 1-layer model, is clipped)."""
-        a, n = self.algorithm, self.topology.n_workers
-        if a.name == "noloco" and a.group_size > n and "group_size" in a.model_fields_set:
-            raise _FieldError(("algorithm", "group_size"), f"must be <= the number of workers ({n}) "
-                                                           f"(got {a.group_size})")
-        if a.name == "streaming_diloco":
-            if self.numerics and self.model.kind == "gpt":
-                layers, where = self.model.n_layers, "model.n_layers"
-            elif not self.numerics and self.timing is not None:
-                layers, where = self.timing.layers, "timing.layers"
-            else:
-                layers = where = None
-            if layers is not None and a.fragment_layers > layers and "fragment_layers" in a.model_fields_set:
-                raise _FieldError(("algorithm", "fragment_layers"), f"must be <= the model's {layers} layers "
-                                                                    f"({where}) (got {a.fragment_layers})")
+        instead (a default that does not fit, e.g. fragment_layers 3 on a 1-layer model, is clipped).
+        The method says (``Algorithm.check_fits``)."""
+        from sim.algorithms import algorithm_class
+
+        if self.numerics and self.model.kind == "gpt":
+            layers, where = self.model.n_layers, "model.n_layers"
+        elif not self.numerics and self.timing is not None:
+            layers, where = self.timing.layers, "timing.layers"
+        else:
+            layers = where = None
+        try:
+            algorithm_class(self.algorithm).check_fits(self.algorithm, self.topology.n_workers, layers, where)
+        except _FieldError as err:
+            raise _FieldError(("algorithm",) + tuple(err.loc), err.msg) from None
         return self
 
     @model_validator(mode="after")
@@ -898,15 +770,6 @@ class Scenario(_Strict):
 
 
 # --------------------------------------------------------------------------- errors and loading
-class _FieldError(ValueError):
-    """Raised inside validators to point at a sub-field; turned into a located message."""
-
-    def __init__(self, loc: tuple, msg: str):
-        super().__init__(msg)
-        self.loc = loc
-        self.msg = msg
-
-
 def _model_at(loc: tuple) -> type[BaseModel] | None:
     """Walk the schema along an error location to the model that owns the last key."""
     model: Any = Scenario
@@ -942,10 +805,10 @@ def _unwrap(ann: Any) -> Any:
 def _union_member(model: Any, tag: str) -> Any:
     members = model if isinstance(model, tuple) else ()
     for m in members:
-        for f in m.model_fields.values():
+        for key, f in m.model_fields.items():  # a discriminator's value (not any Literal's: sparta's interval)
             import typing
 
-            if typing.get_origin(f.annotation) is Literal and tag in typing.get_args(f.annotation):
+            if key in _TAGS and typing.get_origin(f.annotation) is Literal and tag in typing.get_args(f.annotation):
                 return m
     return None
 
@@ -965,9 +828,7 @@ def _format_error(err: ValidationError) -> str:
         hint = f"did you mean {named} (the paper's {loc[-1]})? " if named else ""
         msg = f"unknown key; {hint}allowed here: {allowed}"
     elif e["type"] in ("union_tag_invalid", "union_tag_not_found") and ctx.get("discriminator") == "_method_tag()":
-        from sim.algorithms.plugins import entry_points  # (the algorithm section, whose tag is its name)
-
-        methods = ", ".join([*BUILTIN_METHODS, *entry_points()])
+        methods = ", ".join(registered())
         msg = (f"unknown name {ctx.get('tag')!r}; allowed: {methods}, or a plug-in (plugin: FILE.py:Class)"
                if e["type"] == "union_tag_invalid" else f"missing name; allowed: {methods}")
     elif e["type"] == "union_tag_invalid":
@@ -1311,14 +1172,12 @@ def _finish(sc: Scenario, path: str | Path) -> Scenario:
         sc = sc.model_copy(update={"data": sc.data.model_copy(update={"path": str(p)})})
     sc = Link._resolve_csv_paths(sc, Path(path).parent)
     sc = _resolve_fault_csvs(sc, Path(path).parent)
-    from sim.algorithms.plugins import resolve_ref
-
     from sim.paths import resolve_path_args
 
     for section in ("model", "data"):  # plug-in files and Path-typed args, relative to the scenario file
         spec = getattr(sc, section)
         if spec.kind == "plugin":
-            ref = resolve_ref(spec.plugin, Path(path).parent)
+            ref = loader.resolve_ref(spec.plugin, Path(path).parent)
             try:
                 args = resolve_path_args(section, ref, spec.args, Path(path).parent)
             except ValueError as err:  # the plug-in cannot be loaded: its one line
@@ -1348,7 +1207,7 @@ def _resolve_fault_csvs(sc: Scenario, base_dir: Path) -> Scenario:
 
 def json_schema() -> dict:
     """The scenario's JSON Schema (for editors): built-in methods, every method shipped or
-    installed as a plug-in (``plugins.entry_points``: its class's ``Spec``, with its name as a
+    installed as a plug-in (``sim.algorithms.registered``: its class's ``Spec``, with its name as a
     constant) and the generic plug-in section; variants and sweep."""
     schema = Scenario.model_json_schema()
     _add_plugin_methods(schema)
@@ -1381,16 +1240,16 @@ def _add_plugin_methods(schema: dict) -> None:
     """Put each registered plug-in method's knobs into the algorithm section's choices. They
     become ``anyOf``: the generic plug-in section (any name) overlaps the named ones. A
     registered method that cannot be loaded is left out (``validate`` names its error)."""
-    from sim.algorithms import plugins
-
     alg = schema["properties"]["algorithm"]
     choices = alg.pop("oneOf")
     defs = schema.setdefault("$defs", {})
     named = []
-    for name, ref in plugins.entry_points().items():
+    for name, ref in registered().items():
+        if name in METHOD_SECTIONS:
+            continue
         try:
-            spec = plugins.load_method(ref).Spec
-        except plugins.PluginError:
+            spec = method_class(ref).Spec
+        except loader.PluginError:
             continue
         sub = method_schema(spec, name)
         defs.update(sub.pop("$defs", {}))

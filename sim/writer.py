@@ -132,6 +132,7 @@ def run_to_dir(sim: Simulation, out_dir: Path, on_progress: Callable[[Progress],
         if manifest["status"] != STATUS_COMPLETED:
             sim.close_records()  # keep what was recorded; no more numerics after an interrupt
         result = sim.result()
+        manifest["diagnostic_labels"] = {k: list(v) for k, v in result.diagnostic_labels.items()}  # the method's words
         events = events_table(result.records)
         metrics = metrics_table(result)
         network = network_rates(result.graph, events)  # replayed once: the summary's peaks and the page's curves

@@ -264,10 +264,9 @@ def test_numerics_on_and_off_give_the_same_timeline():
 def test_demo_is_selected_by_name_and_its_knobs_are_checked():
     """`algorithm: {name: demo}` resolves the packaged plug-in with the paper's defaults; a
     misspelled knob and k > s are refused in one line naming the field."""
-    from sim.algorithms import ALGORITHMS
-    from sim.scenario import BUILTIN_METHODS
+    from sim.algorithms import METHODS, sections
 
-    assert "demo" not in ALGORITHMS and "demo" not in BUILTIN_METHODS
+    assert "demo" not in sections() and METHODS["demo"] == "sim.algorithms.demo:DeMo"
     sc = load_scenario(QS, ["algorithm={name: demo}"])
     assert sc.algorithm.plugin == "sim.algorithms.demo:DeMo"
     assert (sc.algorithm.chunk, sc.algorithm.topk, sc.algorithm.beta) == (64, 32, 0.999)

@@ -1,5 +1,5 @@
 """FedAvg with islands, SPARTA and SPARTA-DiLoCo (issue 15), built only through the public
-plug-in path (``plugins.PACKAGED``): their limits, exact payload bytes, schedule as data,
+plug-in path (``sim.algorithms.METHODS``): their limits, exact payload bytes, schedule as data,
 named random streams, determinism and faults."""
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ import pytest
 import torch
 
 from kernels.formats import payload_bytes
-from sim.algorithms import ALGORITHMS
+from sim.algorithms import sections
 from sim.algorithms.base import NOTHING
 from sim.algorithms.sparta import sparse_count
 from sim.metrics.tables import events_table
 from sim.rng import rng as named_rng
 from sim.runner import Simulation
-from sim.scenario import BUILTIN_METHODS, ScenarioError, load_scenario
+from sim.scenario import ScenarioError, load_scenario
 from tests.conftest import ROOT, TINY
 
 QS = ROOT / "scenarios" / "quickstart.yaml"
@@ -54,9 +54,9 @@ def _close(a: dict, b: dict, **tol) -> None:
 # ---------------------------------------------------------------------------- the public path
 @pytest.mark.parametrize("name, cls", [("fedavg", "FedAvg"), ("sparta", "SPARTA"), ("sparta_diloco", "SPARTADiLoCo")])
 def test_methods_are_plugins_selected_by_name_without_a_plugin_key(name, cls):
-    """`algorithm: {name: NAME}` resolves through the plug-in registry (PACKAGED), not the
-    built-in union or the ALGORITHMS registry, and the class's own Spec validates the knobs."""
-    assert name not in ALGORITHMS and name not in BUILTIN_METHODS
+    """`algorithm: {name: NAME}` resolves through the registry to the plug-in path, not the
+    schema's own union of sections, and the class's own Spec validates the knobs."""
+    assert name not in sections()
     sc = load_scenario(QS, [f"algorithm={{name: {name}}}"])
     assert sc.algorithm.plugin.endswith(f":{cls}")
     assert type(Simulation(sc).algorithm).__name__ == cls

@@ -94,20 +94,34 @@ BROKEN_IMPORT = "import not_a_module_anywhere\n"
     ("", "{name: x, plugin: missing.py:X}", "algorithm.plugin: "),
     ("", "{name: x, plugin: mine.py:Nope}", "algorithm.plugin: "),
     (NO_HOOK, "{name: half, plugin: mine.py:Half}", "missing init, on_step, on_reduced, global_params"),
-    (BAD_SPEC, "{name: odd, plugin: mine.py:Odd}", "Spec must be a subclass of sim.scenario.MethodSpec"),
+    (BAD_SPEC, "{name: odd, plugin: mine.py:Odd}", "Spec must be a subclass of sim.algorithms.knobs.MethodSpec"),
     (BROKEN_IMPORT, "{name: x, plugin: mine.py:X}", "failed to import: ModuleNotFoundError"),
     ("", "{name: x, plugin: not_a_package.anywhere:X}", "cannot import module 'not_a_package.anywhere'"),
     ("", "{name: fedavg_unknown}", "algorithm: unknown name 'fedavg_unknown'"),
+    ("raise SystemExit(3)\n", "{name: x, plugin: mine.py:X}", "mine.py failed to import: SystemExit(3)"),
+    ("import sys\nsys.exit('usage: mine.py N')\n", "{name: x, plugin: mine.py:X}", "failed to import: SystemExit("),
 ])
 def test_a_plugin_that_cannot_be_used_is_one_line_and_exit_2(tmp_path, code, algorithm, expected):
     """A missing file, a missing class, a class without the protocol's hooks (named), knobs that
-    are not a MethodSpec, a module that fails to import, or an unknown name: one line naming
-    the field, exit 2, nothing written."""
+    are not a MethodSpec, a module that fails to import (or exits while it is imported), or an
+    unknown name: one line naming the field, exit 2, nothing written."""
     path = _plugin_scenario(tmp_path, code, algorithm)
     res = _cli("run", str(path), "--out", str(tmp_path / "out"), "--quiet")
     assert res.returncode == 2, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
     assert expected in res.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_model_plugin_that_exits_while_imported_is_one_line(tmp_path):
+    """Models and data load through the same loader as methods: a model file that calls
+    sys.exit at import is one line naming model.plugin, exit 2, nothing written."""
+    (tmp_path / "net.py").write_text("import sys\nsys.exit(1)\n")
+    path = _plugin_scenario(tmp_path, "", "{name: diloco, inner_steps: 2}")
+    res = _cli("run", str(path), "--out", str(tmp_path / "out"), "--quiet", "--set=model={kind: plugin, plugin: net.py:Net}")
+    assert res.returncode == 2, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+    assert "model.plugin: net.py failed to import: SystemExit(1)" in res.stderr
     assert not (tmp_path / "out").exists()
 
 
@@ -126,8 +140,8 @@ def test_a_plugin_that_raises_during_the_run_leaves_a_failed_run_with_its_traceb
     """A plug-in whose own code fails mid-run: exit 1, run directory marked failed, the
     plug-in's traceback (its file and line) in the manifest."""
     code = (ROOT / "examples" / "fedavg.py").read_text().replace(
-        "            red.add(worker, self.wire(state, worker, worker_view(params, worker)))",
-        "            raise ZeroDivisionError('a bug in my method')")
+        "        return params  # what a worker sends: its parameters",
+        "        raise ZeroDivisionError('a bug in my method')")
     path = _plugin_scenario(tmp_path, code, "{name: fedavg, plugin: mine.py:FedAvg, inner_steps: 3}")
     out = tmp_path / "out"
     res = _cli("run", str(path), "--out", str(out), "--quiet", *[f"--set={o}" for o in TINY])
@@ -139,10 +153,11 @@ def test_a_plugin_that_raises_during_the_run_leaves_a_failed_run_with_its_traceb
 
 def test_an_installed_package_can_register_a_method_by_name(monkeypatch):
     """A name registered under the `locosim.algorithms` entry point needs no plugin: key."""
-    from sim.algorithms import plugins
+    import importlib.metadata
 
     ref = f"{ROOT / 'examples' / 'fedavg.py'}:FedAvg"
-    monkeypatch.setattr(plugins, "entry_points", lambda: {"fedavg_installed": ref})
+    ep = importlib.metadata.EntryPoint(name="fedavg_installed", value=ref, group="locosim.algorithms")
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group=None: [ep] if group == ep.group else [])
     sc = load_scenario(QS, ["algorithm={name: fedavg_installed, inner_steps: 7}"])
     assert sc.algorithm.plugin == ref and sc.algorithm.inner_steps == 7
     assert type(Simulation(sc).algorithm).__name__ == "FedAvg"
@@ -411,13 +426,12 @@ OVERLAPPED_DEFAULTS = {"warm_start_steps": 0, "payload_dtype": "fp32", "error_fe
 
 @pytest.mark.parametrize("name, cls", [("diloco_delayed", "DelayedDiLoCo"), ("eager_diloco", "EagerDiLoCo")])
 def test_overlapped_diloco_is_shipped_through_the_plugin_path_with_its_knobs(name, cls):
-    """eager_diloco and diloco_delayed resolve through the plug-in registry (PACKAGED), not the
-    built-in union or ALGORITHMS, and their own Spec gives the knobs and defaults they always had."""
-    from sim.algorithms import ALGORITHMS
-    from sim.algorithms.plugins import PACKAGED
-    from sim.scenario import BUILTIN_METHODS
+    """eager_diloco and diloco_delayed resolve through the registry to the plug-in path, not the
+    schema's own union of sections, and their own Spec gives the knobs and defaults they always had."""
+    from sim.algorithms import METHODS as PACKAGED
+    from sim.algorithms import sections
 
-    assert name not in ALGORITHMS and name not in BUILTIN_METHODS
+    assert name not in sections()
     assert PACKAGED[name] == f"sim.algorithms.eager:{cls}"
     sc = load_scenario(QS, [f"algorithm={{name: {name}}}"])
     assert type(Simulation(sc).algorithm).__name__ == cls

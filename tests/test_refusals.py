@@ -119,7 +119,8 @@ def test_validate_ok_reports_the_estimates():
     """`validate` on a good file runs the checks and reports the work and memory estimates."""
     proc = cli("validate", QUICKSTART)
     assert proc.returncode == 0, proc.stderr
-    assert "about 2,400 events" in proc.stdout and " MB on cpu" in proc.stdout
+    # 30 rounds x (H=20 steps + 3 per-layer parts of the 2-layer model's sync) x 4 workers
+    assert f"about {30 * (20 + 2 + 1) * 4:,} events" in proc.stdout and " MB on cpu" in proc.stdout
 
 
 @pytest.mark.parametrize("stem", SCHEMA_FIXTURES)
@@ -293,11 +294,13 @@ def test_ctrl_c_during_sweep_planning_is_exit_130_without_traceback(tmp_path):
 
 # --------------------------------------------------------------------------- unbounded work
 def test_event_estimate_of_the_quickstart_is_analytic():
-    """The quickstart's estimate is exactly its inner steps: 30 rounds x H=20 x 4 workers."""
+    """The quickstart's estimate is exactly its inner steps plus its per-layer sync parts:
+    30 rounds x (H=20 steps + L+1 parts, one per layer and one for the rest) x 4 workers."""
     from sim.checks import estimate_events
 
-    est = estimate_events(load_scenario(ROOT / QUICKSTART))
-    assert est.terms == {"run.max_rounds": 2400.0}
+    sc = load_scenario(ROOT / QUICKSTART)
+    est = estimate_events(sc)
+    assert est.terms == {"run.max_rounds": pytest.approx(30 * (20 + sc.model.n_layers + 1) * 4)}
     assert est.duration_s == pytest.approx(600 * 0.05)
 
 

@@ -151,10 +151,9 @@ def test_noloco_repair_pairs_around_a_worker_that_is_down():
 def test_every_method_schedules_without_torch_or_simpy():
     """Every method, built-in or packaged, builds the same at_step table in a process where
     torch and simpy cannot be imported: a schedule is data."""
-    from sim.algorithms import ALGORITHMS
-    from sim.algorithms.plugins import PACKAGED
+    from sim.algorithms import METHODS
 
-    names = sorted(set(ALGORITHMS) | set(PACKAGED))
+    names = sorted(METHODS)
     algorithms = {n: f"{{name: {n}, inner_steps: 2}}" if n not in ("ddp", "demo", "sparta") else f"{{name: {n}}}"
                   for n in names}
     code = f"""
@@ -176,3 +175,13 @@ print(json.dumps(out))
     assert set(there) == set(names)
     for n, a in algorithms.items():
         assert there[n] == repr(sorted(table(method(a), range(1, 7)).items())), n
+
+
+@pytest.mark.parametrize("name", ["diloco", "noloco", "fedavg"])
+def test_warm_start_steps_all_reduce_whatever_the_methods_own_collective(name):
+    """Warm start is ddp: its steps all-reduce (ring_allreduce by default; the method's own
+    collective where that is an all-reduce), never noloco's gossip exchange."""
+    m = method(f"{{name: {name}, inner_steps: 2, warm_start_steps: 2}}")
+    sends = [s for w in EVERYONE for step in (1, 2) for s in m.at_step(w, step).outgoing()]
+    assert sends and {s.stream for s in sends} == {"warmup"}
+    assert {s.collective for s in sends} == {"ring_allreduce"}

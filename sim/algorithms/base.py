@@ -27,6 +27,7 @@ complete when all its parts are, so the math is the same at either grain.
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 _BLOCK = re.compile(r"^blocks\.(\d+)\.")
@@ -216,7 +217,7 @@ class ScheduleInfo:
     extra: dict = field(default_factory=dict)
 
 
-class Algorithm:
+class Algorithm(ABC):
     """The protocol every method implements, built-in or a user's: the runner calls these
     hooks and nothing else (no attribute probing). A method is constructed as
     ``Method(spec, n_workers, seed)`` (``spec``: its validated scenario section).
@@ -229,9 +230,15 @@ class Algorithm:
       ``evaluate_after``.
     Faults: ``on_member_down``, ``on_member_up``, ``recover``.
     Sizes: ``outer_state_copies`` (memory estimate), ``kernels`` (set by the runner).
+    Checks before work (class methods over the validated knobs): ``check_fits`` (knobs that do
+    not fit the topology or model), ``steps_per_round``, ``warm_steps`` and
+    ``events_per_step`` (the work estimate); ``diagnostic_labels`` names what ``diagnostics``
+    returns in reports.
 
-    The defaults below are what a method without that concern does; ``at_step``,
-    ``init``, ``on_step``, ``on_reduced`` and ``global_params`` have none.
+    The defaults below are what a method without that concern does; ``at_step``, ``init``,
+    ``on_step``, ``on_reduced``, ``global_params`` and ``recover`` have none: they are
+    abstract, so a class that lacks one is refused when it is loaded (naming the hooks), never
+    halfway through a run.
     """
 
     outer_state_copies = 0
@@ -241,11 +248,42 @@ class Algorithm:
     info: ScheduleInfo
     """What reports say about the schedule (wire format, collectives per round); set by ``configure``."""
 
+    diagnostic_labels: dict[str, tuple[str, str]] = {}
+    """Name of each value ``diagnostics`` returns -> (its label in reports, the axis title with
+    its unit); the run carries them to the dashboards."""
+
+    # ------------------------------------------------------------------ checks before work
+    @classmethod
+    def check_fits(cls, spec, n_workers: int, layers: int | None, layers_field: str | None) -> None:
+        """Refuse knobs the user set that do not fit the topology (``n_workers``) or the model
+        (``layers``, read from the scenario field ``layers_field``; None when unknown): raise
+        ``knobs.FieldError((field,), why)``, located inside the ``algorithm`` section. A
+        default that does not fit may be clipped instead. Default: everything fits."""
+
+    @classmethod
+    def steps_per_round(cls, spec) -> int:
+        """Inner steps of one outer round (``run.max_rounds`` -> steps, for the work estimate)."""
+        return getattr(spec, "inner_steps", 1)
+
+    @classmethod
+    def warm_steps(cls, spec) -> int:
+        """Inner steps before the first round (warm start)."""
+        return getattr(spec, "warm_start_steps", 0)
+
+    @classmethod
+    def events_per_step(cls, spec, layers: int) -> float:
+        """Events one worker's inner step costs the simulation on average, for the work estimate
+        before a run (``run.max_events``): the step itself plus every collective part it
+        sends, spread over the steps of a round. ``layers``: the timed model's (a timing
+        proxy's when there is one). Default: one event a step."""
+        return 1.0
+
     # ------------------------------------------------------------------ schedule
     def configure(self, layout: list[tuple[str, int]], proxy_layers: int | None = None) -> None:
         """Learn the parameter layout ((name, elements on the wire) in model order; a timing
         proxy's ``proxy_layers`` when there is one) before the first ``at_step``."""
 
+    @abstractmethod
     def at_step(self, worker: int, step: int) -> StepPlan:
         """What ``worker`` sends during and after its ``step``-th inner step (1-based) and what
         it needs before (or, ``Need.at``, during) the next one."""
@@ -271,15 +309,18 @@ class Algorithm:
         workers up (noloco's repair). Default: not needed."""
 
     # ------------------------------------------------------------------ math
+    @abstractmethod
     def init(self, replicas):
         """The method's state for these replicas (called once, numerics on)."""
         raise NotImplementedError
 
+    @abstractmethod
     def on_step(self, numerics, state, worker: int, step: int, time_s: float, plan: StepPlan) -> None:
         """``worker`` finished ``step`` at ``time_s`` with ``plan``: queue its inner step and the
         method's ops (contribute, outer step, merge) on the worker's numerics queue."""
         raise NotImplementedError
 
+    @abstractmethod
     def on_reduced(self, numerics, state, send: Send, time_s: float, participants: tuple | None = None) -> list:
         """The engine finished ``send``'s collective (all its parts) over ``participants`` (None:
         the whole group); returns the (worker, step, time, loss) records of steps it ran."""
@@ -295,6 +336,7 @@ class Algorithm:
         step = records[0][1]
         return step if step % every_steps == 0 else None
 
+    @abstractmethod
     def global_params(self, numerics, state):
         """The parameters evaluated as 'the model'."""
         raise NotImplementedError
@@ -310,6 +352,7 @@ class Algorithm:
     def on_member_up(self, state, worker: int, step: int) -> None:
         """``worker`` is back and goes on after engine step ``step``."""
 
+    @abstractmethod
     def recover(self, numerics, state, worker: int, peer: int) -> None:
         """``worker`` fetches ``peer``'s parameters, starting now (queue the copy)."""
         raise NotImplementedError

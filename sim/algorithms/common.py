@@ -23,6 +23,7 @@
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -86,17 +87,11 @@ def copy_row(stacked: Tree, dst: int, src: Tree) -> None:
 
 
 @dataclass
-class OuterState:
-    """The state of an outer method (numerics; per run). Rows of ``outer`` and ``momentum`` are
-    workers, stacked like the replicas."""
+class Membership:
+    """The framework's state of who takes part (``OuterMethod`` and the sync template own it; a
+    method's math never reads or writes it)."""
     reductions: dict = field(default_factory=dict)
     """Send.key -> Reduction: each collective's contributions and result."""
-    outer: Tree | None = None
-    """The outer (slow) parameters; None during warm start."""
-    momentum: Tree | None = None
-    """The outer optimizer's buffer."""
-    ef: ErrorFeedback | None = None
-    """Each worker's quantization residual (``error_feedback``)."""
     absent: set = field(default_factory=set)
     """Workers down now (results they have not registered for do not wait for them)."""
     down: set = field(default_factory=set)
@@ -107,8 +102,40 @@ class OuterState:
     """Send.key -> participants, for collectives that ran without some member."""
 
 
+@dataclass
+class OuterMath:
+    """The method's math state. Rows of ``outer`` and ``momentum`` are workers, stacked like the
+    replicas."""
+    outer: Tree | None = None
+    """The outer (slow) parameters; None during warm start."""
+    momentum: Tree | None = None
+    """The outer optimizer's buffer."""
+    ef: ErrorFeedback | None = None
+    """Each worker's quantization residual (``error_feedback``)."""
+
+
+@dataclass
+class OuterState(OuterMath, Membership):
+    """The state of an outer method (numerics; per run): its math (``OuterMath``) and the
+    framework's membership (``Membership``), typed apart, held in one object."""
+
+
 class OuterMethod(Algorithm):
-    """Base of the DiLoCo family and NoLoCo; subclasses give ``method_plan`` and ``method_ops``."""
+    """Base of the DiLoCo family and NoLoCo; subclasses give ``method_plan``, ``method_ops`` and
+    ``use_step`` (abstract: a subclass without one is refused when it is loaded)."""
+
+    @classmethod
+    def events_per_step(cls, spec, layers: int) -> float:
+        """The step, plus one event per part of a round's payload (at layer grain one per layer
+        and one for the non-block parameters; at step grain one) spread over the round's steps."""
+        parts = layers + 1 if getattr(spec, "sync_grain", "step") == "layer" else 1
+        return 1.0 + parts * cls.peers_per_part(spec) / max(1, cls.steps_per_round(spec))
+
+    @classmethod
+    def peers_per_part(cls, spec) -> int:
+        """Transfers one worker makes per part of its payload (1 for a collective; gossip: one
+        per other member of its group)."""
+        return 1
 
     def __init__(self, spec, n_workers: int, seed: int):
         self.spec = spec
@@ -133,7 +160,9 @@ class OuterMethod(Algorithm):
                                   self.warm_collective)
         return self.method_plan(worker, step - self.warm)
 
+    @abstractmethod
     def method_plan(self, worker: int, step: int) -> StepPlan:
+        """``at_step`` counted from the end of warm start."""
         raise NotImplementedError
 
     def quiet_steps(self, worker: int, step: int) -> int:
@@ -168,7 +197,10 @@ class OuterMethod(Algorithm):
         numerics.enqueue(worker, step, time_s)
         self.method_ops(numerics, state, worker, step - self.warm, plan)
 
+    @abstractmethod
     def method_ops(self, numerics, state: OuterState, worker: int, step: int, plan: StepPlan) -> None:
+        """The method's math for ``worker``'s step ``step`` (counted from the end of warm start):
+        queue its contribute / apply ops on the worker's numerics queue."""
         raise NotImplementedError
 
     def wire(self, state: OuterState, worker: int, tree: Tree) -> Tree:
@@ -214,6 +246,7 @@ class OuterMethod(Algorithm):
         return []
 
     # ---------------------------------------------------------------- faults
+    @abstractmethod
     def use_step(self, key: tuple) -> int:
         """The last engine step at which a worker uses the result of collective ``key``."""
         raise NotImplementedError

@@ -27,9 +27,13 @@ Not modelled: bucket-size tuning (one bucket per layer), gradient compression ho
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import Field
 
 from sim.algorithms.base import Algorithm, Need, ScheduleInfo, Send, StepPlan, block_of, forward_start, sync_bytes
 from sim.algorithms.common import allreduce_grads, copy_row, only
+from sim.algorithms.knobs import ALLREDUCE_DOC, SYNC_TIMEOUT_DOC, AllReduceName, PositiveFloat, Section, WireDtype
 from sim.algorithms.transforms import Tree
 
 
@@ -57,7 +61,26 @@ class DDPState:
     arrived: dict = field(default_factory=dict)
 
 
+class DDPAlgorithm(Section):
+    """Data-parallel: all-reduce the gradients every inner step (the baseline)."""
+    name: Literal["ddp"] = "ddp"
+    payload_dtype: WireDtype = Field(default="fp32", description="Wire format of gradients: fp32, bf16, fp16, int8[:B], fp8[:B], e3m0[:B] or topk[:f] (see kernels/formats.py).")
+    overlap: bool = Field(default=True, description="One bucket per layer, all-reduced as soon as its backward is done (overlapping the rest of backward, as DDP buckets do); false: one all-reduce after the step.")
+    collective: AllReduceName = Field(default="ring_allreduce", description=ALLREDUCE_DOC)
+    sync_grain: Literal["step", "layer"] = Field(default="step", description=(
+        "What the next step waits for: step = every bucket before it starts (PyTorch's optimizer steps once all "
+        "buckets are in); layer = each layer's forward waits only for its own bucket (per-layer optimizer, as "
+        "the DiLoCo papers' compute-utilization DAG draws it). Timing only; the math is the same."))
+    sync_timeout_s: PositiveFloat | None = Field(default=None, description=SYNC_TIMEOUT_DOC)
+
+
 class DDP(Algorithm):
+    Spec = DDPAlgorithm
+
+    @classmethod
+    def events_per_step(cls, spec, layers: int) -> float:
+        """One event per gradient bucket a step sends: a bucket per layer with ``overlap``."""
+        return float(layers) if spec.overlap else 1.0
 
     def __init__(self, spec, n_workers: int, seed: int):
         self.spec = spec

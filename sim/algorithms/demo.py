@@ -1,6 +1,6 @@
 """DeMo: Decoupled Momentum Optimization (Peng, Quesnelle, Kingma 2024, arXiv 2411.19870).
 
-Shipped as a plug-in (``plugins.PACKAGED``): built only from the public protocol, as a third
+Shipped as a plug-in (``sim.algorithms.METHODS``): built only from the public protocol, as a third
 party would. Every step syncs, like ddp, but what crosses the wire is a sparse slice of each
 worker's own momentum, not its gradient. Worker w, step t, learning rate eta_t (the inner
 optimizer's ``lr`` and schedule, as in the reference, where DeMo *is* the optimizer):
@@ -49,12 +49,17 @@ from pydantic import Field, model_validator
 from sim.algorithms.base import (Algorithm, ScheduleInfo, StepPlan, layer_parts, layered_needs, layered_send,
                                  sync_bytes)
 from sim.algorithms.common import copy_row, only
+from sim.algorithms.knobs import FieldError, MethodSpec
 from sim.algorithms.transforms import Tree
-from sim.scenario import MethodSpec
 
 WIRE_FORMAT = "topk:1"
 """Each sent value with its int32 index: 8 bytes (``kernels.formats``)."""
 COLLECTIVE = "ring_allgather"
+
+
+MAX_CHUNK = 8192
+"""Largest DCT chunk s: the basis ``kernels.dct.dct_matrix`` builds is s x s in float64 (512 MiB
+at 8192, twice the paper's largest 4096)."""
 
 
 class DeMoSpec(MethodSpec):
@@ -69,6 +74,10 @@ class DeMoSpec(MethodSpec):
 
     @model_validator(mode="after")
     def _k_in_chunk(self) -> "DeMoSpec":
+        if self.chunk > MAX_CHUNK:  # refused before the s x s DCT basis is built
+            raise FieldError(("chunk",), f"s must be <= {MAX_CHUNK} (the DCT basis is s x s float64: "
+                                         f"{8 * self.chunk ** 2 / 2**30:.3g} GiB at s={self.chunk}; "
+                                         f"{8 * MAX_CHUNK ** 2 / 2**20:.0f} MiB at {MAX_CHUNK})")
         if self.topk > self.chunk:
             raise ValueError(f"topk: k must be <= chunk s={self.chunk} (got {self.topk})")
         return self
@@ -85,6 +94,11 @@ class DeMoState:
 
 class DeMo(Algorithm):
     Spec = DeMoSpec
+
+    @classmethod
+    def events_per_step(cls, spec, layers: int) -> float:
+        """An all-gather every step: one part per layer at layer grain, else one."""
+        return 1.0 + (layers + 1 if spec.sync_grain == "layer" else 1)
     outer_state_copies = 1
     """Per-worker copies of the parameters besides the replica: the momentum."""
 

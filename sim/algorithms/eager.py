@@ -18,7 +18,7 @@ steps, so the all-reduce may take a whole round (H x step time) without stalling
 primary text of the paper was not available; the rule follows the issue and secondary
 summaries (see REFERENCE.md section 3).
 
-Both are shipped as plug-ins (``plugins.PACKAGED``): their knobs are the classes' own ``Spec``
+Both are shipped as plug-ins (``sim.algorithms.METHODS``): their knobs are the classes' own ``Spec``
 and ``algorithm: {name: eager_diloco}`` resolves through the same path as a third party's method.
 """
 
@@ -27,15 +27,16 @@ from __future__ import annotations
 from pydantic import Field
 
 from sim.algorithms.diloco import DiLoCo
+from sim.algorithms.knobs import Int, OuterMethodSpec
+from sim.algorithms.template import SyncRule
 from sim.algorithms.transforms import max_pairwise_distance
-from sim.scenario import Int, OuterMethodSpec
 
 
 class DelayedDiLoCoSpec(OuterMethodSpec):
     """One-outer-step delayed DiLoCo (Kale et al. 2025, naive variant): apply the previous round's average."""
     inner_steps: Int = Field(default=30, ge=1, description="H: inner steps per outer step (Eager-updates paper 30).")
     outer_lr: float = Field(default=0.35, gt=0, description="eta, outer learning rate; overlapped variants need a lower one than DiLoCo's 0.7.")
-    # outer_momentum and nesterov as DiLoCo's (sim.scenario.DiLoCoAlgorithm); collective comes with OuterMethodSpec
+    # outer_momentum and nesterov as DiLoCo's (sim.algorithms.diloco.DiLoCoAlgorithm); collective comes with OuterMethodSpec
     outer_momentum: float = Field(default=0.9, ge=0, lt=1, description="mu, outer Nesterov momentum (DiLoCo default 0.9).")
     nesterov: bool = Field(default=True, description="Nesterov form v = mu v + delta; theta -= lr (delta + mu v). False: heavy ball theta -= lr v.")
     outer_delay: Int = Field(default=1, ge=0, description="k: outer steps between sending a round's pseudo-gradients and applying their average (0 = DiLoCo).")
@@ -47,10 +48,7 @@ class EagerDiLoCoSpec(DelayedDiLoCoSpec):
 
 class DelayedDiLoCo(DiLoCo):
     Spec = DelayedDiLoCoSpec
-
-    def __init__(self, spec, n_workers: int, seed: int):
-        super().__init__(spec, n_workers, seed)
-        self.delay = spec.outer_delay
+    sync = SyncRule(every="inner_steps", stream="outer", delay="outer_delay")
 
 
 class EagerDiLoCo(DelayedDiLoCo):
@@ -58,3 +56,5 @@ class EagerDiLoCo(DelayedDiLoCo):
     eager = True
     outer_rows_differ = True
     diagnostic = ("drift", max_pairwise_distance)
+    diagnostic_labels = {"drift": ("eager DiLoCo drift: largest L2 distance between two workers' outer parameters",
+                                   "drift (L2 distance, parameter units)")}

@@ -1,5 +1,5 @@
 """FedAvg with islands (McMahan et al. 2017, "Communication-Efficient Learning of Deep Networks
-from Decentralized Data", arXiv 1602.05629), shipped as a plug-in (``plugins.PACKAGED``).
+from Decentralized Data", arXiv 1602.05629), shipped as a plug-in (``sim.algorithms.METHODS``).
 
 Update rule. Every H inner steps (``inner_steps``) the workers are split into islands of n
 (``island_size``; default: all workers) by a fresh permutation drawn from the named stream
@@ -31,11 +31,12 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from sim.algorithms.base import NOTHING, ScheduleInfo, StepPlan, layer_parts, layered_needs, layered_send
-from sim.algorithms.common import OuterMethod, split_into_groups
-from sim.algorithms.transforms import assign, worker_view
+from sim.algorithms.base import ScheduleInfo
+from sim.algorithms.common import split_into_groups
+from sim.algorithms.knobs import FieldError, OuterMethodSpec, WireDtype
+from sim.algorithms.template import Periodic, Result, SyncRule
+from sim.algorithms.transforms import Tree, assign, worker_view
 from sim.rng import rng as named_rng
-from sim.scenario import OuterMethodSpec, WireDtype
 
 
 class FedAvgSpec(OuterMethodSpec):
@@ -48,27 +49,26 @@ class FedAvgSpec(OuterMethodSpec):
         "Wire format of the parameters each worker sends, averaged in fp32 (see kernels/formats.py)."))
 
 
-class FedAvg(OuterMethod):
+class FedAvg(Periodic):
     Spec = FedAvgSpec
+    sync = SyncRule(every="inner_steps", stream="avg")
     group_stream = "avg"
+
+    @classmethod
+    def check_fits(cls, spec, n_workers: int, layers: int | None, layers_field: str | None) -> None:
+        """Islands larger than the workers are refused (not clipped), as noloco's groups are."""
+        if spec.island_size is not None and spec.island_size > n_workers:
+            raise FieldError(("island_size",), f"must be <= the number of workers ({n_workers}) "
+                                               f"(got {spec.island_size})")
 
     def __init__(self, spec, n_workers: int, seed: int):
         super().__init__(spec, n_workers, seed)
-        self.H = spec.inner_steps
         self.n = min(spec.island_size or n_workers, n_workers)
-        self.warm_collective = spec.collective
         self.info = ScheduleInfo(wire_format=spec.payload_dtype, syncs_per_round=-(-n_workers // self.n))
         # islands differ per round (and per worker): count rounds by groups; evaluate the workers' mean
         self.rounds_by_groups = self.n < n_workers
         self.outer_rows_differ = self.n < n_workers
         self._islands: dict[int, dict[int, tuple[int, ...]]] = {}
-        self.parts: list[tuple[int | None, int]] = []
-        self.layers = 1
-
-    # ------------------------------------------------------------------ schedule (data)
-    def configure(self, layout, proxy_layers=None) -> None:
-        super().configure(layout, proxy_layers)
-        self.parts, self.layers = layer_parts(layout, None, proxy_layers)
 
     def groups(self, round_: int) -> dict[int, tuple[int, ...]]:
         """Worker -> its island (sorted worker indices) in round ``round_``."""
@@ -83,42 +83,16 @@ class FedAvg(OuterMethod):
             self._islands.pop(round_ - 4, None)  # a re-draw gives the same islands
         return g
 
-    def method_plan(self, worker: int, step: int) -> StepPlan:
-        if step % self.H:
-            return NOTHING
-        r = step // self.H - 1
-        s = self.spec
-        during, sends = layered_send(self.group_stream, r, self.groups(r)[worker], self.parts, self.layers, s.payload_dtype,
-                                     s.collective, grain=s.sync_grain)
-        return StepPlan(during=during, sends=sends,
-                        needs=layered_needs(self.group_stream, r, self.parts, self.layers, s.sync_grain))
+    def group_of(self, round_: int, worker: int) -> tuple[int, ...]:
+        return self.groups(round_)[worker]
 
-    def method_quiet(self, worker: int, step: int) -> int:
-        return -step % self.H  # only every H-th step sends
+    # ------------------------------------------------------------------ math
+    def contribution(self, state, worker: int, params: Tree) -> Tree:
+        return params  # its parameters, averaged over its island
 
-    def use_step(self, key: tuple) -> int:
-        return self.warm + (key[1] + 1) * self.H
-
-    # ------------------------------------------------------------------ math (ops)
-    def method_ops(self, numerics, state, worker: int, step: int, plan: StepPlan) -> None:
-        outgoing = plan.outgoing()
-        if not outgoing:
-            return
-        send = outgoing[0]
-        red = self.reduction(state, send.key, worker)
-        params = numerics.replicas.params
-
-        def contribute() -> None:
-            red.add(worker, self.wire(state, worker, worker_view(params, worker)))
-
-        def average() -> None:
-            if not red.gone and worker in red.present:  # (left out of it: keep its own parameters)
-                mean = red.mean()
-                assign(worker_view(params, worker), mean)
-                assign(worker_view(state.outer, worker), mean)
-            else:  # its row of the evaluated mean follows its own parameters
-                assign(worker_view(state.outer, worker), worker_view(params, worker))
-            self.release(state, send.key, worker)
-
-        numerics.enqueue_op(worker, contribute)
-        numerics.enqueue_op(worker, average, red.ready)
+    def apply(self, state, worker: int, params: Tree, fresh: Tree, result: Result) -> None:
+        if result.took_part:
+            assign(params, result.mean)
+            assign(worker_view(state.outer, worker), result.mean)
+        else:  # left out of it: keep its own parameters; its row of the evaluated mean follows them
+            assign(worker_view(state.outer, worker), params)

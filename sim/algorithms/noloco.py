@@ -33,35 +33,69 @@ replicas, no pipeline stages).
 
 from __future__ import annotations
 
-from sim.algorithms.base import NOTHING, ScheduleInfo, StepPlan, layer_parts, layered_needs, layered_send, sync_bytes
-from sim.algorithms.common import OuterMethod, split_into_groups
-from sim.algorithms.transforms import assign, spread, tree_sub, worker_view
+from typing import Literal
+
+from pydantic import Field
+
+from sim.algorithms.base import ScheduleInfo, StepPlan, layered_send, sync_bytes
+from sim.algorithms.common import split_into_groups
+from sim.algorithms.knobs import FieldError, Int, OuterKnobs
+from sim.algorithms.template import Periodic, Result, SyncRule
+from sim.algorithms.transforms import Tree, assign, spread, tree_sub, worker_view
 from sim.rng import rng as named_rng
 
 
-class NoLoCo(OuterMethod):
+class NoLoCoAlgorithm(OuterKnobs):
+    """NoLoCo (Kolehmainen et al. 2025): no all-reduce; random groups exchange and pull together."""
+    name: Literal["noloco"] = "noloco"
+    inner_steps: Int = Field(default=50, ge=1, description="Inner steps between outer (gossip) steps (NoLoCo 50).")
+    outer_lr: float = Field(default=0.7, gt=0, description="beta: weight of the group-mean outer gradient (NoLoCo 0.7).")
+    outer_momentum: float = Field(default=0.5, ge=0, lt=1, description="alpha: momentum of the outer update (NoLoCo 0.5).")
+    gamma: float = Field(default=0.7, ge=0, description="gamma: pull of a worker's slow weights toward its group mean (NoLoCo 0.7).")
+    group_size: Int = Field(default=2, ge=1, description="n: workers per gossip group, re-drawn each outer step (NoLoCo 2).")
+    collective: Literal["exchange", "ring_allgather"] = Field(default="exchange", description=(
+        "How a group shares its payloads: exchange (every member sends to every other at once) or "
+        "ring_allgather (around a ring)."))
+    dead_partner: Literal["skip", "repair"] = Field(default="skip", description=(
+        "When a group member is down (or timed out): skip = the others skip that outer step and keep their own "
+        "params; repair = each round's groups are drawn among the workers up when the first worker reaches it "
+        "(a member that fails after the draw is still skipped)."))
+
+
+class NoLoCo(Periodic):
+    Spec = NoLoCoAlgorithm
+    sync = SyncRule(every="inner_steps", stream="gossip", copies=2)  # pseudo-gradient and slow weights
     outer_rows_differ = True  # slow weights per worker: the model is their mean
     rounds_by_groups = True  # groups are re-drawn every round
     diagnostic = ("spread", spread)
+    diagnostic_labels = {"spread": ("NoLoCo spread: RMS over parameters of the std of slow weights across workers",
+                                    "spread (RMS std across workers, parameter units)")}
+
+    @classmethod
+    def check_fits(cls, spec, n_workers: int, layers: int | None, layers_field: str | None) -> None:
+        """A group larger than the workers is refused when the user set it (the default 2 is
+        clipped on one worker)."""
+        if spec.group_size > n_workers and "group_size" in spec.model_fields_set:
+            raise FieldError(("group_size",), f"must be <= the number of workers ({n_workers}) (got {spec.group_size})")
+
+    @classmethod
+    def peers_per_part(cls, spec) -> int:
+        return max(1, spec.group_size - 1)  # each member sends to every other (exchange)
+
     def __init__(self, spec, n_workers: int, seed: int):
         super().__init__(spec, n_workers, seed)
-        self.H = spec.inner_steps
+        self.warm_collective = "ring_allreduce"  # warm start's ddp steps (the gossip collective is not an all-reduce)
         self.n = min(spec.group_size, n_workers)
         self.info = ScheduleInfo(wire_format=spec.payload_dtype,
                                  syncs_per_round=-(-n_workers // self.n))
         self._groups: dict[int, dict[int, tuple[int, ...]]] = {}
         self.repair = getattr(spec, "dead_partner", "skip") == "repair"
         self._alive = None
-        self.grain = spec.sync_grain
-        self.parts: list[tuple[int | None, int]] = []
-        self.layers = 1
 
     def configure(self, layout: list[tuple[str, int]], proxy_layers: int | None = None) -> None:
-        super().configure(layout, proxy_layers)
-        parts, self.layers = layer_parts(layout, None, proxy_layers)
-        self.parts = [(layer, 2 * e) for layer, e in parts]  # pseudo-gradient and slow weights of each layer
+        super().configure(layout, proxy_layers)  # parts: 2 x each layer (pseudo-gradient and slow weights)
         during, sends = layered_send("gossip", 0, (0,), self.parts, self.layers, self.spec.payload_dtype,
-                                     self.spec.collective, grain=self.grain)
+                                     self.spec.collective, grain=self.spec.sync_grain)
         self.info = ScheduleInfo(wire_format=self.spec.payload_dtype, syncs_per_round=self.info.syncs_per_round,
                                  payload_bytes=sync_bytes(StepPlan(during=during, sends=sends)))
 
@@ -86,51 +120,25 @@ class NoLoCo(OuterMethod):
                 self._groups.pop(round_ - 4, None)
         return g
 
-    def method_quiet(self, worker: int, step: int) -> int:
-        return -step % self.H  # steps before the next outer step
+    def group_of(self, round_: int, worker: int) -> tuple[int, ...]:
+        return self.groups(round_)[worker]
 
-    def use_step(self, key: tuple) -> int:
-        return self.warm + (key[1] + 1) * self.H
+    # ------------------------------------------------------------------ math
+    def contribution(self, state, worker: int, params: Tree) -> Tree:
+        phi = worker_view(state.outer, worker)
+        g = tree_sub(params, phi)
+        # one payload of 2 x the model (what payload_bytes counts): g then phi
+        return {**{("g", k): v for k, v in g.items()}, **{("phi", k): v for k, v in phi.items()}}
 
-    def method_plan(self, worker: int, step: int) -> StepPlan:
-        if step % self.H:
-            return NOTHING
-        r = step // self.H - 1
-        during, sends = layered_send("gossip", r, self.groups(r)[worker], self.parts, self.layers,
-                                     self.spec.payload_dtype, self.spec.collective, grain=self.grain)
-        return StepPlan(during=during, sends=sends, needs=layered_needs("gossip", r, self.parts, self.layers, self.grain))
-
-    def method_ops(self, numerics, state, worker: int, step: int, plan: StepPlan) -> None:
-        outgoing = plan.outgoing()
-        if not outgoing:
-            return
-        send = outgoing[0]
-        red = self.reduction(state, send.key, worker)
-        params = numerics.replicas.params
-        s = self.spec
-
-        def contribute() -> None:
-            phi = worker_view(state.outer, worker)
-            g = tree_sub(worker_view(params, worker), phi)
-            # one payload of 2 x the model (what payload_bytes counts): g then phi
-            red.add(worker, self.wire(state, worker, {**{("g", k): v for k, v in g.items()},
-                                                      **{("phi", k): v for k, v in phi.items()}}))
-
-        def outer_step() -> None:
-            present = red.present
-            if worker not in present or (len(present) == 1 and len(red.group) > 1):
-                self.release(state, send.key, worker)  # partner down or late: skip this outer step
-                return
-            mean = red.mean()
-            phi = worker_view(state.outer, worker)
-            delta = worker_view(state.momentum, worker)
-            new_delta = {k: s.outer_momentum * delta[k] + s.outer_lr * mean[("g", k)]
-                         - s.gamma * (phi[k] - mean[("phi", k)]) for k in phi}
-            new_phi = {k: phi[k] + new_delta[k] for k in phi}
-            assign(delta, new_delta)
-            assign(phi, new_phi)
-            assign(worker_view(params, worker), new_phi)
-            self.release(state, send.key, worker)
-
-        numerics.enqueue_op(worker, contribute)
-        numerics.enqueue_op(worker, outer_step, red.ready)
+    def apply(self, state, worker: int, params: Tree, fresh: Tree, result: Result) -> None:
+        if not result.took_part or (result.present == 1 and result.group > 1):
+            return  # partner down or late: skip this outer step
+        s, mean = self.spec, result.mean
+        phi = worker_view(state.outer, worker)
+        delta = worker_view(state.momentum, worker)
+        new_delta = {k: s.outer_momentum * delta[k] + s.outer_lr * mean[("g", k)]
+                     - s.gamma * (phi[k] - mean[("phi", k)]) for k in phi}
+        new_phi = {k: phi[k] + new_delta[k] for k in phi}
+        assign(delta, new_delta)
+        assign(phi, new_phi)
+        assign(params, new_phi)

@@ -8,60 +8,20 @@ A scenario names it in its ``algorithm:`` section::
 
 The class implements ``sim.algorithms.base.Algorithm`` (usually by subclassing it, or
 ``sim.algorithms.common.OuterMethod`` for a DiLoCo-like method) and declares its knobs as a
-pydantic model ``Spec``, a subclass of ``sim.scenario.MethodSpec``: the scenario's knobs are
-validated by it, with the same one-line errors as built-in knobs, and ``--set
+pydantic model ``Spec``, a subclass of ``sim.algorithms.knobs.MethodSpec``: the scenario's
+knobs are validated by it, with the same one-line errors as built-in knobs, and ``--set
 algorithm.KNOB=...`` works on them. ``FILE.py`` without ``:Class`` takes the module's
-``METHOD``. Imports neither torch nor simpy (the plug-in module may import torch inside its
-math, as the built-ins do).
+``METHOD``. Files and modules are loaded by ``sim.loader`` (as models and data are); the
+methods shipped with locosim are listed in the registry (``sim.algorithms.METHODS``).
+Imports neither torch nor simpy (the plug-in module may import torch inside its math, as
+the built-ins do), nor the scenario schema.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import importlib.util
-import sys
-from pathlib import Path
+from sim.loader import PluginError, load_object, resolve_ref  # noqa: F401  (the plug-in API)
 
 REQUIRED_HOOKS = ("configure", "at_step", "init", "on_step", "on_reduced", "global_params")
-ENTRY_POINT_GROUP = "locosim.algorithms"
-
-
-class PluginError(ValueError):
-    """A plug-in that cannot be used, with the reason in one line (no traceback)."""
-
-
-PACKAGED: dict[str, str] = {
-    "diloco_delayed": "sim.algorithms.eager:DelayedDiLoCo",
-    "eager_diloco": "sim.algorithms.eager:EagerDiLoCo",
-    "fedavg": "sim.algorithms.fedavg:FedAvg",
-    "sparta": "sim.algorithms.sparta:SPARTA",
-    "sparta_diloco": "sim.algorithms.sparta:SPARTADiLoCo",
-    "demo": "sim.algorithms.demo:DeMo",
-}
-"""Methods shipped with locosim but built as plug-ins are (the public path, as a third party
-would write them): name -> 'module:Class', resolved exactly like an entry point."""
-
-
-def entry_points() -> dict[str, str]:
-    """Method name -> 'module:Class': the methods shipped as plug-ins (``PACKAGED``) and every
-    installed package's ``locosim.algorithms`` entry points."""
-    from importlib.metadata import entry_points as eps
-
-    return {**PACKAGED, **{ep.name: ep.value for ep in eps(group=ENTRY_POINT_GROUP)}}
-
-
-def resolve_ref(ref: str, base_dir: Path | None) -> str:
-    """The plug-in reference made independent of the working directory: a file path becomes
-    absolute (relative to ``base_dir``, the scenario's folder); a module reference stays."""
-    path, _, name = ref.partition(":")
-    if path.endswith(".py"):
-        p = Path(path)
-        if not p.is_absolute():
-            p = (base_dir or Path.cwd()) / p
-        return str(p.resolve()) + (f":{name}" if name else "")
-    return ref
-
 
 _LOADED: dict[str, type] = {}
 
@@ -70,70 +30,40 @@ def load_method(ref: str) -> type:
     """The method class a resolved reference names, checked against the protocol."""
     if ref in _LOADED:
         return _LOADED[ref]
-    path, _, name = ref.partition(":")
-    if path.endswith(".py"):
-        file = Path(path)
-        if not file.is_file():
-            raise PluginError(f"{path}: no such file")
-        module_name = "locosim_plugin_" + hashlib.sha256(str(file).encode()).hexdigest()[:12]
-        spec = importlib.util.spec_from_file_location(module_name, file)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module  # (dataclasses and pickling look a module up by name)
-        try:
-            spec.loader.exec_module(module)
-        except Exception as err:  # the user's code: say what failed, in one line
-            del sys.modules[module_name]
-            raise PluginError(f"{file.name} failed to import: {type(err).__name__}: {err}") from None
-        name = name or "METHOD"
-    else:
-        if not name:
-            raise PluginError(f"{ref}: name the class, as package.module:Class")
-        try:
-            module = importlib.import_module(path)
-        except Exception as err:
-            raise PluginError(f"cannot import module {path!r}: {type(err).__name__}: {err}") from None
-    cls = getattr(module, name, None)
-    if cls is None:
-        raise PluginError(f"{path} has no {name!r}" + ("" if ":" in ref else " (name the class: FILE.py:Class)"))
-    check_method(cls)
+    cls = load_object(ref, default="METHOD")
+    check_method(cls, shipped=_is_shipped(ref), name=_shown(ref))
     _LOADED[ref] = cls
     return cls
 
 
-def load_object(ref: str, field: str):
-    """A model's or data's class or function from a resolved reference (``field`` names the
-    scenario field in messages): FILE.py:Name or package.module:Name."""
+def _is_shipped(ref: str) -> bool:
+    from sim.algorithms import METHODS
+
+    return ref in METHODS.values()
+
+
+def _shown(ref: str) -> str:
+    """A reference as messages show it: FILE.py[:Class] by its file name, a module's as it is."""
     path, _, name = ref.partition(":")
-    if not name:
-        raise PluginError(f"{field}: name the class or function, as {path}:Name")
     if path.endswith(".py"):
-        if not Path(path).is_file():
-            raise PluginError(f"{field}: {path}: no such file")
-        module_name = "locosim_plugin_" + hashlib.sha256(path.encode()).hexdigest()[:12]
-        module = sys.modules.get(module_name)
-        if module is None:
-            spec = importlib.util.spec_from_file_location(module_name, path)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[module_name] = module
-            try:
-                spec.loader.exec_module(module)
-            except Exception as err:
-                del sys.modules[module_name]
-                raise PluginError(f"{field}: {Path(path).name} failed to import: {type(err).__name__}: {err}") from None
-    else:
-        try:
-            module = importlib.import_module(path)
-        except Exception as err:
-            raise PluginError(f"{field}: cannot import module {path!r}: {type(err).__name__}: {err}") from None
-    obj = getattr(module, name, None)
-    if not callable(obj):
-        raise PluginError(f"{field}: {path} has no class or function {name!r}")
-    return obj
+        path = path.replace("\\", "/").rsplit("/", 1)[-1]
+    return f"{path}:{name}" if name else path
 
 
-def check_method(cls) -> None:
-    """Refuse a class that does not implement the method protocol, naming what is missing."""
-    from sim.scenario import MethodSpec
+def abstract_hooks(cls) -> dict[str, str]:
+    """Hook -> the base that declares it, for every abstract hook ``cls`` does not implement."""
+    out = {}
+    for hook in sorted(getattr(cls, "__abstractmethods__", ())):
+        owner = next((c for c in cls.__mro__ if getattr(c.__dict__.get(hook), "__isabstractmethod__", False)), cls)
+        out[hook] = f"{owner.__module__}.{owner.__qualname__}"
+    return out
+
+
+def check_method(cls, shipped: bool = False, name: str | None = None) -> None:
+    """Refuse a class that does not implement the method protocol, naming what is missing. A
+    method shipped with locosim may have a schema section of its own (``knobs.Section``); a
+    plug-in's knobs are a ``MethodSpec``."""
+    from sim.algorithms.knobs import MethodSpec, Section
 
     if not isinstance(cls, type):
         raise PluginError(f"{cls!r} is not a class")
@@ -141,6 +71,24 @@ def check_method(cls) -> None:
     if missing:
         raise PluginError(f"{cls.__name__} does not implement the method protocol (sim.algorithms.base.Algorithm): "
                           f"missing {', '.join(missing)}")
+    missing = abstract_hooks(cls)
+    if missing:
+        bases = sorted(set(missing.values()))
+        raise PluginError(f"{name or cls.__name__}: {cls.__name__} does not implement {', '.join(missing)} "
+                          f"(abstract hook{'s' if len(missing) > 1 else ''} of {', '.join(bases)})")
     spec = getattr(cls, "Spec", None)
-    if not (isinstance(spec, type) and issubclass(spec, MethodSpec)):
-        raise PluginError(f"{cls.__name__}.Spec must be a subclass of sim.scenario.MethodSpec (its knobs)")
+    if not (isinstance(spec, type) and issubclass(spec, MethodSpec if not shipped else Section)):
+        raise PluginError(f"{cls.__name__}.Spec must be a subclass of sim.algorithms.knobs.MethodSpec (its knobs)")
+
+
+def check_configured(method, layout: list[tuple[str, int]], proxy_layers: int | None, name: str) -> None:
+    """``method`` configured with ``layout`` has set ``info`` (a ``base.ScheduleInfo``): refused in
+    one line otherwise, before any work (``sim.checks.check_before_work``)."""
+    from sim.algorithms.base import ScheduleInfo
+
+    method.configure(layout, proxy_layers)
+    info = vars(method).get("info", getattr(type(method), "info", None))
+    if not isinstance(info, ScheduleInfo):
+        got = "never set" if info is None else f"a {type(info).__name__}"
+        raise PluginError(f"{name}: {type(method).__name__}.info is {got}; configure (or __init__) must set it to a "
+                          "sim.algorithms.base.ScheduleInfo (what reports say about the schedule)")

@@ -1,5 +1,5 @@
 """SPARTA, "Sparse Parameter Averaging" (EXO Labs, 2025; the reference implementation is EXO Gym's
-``exogym/strategy/sparta.py``), and SPARTA-DiLoCo, shipped as plug-ins (``plugins.PACKAGED``).
+``exogym/strategy/sparta.py``), and SPARTA-DiLoCo, shipped as plug-ins (``sim.algorithms.METHODS``).
 
 SPARTA update rule. Every ``interval`` inner steps, for every parameter tensor W of n entries,
 the workers pick the same random set S of k = max(1, round(p n)) entries (p = ``fraction``,
@@ -43,9 +43,9 @@ from sim.algorithms.base import (NOTHING, ScheduleInfo, StepPlan, layer_parts, l
                                  sync_bytes)
 from sim.algorithms.common import OuterMethod
 from sim.algorithms.diloco import DiLoCo
+from sim.algorithms.knobs import OuterMethodSpec, WireDtype
 from sim.algorithms.transforms import wire_roundtrip
 from sim.rng import rng as named_rng
-from sim.scenario import OuterMethodSpec, WireDtype
 
 
 def sparse_count(n: int, p: float) -> int:
@@ -140,6 +140,10 @@ class SparseAveraging:
 
 class SPARTA(SparseAveraging, OuterMethod):
     Spec = SPARTASpec
+
+    @classmethod
+    def steps_per_round(cls, spec) -> int:
+        return spec.interval  # a round is one sparse averaging
     outer_state_copies = 0  # no outer parameters, no momentum
     outer_rows_differ = True  # the model is the workers' mean
 
@@ -184,6 +188,12 @@ class SPARTA(SparseAveraging, OuterMethod):
 
 class SPARTADiLoCo(SparseAveraging, DiLoCo):
     Spec = SPARTADiLoCoSpec
+
+    @classmethod
+    def events_per_step(cls, spec, layers: int) -> float:
+        """DiLoCo's, plus a sparse averaging (one part per layer at layer grain) every ``interval`` steps."""
+        parts = layers + 1 if spec.sync_grain == "layer" else 1
+        return super().events_per_step(spec, layers) + parts / spec.interval
 
     def configure(self, layout, proxy_layers=None) -> None:
         super().configure(layout, proxy_layers)

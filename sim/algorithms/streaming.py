@@ -28,9 +28,14 @@ all of it before it starts.
 from __future__ import annotations
 
 import math
+from typing import Literal
+
+from pydantic import Field, model_validator
 
 from sim.algorithms.base import ScheduleInfo, StepPlan, block_of, layer_parts, layered_needs, layered_send, sync_bytes
 from sim.algorithms.common import OuterMethod
+from sim.algorithms.diloco import DiLoCoAlgorithm
+from sim.algorithms.knobs import FieldError, Int
 from sim.algorithms.transforms import OuterNesterov, assign, merge, tree_sub, worker_view
 
 
@@ -52,7 +57,39 @@ def fragments_of(names: list[str], fragment_layers: int, pattern: str, embedding
     return frags
 
 
+class StreamingDiLoCoAlgorithm(DiLoCoAlgorithm):
+    """Streaming DiLoCo (Douillard et al. 2025): fragments synced at staggered offsets, overlapped by tau steps."""
+    name: Literal["streaming_diloco"] = "streaming_diloco"
+    inner_steps: Int = Field(default=100, ge=1, description="H in Streaming DiLoCo: inner steps between two syncs of one fragment (paper 100).")
+    outer_lr: float = Field(default=0.4, gt=0, description="eta, outer learning rate (Streaming DiLoCo tuned value 0.4).")
+    fragment_layers: Int = Field(default=3, ge=1, description="|p|: transformer blocks per fragment (paper: 3 at every scale).")
+    pattern: Literal["strided", "sequential"] = Field(default="strided", description="Which blocks share a fragment: strided (layer i -> fragment i mod P, paper default) or sequential.")
+    overlap_steps: Int = Field(default=1, ge=0, description="tau: inner steps a fragment may be in flight before it must be applied (paper 1; must be < H).")
+    mixing: float = Field(default=0.5, ge=0, le=1, description="alpha: merged = alpha * local + (1 - alpha) * outer (0 discards the tau local steps).")
+    embeddings_fragment: bool = Field(default=True, description="Non-block parameters (embeddings, final norm, head) form their own fragment (MaxText layout); false: they join fragment 0.")
+    fragment_schedule: Literal["even", "interval"] = Field(default="even", description=(
+        "When each fragment syncs within H: even = offset t_p = round(H (p+1) / P) over the P fragments; "
+        "interval = every floor(H / (P_blocks + 1)) steps, t_p = (p+1) floor(H / (P_blocks + 1)) (the "
+        "Streaming DiLoCo paper's simulated schedule: 1B/10B/100B sync a fragment every 11/5/2 steps at H = 100)."))
+
+    @model_validator(mode="after")
+    def _tau(self) -> "StreamingDiLoCoAlgorithm":
+        if self.overlap_steps >= self.inner_steps:
+            raise FieldError(("overlap_steps",), f"tau must be < inner_steps H={self.inner_steps} (got {self.overlap_steps})")
+        return self
+
+
 class StreamingDiLoCo(OuterMethod):
+    Spec = StreamingDiLoCoAlgorithm
+
+    @classmethod
+    def check_fits(cls, spec, n_workers: int, layers: int | None, layers_field: str | None) -> None:
+        """Fragments of more layers than the model has are refused when the user set them (the
+        default 3 is clipped on a smaller model)."""
+        if layers is not None and spec.fragment_layers > layers and "fragment_layers" in spec.model_fields_set:
+            raise FieldError(("fragment_layers",), f"must be <= the model's {layers} layers ({layers_field}) "
+                                                   f"(got {spec.fragment_layers})")
+
     def __init__(self, spec, n_workers: int, seed: int):
         super().__init__(spec, n_workers, seed)
         self.H = spec.inner_steps

@@ -23,8 +23,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from sim.metrics.tables import time_to_loss
-from sim.report.dashboard import (_fig, diagnostic_kinds, diagnostic_panels, finish_panels, loss_range, mark_warm_up,
-                                  model_used, status_text, topology_text, warm_up_end)
+from sim.report.dashboard import (_fig, diagnostic_kinds, diagnostic_labels, diagnostic_panels, finish_panels,
+                                  loss_range, mark_warm_up, model_used, status_text, topology_text, warm_up_end)
 from sim.report.page import (BYTES_DEFINITION, STATE_COLORS, STATE_LABELS, Page, byte_unit, export_pngs, fmt_bytes,
                              grid_table, kv_table)
 from sim.report.runs import (Group, NotDrawable, RunData, RunDirError, algorithm_label, find_run_dirs,
@@ -481,7 +481,8 @@ def compare_figures(groups: list[Group], target: float | None) -> dict[str, tupl
     figs["cmp-bytes"] = (fig, False)
     kinds = sorted({k for g in groups for r in g.runs for k in diagnostic_kinds(r.metrics)})
     if kinds:
-        fig = diagnostic_panels(kinds, "Method diagnostics vs simulated time (one panel each)")
+        labels = {k: v for g in groups for r in g.runs for k, v in diagnostic_labels(r.manifest).items()}
+        fig = diagnostic_panels(kinds, "Method diagnostics vs simulated time (one panel each)", labels)
         values: dict[str, list] = {}
         for i, k in enumerate(kinds, start=1):
             for g in groups:
@@ -492,7 +493,7 @@ def compare_figures(groups: list[Group], target: float | None) -> dict[str, tupl
                         tr.showlegend = False
                         fig.add_trace(tr, row=i, col=1)
                         values.setdefault(k, []).extend(v for v in (tr.y if tr.y is not None else ()) if v is not None)
-        finish_panels(fig, kinds, values)
+        finish_panels(fig, kinds, values, labels)
         ends = {warm_up_end(g.runs[0].summary) for g in groups} - {None}
         if len(ends) == 1:
             mark_warm_up(fig, ends.pop(), row="all", col=1)

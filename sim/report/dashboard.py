@@ -50,15 +50,15 @@ GANTT_SLICES = 200  # slices per row when cut; each drawn as its states' shares 
 THROUGHPUT_BINS = 200  # throughput with more steps than MAX_STEP_POINTS is shown as bin means
 MAX_STEP_POINTS = 200  # more steps than this (e.g. ddp's bursts every step) merge into a solid block at
                        # link capacity on screen however low the mean is: show means over time bins
-DIAGNOSTIC_LABELS = {
-    "spread": "NoLoCo spread: RMS over parameters of the std of slow weights across workers",
-    "drift": "eager DiLoCo drift: largest L2 distance between two workers' outer parameters",
-}
-# Axis titles with units: both are in the parameters' own units (the weights are dimensionless numbers).
-DIAGNOSTIC_UNITS = {
-    "spread": "spread (RMS std across workers, parameter units)",
-    "drift": "drift (L2 distance, parameter units)",
-}
+def diagnostic_labels(manifest: dict) -> dict[str, tuple[str, str]]:
+    """Name -> (label, axis title with unit) of each method diagnostic, as the method said
+    (``Algorithm.diagnostic_labels``, recorded in the manifest), else as a shipped method labels
+    it (a run written before labels were recorded); a name nobody labelled is shown as is."""
+    from sim.algorithms import METHODS, method_class
+
+    labels = {k: v for ref in METHODS.values() for k, v in method_class(ref).diagnostic_labels.items()}
+    labels.update(manifest.get("diagnostic_labels") or {})
+    return {k: (str(v[0]), str(v[1])) for k, v in labels.items()}
 
 
 # ---------------------------------------------------------------------- small helpers
@@ -498,10 +498,6 @@ def diagnostic_kinds(metrics: pd.DataFrame) -> list[str]:
 NONNEGATIVE_PREFIXES = ("spread", "drift")  # an RMS and a distance: never below zero
 
 
-# A panel's axis title (short: the panel's own title says what it is, with its units).
-DIAGNOSTIC_SHORT = {"spread": "RMS std (parameter units)", "drift": "L2 distance (parameter units)"}
-
-
 def nonnegative(kind: str, values) -> bool:
     """Whether a diagnostic cannot be negative (a known spread/drift, or every value seen >= 0),
     so its panel's axis starts at zero."""
@@ -510,11 +506,13 @@ def nonnegative(kind: str, values) -> bool:
     return kind.startswith(NONNEGATIVE_PREFIXES) or (len(vals) > 0 and bool((vals >= 0).all()))
 
 
-def diagnostic_panels(kinds: list[str], title: str) -> go.Figure:
+def diagnostic_panels(kinds: list[str], title: str, labels: dict[str, tuple[str, str]] | None = None) -> go.Figure:
     """An empty figure with one panel (own y axis, shared time axis) per diagnostic kind:
-    small multiples, never two unrelated quantities on twin axes."""
+    small multiples, never two unrelated quantities on twin axes. ``labels``: kind -> (title,
+    axis title with its unit), as the method states them (``diagnostic_labels``)."""
+    labels = labels or {}
     fig = make_subplots(rows=len(kinds), cols=1, shared_xaxes=True, vertical_spacing=0.12 if len(kinds) > 1 else 0.0,
-                        subplot_titles=[DIAGNOSTIC_LABELS.get(k, k) for k in kinds])
+                        subplot_titles=[labels.get(k, (k, k))[0] for k in kinds])
     fig.update_layout(title={"text": title, "font": {"size": 15}}, height=140 + 230 * len(kinds),
                       margin={"l": 60, "r": 20, "t": 70, "b": 50})
     for a in fig.layout.annotations:  # the panel titles: smaller than the figure's
@@ -523,25 +521,27 @@ def diagnostic_panels(kinds: list[str], title: str) -> go.Figure:
     return fig
 
 
-def finish_panels(fig: go.Figure, kinds: list[str], values: dict[str, list]) -> None:
+def finish_panels(fig: go.Figure, kinds: list[str], values: dict[str, list],
+                  labels: dict[str, tuple[str, str]] | None = None) -> None:
     """Each panel's y title (its unit) and, for a quantity that cannot be negative, a zero-based axis."""
     for i, k in enumerate(kinds, start=1):
-        fig.update_yaxes(title_text=DIAGNOSTIC_SHORT.get(k, k), row=i, col=1,
+        fig.update_yaxes(title_text=(labels or {}).get(k, (k, k))[1], row=i, col=1,
                          rangemode="tozero" if nonnegative(k, values.get(k, [])) else "normal")
 
 
-def diagnostics(metrics: pd.DataFrame) -> go.Figure | None:
+def diagnostics(metrics: pd.DataFrame, labels: dict[str, tuple[str, str]] | None = None) -> go.Figure | None:
+    labels = labels or {}
     kinds = diagnostic_kinds(metrics)
     if not kinds:
         return None
-    fig = diagnostic_panels(kinds, "Method diagnostics vs simulated time (one panel each)")
+    fig = diagnostic_panels(kinds, "Method diagnostics vs simulated time (one panel each)", labels)
     values = {}
     for i, k in enumerate(kinds, start=1):
         d = metrics[metrics["kind"] == k]
         values[k] = d["loss"].tolist()
-        fig.add_trace(go.Scatter(x=d["time_s"], y=d["loss"], mode="lines+markers", name=DIAGNOSTIC_LABELS.get(k, k),
+        fig.add_trace(go.Scatter(x=d["time_s"], y=d["loss"], mode="lines+markers", name=labels.get(k, (k, k))[0],
                                  marker={"size": 4}, showlegend=False), row=i, col=1)
-    finish_panels(fig, kinds, values)
+    finish_panels(fig, kinds, values, labels)
     return fig
 
 
@@ -827,7 +827,7 @@ def run_figures(run: RunData) -> tuple[dict[str, tuple[go.Figure, bool]], dict |
                                            floor), False)
         figs["fig-loss-bytes"] = (loss_vs(run.metrics, "bytes", "Eval loss vs bytes on the wire",
                                           "bytes sent so far, all transfers", floor), False)
-    diag = diagnostics(run.metrics) if len(run.metrics) else None
+    diag = diagnostics(run.metrics, diagnostic_labels(run.manifest)) if len(run.metrics) else None
     if diag is not None:
         figs["fig-diagnostics"] = (diag, True)
     faults = faults_figure(run.events)

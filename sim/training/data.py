@@ -237,7 +237,7 @@ class CharText:
 def _plugin_data(spec, seq_len: int, n_workers: int, seed: int):
     """A user's data (``data.plugin``): ``Name(seq_len=, n_workers=, seed=, **args)``, checked
     for the methods the numerics call."""
-    from sim.algorithms.plugins import PluginError, load_object
+    from sim.loader import PluginError, load_object
 
     make = load_object(spec.plugin, "data.plugin")
     try:

@@ -89,7 +89,7 @@ def _mlp(spec, vocab: int) -> nn.Module:
 
 def _plugin(spec, vocab: int) -> nn.Module:
     """A user's model class (``model.plugin``), built as ``Class(vocab_size=vocab, **args)``."""
-    from sim.algorithms.plugins import PluginError, load_object
+    from sim.loader import PluginError, load_object
 
     cls = load_object(spec.plugin, "model.plugin")
     try:
