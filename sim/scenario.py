@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Field, SerializeAsAny, Strict, Tag,
+from pydantic import (AfterValidator, BeforeValidator, BaseModel, ConfigDict, Discriminator, Field, SerializeAsAny, Strict, Tag,
                       ValidationError, ValidationInfo, model_validator)
 
 
@@ -535,6 +535,18 @@ class Compute(_Strict):
 
 
 # --------------------------------------------------------------------------- run
+def _threads(v: Any) -> Any:
+    """run.threads: 'auto' or a whole number 1..1024 (never true, 2.0 or 'fast')."""
+    if v == "auto" and isinstance(v, str):
+        return v
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 1024:
+        raise ValueError("'auto' or a whole number of CPU threads from 1 to 1024")
+    return v
+
+
+Threads = Annotated[Union[Literal["auto"], int], BeforeValidator(_threads)]
+
+
 class Run(_Strict):
     max_sim_time_s: PositiveFloat | None = Field(default=None, description="Stop after this much simulated time.")
     max_rounds: Int | None = Field(default=None, ge=1, description="Stop after this many syncs (outer steps; ddp: steps).")
@@ -545,7 +557,7 @@ class Run(_Strict):
     eval_batch_size: Int = Field(default=32, ge=1, le=1_048_576, description="Sequences per held-out batch.")
     target_eval_loss: float | None = Field(default=None, gt=0, description="Report the simulated time at which eval loss first reaches this.")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Where numerics run; auto = cuda when available.")
-    threads: Union[Literal["auto"], Annotated[int, Field(ge=1, le=1024)]] = Field(default="auto", description=(
+    threads: Threads = Field(default="auto", description=(
         "CPU threads for the numerics (torch intra-op). auto: 1 for tiny models (extra threads slow them down 4-9x "
         "as soon as another process shares the cores), all the process's cores (its share, in a sweep pool) "
         "for steps above 2e10 FLOPs; OMP_NUM_THREADS, when set, wins over auto."))
@@ -935,7 +947,7 @@ def _unwrap(ann: Any) -> Any:
 def _union_member(model: Any, tag: str) -> Any:
     members = model if isinstance(model, tuple) else ()
     for m in members:
-        for f in m.model_fields.values():
+        for f in getattr(m, "model_fields", {}).values():  # a union may hold plain types (Literal, int)
             import typing
 
             if typing.get_origin(f.annotation) is Literal and tag in typing.get_args(f.annotation):
@@ -1061,7 +1073,7 @@ def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, d
         except TypeError:  # an unhashable key: construct_mapping reports it
             continue
         if first is not None:
-            raise yaml.constructor.ConstructorError(
+            raise StrictYAMLError(
                 None, None, f"duplicate key {key!r} (first at line {first}); each key may appear once in a mapping",
                 key_node.start_mark)
         seen[key] = key_node.start_mark.line + 1
@@ -1069,6 +1081,28 @@ def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, d
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+class StrictYAMLError(yaml.constructor.ConstructorError):
+    """YAML that PyYAML would read but we refuse: a duplicate key, an ambiguous integer."""
+
+
+_DECIMAL = re.compile(r"[-+]?(0|[1-9][0-9_]*)")
+
+
+def _construct_strict_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    """Integers are strict: ``010`` (YAML 1.1 reads it as octal 8, YAML 1.2 as 10) and ``1:30``
+    (sexagesimal, 90) are refused rather than read as a number the writer did not mean;
+    decimal, ``0x``, ``0o`` and ``0b`` forms are read as written."""
+    text = str(node.value)
+    plain = text.replace("_", "")
+    if _DECIMAL.fullmatch(text) or re.fullmatch(r"[-+]?0(x[0-9a-fA-F]+|o[0-7]+|b[01]+)", plain):
+        return loader.construct_yaml_int(node) if not plain.lstrip("+-").startswith("0o") else int(plain, 8)
+    raise StrictYAMLError(None, None, f"the integer {text!r} is ambiguous (YAML 1.1 reads a leading 0 as octal and "
+                          "a:b as base 60); write it in plain decimal, or quote it for a string", node.start_mark)
+
+
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", _construct_strict_int)
 
 
 def _kind_of(value: Any) -> str:
@@ -1118,6 +1152,8 @@ def load_yaml_text(text: str) -> Any:
 def read_yaml(path: str | Path) -> dict:
     p = Path(path)
     try:
+        if p.exists() and not p.is_dir() and not p.is_file():  # /dev/zero, a pipe: would be read for ever
+            raise ScenarioError(f"{p}: not a regular file (a device, pipe or socket); a scenario is a YAML file")
         if p.is_file() and p.stat().st_size > MAX_YAML_BYTES:
             raise ScenarioError(f"{p}: {p.stat().st_size:,} bytes; a scenario file may have at most "
                                 f"{MAX_YAML_BYTES:,}")
@@ -1154,6 +1190,8 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             raise ScenarioError(f"--set {item}: empty key in path")
         try:
             value = load_yaml_text(raw)
+        except StrictYAMLError as err:  # a duplicate key or an ambiguous integer: not a string to fall back to
+            raise ScenarioError(f"--set {item}: {err.problem}") from None
         except (yaml.YAMLError, ValueError, RecursionError):
             value = raw
         check_plain(value, tuple(parts), source=f"--set {key}")

@@ -505,7 +505,7 @@ def build_compare(groups: list[Group], baseline: Group, target: float | None, ta
                   ) -> tuple[Page, dict[str, go.Figure]]:
     figs = compare_figures(groups, target)
     n_runs = sum(len(g.runs) for g in groups)
-    page = Page(f"{COMPARE_TITLE}{n_runs} runs")
+    page = Page(f"{COMPARE_TITLE}{n_runs} runs", kind="compare")
     sc = groups[0].runs[0].scenario
     page.html(f"<h1>Comparison of {n_runs} runs" + (f" in {len(groups)} groups" if len(groups) != n_runs else "")
               + "</h1>")
@@ -598,13 +598,25 @@ def check_output(out: Path) -> None:
                            "elsewhere (nothing was overwritten)")
 
 
+def check_page_output(out: Path) -> Path:
+    """check_output, then the rule of every output flag (sim.outputs): a new file, or a compare
+    page written before; never another file or a device."""
+    from sim.outputs import OutputError, check_page
+
+    check_output(out)
+    try:
+        return check_page(out, "compare")
+    except OutputError as err:
+        raise CompareError(f"{out}: {err}") from None
+
+
 def write_compare(paths: list[str | Path], out: str | Path, baseline: str | Path | None = None,
                   force: bool = False, target: float | None = None, png_dir: str | Path | None = None
                   ) -> tuple[Path, list[Group], str | None]:
     """Write the comparison page; returns (its path, the groups, a one-line PNG note or None).
     CompareError (one line) for runs that cannot be compared as asked, or for an ``out`` that
     would overwrite a run's or a sweep's own files (checked first, before anything is read)."""
-    check_output(Path(out))
+    check_page_output(Path(out))
     not_drawn: list = []
     groups = load_groups(paths, force=force, not_drawn=not_drawn)
     runs = [r for g in groups for r in g.runs]
@@ -621,7 +633,7 @@ def write_compare(paths: list[str | Path], out: str | Path, baseline: str | Path
             from None
     page, figs = build_compare(groups, base, tgt, why, forced, sweep, not_drawn)
     out = Path(out)
-    page.write(out)
+    page.write(check_page_output(out))  # again: the file may have appeared while the runs were read
     note = None
     if png_dir is not None:
         written, note = export_pngs(figs, Path(png_dir))
