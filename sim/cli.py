@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import math
 import os
 import re
 import sys
@@ -166,6 +167,9 @@ def cmd_run(args) -> int:
     from sim.runner import Simulation
 
     handle_sigterm()  # SIGTERM ends a run like Ctrl-C: tables written, manifest interrupted, exit 143
+    every = args.progress_every
+    if not (math.isfinite(every) and every >= 0):
+        raise BadInput(f"--progress-every {every}: seconds between progress lines, a finite number >= 0")
     variants = _load_variants(args.file, args.set, args.variant)
     if getattr(args, "png", None):  # before the run: never replace a file locosim did not write
         from sim.outputs import check_png_dir
@@ -360,6 +364,9 @@ def cmd_bandwidth(args) -> int:
 
     json_path = None if args.json in (None, "-") else _checked("--json", args.json, check_bandwidth_json)
     html_path = None if args.html is None else _checked("-o", args.html, lambda p: check_page(p, "bandwidth"))
+    for flag, x in (("--grid-min", args.grid_min), ("--grid-max", args.grid_max)):
+        if not math.isfinite(x):  # before numpy's log grid warns and a link is blamed
+            raise BadInput(f"{flag} {x}: must be a finite number of Gbit/s")
     if not (0 < args.grid_min < args.grid_max):
         raise BadInput(f"--grid-min {args.grid_min} / --grid-max {args.grid_max}: need 0 < min < max (Gbit/s)")
     if args.grid_points < 2:
@@ -463,6 +470,9 @@ def cmd_compare(args) -> int:
 
     from sim.outputs import check_png_dir
     from sim.report.compare import check_page_output
+
+    if args.target is not None and not (math.isfinite(args.target) and args.target > 0):
+        raise BadInput(f"--target {args.target}: an eval loss must be a finite number > 0")
 
     out = Path(args.out)
     try:  # before reading every run: never a run's or sweep's file, nor any file but a compare page

@@ -281,7 +281,10 @@ class SyntheticData(_Strict):
         if self.branching > self.vocab_size - self.topics:
             raise _FieldError(("branching",), f"must be <= vocab_size - topics = {self.vocab_size - self.topics} (got {self.branching})")
         if (self.vocab_size - self.topics) ** self.order > 2_000_000:
-            raise _FieldError(("order",), "(vocab_size - topics) ** order must be <= 2,000,000 contexts")
+            # blame what makes it large: a vocabulary that alone has too many contexts, else the order
+            field_ = "vocab_size" if self.order == 1 or self.vocab_size - self.topics > 2_000_000 else "order"
+            raise _FieldError((field_,), f"(vocab_size - topics) ** order must be <= 2,000,000 contexts (got "
+                                         f"({self.vocab_size} - {self.topics}) ** {self.order})")
         table = (self.vocab_size - self.topics) ** (self.order + 1)
         if table > MAX_MARKOV_TABLE:  # refused before the language's tables are allocated
             raise _FieldError(("vocab_size",), f"the synthetic language needs (vocab_size - topics) ** (order + 1) "
@@ -1273,23 +1276,25 @@ def _has_path(data: Any, keys: list[str]) -> bool:
     return True
 
 
-def _variant_error(msg: str, name: str, patch: dict, base: dict, overrides: list[str] = ()) -> str:
+def _variant_error(msg: str, name: str, patch: dict, base: dict, overrides: list[str] = (),
+                   grid: list[str] = ()) -> str:
     """Blame the section that holds the bad value: the variant's block when the field's path is
     written there (``variants.NAME: path: ...``), else the base section every variant inherits
     (``path: ... (base section, inherited by variant NAME)``), not a variant that never wrote it."""
     path = msg.split(": ", 1)[0]
     keys = path.split(".") if path and path != "<top level>" else []
     if keys and not _has_path(patch, keys):
-        set_keys = [o.split("=", 1)[0].strip() for o in overrides]
-        if any(path == k or path.startswith(k + ".") or k.startswith(path + ".") for k in set_keys):
-            return f"{msg} (from --set, applied to variant {name})"
+        for flag, items in (("--grid", grid), ("--set", overrides)):  # a sweep's grid point is not a --set
+            keys = [o.split("=", 1)[0].strip() for o in items]
+            if any(path == k or path.startswith(k + ".") or k.startswith(path + ".") for k in keys):
+                return f"{msg} (from {flag}, applied to variant {name})"
         if _has_path(base, keys):
             return f"{msg} (in the base section, inherited by variant {name})"
     return f"variants.{name}: {msg}"
 
 
 def load_variants(path: str | Path, overrides: list[str] | None = None,
-                  default_run: dict | None = None) -> list[tuple[str | None, Scenario]]:
+                  default_run: dict | None = None, grid: list[str] | None = None) -> list[tuple[str | None, Scenario]]:
     """The scenarios a file describes: one (None, scenario) without ``variants:``; else one
     (variant name, scenario) per entry of ``variants:`` (name -> sections merged into the
     base). ``--set variants.NAME.key=value`` edits NAME's block before the merge; other
@@ -1297,7 +1302,9 @@ def load_variants(path: str | Path, overrides: list[str] | None = None,
     section of a scenario that has none (``locosim bandwidth`` sets its own run)."""
     data = read_yaml(path)
     data.pop("sweep", None)  # read by `locosim sweep` (sim.sweep); a single run ignores it
+    grid = list(grid or [])  # a sweep's grid point (key.path=value), applied after the --set overrides
     variants, overrides = _variant_overrides(data.pop("variants", None), overrides or [])
+    set_only, overrides = overrides, overrides + grid
 
     def with_run(d: dict) -> dict:
         return {**d, "run": dict(default_run)} if default_run is not None and "run" not in d else d
@@ -1321,7 +1328,7 @@ def load_variants(path: str | Path, overrides: list[str] | None = None,
         try:
             sc = parse_scenario(apply_overrides(with_run(merged), overrides), str(path))
         except ScenarioError as err:
-            raise ScenarioError(_variant_error(str(err), name, patch, data, overrides)) from None
+            raise ScenarioError(_variant_error(str(err), name, patch, data, set_only, grid)) from None
         out.append((name, _finish(sc, path)))
     return out
 
@@ -1337,8 +1344,11 @@ def _finish(sc: Scenario, path: str | Path) -> Scenario:
         p = Path(sc.data.path)
         if not p.is_absolute():
             p = (Path(path).parent / p).resolve()
-        if not p.is_file():
+        if not p.exists():
             raise ScenarioError(f"data.path: no such file {str(p)!r}")
+        if not p.is_file():  # a directory, /dev/zero, a pipe: never read for ever
+            raise ScenarioError(f"data.path: {str(p)!r} is not a regular file (a directory, device or pipe); "
+                                "name a UTF-8 text file")
         sc = sc.model_copy(update={"data": sc.data.model_copy(update={"path": str(p)})})
     sc = Link._resolve_csv_paths(sc, Path(path).parent)
     sc = _resolve_fault_csvs(sc, Path(path).parent)

@@ -159,7 +159,7 @@ def plan_sweep(path: str | Path, grid: dict[str, list[Any]] | None = None, seeds
         point = [f"{k}={json.dumps(v)}" for k, v in zip(keys, values)]
         for seed in seeds if seeds is not None else [None]:
             extra = point + ([f"seed={seed}"] if seed is not None else [])
-            for variant, sc in load_variants(path, base_overrides + extra):
+            for variant, sc in load_variants(path, base_overrides, grid=extra):
                 scenario = sc.model_dump(mode="json")
                 digest = hashlib.sha256(json.dumps(scenario, sort_keys=True).encode()).hexdigest()[:10]
                 parts = ([variant] if variant else []) + [f"{_short_key(k)}={_label_value(v)}"

@@ -74,6 +74,38 @@ def write_json(path: Path, obj) -> None:
         raise
 
 
+def inf_as_text(obj):
+    """A copy of scenario data with every infinite float as the text "inf" / "-inf": JSON has no
+    infinity, and a scenario may hold one (``bandwidth_gbps: .inf``) that must come back as
+    itself, not as null (``restore_scenario`` reads it back)."""
+    if isinstance(obj, dict):
+        return {k: inf_as_text(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [inf_as_text(v) for v in obj]
+    if isinstance(obj, float) and math.isinf(obj):
+        return "inf" if obj > 0 else "-inf"
+    return obj
+
+
+def restore_scenario(data):
+    """A manifest's scenario as the run had it: the texts "inf" of ``inf_as_text`` become
+    infinite floats again where the schema has a number (validated; data that does not
+    validate, e.g. a plug-in not importable here, is returned as it is)."""
+    if not isinstance(data, dict) or "inf" not in json.dumps(data):
+        return data
+    try:
+        from sim.scenario import Scenario
+
+        return Scenario.model_validate(data).model_dump(mode="json")  # (infinite floats stay floats)
+    except Exception:  # noqa: BLE001 -- only a better reading; the raw data stays usable
+        return data
+
+
+def on_disk(manifest: dict) -> dict:
+    """The manifest as written: its scenario with infinities kept as text (``inf_as_text``)."""
+    return {**manifest, "scenario": inf_as_text(manifest.get("scenario"))}
+
+
 def _write_json_in_place(path: Path, obj) -> None:
     """Last resort for the final manifest when ``write_json`` failed (a full disk has no room for
     a new .tmp file): overwrite the existing file compactly, which fits in the blocks its indented
@@ -116,7 +148,7 @@ def run_to_dir(sim: Simulation, out_dir: Path, on_progress: Callable[[Progress],
             "host": platform.node(), "pid": os.getpid(), "started_at": _now(), "ended_at": None, "wall_s": None,
             "error": None, "files": [],
         }
-        write_json(out_dir / "manifest.json", manifest)
+        write_json(out_dir / "manifest.json", on_disk(manifest))
     except KeyboardInterrupt as err:
         err.run_not_started = True
         raise
@@ -185,10 +217,10 @@ def run_to_dir(sim: Simulation, out_dir: Path, on_progress: Callable[[Progress],
         manifest["diverged"] = sim.diverged
         manifest["ended_early"] = sim.ended_early
         try:
-            write_json(out_dir / "manifest.json", manifest)
+            write_json(out_dir / "manifest.json", on_disk(manifest))
         except OSError:
             try:
-                _write_json_in_place(out_dir / "manifest.json", manifest)
+                _write_json_in_place(out_dir / "manifest.json", on_disk(manifest))
             except OSError:
                 pass  # nothing left to write it with; the error below still reaches the caller
         for tmp in out_dir.glob("*.tmp"):  # left by a writer that failed (e.g. the dashboard's page)

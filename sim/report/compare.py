@@ -52,6 +52,7 @@ def load_groups(paths: list[str | Path], force: bool = False, not_drawn: list | 
     writing its tables (failed while building, interrupted) goes into ``not_drawn`` as
     (path, status, error) when that list is given, instead of stopping the comparison."""
     runs = []
+    why_not: list[str] = []  # each run not drawn, in the words of its own refusal (what is missing, its status)
     try:
         for p in find_run_dirs(paths):
             try:
@@ -60,11 +61,11 @@ def load_groups(paths: list[str | Path], force: bool = False, not_drawn: list | 
                 if not_drawn is None:
                     raise
                 not_drawn.append((p, str(err.manifest.get("status")), err.manifest.get("error")))
+                why_not.append(str(err))
     except RunDirError as err:
         raise CompareError(str(err)) from None
     if not runs:
-        raise CompareError("no run to draw" + (f": {not_drawn[0][0]} is {not_drawn[0][1]}" if not_drawn else
-                                               " (no run directories given)"))
+        raise CompareError("no run to draw" + (f": {why_not[0]}" if why_not else " (no run directories given)"))
     why = incomparable(runs)
     if why and not force:
         raise CompareError(f"runs are not comparable: {why}; pass --force to compare them anyway")
@@ -607,7 +608,7 @@ def check_page_output(out: Path) -> Path:
     try:
         return check_page(out, "compare")
     except OutputError as err:
-        raise CompareError(f"{out}: {err}") from None
+        raise CompareError(f"-o {out}: {err}") from None
 
 
 def write_compare(paths: list[str | Path], out: str | Path, baseline: str | Path | None = None,
