@@ -219,7 +219,9 @@ def execute_run(scenario: dict, out_dir: str, source: str, share: int = 1) -> di
         manifest = run_to_dir(sim, out, source=source)
     except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (sim.rundir.Terminated)
         return {"status": "interrupted", "error": str(err) or "KeyboardInterrupt"}
-    except Exception as err:  # recorded in the index; the sweep goes on
+    except (Exception, SystemExit) as err:  # recorded in the index; the sweep goes on (also a plug-in's sys.exit)
+        if isinstance(err, SystemExit):
+            err = RuntimeError(f"plug-in code called sys.exit({err.code!r}) while the run was being built")
         if not (out / "manifest.json").exists():
             out.mkdir(parents=True, exist_ok=True)
             (out / "manifest.json").write_text(json.dumps({"status": "failed", "error": f"{type(err).__name__}: {err}"}))

@@ -236,3 +236,23 @@ def test_a_reader_closing_stdout_early_gives_no_traceback(scenario, argv):
     err = proc.stderr.read().decode()
     proc.wait(timeout=120)
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_plugin_sys_exit_in_a_sweep_run_is_a_failed_run(scenario, tmp_path, monkeypatch, capsys):
+    """sweep --workers 1: a run whose code calls sys.exit(0) is recorded failed in the index and
+    the sweep goes on and exits 1 (not 0 with no index)."""
+    import sim.runner
+
+    real = sim.runner.Simulation.run
+
+    def run(self, *a, **k):
+        if self.sc.seed == 1:
+            sys.exit(0)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(sim.runner.Simulation, "run", run)
+    out = tmp_path / "sw"
+    assert main(["sweep", str(scenario), "--seeds", "0..2", "--out", str(out), "--quiet"]) == 1
+    index = pd.read_parquet(out / "index.parquet")
+    assert sorted(index["status"]) == ["completed", "completed", "failed"]
+    assert "sys.exit(0)" in index.loc[index["status"] == "failed", "error"].iloc[0]
