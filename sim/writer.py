@@ -91,13 +91,16 @@ def restore_scenario(data):
     """A manifest's scenario as the run had it: the texts "inf" of ``inf_as_text`` become
     infinite floats again where the schema has a number (validated; data that does not
     validate, e.g. a plug-in not importable here, is returned as it is)."""
-    if not isinstance(data, dict) or "inf" not in json.dumps(data):
+    if not isinstance(data, dict):
+        return data
+    text = json.dumps(data)
+    if '"inf"' not in text and '"-inf"' not in text:  # nothing was infinite: as written
         return data
     try:
         from sim.scenario import Scenario
 
         return Scenario.model_validate(data).model_dump(mode="json")  # (infinite floats stay floats)
-    except Exception:  # noqa: BLE001 -- only a better reading; the raw data stays usable
+    except (Exception, SystemExit):  # noqa: BLE001 -- only a better reading; the raw data stays usable
         return data
 
 
