@@ -175,7 +175,7 @@ def cmd_run(args) -> int:
         from sim.outputs import check_png_dir
 
         _checked("--png", args.png, check_png_dir)
-        args.png = os.path.abspath(args.png)  # a plug-in may change the working directory
+        args.png_shown, args.png = args.png, os.path.abspath(args.png)  # a plug-in may change the working directory
     top, unstarted = _claim_out(args, variants)
     out = top.path  # absolute from the claim on (sim.rundir.claim_dir): a plug-in may chdir
     args.shown = _shown_as(args.out or _default_out("x"))
@@ -260,7 +260,9 @@ def _run_one(sim, out: Path, args, png_sub: str | None = None, claim=None) -> in
 
         png_dir = Path(args.png) / png_sub if png_sub else Path(args.png)
         written, note = export_run_pngs(out, png_dir)
-        print(note or f"{len(written)} PNGs in {png_dir}", file=sys.stderr if note else sys.stdout)
+        given = Path(getattr(args, "png_shown", args.png))  # as the user wrote it
+        shown_png = given / png_sub if png_sub else given
+        print(note or f"{len(written)} PNGs in {shown_png}", file=sys.stderr if note else sys.stdout)
     return 0
 
 
