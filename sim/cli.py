@@ -544,8 +544,8 @@ def cmd_sweep(args) -> int:
     except RunDirError as err:
         raise BadInput(f"--out {out}: {err}") from None
     stopped = f", {res.n_interrupted} interrupted" if res.n_interrupted else ""
-    print(f"sweep {out}: {res.done} done, {res.failed} failed, {res.skipped} skipped of {len(plan.runs)} runs{stopped}; "
-          f"index: {res.index_path}")
+    print(f"sweep {out}: {res.done} done, {res.failed} failed, {res.skipped} skipped of {len(plan.runs)} "
+          f"runs{stopped}; index: {res.index_path}")
     if res.interrupted:
         what = "terminated (SIGTERM)" if was_terminated() else "interrupted"
         print(f"{what}: run the same command again to resume (completed runs are skipped)", file=sys.stderr)

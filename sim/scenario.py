@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import (AfterValidator, BeforeValidator, BaseModel, ConfigDict, Discriminator, Field, SerializeAsAny, Strict, Tag,
-                      ValidationError, ValidationInfo, model_validator)
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, SerializeAsAny,
+                      Strict, Tag, ValidationError, ValidationInfo, model_validator)
 
 
 class ScenarioError(ValueError):
