@@ -3,11 +3,11 @@ whatever the failure, churn and link-flap rates -- failures far faster than a st
 down at once, a node down across rounds -- a run completes or ends early with a stated reason,
 never with an exception, and keeps the fault invariants: no compute while down (states and
 fault windows agree), a contribution is dropped as 'down' only for a worker that was down or
-fetching, bytes sent = bytes received. (A member that
-fails after it arrived at a collective stays a participant: sim.engine.sync does not model a
-failure in the middle of a collective.)
+fetching, bytes sent = bytes received. (A member that fails after it arrived at a collective
+stays a participant: sim.engine.sync does not model a failure in the middle of a collective, so
+"no bytes to a down node" is not asserted.)
 
-Numerics are on (a one-layer GPT of width 16): the crashes this guards against were in the
+Numerics are on (a GPT of width 16, one or two layers): the crashes this guards against were in the
 numerics' view of a collective (``Reduction.finish`` with nobody present). Runs are 1.5 s of
 simulated time at 0.1 s per step, so each takes well under a second."""
 
