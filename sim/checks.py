@@ -130,19 +130,30 @@ def estimate_events(sc, n_params: int | None = None) -> EventEstimate:
             bounds.append(run.max_sim_time_s / (f.failures.mtbf_s + f.failures.mttr_s))
         if work_s is not None and (run.max_rounds is not None or run.max_tokens is not None):
             bounds.append(work_s / f.failures.mtbf_s)
+            if k == n and times is not None:
+                # Every node can fail and a failure loses the step under way: a step of tau seconds
+                # completes only in an up-time longer than tau, after about e^(tau/mtbf) - 1
+                # failures (each node; nobody is ahead to fetch a later step from). Failures far
+                # faster than a step never finish.
+                x = times[0] / f.failures.mtbf_s
+                bounds[-1] = max(bounds[-1], s * (math.expm1(x) if x < 700 else math.inf))
         if bounds:
             terms["faults.failures.mtbf_s"] = k * min(bounds)
     if duration is not None:
         for i, l in enumerate(f.links):
-            if l.mtbf_s is not None:
-                terms[f"faults.links.{i}.mtbf_s"] = duration / (l.mtbf_s + l.mttr_s)
+            if l.mtbf_s is not None:  # each outage is two events (down, up), each re-times the flows on the link
+                terms[f"faults.links.{i}.mtbf_s"] = 2 * duration / (l.mtbf_s + l.mttr_s)
         for i, st in enumerate(f.stragglers):
             if st.slow_periods is not None:
                 sp = st.slow_periods
                 terms[f"faults.stragglers.{i}.slow_periods"] = _selected(sc, st) * duration / (sp.mean_off_s +
                                                                                                sp.mean_on_s)
         if run.eval_every_s is not None and sc.numerics:
-            terms["run.eval_every_s"] = duration / run.eval_every_s
+            # each evaluation runs eval_batches batches of eval_batch_size sequences (for one model, or
+            # every replica): counted in inner-step batches, what one step event costs the numerics
+            per_eval = max(1.0, run.eval_batches * run.eval_batch_size / sc.compute.batch_size
+                           * (n if run.eval_replicas else 1))
+            terms["run.eval_every_s"] = duration / run.eval_every_s * per_eval
     return EventEstimate(s, duration, terms)
 
 
@@ -150,6 +161,10 @@ def check_events(est: EventEstimate, limit: int | None) -> None:
     if limit is None or est.total <= limit:
         return
     where, value = est.largest()
+    if math.isinf(value):
+        raise ValueError(f"{where}: the run would never finish (failures on every node far more often than a step "
+                         "takes: a step almost never completes between two failures); make failures rarer or steps "
+                         "shorter")
     raise ValueError(f"{where}: the run would simulate about {est.total:.3g} events ({value:.3g} from this field), "
                      f"more than run.max_events={limit:,}; change {where} or shorten the run, or raise "
                      "run.max_events (null: no limit)")

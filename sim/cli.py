@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import math
 import os
 import re
 import sys
@@ -76,6 +77,9 @@ def cmd_validate(args) -> int:
             except (ValueError, RuntimeError) as err:
                 where = f"variants.{name}: " if name else ""
                 raise BadInput(where + str(err).splitlines()[0]) from None
+            except SystemExit as err:  # a plug-in's check-time code called sys.exit()
+                where = f"variants.{name}: " if name else ""
+                raise BadInput(f"{where}{_plugin_exit(err)} during the checks") from None
             events = pre.events.total
             extra = f"; about {_num(events)} events" if pre.events.terms else ""
             if pre.memory is not None:
@@ -87,6 +91,10 @@ def cmd_validate(args) -> int:
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _plugin_exit(err: SystemExit) -> str:
+    return f"plug-in code called sys.exit({err.code!r}); locosim does not exit on a plug-in's behalf"
 
 
 def _term(text: str) -> str:
@@ -145,14 +153,32 @@ def _claim_out(args, variants):
     return top, claims
 
 
+def _shown_as(given) -> "Callable[[Path], Path]":
+    """How to print a path under a directory the user gave: relative to where the command
+    started when they gave it relative (the run itself holds it absolute)."""
+    cwd = os.getcwd()
+    if Path(given).is_absolute():
+        return lambda p: Path(p)
+    return lambda p: Path(os.path.relpath(p, cwd))
+
+
 def cmd_run(args) -> int:
     from sim.rundir import Terminated, handle_sigterm
     from sim.runner import Simulation
 
     handle_sigterm()  # SIGTERM ends a run like Ctrl-C: tables written, manifest interrupted, exit 143
+    every = args.progress_every
+    if not (math.isfinite(every) and every >= 0):
+        raise BadInput(f"--progress-every {every}: seconds between progress lines, a finite number >= 0")
     variants = _load_variants(args.file, args.set, args.variant)
+    if getattr(args, "png", None):  # before the run: never replace a file locosim did not write
+        from sim.outputs import check_png_dir
+
+        _checked("--png", args.png, check_png_dir)
+        args.png_shown, args.png = args.png, os.path.abspath(args.png)  # a plug-in may change the working directory
     top, unstarted = _claim_out(args, variants)
-    out = top.path
+    out = top.path  # absolute from the claim on (sim.rundir.claim_dir): a plug-in may chdir
+    args.shown = _shown_as(args.out or _default_out("x"))
     try:
         sims = []
         for name, sc in variants:  # build every variant before running any: bad input fails first
@@ -161,12 +187,15 @@ def cmd_run(args) -> int:
             except (ValueError, RuntimeError) as err:
                 where = f"variants.{name}: " if name else ""
                 raise BadInput(where + str(err).splitlines()[0]) from None
+            except SystemExit as err:  # plug-in code building the run called sys.exit()
+                where = f"variants.{name}: " if name else ""
+                raise BadInput(f"{where}{_plugin_exit(err)} while the run was being built") from None
         if len(sims) == 1 and sims[0][0] is None:
             unstarted.clear()
-            return _run_one(sims[0][1], out, args)
+            return _run_one(sims[0][1], out, args, claim=top)
         for name, sim in sims:
-            del unstarted[name]
-            code = _run_one(sim, out / name, args, png_sub=name)
+            claim = unstarted.pop(name)
+            code = _run_one(sim, out / name, args, png_sub=name, claim=claim)
             if code != 0:
                 return code
     except KeyboardInterrupt as err:  # while building (a run's own interrupt is handled in _run_one)
@@ -181,17 +210,19 @@ def cmd_run(args) -> int:
             top.release()  # the variants' parent, when none of them started
     names = [name for name, _ in sims]
     if len(names) == 1:  # --variant NAME: one run, in OUT/NAME
-        print(f"ran variant {_term(names[0])} of {_term(args.file)} into {out / names[0]}")
+        print(f"ran variant {_term(names[0])} of {_term(args.file)} into {args.shown(out / names[0])}")
     else:
-        print(f"{len(names)} variants ({_term(', '.join(names))}) in {out}; compare them with: "
-              f"locosim compare {out} -o {out / 'compare.html'}")
+        shown = args.shown(out)
+        print(f"{len(names)} variants ({_term(', '.join(names))}) in {shown}; compare them with: "
+              f"locosim compare {shown} -o {shown / 'compare.html'}")
     return 0
 
 
-def _run_one(sim, out: Path, args, png_sub: str | None = None) -> int:
+def _run_one(sim, out: Path, args, png_sub: str | None = None, claim=None) -> int:
     from sim.runner import run_to_dir
 
     sc = sim.sc
+    shown = getattr(args, "shown", lambda p: p)(out)
     progress = _progress_reporter(sc, enabled=not args.quiet, every_s=getattr(args, "progress_every", 30.0))
     try:
         with progress:
@@ -200,10 +231,15 @@ def _run_one(sim, out: Path, args, png_sub: str | None = None) -> int:
         from sim.rundir import Terminated
 
         what = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted"
-        print(f"{what}: partial results in {out} (manifest status: interrupted)", file=sys.stderr)
+        if getattr(err, "run_not_started", False):  # claimed, but the running manifest was never written
+            if claim is not None:
+                claim.release()
+            print(f"{what} before the run started; nothing written", file=sys.stderr)
+        else:
+            print(f"{what}: partial results in {shown} (manifest status: interrupted)", file=sys.stderr)
         return EXIT_TERMINATED if isinstance(err, Terminated) else EXIT_INTERRUPTED
     except Exception as err:  # the manifest records it; one line for the user
-        print(f"run failed: {type(err).__name__}: {err} (details in {out / 'manifest.json'})", file=sys.stderr)
+        print(f"run failed: {type(err).__name__}: {err} (details in {shown / 'manifest.json'})", file=sys.stderr)
         return EXIT_FAILED
     summary = json.loads((out / "summary.json").read_text())
     floor, final = summary["loss_floor"], summary["final_eval_loss"]
@@ -218,13 +254,15 @@ def _run_one(sim, out: Path, args, png_sub: str | None = None) -> int:
     if summary.get("ended_early"):
         print(f"ended early at {_num(summary['sim_duration_s'])} s simulated, before any stop condition: "
               f"{_term(summary['ended_early'])}")
-    print(f"dashboard: {out / 'dashboard.html'}")
+    print(f"dashboard: {shown / 'dashboard.html'}")
     if getattr(args, "png", None):
         from sim.report.dashboard import export_run_pngs
 
         png_dir = Path(args.png) / png_sub if png_sub else Path(args.png)
         written, note = export_run_pngs(out, png_dir)
-        print(note or f"{len(written)} PNGs in {png_dir}", file=sys.stderr if note else sys.stdout)
+        given = Path(getattr(args, "png_shown", args.png))  # as the user wrote it
+        shown_png = given / png_sub if png_sub else given
+        print(note or f"{len(written)} PNGs in {shown_png}", file=sys.stderr if note else sys.stdout)
     return 0
 
 
@@ -324,10 +362,13 @@ def cmd_bandwidth(args) -> int:
     # bandwidth sets its own run (timing only, --rounds rounds): a file needs no run: section
     variants = _load_variants(args.file, args.set, args.variant, default_run={"max_rounds": DEFAULT_ROUNDS})
     targets = _floats("--cu", args.cu, 0.0, 1.0)
-    for flag, path in (("-o", args.html), ("--json", None if args.json == "-" else args.json)):
-        parent = Path(path).parent if path else None
-        if parent is not None and not parent.is_dir():  # before the search, not after it
-            raise BadInput(f"{flag} {path}: no such directory {parent}")
+    from sim.outputs import check_bandwidth_json, check_page
+
+    json_path = None if args.json in (None, "-") else _checked("--json", args.json, check_bandwidth_json)
+    html_path = None if args.html is None else _checked("-o", args.html, lambda p: check_page(p, "bandwidth"))
+    for flag, x in (("--grid-min", args.grid_min), ("--grid-max", args.grid_max)):
+        if not math.isfinite(x):  # before numpy's log grid warns and a link is blamed
+            raise BadInput(f"{flag} {x}: must be a finite number of Gbit/s")
     if not (0 < args.grid_min < args.grid_max):
         raise BadInput(f"--grid-min {args.grid_min} / --grid-max {args.grid_max}: need 0 < min < max (Gbit/s)")
     if args.grid_points < 2:
@@ -391,7 +432,7 @@ def cmd_bandwidth(args) -> int:
     if args.json == "-":
         print(json.dumps(out, indent=2))
     elif args.json:
-        _write_text(args.json, json.dumps(out, indent=2) + "\n", "--json")
+        _write_text(_checked("--json", args.json, check_bandwidth_json), json.dumps(out, indent=2) + "\n", "--json")
         print(f"JSON: {args.json}", file=table)
     if args.html:
         from sim.report.bandwidth import bandwidth_page
@@ -399,17 +440,31 @@ def cmd_bandwidth(args) -> int:
         page = bandwidth_page({(name or _algorithm_label(sc)): res for name, (sc, res) in results.items()},
                               args.window, args.file)
         try:
-            page.write(Path(args.html))
+            page.write(_checked("-o", args.html, lambda p: check_page(p, "bandwidth")))
         except OSError as err:
             raise BadInput(f"-o {args.html}: cannot write ({err.strerror or type(err).__name__})") from None
         print(f"chart: {args.html}", file=table)
     return 0
 
 
-def _write_text(path: str, text: str, flag: str) -> None:
-    """Write a whole file or say in one line why not (exit 2)."""
+def _checked(flag: str, path: str, check) -> Path:
+    """``check(path)`` from sim.outputs (what an output flag may replace), as one line (exit 2)."""
+    from sim.outputs import OutputError
+
     try:
-        Path(path).write_text(text, encoding="utf-8")
+        return check(path)
+    except OutputError as err:
+        raise BadInput(f"{flag} {path}: {err}") from None
+    except OSError as err:
+        raise BadInput(f"{flag} {path}: cannot write there ({err.strerror or type(err).__name__})") from None
+
+
+def _write_text(path: str | Path, text: str, flag: str) -> None:
+    """Write a whole file (atomically) or say in one line why not (exit 2)."""
+    from sim.outputs import write_atomic
+
+    try:
+        write_atomic(path, text)
     except OSError as err:
         raise BadInput(f"{flag} {path}: cannot write ({err.strerror or type(err).__name__})") from None
 
@@ -417,13 +472,21 @@ def _write_text(path: str, text: str, flag: str) -> None:
 def cmd_compare(args) -> int:
     from sim.report.compare import CompareError, write_compare
 
+    from sim.outputs import check_png_dir
+    from sim.report.compare import check_page_output
+
+    if args.target is not None and not (math.isfinite(args.target) and args.target > 0):
+        raise BadInput(f"--target {args.target}: an eval loss must be a finite number > 0")
+
     out = Path(args.out)
-    if out.is_dir():
-        raise BadInput(f"-o {out}: is a directory; name the HTML file to write")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir() or not os.access(parent, os.W_OK):  # before reading every run
-        raise BadInput(f"-o {out}: cannot write there ({'no such directory' if not parent.is_dir() else 'not writable'}"
-                       f" {parent})")
+    try:  # before reading every run: never a run's or sweep's file, nor any file but a compare page
+        check_page_output(out)
+    except CompareError as err:
+        raise BadInput(str(err)) from None
+    except OSError as err:
+        raise BadInput(f"-o {out}: cannot write there ({err.strerror or type(err).__name__})") from None
+    if args.png is not None:
+        _checked("--png", args.png, check_png_dir)
     try:
         path, groups, note = write_compare(args.runs, out, baseline=args.baseline, force=args.force,
                                            target=args.target, png_dir=args.png)
@@ -464,6 +527,8 @@ def cmd_sweep(args) -> int:
     handle_sigterm()  # SIGTERM stops the sweep like Ctrl-C (runs in progress end interrupted), exit 143
     if args.out:
         out = Path(args.out)
+        if any(len(os.fsencode(part)) > 255 for part in out.parts):
+            raise BadInput(f"--out {out}: a path component is over 255 bytes long; at most 255 are allowed")
     else:  # a new directory; two sweeps started in the same second get NAME-sweep-TIMESTAMP and ...-2
         default = _default_out(Path(args.file).stem + "-sweep")
         try:
@@ -477,11 +542,12 @@ def cmd_sweep(args) -> int:
     bar = _SweepBar(len(plan.runs), enabled=not args.quiet)
     try:
         with bar:  # run_sweep holds OUT/sweep.lock: a second sweep here is refused while this one lives
-            res = run_sweep(plan, out, args.workers, args.ray, bar.update)
+            res = run_sweep(plan, out.absolute(), args.workers, args.ray, bar.update)  # a plug-in may chdir
     except RunDirError as err:
         raise BadInput(f"--out {out}: {err}") from None
-    print(f"sweep {out}: {res.done} done, {res.failed} failed, {res.skipped} skipped of {len(plan.runs)} runs; "
-          f"index: {res.index_path}")
+    stopped = f", {res.n_interrupted} interrupted" if res.n_interrupted else ""
+    print(f"sweep {out}: {res.done} done, {res.failed} failed, {res.skipped} skipped of {len(plan.runs)} "
+          f"runs{stopped}; index: {res.index_path}")
     if res.interrupted:
         what = "terminated (SIGTERM)" if was_terminated() else "interrupted"
         print(f"{what}: run the same command again to resume (completed runs are skipped)", file=sys.stderr)
@@ -640,14 +706,42 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; returns the exit code. A reader that closes stdout early (``| head``,
+    ``| false``) ends the command quietly (exit 1 where it had not finished), never with a traceback."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # here, not at interpreter exit, so that a closed pipe is caught
+        return code
+    except BrokenPipeError:
+        try:  # Python flushes stdout again at exit: point it at /dev/null so that says nothing either
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return EXIT_FAILED
+
+
+def _main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(argv)  # --help and --version exit here (SystemExit), as argparse does
+    except BadInput as err:
+        print(f"error: {_term(err)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
         return args.func(args)
     except BadInput as err:
         print(f"error: {_term(err)}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:  # Ctrl-C while importing or planning: nothing was started
+    except SystemExit as err:  # plug-in code (a hook not caught nearer) called sys.exit(): never exit 0 silently
+        print(f"error: {_term(_plugin_exit(err))}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt as err:  # Ctrl-C (or SIGTERM) while importing or planning: nothing was started
+        from sim.rundir import Terminated
+
+        if isinstance(err, Terminated):
+            print("terminated (SIGTERM)", file=sys.stderr)
+            return EXIT_TERMINATED
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
 

@@ -76,8 +76,12 @@ def claim_dir(path: str | Path, new_only: bool = False, placeholder: bool = True
     created exclusively (status ``starting``, the claimer's pid and host), which both marks the
     directory as a run's and makes two claims of the same empty directory exclusive.
     RunDirTaken when it exists and is not empty (or another process got it first),
-    RunDirError when it cannot be created."""
-    path = Path(path)
+    RunDirError when it cannot be created. The claim's path is absolute: a plug-in that changes
+    the working directory during the run does not move where its results go."""
+    path = Path(os.path.abspath(path))
+    for part in path.parts:  # before any stat(): a name the file system cannot hold is one line, not ENAMETOOLONG
+        if len(os.fsencode(part)) > 255:
+            raise RunDirError(f"a path component is {len(os.fsencode(part))} bytes long; at most 255 are allowed")
     missing = []
     p = path
     while not p.exists() and p != p.parent:

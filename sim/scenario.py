@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Field, SerializeAsAny, Tag, ValidationError,
-                      ValidationInfo, model_validator)
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, SerializeAsAny,
+                      Strict, Tag, ValidationError, ValidationInfo, model_validator)
 
 from sim import loader
 from sim.algorithms import method_class, registered, sections
@@ -284,7 +284,10 @@ class SyntheticData(_Strict):
         if self.branching > self.vocab_size - self.topics:
             raise _FieldError(("branching",), f"must be <= vocab_size - topics = {self.vocab_size - self.topics} (got {self.branching})")
         if (self.vocab_size - self.topics) ** self.order > 2_000_000:
-            raise _FieldError(("order",), "(vocab_size - topics) ** order must be <= 2,000,000 contexts")
+            # blame what makes it large: a vocabulary that alone has too many contexts, else the order
+            field_ = "vocab_size" if self.order == 1 or self.vocab_size - self.topics > 2_000_000 else "order"
+            raise _FieldError((field_,), f"(vocab_size - topics) ** order must be <= 2,000,000 contexts (got "
+                                         f"({self.vocab_size} - {self.topics}) ** {self.order})")
         table = (self.vocab_size - self.topics) ** (self.order + 1)
         if table > MAX_MARKOV_TABLE:  # refused before the language's tables are allocated
             raise _FieldError(("vocab_size",), f"the synthetic language needs (vocab_size - topics) ** (order + 1) "
@@ -414,6 +417,18 @@ class Compute(_Strict):
 
 
 # --------------------------------------------------------------------------- run
+def _threads(v: Any) -> Any:
+    """run.threads: 'auto' or a whole number 1..1024 (never true, 2.0 or 'fast')."""
+    if v == "auto" and isinstance(v, str):
+        return v
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 1024:
+        raise ValueError("'auto' or a whole number of CPU threads from 1 to 1024")
+    return v
+
+
+Threads = Annotated[Union[Literal["auto"], int], BeforeValidator(_threads)]
+
+
 class Run(_Strict):
     max_sim_time_s: PositiveFloat | None = Field(default=None, description="Stop after this much simulated time.")
     max_rounds: Int | None = Field(default=None, ge=1, description="Stop after this many syncs (outer steps; ddp: steps).")
@@ -424,7 +439,7 @@ class Run(_Strict):
     eval_batch_size: Int = Field(default=32, ge=1, le=1_048_576, description="Sequences per held-out batch.")
     target_eval_loss: float | None = Field(default=None, gt=0, description="Report the simulated time at which eval loss first reaches this.")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Where numerics run; auto = cuda when available.")
-    threads: Union[Literal["auto"], Annotated[int, Field(ge=1, le=1024)]] = Field(default="auto", description=(
+    threads: Threads = Field(default="auto", description=(
         "CPU threads for the numerics (torch intra-op). auto: 1 for tiny models (extra threads slow them down 4-9x "
         "as soon as another process shares the cores), all the process's cores (its share, in a sweep pool) "
         "for steps above 2e10 FLOPs; OMP_NUM_THREADS, when set, wins over auto."))
@@ -805,7 +820,8 @@ def _unwrap(ann: Any) -> Any:
 def _union_member(model: Any, tag: str) -> Any:
     members = model if isinstance(model, tuple) else ()
     for m in members:
-        for key, f in m.model_fields.items():  # a discriminator's value (not any Literal's: sparta's interval)
+        # a discriminator's value (not any Literal's: sparta's interval); a union may hold plain types (Literal, int)
+        for key, f in getattr(m, "model_fields", {}).items():
             import typing
 
             if key in _TAGS and typing.get_origin(f.annotation) is Literal and tag in typing.get_args(f.annotation):
@@ -929,7 +945,7 @@ def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, d
         except TypeError:  # an unhashable key: construct_mapping reports it
             continue
         if first is not None:
-            raise yaml.constructor.ConstructorError(
+            raise StrictYAMLError(
                 None, None, f"duplicate key {key!r} (first at line {first}); each key may appear once in a mapping",
                 key_node.start_mark)
         seen[key] = key_node.start_mark.line + 1
@@ -937,6 +953,28 @@ def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, d
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+class StrictYAMLError(yaml.constructor.ConstructorError):
+    """YAML that PyYAML would read but we refuse: a duplicate key, an ambiguous integer."""
+
+
+_DECIMAL = re.compile(r"[-+]?(0|[1-9][0-9_]*)")
+
+
+def _construct_strict_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    """Integers are strict: ``010`` (YAML 1.1 reads it as octal 8, YAML 1.2 as 10) and ``1:30``
+    (sexagesimal, 90) are refused rather than read as a number the writer did not mean;
+    decimal, ``0x``, ``0o`` and ``0b`` forms are read as written."""
+    text = str(node.value)
+    plain = text.replace("_", "")
+    if _DECIMAL.fullmatch(text) or re.fullmatch(r"[-+]?0(x[0-9a-fA-F]+|o[0-7]+|b[01]+)", plain):
+        return loader.construct_yaml_int(node) if not plain.lstrip("+-").startswith("0o") else int(plain, 8)
+    raise StrictYAMLError(None, None, f"the integer {text!r} is ambiguous (YAML 1.1 reads a leading 0 as octal and "
+                          "a:b as base 60); write it in plain decimal, or quote it for a string", node.start_mark)
+
+
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", _construct_strict_int)
 
 
 def _kind_of(value: Any) -> str:
@@ -986,6 +1024,8 @@ def load_yaml_text(text: str) -> Any:
 def read_yaml(path: str | Path) -> dict:
     p = Path(path)
     try:
+        if p.exists() and not p.is_dir() and not p.is_file():  # /dev/zero, a pipe: would be read for ever
+            raise ScenarioError(f"{p}: not a regular file (a device, pipe or socket); a scenario is a YAML file")
         if p.is_file() and p.stat().st_size > MAX_YAML_BYTES:
             raise ScenarioError(f"{p}: {p.stat().st_size:,} bytes; a scenario file may have at most "
                                 f"{MAX_YAML_BYTES:,}")
@@ -1022,6 +1062,8 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             raise ScenarioError(f"--set {item}: empty key in path")
         try:
             value = load_yaml_text(raw)
+        except StrictYAMLError as err:  # a duplicate key or an ambiguous integer: not a string to fall back to
+            raise ScenarioError(f"--set {item}: {err.problem}") from None
         except (yaml.YAMLError, ValueError, RecursionError):
             value = raw
         check_plain(value, tuple(parts), source=f"--set {key}")
@@ -1103,23 +1145,25 @@ def _has_path(data: Any, keys: list[str]) -> bool:
     return True
 
 
-def _variant_error(msg: str, name: str, patch: dict, base: dict, overrides: list[str] = ()) -> str:
+def _variant_error(msg: str, name: str, patch: dict, base: dict, overrides: list[str] = (),
+                   grid: list[str] = ()) -> str:
     """Blame the section that holds the bad value: the variant's block when the field's path is
     written there (``variants.NAME: path: ...``), else the base section every variant inherits
     (``path: ... (base section, inherited by variant NAME)``), not a variant that never wrote it."""
     path = msg.split(": ", 1)[0]
     keys = path.split(".") if path and path != "<top level>" else []
     if keys and not _has_path(patch, keys):
-        set_keys = [o.split("=", 1)[0].strip() for o in overrides]
-        if any(path == k or path.startswith(k + ".") or k.startswith(path + ".") for k in set_keys):
-            return f"{msg} (from --set, applied to variant {name})"
+        for flag, items in (("--grid", grid), ("--set", overrides)):  # a sweep's grid point is not a --set
+            keys = [o.split("=", 1)[0].strip() for o in items]
+            if any(path == k or path.startswith(k + ".") or k.startswith(path + ".") for k in keys):
+                return f"{msg} (from {flag}, applied to variant {name})"
         if _has_path(base, keys):
             return f"{msg} (in the base section, inherited by variant {name})"
     return f"variants.{name}: {msg}"
 
 
 def load_variants(path: str | Path, overrides: list[str] | None = None,
-                  default_run: dict | None = None) -> list[tuple[str | None, Scenario]]:
+                  default_run: dict | None = None, grid: list[str] | None = None) -> list[tuple[str | None, Scenario]]:
     """The scenarios a file describes: one (None, scenario) without ``variants:``; else one
     (variant name, scenario) per entry of ``variants:`` (name -> sections merged into the
     base). ``--set variants.NAME.key=value`` edits NAME's block before the merge; other
@@ -1127,7 +1171,9 @@ def load_variants(path: str | Path, overrides: list[str] | None = None,
     section of a scenario that has none (``locosim bandwidth`` sets its own run)."""
     data = read_yaml(path)
     data.pop("sweep", None)  # read by `locosim sweep` (sim.sweep); a single run ignores it
+    grid = list(grid or [])  # a sweep's grid point (key.path=value), applied after the --set overrides
     variants, overrides = _variant_overrides(data.pop("variants", None), overrides or [])
+    set_only, overrides = overrides, overrides + grid
 
     def with_run(d: dict) -> dict:
         return {**d, "run": dict(default_run)} if default_run is not None and "run" not in d else d
@@ -1151,7 +1197,7 @@ def load_variants(path: str | Path, overrides: list[str] | None = None,
         try:
             sc = parse_scenario(apply_overrides(with_run(merged), overrides), str(path))
         except ScenarioError as err:
-            raise ScenarioError(_variant_error(str(err), name, patch, data, overrides)) from None
+            raise ScenarioError(_variant_error(str(err), name, patch, data, set_only, grid)) from None
         out.append((name, _finish(sc, path)))
     return out
 
@@ -1167,8 +1213,11 @@ def _finish(sc: Scenario, path: str | Path) -> Scenario:
         p = Path(sc.data.path)
         if not p.is_absolute():
             p = (Path(path).parent / p).resolve()
-        if not p.is_file():
+        if not p.exists():
             raise ScenarioError(f"data.path: no such file {str(p)!r}")
+        if not p.is_file():  # a directory, /dev/zero, a pipe: never read for ever
+            raise ScenarioError(f"data.path: {str(p)!r} is not a regular file (a directory, device or pipe); "
+                                "name a UTF-8 text file")
         sc = sc.model_copy(update={"data": sc.data.model_copy(update={"path": str(p)})})
     sc = Link._resolve_csv_paths(sc, Path(path).parent)
     sc = _resolve_fault_csvs(sc, Path(path).parent)

@@ -68,6 +68,7 @@ class RunSpec:
 class SweepPlan:
     runs: list[RunSpec]
     axes: list[str] = field(default_factory=list)
+    earlier: dict[str, dict] = field(default_factory=dict)  # index rows of an earlier sweep's other runs here
 
 
 def parse_values(text: str) -> list[Any]:
@@ -139,6 +140,9 @@ def plan_sweep(path: str | Path, grid: dict[str, list[Any]] | None = None, seeds
     if not isinstance(file_grid, dict) or not all(isinstance(v, list) and v for v in file_grid.values()):
         raise ScenarioError("sweep.grid: each key.path needs a non-empty list of values")
     full_grid = {**file_grid, **(grid or {})}
+    if "seed" in full_grid and (seeds is not None or section.get("seeds") is not None):
+        raise ScenarioError("--grid seed / sweep.grid.seed and --seeds / sweep.seeds both give the seeds; "
+                            "give them once (--seeds A..B)")
     if seeds is None:
         seeds = section.get("seeds")
         if seeds is not None and (not isinstance(seeds, list) or not all(isinstance(s, int) and s >= 0 for s in seeds)):
@@ -155,7 +159,7 @@ def plan_sweep(path: str | Path, grid: dict[str, list[Any]] | None = None, seeds
         point = [f"{k}={json.dumps(v)}" for k, v in zip(keys, values)]
         for seed in seeds if seeds is not None else [None]:
             extra = point + ([f"seed={seed}"] if seed is not None else [])
-            for variant, sc in load_variants(path, base_overrides + extra):
+            for variant, sc in load_variants(path, base_overrides, grid=extra):
                 scenario = sc.model_dump(mode="json")
                 digest = hashlib.sha256(json.dumps(scenario, sort_keys=True).encode()).hexdigest()[:10]
                 parts = ([variant] if variant else []) + [f"{_short_key(k)}={_label_value(v)}"
@@ -235,7 +239,9 @@ def execute_run(scenario: dict, out_dir: str, source: str, share: int = 1) -> di
         manifest = run_to_dir(sim, out, source=source)
     except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (sim.rundir.Terminated)
         return {"status": "interrupted", "error": str(err) or "KeyboardInterrupt"}
-    except Exception as err:  # recorded in the index; the sweep goes on
+    except (Exception, SystemExit) as err:  # recorded in the index; the sweep goes on (also a plug-in's sys.exit)
+        if isinstance(err, SystemExit):
+            err = RuntimeError(f"plug-in code called sys.exit({err.code!r}) while the run was being built")
         if not (out / "manifest.json").exists():
             out.mkdir(parents=True, exist_ok=True)
             (out / "manifest.json").write_text(json.dumps({"status": "failed", "error": f"{type(err).__name__}: {err}"}))
@@ -250,6 +256,7 @@ class SweepResult:
     failed: int
     skipped: int
     interrupted: bool
+    n_interrupted: int = 0  # runs that ended interrupted (the index lists them as such)
 
 
 def run_sweep(plan: SweepPlan, out: Path, workers: int = 1, ray_address: str | None = None,
@@ -268,9 +275,51 @@ def run_sweep(plan: SweepPlan, out: Path, workers: int = 1, ray_address: str | N
         return _run_locked(plan, out, workers, ray_address, on_update)
 
 
+def _earlier(out: Path) -> tuple[list[str], list[str], dict[str, dict]]:
+    """What an earlier sweep into ``out`` left: its axes, its run ids (sweep.json) and its index
+    rows by run id -- so that sweeping into it again with other seeds or grid points adds to it."""
+    axes: list[str] = []
+    runs: list[str] = []
+    rows: dict[str, dict] = {}
+    try:
+        meta = json.loads((out / "sweep.json").read_text(encoding="utf-8"))
+        if isinstance(meta, dict):
+            axes = [a for a in meta.get("axes") or [] if isinstance(a, str)]
+            runs = [r for r in meta.get("runs") or [] if isinstance(r, str)]
+    except (OSError, ValueError):
+        pass
+    if (out / INDEX).is_file():
+        try:
+            import pandas as pd
+
+            df = pd.read_parquet(out / INDEX)
+            for row in df.astype(object).where(df.notna(), None).to_dict("records"):
+                if isinstance(row.get("run_id"), str):
+                    rows[row["run_id"]] = row
+        except (OSError, ValueError, ImportError):
+            pass
+    for run_id in rows:
+        if run_id not in runs:
+            runs.append(run_id)
+    return axes, runs, rows
+
+
+def _write_sweep_json(out: Path, axes: list[str], runs: list[str]) -> None:
+    tmp = out / "sweep.json.tmp"
+    tmp.write_text(json.dumps({"axes": axes, "runs": runs}, indent=2))
+    os.replace(tmp, out / "sweep.json")
+
+
 def _run_locked(plan: SweepPlan, out: Path, workers: int, ray_address: str | None,
                 on_update: Callable[[int, int, int, int], None] | None) -> SweepResult:
-    (out / "sweep.json").write_text(json.dumps({"axes": plan.axes, "runs": [r.run_id for r in plan.runs]}, indent=2))
+    old_axes, old_runs, old_rows = _earlier(out)
+    planned = [r.run_id for r in plan.runs]
+    # an earlier sweep here with other seeds or grid points: its runs stay listed (sweep.json, index)
+    earlier = {rid: old_rows.get(rid, {"run_id": rid, "dir": rid}) for rid in old_runs
+               if rid not in set(planned) and safe_label(rid) == rid and (out / rid).is_dir()}
+    axes = old_axes + [a for a in plan.axes if a not in old_axes] if earlier else plan.axes
+    _write_sweep_json(out, axes, [rid for rid in old_runs if rid in earlier] + planned)
+    plan = SweepPlan(plan.runs, axes, earlier)
     todo, skipped = [], 0
     for r in plan.runs:
         d = out / r.run_id
@@ -316,7 +365,8 @@ def _run_locked(plan: SweepPlan, out: Path, workers: int, ray_address: str | Non
     # the counts come from the runs' manifests, as the index's status column does, so the two agree
     # even when an interrupt landed between a run's end and its record()
     ended = [status_of(out / r.run_id) for r in todo]
-    return SweepResult(out / INDEX, sum(s in FINISHED for s in ended), ended.count("failed"), skipped, interrupted)
+    return SweepResult(out / INDEX, sum(s in FINISHED for s in ended), ended.count("failed"), skipped, interrupted,
+                       ended.count("interrupted"))
 
 
 STOP_GRACE_S = 600.0  # after Ctrl-C / SIGTERM: how long a worker may take to write its interrupted run
@@ -523,6 +573,8 @@ def write_index(plan: SweepPlan, out: Path, results: dict[str, dict], cache: dic
 
     rows = []
     cache = {} if cache is None else cache
+    for run_id, row in plan.earlier.items():  # an earlier sweep's runs in the same directory stay listed
+        rows.append({**row, "status": status_of(out / run_id) or "pending"})
     for r in plan.runs:
         if r.run_id in cache:
             rows.append(cache[r.run_id])

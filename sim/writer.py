@@ -32,6 +32,11 @@ STATUS_RUNNING, STATUS_COMPLETED, STATUS_INTERRUPTED, STATUS_FAILED = "running",
 STATUS_DIVERGED = "diverged"  # a loss or the parameters became NaN / inf (run.on_divergence)
 
 
+class PluginExit(RuntimeError):
+    """Plug-in code called ``sys.exit()`` during a run: the run failed (locosim does not exit
+    on a plug-in's behalf, and never with the plug-in's exit code)."""
+
+
 def _versions() -> dict:
     import importlib.metadata as md
 
@@ -69,6 +74,41 @@ def write_json(path: Path, obj) -> None:
         raise
 
 
+def inf_as_text(obj):
+    """A copy of scenario data with every infinite float as the text "inf" / "-inf": JSON has no
+    infinity, and a scenario may hold one (``bandwidth_gbps: .inf``) that must come back as
+    itself, not as null (``restore_scenario`` reads it back)."""
+    if isinstance(obj, dict):
+        return {k: inf_as_text(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [inf_as_text(v) for v in obj]
+    if isinstance(obj, float) and math.isinf(obj):
+        return "inf" if obj > 0 else "-inf"
+    return obj
+
+
+def restore_scenario(data):
+    """A manifest's scenario as the run had it: the texts "inf" of ``inf_as_text`` become
+    infinite floats again where the schema has a number (validated; data that does not
+    validate, e.g. a plug-in not importable here, is returned as it is)."""
+    if not isinstance(data, dict):
+        return data
+    text = json.dumps(data)
+    if '"inf"' not in text and '"-inf"' not in text:  # nothing was infinite: as written
+        return data
+    try:
+        from sim.scenario import Scenario
+
+        return Scenario.model_validate(data).model_dump(mode="json")  # (infinite floats stay floats)
+    except (Exception, SystemExit):  # noqa: BLE001 -- only a better reading; the raw data stays usable
+        return data
+
+
+def on_disk(manifest: dict) -> dict:
+    """The manifest as written: its scenario with infinities kept as text (``inf_as_text``)."""
+    return {**manifest, "scenario": inf_as_text(manifest.get("scenario"))}
+
+
 def _write_json_in_place(path: Path, obj) -> None:
     """Last resort for the final manifest when ``write_json`` failed (a full disk has no room for
     a new .tmp file): overwrite the existing file compactly, which fits in the blocks its indented
@@ -102,17 +142,22 @@ def run_to_dir(sim: Simulation, out_dir: Path, on_progress: Callable[[Progress],
     from sim.report.dashboard import write_dashboard
 
     sc = sim.sc
-    out_dir.mkdir(parents=True, exist_ok=True)
-    scenario = sc.model_dump(mode="json")
-    manifest = {
-        "name": sc.name, "status": STATUS_RUNNING, "scenario": scenario, "source": source,
-        "fingerprints": fingerprints(scenario),  # sha256 of the plug-in source and data files it reads
-        "seed": sc.seed, "versions": _versions(), "git_revision": _git_revision(),
-        "device": _describe_device(sim.device),
-        "host": platform.node(), "pid": os.getpid(), "started_at": _now(), "ended_at": None, "wall_s": None, "error": None,
-        "files": [],
-    }
-    write_json(out_dir / "manifest.json", manifest)
+    out_dir = Path(os.path.abspath(out_dir))  # a plug-in that changes the working directory moves nothing
+    try:  # an interrupt before the running manifest is written: the run never started (the CLI releases the claim)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        scenario = sc.model_dump(mode="json")
+        manifest = {
+            "name": sc.name, "status": STATUS_RUNNING, "scenario": scenario, "source": source,
+            "fingerprints": fingerprints(scenario),  # sha256 of the plug-in source and data files it reads
+            "seed": sc.seed, "versions": _versions(), "git_revision": _git_revision(),
+            "device": _describe_device(sim.device),
+            "host": platform.node(), "pid": os.getpid(), "started_at": _now(), "ended_at": None, "wall_s": None,
+            "error": None, "files": [],
+        }
+        write_json(out_dir / "manifest.json", on_disk(manifest))
+    except KeyboardInterrupt as err:
+        err.run_not_started = True
+        raise
     t0 = time.monotonic()
     pending: BaseException | None = None
     try:
@@ -122,32 +167,52 @@ def run_to_dir(sim: Simulation, out_dir: Path, on_progress: Callable[[Progress],
         manifest["status"] = STATUS_INTERRUPTED
         manifest["error"] = str(err) or None
         pending = err
+    except SystemExit as err:  # plug-in code called sys.exit(): a failed run, not locosim's exit
+        manifest["status"] = STATUS_FAILED
+        manifest["error"] = f"PluginExit: plug-in code called sys.exit({err.code!r}) during the run"
+        manifest["traceback"] = traceback.format_exc()
+        pending = PluginExit(manifest["error"].split(": ", 1)[1])
     except Exception as err:  # recorded in the manifest, then re-raised for the CLI
         manifest["status"] = STATUS_FAILED
         manifest["error"] = f"{type(err).__name__}: {err}"
         manifest["traceback"] = traceback.format_exc()  # e.g. a plug-in method's own code
         pending = err
     manifest["wall_s"] = time.monotonic() - t0
+    ending = manifest["status"]
+    written = manifest["files"]  # what exists, in the order written: the tables first, then what derives from them
+    summary = None
     try:
         if manifest["status"] != STATUS_COMPLETED:
             sim.close_records()  # keep what was recorded; no more numerics after an interrupt
         result = sim.result()
         manifest["diagnostic_labels"] = {k: list(v) for k, v in result.diagnostic_labels.items()}  # the method's words
         events = events_table(result.records)
+        _write_parquet(events, out_dir / "events.parquet")
+        written.append("events.parquet")
         metrics = metrics_table(result)
+        _write_parquet(metrics, out_dir / "metrics.parquet")
+        written.append("metrics.parquet")
         network = network_rates(result.graph, events)  # replayed once: the summary's peaks and the page's curves
         summary = summarize(result, events, metrics, manifest, network)
-        _write_parquet(events, out_dir / "events.parquet")
-        _write_parquet(metrics, out_dir / "metrics.parquet")
         write_json(out_dir / "summary.json", summary)
-        manifest["files"] = ["events.parquet", "metrics.parquet", "summary.json"]
+        written.append("summary.json")
         write_dashboard(out_dir / "dashboard.html", events, metrics, summary, manifest, network)
-        manifest["files"].append("dashboard.html")
+        written.append("dashboard.html")
         if sc.run.save_model and sim.numerics_on and manifest["status"] in (STATUS_COMPLETED, STATUS_DIVERGED):
             sim.save_model(out_dir / "model.pt")
-            manifest["files"].append("model.pt")
-    except KeyboardInterrupt as err:  # a second Ctrl-C while writing: keep what is written
+            written.append("model.pt")
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM while writing: keep what is written, and say so
         manifest["status"] = STATUS_INTERRUPTED
+        if pending is None:
+            what = str(err) or "interrupted"
+            manifest["error"] = (f"{what} while writing the run directory; the simulation itself had ended "
+                                 f"{ending}; written: {', '.join(written) or 'nothing'}")
+            if summary is not None and "summary.json" in written:  # the summary says what the manifest says
+                summary["status"] = STATUS_INTERRUPTED
+                try:
+                    write_json(out_dir / "summary.json", summary)
+                except OSError:
+                    pass
         pending = pending or err
     except Exception as err:  # e.g. OSError: the disk is full; the run's own ending stays in the error
         reason = f"writing the run directory failed: {type(err).__name__}: {err}"
@@ -159,10 +224,10 @@ def run_to_dir(sim: Simulation, out_dir: Path, on_progress: Callable[[Progress],
         manifest["diverged"] = sim.diverged
         manifest["ended_early"] = sim.ended_early
         try:
-            write_json(out_dir / "manifest.json", manifest)
+            write_json(out_dir / "manifest.json", on_disk(manifest))
         except OSError:
             try:
-                _write_json_in_place(out_dir / "manifest.json", manifest)
+                _write_json_in_place(out_dir / "manifest.json", on_disk(manifest))
             except OSError:
                 pass  # nothing left to write it with; the error below still reaches the caller
         for tmp in out_dir.glob("*.tmp"):  # left by a writer that failed (e.g. the dashboard's page)

@@ -49,6 +49,8 @@ PREWORK_PREFIX = {
     "link_flaps_tiny": "faults.links.0.mtbf_s:",
     "eval_every_s_tiny": "run.eval_every_s:",
     "warm_start_huge": "algorithm.warm_start_steps:",
+    "failures_faster_than_a_step": "faults.failures.mtbf_s: the run would never finish",
+    "eval_every_s_weighted": "run.eval_every_s:",
 }
 NEEDS_NO_CUDA = {"device_cuda", "kernels_triton"}
 PREWORK_FIXTURES = sorted(PREWORK.glob("*.yaml"))

@@ -235,8 +235,9 @@ class OuterMethod(Algorithm):
         """The engine finished ``send``'s collective over ``participants`` (None: the whole
         group); returns train records of steps it ran."""
         if send.stream == "warmup":
-            records = numerics.synchronous_step(send.round + 1, time_s,
-                                                allreduce_grads(self.spec.payload_dtype, participants, self.kernels))
+            records = [] if participants is not None and not participants else numerics.synchronous_step(
+                send.round + 1, time_s, allreduce_grads(self.spec.payload_dtype, participants, self.kernels))
+            # (no whole gradient arrived, empty participants: no step; the outer state is still taken)
             if send.round + 1 == self.warm:
                 self.start(numerics.replicas, state)
             return only(records, participants)

@@ -137,6 +137,8 @@ class DDP(Algorithm):
             state.arrived[send.round] = (got, present)
             return []
         state.arrived.pop(send.round, None)
+        if present is not None and not present:  # no worker's gradient reached every bucket: no step to take
+            return []
         records = numerics.synchronous_step(send.round + 1, time_s,
                                             allreduce_grads(self.spec.payload_dtype, present, self.kernels))
         return only(records, present)

@@ -162,6 +162,8 @@ class DeMo(Algorithm):
         W = self.n_workers
         up = [w for w in range(W) if w not in state.absent]
         present = [w for w in (participants if participants is not None else self.everyone) if w in up]
+        if not up:  # everyone failed after sending: nobody is there to take the step
+            return []
         opt = replicas.opt
         before = {name: v.clone() for name, v in replicas.params.items()}
         box: dict = {}

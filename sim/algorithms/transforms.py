@@ -176,9 +176,12 @@ class Reduction:
         self.contribs[worker] = tree
 
     def finish(self, participants: tuple[int, ...] | None = None) -> None:
-        """The engine completed the collective over ``participants`` (None: the whole group)."""
+        """The engine completed the collective over ``participants`` (None: the whole group).
+        None present (a payload in parts whose parts ran with different members, each dropped
+        from some part): there is no whole result, as for a member left out of it -- the
+        reduction is ``gone``, ready with nothing to apply, and every member keeps its own."""
         if participants is not None and not participants:
-            raise ValueError("a collective needs at least one participant")
+            self.gone = True
         self.participants = participants
         self.done = True
 

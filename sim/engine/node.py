@@ -115,6 +115,10 @@ class Worker:
         if not self.up:
             raise RuntimeError(f"worker {self.index} failed while already down")
         self.up = False
+        # The event its revival fires, made now rather than when the worker handles the interrupt:
+        # a revive and a new failure in the same instant (a failure rate far above the step rate)
+        # may both come before the worker runs again, and each must find its own event.
+        self._revived = self.env.event()
         self.process.interrupt("down")
         self._notify()
 
@@ -144,35 +148,40 @@ class Worker:
 
     def revive(self) -> None:
         """Come back up: the worker fetches parameters (``rejoin``) and goes on."""
-        if self.up or self._revived is None:
+        if self.up or self._revived is None or self._revived.triggered:
             raise RuntimeError(f"worker {self.index} revived while up")
         self.up = True
         self._revived.succeed()
 
     def run(self) -> Generator:
-        rejoining = False
+        # "up": training; "down": waiting to be revived; "rejoining": fetching parameters.
+        # Every wait is inside the try, so a failure can land in any of them -- also one that
+        # comes in the same instant as the revival, before this process ran again.
+        phase = "up"
         while True:
             try:
-                if rejoining:
+                if phase == "down":
+                    yield self._revived
+                    phase = "rejoining"
+                if phase == "rejoining":
                     if self.rejoin is not None:
                         yield from self.rejoin(self)
                     else:
                         self.barrier.member_up(self.index, self.steps_done)
-                    rejoining = False
+                    phase = "up"
                     self.rejoins += 1
                 yield from self._train()
             except simpy.Interrupt:
+                if phase == "down":  # failed again before it ran after its revival: still down, told once
+                    continue
                 # Down: what it was computing is lost; the collectives it already sent to go on
                 # with its contribution (they do not wait for it any more), it waits for nothing.
+                phase = "down"
                 self.tracker.set("down")
                 self.in_flight.clear()
                 self.barrier.member_down(self.index)
                 if self.on_down is not None:
                     self.on_down(self.index)
-                self._revived = self.env.event()
-                yield self._revived
-                self._revived = None
-                rejoining = True
 
     # ------------------------------------------------------------------ quiet stretches
     def _quiet_stretch(self) -> Generator:

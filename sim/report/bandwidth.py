@@ -43,7 +43,7 @@ def bandwidth_figure(results: dict, window: str) -> go.Figure:
 
 def bandwidth_page(results: dict, window: str, source: str) -> Page:
     """The whole page: the answers as a table (as the command prints it) and the chart."""
-    page = Page(f"locosim bandwidth: {source}")
+    page = Page(f"locosim bandwidth: {source}", kind="bandwidth")
     page.html(f"<h1>Bandwidth each method needs: {html.escape(str(source))}</h1>")
     targets = sorted({t for res in results.values() for t in res.targets})
     rows = [[name, res.rounds] + [(f"{res.targets[t]:.3g}" if res.targets.get(t) is not None else "not reached")

@@ -54,6 +54,7 @@ def load_groups(paths: list[str | Path], force: bool = False, not_drawn: list | 
     writing its tables (failed while building, interrupted) goes into ``not_drawn`` as
     (path, status, error) when that list is given, instead of stopping the comparison."""
     runs = []
+    why_not: list[str] = []  # each run not drawn, in the words of its own refusal (what is missing, its status)
     try:
         for p in find_run_dirs(paths):
             try:
@@ -62,11 +63,11 @@ def load_groups(paths: list[str | Path], force: bool = False, not_drawn: list | 
                 if not_drawn is None:
                     raise
                 not_drawn.append((p, str(err.manifest.get("status")), err.manifest.get("error")))
+                why_not.append(str(err))
     except RunDirError as err:
         raise CompareError(str(err)) from None
     if not runs:
-        raise CompareError("no run to draw" + (f": {not_drawn[0][0]} is {not_drawn[0][1]}" if not_drawn else
-                                               " (no run directories given)"))
+        raise CompareError("no run to draw" + (f": {why_not[0]}" if why_not else " (no run directories given)"))
     why = incomparable(runs)
     if why and not force:
         raise CompareError(f"runs are not comparable: {why}; pass --force to compare them anyway")
@@ -805,7 +806,7 @@ def build_compare(groups: list[Group], baseline: Group, target: float | None, ta
                   ) -> tuple[Page, dict[str, go.Figure]]:
     figs = compare_figures(groups, target)
     n_runs = sum(len(g.runs) for g in groups)
-    page = Page(f"{COMPARE_TITLE}{n_runs} runs")
+    page = Page(f"{COMPARE_TITLE}{n_runs} runs", kind="compare")
     sc = groups[0].runs[0].scenario
     page.html(f"<h1>Comparison of {n_runs} runs" + (f" in {len(groups)} groups" if len(groups) != n_runs else "")
               + "</h1>")
@@ -903,13 +904,25 @@ def check_output(out: Path) -> None:
                            "elsewhere (nothing was overwritten)")
 
 
+def check_page_output(out: Path) -> Path:
+    """check_output, then the rule of every output flag (sim.outputs): a new file, or a compare
+    page written before; never another file or a device."""
+    from sim.outputs import OutputError, check_page
+
+    check_output(out)
+    try:
+        return check_page(out, "compare")
+    except OutputError as err:
+        raise CompareError(f"-o {out}: {err}") from None
+
+
 def write_compare(paths: list[str | Path], out: str | Path, baseline: str | Path | None = None,
                   force: bool = False, target: float | None = None, png_dir: str | Path | None = None
                   ) -> tuple[Path, list[Group], str | None]:
     """Write the comparison page; returns (its path, the groups, a one-line PNG note or None).
     CompareError (one line) for runs that cannot be compared as asked, or for an ``out`` that
     would overwrite a run's or a sweep's own files (checked first, before anything is read)."""
-    check_output(Path(out))
+    check_page_output(Path(out))
     not_drawn: list = []
     groups = load_groups(paths, force=force, not_drawn=not_drawn)
     runs = [r for g in groups for r in g.runs]
@@ -926,7 +939,7 @@ def write_compare(paths: list[str | Path], out: str | Path, baseline: str | Path
             from None
     page, figs = build_compare(groups, base, tgt, why, forced, sweep, not_drawn)
     out = Path(out)
-    page.write(out)
+    page.write(check_page_output(out))  # again: the file may have appeared while the runs were read
     note = None
     if png_dir is not None:
         written, note = export_pngs(figs, Path(png_dir))

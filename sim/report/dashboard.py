@@ -863,7 +863,7 @@ OPTIONAL_SECTIONS = {"Faults"}  # left out of the page when the run has none of 
 def build_dashboard(run: RunData) -> Page:
     figs, selector = run_figures(run)
     s = run.summary
-    page = Page(f"locosim: {s['name']}")
+    page = Page(f"locosim: {s['name']}", kind="dashboard")
     desc = run.scenario.get("description") or ""
     page.html(f"<h1>{html.escape(s['name'])}</h1>" + (f"<p class='desc'>{html.escape(desc)}</p>" if desc else ""))
     page.html("<div class='cols'><div>" + kv_table(header_rows(run)).replace("class='kv'", "class='kv' id='header'")

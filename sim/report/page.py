@@ -16,6 +16,8 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
+from sim.outputs import OutputError, check_png_dir, generator_meta, mark_png, write_atomic
+
 # One look for every page: compute green, comm red, waiting orange, down grey.
 STATE_COLORS = {"compute": "#2ca02c", "comm_blocked": "#d62728", "straggler_wait": "#ff7f0e", "down": "#7f7f7f"}
 STATE_LABELS = {"compute": "compute", "comm_blocked": "comm-blocked", "straggler_wait": "straggler-wait",
@@ -133,8 +135,9 @@ def place_title(fig: go.Figure, wide: bool) -> None:
 class Page:
     """Sections of HTML and figures, written as one file with plotly.js inlined once."""
 
-    def __init__(self, title: str):
+    def __init__(self, title: str, kind: str = "page"):
         self.title = title
+        self.kind = kind  # the generator mark (sim.outputs): which output flag may replace the file
         self.parts: list[str] = []
         self.figures: dict[str, go.Figure] = {}
         self._first_fig = True
@@ -160,14 +163,12 @@ class Page:
 
     def write(self, path: Path) -> None:
         page = (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-                f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
+                f"<meta name='viewport' content='width=device-width, initial-scale=1'>{generator_meta(self.kind)}"
                 f"<title>{html.escape(self.title)}</title><style>{CSS}</style></head><body>\n"
                 + "\n".join(self.parts) + "\n</body></html>\n")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(page, encoding="utf-8")
-        tmp.replace(path)
+        write_atomic(path, page)
 
 
 def find_chromium() -> str | None:
@@ -198,12 +199,23 @@ def export_pngs(figures: dict[str, go.Figure], out_dir: Path, width: int = 1100,
     import plotly.io as pio
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"{fig_id}.png" for fig_id in figures]
+    names = [f"{fig_id}.png" for fig_id in figures]
+    try:  # checked before the work by the command too; again now (sim.outputs: never replace another's file)
+        check_png_dir(out_dir, names)
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except (OutputError, OSError) as err:
+        return [], f"png export skipped: {out_dir}: {err}"
+    paths = [out_dir / n for n in names]
     heights = [height or int(f.layout.height or 450) for f in figures.values()]
-    try:
-        pio.write_images(list(figures.values()), paths, format="png", width=width, height=heights)
-    except Exception as err:  # a browser that will not start: say so, do not fail the run
-        return [], f"png export skipped: kaleido could not render with {browser} ({type(err).__name__}: " \
-                   f"{str(err).splitlines()[0] if str(err) else ''})"
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix=".locosim-png-", dir=out_dir) as tmp:
+        drawn = [Path(tmp) / n for n in names]
+        try:
+            pio.write_images(list(figures.values()), drawn, format="png", width=width, height=heights)
+        except Exception as err:  # a browser that will not start: say so, do not fail the run
+            return [], f"png export skipped: kaleido could not render with {browser} ({type(err).__name__}: " \
+                       f"{str(err).splitlines()[0] if str(err) else ''})"
+        for src, dst in zip(drawn, paths):  # marked as ours, so that a later export may replace them
+            write_atomic(dst, mark_png(src.read_bytes()))
     return paths, None

@@ -64,6 +64,9 @@ def load_run(path: str | Path) -> RunData:
     except (OSError, ValueError) as err:
         raise RunDirError(f"{p / 'manifest.json'}: unreadable ({type(err).__name__})") from None
     _check_shape(p / "manifest.json", manifest, {"status": str})
+    from sim.writer import restore_scenario
+
+    manifest["scenario"] = restore_scenario(manifest.get("scenario"))  # "inf" back to infinity
     missing = [f for f in ("summary.json", "events.parquet", "metrics.parquet") if not (p / f).is_file()]
     if missing:
         raise NotDrawable(f"{p}: run has no {', '.join(missing)} (status {manifest['status']}); nothing to draw",
