@@ -133,9 +133,9 @@ class Periodic(OuterMethod):
         super().configure(layout, proxy_layers)
         frags = self.fragment_names([k for k, _ in layout])
         c = self.sync.copies
+        parts, self.layers = layer_parts(layout, None, proxy_layers)
+        self.parts = [(layer, c * e) for layer, e in parts]  # the whole model's payload, per layer
         if frags is None:
-            parts, self.layers = layer_parts(layout, None, proxy_layers)
-            self.parts = [(layer, c * e) for layer, e in parts]
             self.streams = [Stream(self.stream, self.H, None, tuple(self.parts))]
         else:
             stagger = self.sync.stagger
@@ -149,8 +149,8 @@ class Periodic(OuterMethod):
             self.streams = []
             for i, (f, t) in enumerate(zip(frags, offsets)):
                 parts, self.layers = layer_parts(layout, f, proxy_layers)
-                self.streams.append(Stream(f"{self.stream}{i}", t, tuple(f), tuple((l, c * e) for l, e in parts)))
-            self.parts = list(self.streams[0].parts)
+                fparts = tuple((layer, c * e) for layer, e in parts)
+                self.streams.append(Stream(f"{self.stream}{i}", t, tuple(f), fparts))
             elems = dict(layout)
             self.info = ScheduleInfo(
                 wire_format=self.spec.payload_dtype, syncs_per_round=p,
