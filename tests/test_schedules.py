@@ -221,3 +221,17 @@ def test_the_templates_quiet_steps_and_use_steps_agree_with_its_table(algorithm)
     assert needs
     for w, s, (stream, round_) in needs:
         assert m.use_step((stream, round_, group[(w, stream, round_)])) == s, (w, s, stream, round_)
+
+
+@pytest.mark.parametrize("algorithm", [a for a in TEMPLATE_METHODS if "streaming" in a] + [
+    "{name: streaming_diloco, inner_steps: 3, fragment_layers: 1, overlap_steps: 0}",
+    "{name: streaming_diloco, inner_steps: 9, fragment_layers: 1, overlap_steps: 1, fragment_schedule: interval, "
+    "pattern: sequential}"])
+def test_a_streamed_sync_carries_the_mean_fragment_in_fp32(algorithm):
+    """With fragment streams, one collective a round per fragment (syncs_per_round = P), and a
+    sync's payload in fp32 is 4 bytes x the mean fragment's elements (the fragments partition
+    the model: P x that mean is the whole model's 4 x 27 bytes)."""
+    m = method(algorithm)
+    sizes = m.frag_elems
+    assert m.info.syncs_per_round == len(sizes) == len(m.offsets) and sum(sizes) == 27
+    assert m.info.payload_bytes == pytest.approx(4 * 27 / len(sizes))

@@ -112,8 +112,8 @@ class Periodic(OuterMethod):
         self.parts: list[tuple[int | None, int]] = []
         self.layers = 1
         self.streams: list[Stream] = [Stream(self.stream, self.H, None, ())]
-        self._by_name = {s.name: s for s in self.streams}
         self._plans: dict[int, dict[tuple, StepPlan]] = {}  # step -> groups -> its plan
+        self._index()
 
     def _knob(self, value: int | str) -> int:
         return int(getattr(self.spec, value)) if isinstance(value, str) else int(value)
@@ -151,14 +151,25 @@ class Periodic(OuterMethod):
                 parts, self.layers = layer_parts(layout, f, proxy_layers)
                 fparts = tuple((layer, c * e) for layer, e in parts)
                 self.streams.append(Stream(f"{self.stream}{i}", t, tuple(f), fparts))
+        self._plans = {}
+        self._index()
+        if frags is not None:  # one collective a round per stream; a sync's bytes: the mean over the streams
             elems = dict(layout)
             self.info = ScheduleInfo(
                 wire_format=self.spec.payload_dtype, syncs_per_round=p,
                 payload_bytes=sync_bytes(*(self.method_plan(0, t) for t in sorted(set(offsets)))),
                 extra={"fragments": p, "fragment_params": [sum(elems[n] for n in f) for f in frags],
                        "offsets": offsets, "sync_grain": self.spec.sync_grain})
+
+    def _index(self) -> None:
+        """What the schedule queries read: streams by name, the residues mod H of the steps that
+        send or apply, and from the last stream's first apply on, steps to the next such step."""
+        H = self.H
         self._by_name = {s.name: s for s in self.streams}
-        self._plans = {}
+        firsts = [f for s in self.streams for f in (s.offset, s.offset + self.lag)]
+        self._busy = {f % H for f in firsts}
+        self._steady = max(firsts)
+        self._quiet = [min((r - i) % H for r in self._busy) for i in range(H)]
 
     def group_of(self, round_: int, worker: int) -> tuple[int, ...]:
         """The workers ``worker`` syncs with in round ``round_`` (sorted): everyone by default."""
@@ -177,6 +188,8 @@ class Periodic(OuterMethod):
                 if step >= s.offset and (step - s.offset - lag) % H == 0]
 
     def method_plan(self, worker: int, step: int) -> StepPlan:
+        if step % self.H not in self._busy:
+            return NOTHING
         sent = self._sent(step)
         applied = [(s, j) for s, j in self._applied(step) if j >= 0]
         if not (sent or applied):
@@ -205,6 +218,8 @@ class Periodic(OuterMethod):
     def method_quiet(self, worker: int, step: int) -> int:
         """Steps before the next one at which a stream sends (t + j H) or applies (+ the lag)."""
         H = self.H
+        if step >= self._steady:
+            return self._quiet[step % H]
         nxt = None
         for s in self.streams:
             for first in (s.offset, s.offset + self.lag):
