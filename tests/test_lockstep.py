@@ -21,6 +21,8 @@ COMMON = TINY + ["run.device=cpu", "run.max_rounds=4", "run.max_tokens=null"]
     "{name: diloco, inner_steps: 3}",
     "{name: diloco, inner_steps: 3, warm_start_steps: 2, payload_dtype: int8, error_feedback: true}",
     "{name: streaming_diloco, inner_steps: 4, fragment_layers: 1}",
+    "{name: streaming_diloco, inner_steps: 5, fragment_layers: 1, overlap_steps: 2, mixing: 0.3, "
+    "fragment_schedule: interval, payload_dtype: 'e3m0:32', error_feedback: true}",
     "{name: noloco, inner_steps: 3}",
     "{name: fedavg, inner_steps: 3}",
     "{name: fedavg, inner_steps: 3, island_size: 2}",

@@ -185,3 +185,53 @@ def test_warm_start_steps_all_reduce_whatever_the_methods_own_collective(name):
     sends = [s for w in EVERYONE for step in (1, 2) for s in m.at_step(w, step).outgoing()]
     assert sends and {s.stream for s in sends} == {"warmup"}
     assert {s.collective for s in sends} == {"ring_allreduce"}
+
+
+TEMPLATE_METHODS = [
+    "{name: diloco, inner_steps: 3}",
+    "{name: diloco, inner_steps: 4, warm_start_steps: 3, sync_grain: step}",
+    "{name: diloco_delayed, inner_steps: 3, outer_delay: 2}",
+    "{name: eager_diloco, inner_steps: 2}",
+    "{name: noloco, inner_steps: 3, group_size: 2}",
+    "{name: fedavg, inner_steps: 4, island_size: 2}",
+    "{name: streaming_diloco, inner_steps: 6, fragment_layers: 1, overlap_steps: 0}",
+    "{name: streaming_diloco, inner_steps: 6, fragment_layers: 1, overlap_steps: 4, warm_start_steps: 2}",
+    "{name: streaming_diloco, inner_steps: 7, fragment_layers: 1, overlap_steps: 2, fragment_schedule: interval}",
+    "{name: streaming_diloco, inner_steps: 5, fragment_layers: 2, overlap_steps: 1, embeddings_fragment: false, "
+    "sync_grain: step}",
+]
+
+
+@pytest.mark.parametrize("algorithm", TEMPLATE_METHODS)
+def test_the_templates_quiet_steps_and_use_steps_agree_with_its_table(algorithm):
+    """For every method on the sync template (one stream or staggered fragment streams, a delay
+    in rounds or in tau steps): ``quiet_steps`` at a step is the number of empty plans from it
+    on, and ``use_step`` of every collective is the step whose plan needs it (the two are
+    derived from the rule apart from ``at_step``; this checks them against the table itself)."""
+    m = method(algorithm)
+    last = 40
+    plans = {(w, s): m.at_step(w, s) for w in EVERYONE for s in range(1, last + 1)}
+    busy = {k for k, p in plans.items() if p.outgoing() or p.needed() or not p.local_step}
+    for w in EVERYONE:
+        for s in range(1, last - m.H - m.lag - 2):
+            nxt = next(t for t in range(s, last + 1) if (w, t) in busy)
+            assert m.quiet_steps(w, s) == nxt - s, (w, s)
+    group = {(w, x.stream, x.round): x.group for (w, _), p in plans.items() for x in p.outgoing()}
+    needs = [(w, s, key) for (w, s), p in plans.items() if p.local_step for key in p.needed()]
+    assert needs
+    for w, s, (stream, round_) in needs:
+        assert m.use_step((stream, round_, group[(w, stream, round_)])) == s, (w, s, stream, round_)
+
+
+@pytest.mark.parametrize("algorithm", [a for a in TEMPLATE_METHODS if "streaming" in a] + [
+    "{name: streaming_diloco, inner_steps: 3, fragment_layers: 1, overlap_steps: 0}",
+    "{name: streaming_diloco, inner_steps: 9, fragment_layers: 1, overlap_steps: 1, fragment_schedule: interval, "
+    "pattern: sequential}"])
+def test_a_streamed_sync_carries_the_mean_fragment_in_fp32(algorithm):
+    """With fragment streams, one collective a round per fragment (syncs_per_round = P), and a
+    sync's payload in fp32 is 4 bytes x the mean fragment's elements (the fragments partition
+    the model: P x that mean is the whole model's 4 x 27 bytes)."""
+    m = method(algorithm)
+    sizes = m.frag_elems
+    assert m.info.syncs_per_round == len(sizes) == len(m.offsets) and sum(sizes) == 27
+    assert m.info.payload_bytes == pytest.approx(4 * 27 / len(sizes))

@@ -52,7 +52,7 @@ class DiLoCo(Periodic):
 
     def contribution(self, state, worker: int, params: Tree) -> Tree:
         # Delta_m = theta_outer_m - theta_m, as the receivers will see it
-        return tree_sub(worker_view(state.outer, worker), params)
+        return tree_sub(worker_view(state.outer, worker, params), params)
 
     def apply(self, state, worker: int, params: Tree, fresh: Tree, result: Result) -> None:
         if result.mean is None and not result.took_part:  # left out, and the result is gone: nothing to apply

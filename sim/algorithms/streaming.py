@@ -18,6 +18,11 @@ average, takes the outer Nesterov step on the fragment's outer parameters and me
 theta_{m,p} = alpha theta_{m,p}(t+tau) + (1 - alpha) theta_p(outer) (torchft's lerp).
 P = 1, tau = 0, alpha = 0 is DiLoCo exactly. Outer lr defaults to the paper's tuned 0.4.
 
+On the sync template (``sim.algorithms.template``): the fragments are the template's streams
+(``fragment_names``), staggered by ``fragment_schedule`` and applied ``delay_steps`` = tau
+steps after they are sent; the pseudo-gradient is DiLoCo's ``contribution``, and ``apply`` is
+DiLoCo's outer step followed by the alpha merge.
+
 Timing: at ``sync_grain: layer`` (default) each layer of a fragment starts its all-reduce
 as soon as its backward is done at the sync step t, and at step t + tau + 1 the worker
 waits only at the forward of a layer whose average is still on the wire (the papers'
@@ -32,11 +37,11 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from sim.algorithms.base import ScheduleInfo, StepPlan, block_of, layer_parts, layered_needs, layered_send, sync_bytes
-from sim.algorithms.common import OuterMethod
-from sim.algorithms.diloco import DiLoCoAlgorithm
+from sim.algorithms.base import block_of
+from sim.algorithms.diloco import DiLoCo, DiLoCoAlgorithm
 from sim.algorithms.knobs import FieldError, Int
-from sim.algorithms.transforms import OuterNesterov, assign, merge, tree_sub, worker_view
+from sim.algorithms.template import Result, SyncRule
+from sim.algorithms.transforms import Tree, assign, merge, worker_view
 
 
 def fragments_of(names: list[str], fragment_layers: int, pattern: str, embeddings_fragment: bool) -> list[list[str]]:
@@ -79,8 +84,11 @@ class StreamingDiLoCoAlgorithm(DiLoCoAlgorithm):
         return self
 
 
-class StreamingDiLoCo(OuterMethod):
+class StreamingDiLoCo(DiLoCo):
+    """DiLoCo on the sync template with P fragment streams staggered by ``fragment_schedule``,
+    each applied tau = ``overlap_steps`` steps after it is sent, and merged with mixing alpha."""
     Spec = StreamingDiLoCoAlgorithm
+    sync = SyncRule(every="inner_steps", stream="frag", delay_steps="overlap_steps", stagger="fragment_schedule")
 
     @classmethod
     def check_fits(cls, spec, n_workers: int, layers: int | None, layers_field: str | None) -> None:
@@ -90,101 +98,26 @@ class StreamingDiLoCo(OuterMethod):
             raise FieldError(("fragment_layers",), f"must be <= the model's {layers} layers ({layers_field}) "
                                                    f"(got {spec.fragment_layers})")
 
-    def __init__(self, spec, n_workers: int, seed: int):
-        super().__init__(spec, n_workers, seed)
-        self.H = spec.inner_steps
-        self.tau = spec.overlap_steps
-        self.alpha = spec.mixing
-        self.outer = OuterNesterov(spec.outer_lr, spec.outer_momentum, spec.nesterov)
-        self.fragments: list[list[str]] = []
-        self.offsets: list[int] = []
-        self.frag_elems: list[int] = []
-        self.frag_parts: list[list[tuple[int | None, int]]] = []
-        self.layers = 1
-        self.grain = spec.sync_grain
-        self.warm_collective = spec.collective
-        self.info = ScheduleInfo(wire_format=spec.payload_dtype)
-
-    def configure(self, layout: list[tuple[str, int]], proxy_layers: int | None = None) -> None:
-        super().configure(layout, proxy_layers)
+    def fragment_names(self, names: list[str]) -> list[list[str]]:
         s = self.spec
-        elems = dict(layout)
-        self.fragments = fragments_of([k for k, _ in layout], s.fragment_layers, s.pattern, s.embeddings_fragment)
-        p = len(self.fragments)
-        if s.fragment_schedule == "interval":
-            p_blocks = sum(1 for f in self.fragments if any(block_of(n) is not None for n in f))
-            self.offsets = [(i + 1) * max(1, self.H // (p_blocks + 1)) for i in range(p)]
-        else:
-            self.offsets = [max(1, round(self.H * (i + 1) / p)) for i in range(p)]
-        self.frag_elems = [sum(elems[n] for n in f) for f in self.fragments]
-        self.frag_parts = []
-        for f in self.fragments:
-            parts, self.layers = layer_parts(layout, f, proxy_layers)
-            self.frag_parts.append(parts)
-        self.info = ScheduleInfo(wire_format=s.payload_dtype,
-                                 syncs_per_round=p,
-                                 payload_bytes=sync_bytes(*(self.method_plan(0, t) for t in sorted(set(self.offsets)))),
-                                 extra={"fragments": p, "fragment_params": self.frag_elems, "offsets": self.offsets,
-                                        "sync_grain": self.grain})
+        return fragments_of(names, s.fragment_layers, s.pattern, s.embeddings_fragment)
 
-    def _due(self, step: int) -> list[tuple[int, int]]:
-        """(fragment, round) pairs whose sync falls at ``step``."""
-        if step < 1:
-            return []
-        return [(p, (step - t) // self.H) for p, t in enumerate(self.offsets) if step >= t and (step - t) % self.H == 0]
+    @property
+    def fragments(self) -> list[list[str]]:
+        return [list(s.keys) for s in self.streams]
 
-    def method_quiet(self, worker: int, step: int) -> int:
-        """Steps before the next one at which a fragment is sent (t_p + j H) or needed (+ tau)."""
-        nxt = None
-        for t in self.offsets:
-            for first in (t, t + self.tau):
-                s = first if step <= first else step + (-(step - first) % self.H)
-                nxt = s if nxt is None else min(nxt, s)
-        return 0 if nxt is None else nxt - step
+    @property
+    def offsets(self) -> list[int]:
+        return [s.offset for s in self.streams]
 
-    def use_step(self, key: tuple) -> int:
-        return self.warm + self.offsets[int(key[0][4:])] + key[1] * self.H + self.tau
+    @property
+    def frag_elems(self) -> list[int]:
+        return self.info.extra["fragment_params"]
 
-    def method_plan(self, worker: int, step: int) -> StepPlan:
-        during: list = []
-        sends: list = []
-        for p, j in self._due(step):
-            d, s = layered_send(f"frag{p}", j, self.everyone, self.frag_parts[p], self.layers,
-                                self.spec.payload_dtype, self.spec.collective, grain=self.grain)
-            during += d
-            sends += s
-        needs = tuple(n for p, j in self._due(step - self.tau)
-                      for n in layered_needs(f"frag{p}", j, self.frag_parts[p], self.layers, self.grain))
-        if not (during or sends or needs):
-            return StepPlan()
-        during.sort(key=lambda fs: fs[0])  # two fragments due at once: release in backward order
-        return StepPlan(during=tuple(during), sends=tuple(sends), needs=needs)
-
-    def method_ops(self, numerics, state, worker: int, step: int, plan: StepPlan) -> None:
-        params = numerics.replicas.params
-        for send in plan.outgoing():  # contributions first: with tau = 0 the same fragment is applied next
-            keys = self.fragments[int(send.stream[4:])]
-            red = self.reduction(state, send.key, worker)
-
-            def contribute(red=red, keys=keys) -> None:
-                fresh = tree_sub(worker_view(state.outer, worker, keys), worker_view(params, worker, keys))
-                red.add(worker, self.wire(state, worker, fresh))
-
-            numerics.enqueue_op(worker, contribute)
-        for stream, round_ in plan.needed():
-            keys = self.fragments[int(stream[4:])]
-            key = (stream, round_, self.everyone)
-            red = self.reduction(state, key, worker)
-
-            def apply(red=red, keys=keys, key=key) -> None:
-                if red.gone:  # left out, and the result is gone: nothing to apply
-                    return
-                outer_w = worker_view(state.outer, worker, keys)
-                mom_w = worker_view(state.momentum, worker, keys)
-                self.outer.step_(outer_w, mom_w, red.mean(), self.kernels)
-                if worker in red.present:  # left out of the average (down or late): keep its own params
-                    local = worker_view(params, worker, keys)
-                    assign(local, merge(local, outer_w, self.alpha))
-                self.release(state, key, worker)
-
-            numerics.enqueue_op(worker, apply, red.ready)
+    def apply(self, state, worker: int, params: Tree, fresh: Tree | None, result: Result) -> None:
+        if result.mean is None:  # left out, and the result is gone: nothing to apply
+            return
+        outer_w = worker_view(state.outer, worker, params)
+        self.outer.step_(outer_w, worker_view(state.momentum, worker, params), result.mean, self.kernels)
+        if result.took_part:  # merge; left out of the average (down or late): keep its own params
+            assign(params, merge(params, outer_w, self.spec.mixing))
