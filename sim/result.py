@@ -50,6 +50,10 @@ class RunResult:
     ended_early: str | None
     numerics: Mapping | None
     """What the numerics ran on (summary.json's ``numerics``); None when numerics are off."""
+    link_rates: Mapping | None = None
+    """Bytes/s over time on every directed WAN link and region pair, as the run's network
+    logged them (``Network.rate_timeline``, the form of ``tables.network_rates``); None:
+    not logged (the report then replays the transfers)."""
 
     @property
     def n_workers(self) -> int:

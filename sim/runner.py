@@ -279,7 +279,8 @@ class Simulation:
             tokens_per_step=self.tokens_per_step, step_done_times=tuple(self.step_done_times),
             step_time_s=tuple(self.step_time_s), loss_floor=getattr(self.dataset, "loss_floor", None),
             diverged=frozen_mapping(self.diverged) if self.diverged else None, ended_early=self.ended_early,
-            numerics=frozen_mapping(self.adapter.describe()) if self.adapter else None)
+            numerics=frozen_mapping(self.adapter.describe()) if self.adapter else None,
+            link_rates=self.net.rate_timeline())
 
     def progress(self) -> Progress:
         r = self.sc.run

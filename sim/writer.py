@@ -97,7 +97,7 @@ def run_to_dir(sim: Simulation, out_dir: Path, on_progress: Callable[[Progress],
     are re-raised after the files are written. An error while writing the files (a full
     disk) marks the run failed with the reason, leaves no ``.tmp`` file and is re-raised.
     """
-    from sim.metrics.tables import events_table, metrics_table, network_rates, summarize
+    from sim.metrics.tables import events_table, metrics_table, run_rates, summarize
     from sim.report.dashboard import write_dashboard
 
     sc = sim.sc
@@ -131,7 +131,7 @@ def run_to_dir(sim: Simulation, out_dir: Path, on_progress: Callable[[Progress],
         result = sim.result()
         events = events_table(result.records)
         metrics = metrics_table(result)
-        network = network_rates(result.graph, events)  # replayed once: the summary's peaks and the page's curves
+        network = run_rates(result, events)  # as logged by the run: the summary's peaks and the page's curves
         summary = summarize(result, events, metrics, manifest, network)
         _write_parquet(events, out_dir / "events.parquet")
         _write_parquet(metrics, out_dir / "metrics.parquet")

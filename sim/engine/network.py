@@ -39,6 +39,7 @@ moving a flow that is already sending to another route.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 from dataclasses import dataclass, field
@@ -56,6 +57,12 @@ _INF = math.inf
 # A component of up to this many flows is found and rated in plain Python (a dict walk and
 # a heap); a larger one with numpy over the network's flow arrays. Both give the same floats.
 _SMALL = 32
+
+
+def _region_name(node) -> str:
+    """A node's region as the rate log names it: a worker ``region/i`` -> ``region`` (the
+    name before the last '/'), any other node its own name."""
+    return str(node).rsplit("/", 1)[0]
 
 
 def gbps_to_bytes_per_s(gbps: float) -> float:
@@ -82,6 +89,8 @@ class Flow:
     version: int = 0  # bumped whenever its finish time moves; older heap entries are stale
     slot: int = -1  # its column in the network's flow arrays, once it has one, else -1
     in_arrays: bool = False  # its progress and finish time are in the arrays, not here
+    wan: tuple[int, ...] = ()  # the ids of its links whose rates are logged (WAN links)
+    pair: tuple | None = None  # (src region, dst region) when they differ: its rate is logged for the pair
 
 
 class Network:
@@ -104,8 +113,10 @@ class Network:
         self.graph = graph
         self.recorder = recorder if recorder is not None else Recorder()
         self.capacity: dict[tuple[str, str], float] = {}
+        self._timelines: dict[tuple[str, str], LinkTimeline] = {}
         for u, v, d in graph.edges(data=True):
-            cap = gbps_to_bytes_per_s(_bandwidth_at(d, env.now))
+            self._timelines[(u, v)] = self._timelines[(v, u)] = LinkTimeline(d)
+            cap = gbps_to_bytes_per_s(self._timelines[(u, v)].bandwidth_at(env.now))
             self.capacity[(u, v)] = cap
             self.capacity[(v, u)] = cap
         self.link_bytes: dict[tuple[str, str], float] = {k: 0.0 for k in self.capacity}
@@ -165,6 +176,17 @@ class Network:
         self.rate_recomputations = 0
         self.rate_recomputed_flows = 0  # summed component sizes: the work the recomputations did
         self.capacity_changes = 0
+        # The rate log (see rate_timeline): every directed WAN link's and every ordered pair
+        # of regions' summed rate, one entry whenever it changes. Links and pairs whose
+        # flows changed rate are marked (_touch) and summed again once the instant's
+        # recomputation is done (_log_rates), so the summed floats are the replay's.
+        self._wan_links = {self._link_id[l]: l for l in links if graph.edges[l].get("kind") == "wan"}
+        self._region_of = {n: _region_name(n) for n in graph.nodes}
+        self._pair_flows: dict[tuple, dict[Flow, None]] = {}
+        self._touched_links: dict[int, None] = {}
+        self._touched_pairs: dict[tuple, None] = {}
+        self._logged: dict = {}  # key (a link, or ("pair", a, b)) -> rate last logged
+        self._log: list[tuple[float, object, float]] = []
         for u, v, d in graph.edges(data=True):
             times = _change_times(d)
             if times:
@@ -248,6 +270,13 @@ class Network:
             return flow.done
         self._flows[flow] = None
         flow.link_ids = ids
+        wan = self._wan_links
+        if wan:
+            flow.wan = tuple([l for l in ids if l in wan])
+        a, b = self._region_of[src], self._region_of[dst]
+        if a != b:
+            flow.pair = (a, b)
+            self._pair_flows.setdefault(flow.pair, {})[flow] = None
         lf = self._link_flows
         for l in ids:
             lf[l][flow] = None
@@ -343,11 +372,17 @@ class Network:
         if self._dirty_links:
             self._request_flush()
 
+    def bandwidth_at(self, u: str, v: str, t: float) -> float:
+        """Edge u-v's scheduled bandwidth (Gbit/s) at time t (its series and outages, those
+        appended so far included), in O(log n)."""
+        return self._timelines[(u, v)].bandwidth_at(t)
+
     def _link_dynamics(self, u: str, v: str, data: dict, times: list[float]):
+        timeline = self._timelines[(u, v)]
         for t in times:
             if t > self.env.now:
                 yield self.env.timeout(t - self.env.now)
-            self.set_bandwidth_gbps(u, v, _bandwidth_at(data, t))
+            self.set_bandwidth_gbps(u, v, timeline.bandwidth_at(t))
 
     # ------------------------------------------------------------------ rates
     def _request_flush(self) -> None:
@@ -374,6 +409,7 @@ class Network:
             if comp:
                 t = self._solve_small(comp)
         self._arm(None if timer_fired else t)
+        self._log_rates()
 
     def _small_component(self) -> list[Flow] | None:
         """Active flows connected, through shared directed links, to a dirty flow or link;
@@ -505,6 +541,8 @@ class Network:
                 f.remaining -= before * (now - f.updated_s)
             f.updated_s = now
             f.rate = rate
+            if f.wan or f.pair:
+                self._touch(f)
             f.version += 1
             if s >= 0:
                 self._unsynced[f] = None
@@ -551,6 +589,8 @@ class Network:
         for s, r in zip(idx.tolist(), rate.tolist()):
             f = flows[s]
             f.rate = r
+            if f.wan or f.pair:
+                self._touch(f)
             if not f.in_arrays:  # its heap entry, if any, is stale from now on
                 f.in_arrays = True
                 f.version += 1
@@ -606,6 +646,10 @@ class Network:
         lf = self._link_flows
         for _, _, f in due:
             del self._flows[f]
+            if f.wan or f.pair:
+                self._touch(f)
+                if f.pair:
+                    del self._pair_flows[f.pair][f]
             f.version += 1
             self._unslotted.pop(f, None)
             self._unsynced.pop(f, None)
@@ -619,8 +663,80 @@ class Network:
             self._deliver(f)
         if self._dirty_flows or self._dirty_links:
             self._flush(timer_fired=fired)
-        elif fired:
-            self._arm()
+        else:
+            if fired:
+                self._arm()
+            self._log_rates()
+
+    # ------------------------------------------------------------------ the rate log
+    def _touch(self, f: Flow) -> None:
+        for l in f.wan:
+            self._touched_links[l] = None
+        if f.pair:
+            self._touched_pairs[f.pair] = None
+
+    def _log_rates(self) -> None:
+        """Sum again the rates on the WAN links and region pairs whose flows changed; log
+        the sums that moved (flows stalled at 0 or due now at inf count as 0)."""
+        if not self._touched_links and not self._touched_pairs:
+            return
+        now = self.env.now
+        logged, log = self._logged, self._log
+        groups = [(self._wan_links[l], self._link_flows[l]) for l in self._touched_links]
+        groups += [(("pair",) + p, self._pair_flows[p]) for p in self._touched_pairs]
+        for key, flows in groups:
+            total = 0.0
+            for f in flows:
+                r = f.rate
+                if 0 < r < _INF:
+                    total += r
+            if logged.get(key, 0.0) != total:
+                logged[key] = total
+                log.append((now, key, total))
+        self._touched_links = {}
+        self._touched_pairs = {}
+
+    def rate_timeline(self) -> dict:
+        """The logged rates as step functions, in ``sim.metrics.tables.replay_rates``' form:
+        ``{"links": {link: (times, rates)}, "pairs": {(src_region, dst_region): (times,
+        rates)}, "error": None}`` (bytes/s; ``rates[i]`` on [times[i], times[i+1]); one
+        time axis, 0 and then every instant at which some sum changed; links that never
+        carried anything left out)."""
+        links = sorted(self._wan_links.values(), key=lambda l: self._link_id[l])
+        col = {l: i for i, l in enumerate(links)}
+        times: list[float] = [0.0]
+        link_rows: list[list[float]] = [[0.0] * len(links)]
+        pair_rows: list[dict] = [{}]
+        cur_links = [0.0] * len(links)
+        cur_pairs: dict = {}
+        log = self._log
+        i = 0
+        while i < len(log):
+            now = log[i][0]
+            while i < len(log) and log[i][0] == now:
+                _, key, value = log[i]
+                if key[0] == "pair" and len(key) == 3 and key not in col:
+                    if value:
+                        cur_pairs[key[1:]] = value
+                    else:
+                        cur_pairs.pop(key[1:], None)
+                else:
+                    cur_links[col[key]] = value
+                i += 1
+            if cur_links == link_rows[-1] and cur_pairs == pair_rows[-1]:
+                continue
+            if now == times[-1]:
+                link_rows[-1], pair_rows[-1] = list(cur_links), dict(cur_pairs)
+            else:
+                times.append(now)
+                link_rows.append(list(cur_links))
+                pair_rows.append(dict(cur_pairs))
+        t = np.array(times)
+        arr = np.array(link_rows).reshape(len(times), len(links))
+        by_link = {l: (t, arr[:, j]) for j, l in enumerate(links) if arr[:, j].any()}
+        pairs = sorted({k for pr in pair_rows for k in pr})
+        by_pair = {k: (t, np.array([pr.get(k, 0.0) for pr in pair_rows])) for k in pairs}
+        return {"links": by_link, "pairs": by_pair, "error": None}
 
     def _deliver(self, flow: Flow) -> None:
         """The last byte has left: account its bytes now, deliver it one latency later."""
@@ -801,16 +917,67 @@ def _change_times(d: dict) -> list[float]:
 
 
 def _bandwidth_at(d: dict, t: float) -> float:
-    """Bandwidth (Gbit/s) of an edge at time t: 0 in an outage, else the series' step value."""
-    for start, end in d.get("outages") or []:
-        if start <= t < end:
+    """Bandwidth (Gbit/s) of an edge at time t: 0 in an outage, else the series' step value.
+    (One lookup by scanning; a ``LinkTimeline`` answers many in O(log n) each.)"""
+    return LinkTimeline(d).bandwidth_at(t)
+
+
+class LinkTimeline:
+    """An edge's bandwidth over time, looked up in O(log n): its outages as a sorted list of
+    disjoint windows (their union) and its bandwidth series' times, both searched by bisection.
+
+    The edge's ``outages`` list may grow while the run goes on (random flaps append to it):
+    the windows appended since the last lookup are merged in then, each with one bisection
+    (and a list splice), so n flaps cost O(n log n) lookups in all, not the O(n²) of scanning
+    every window at every flap. A list replaced by another one is read again in full.
+    """
+
+    def __init__(self, d: dict):
+        self.d = d
+        self._starts: list[float] = []  # disjoint, sorted windows [starts[i], ends[i])
+        self._ends: list[float] = []
+        self._outages = None  # the list merged so far, and how much of it
+        self._merged = 0
+        self._series = None
+        self._times: list[float] = []
+        self._values: list[float] = []
+
+    def _sync(self) -> None:
+        outages = self.d.get("outages") or []
+        if outages is not self._outages:
+            self._outages, self._merged = outages, 0
+            self._starts, self._ends = [], []
+        for start, end in outages[self._merged:]:
+            self._add(start, end)
+        self._merged = len(outages)
+        series = self.d.get("bandwidth_series") or []
+        if series is not self._series or len(series) != len(self._times):
+            self._series = series
+            self._times = [t for t, _ in series]
+            self._values = [bw for _, bw in series]
+
+    def _add(self, start: float, end: float) -> None:
+        """Merge [start, end) into the disjoint windows (touching or overlapping ones join)."""
+        starts, ends = self._starts, self._ends
+        i = bisect.bisect_left(ends, start)  # the first window that ends at or after start
+        j = bisect.bisect_right(starts, end)  # windows from i to j - 1 meet [start, end)
+        if i < j:
+            start, end = min(start, starts[i]), max(end, ends[j - 1])
+        starts[i:j] = [start]
+        ends[i:j] = [end]
+
+    def down_at(self, t: float) -> bool:
+        """Whether t lies in an outage (``start_s <= t < end_s`` of one of them)."""
+        self._sync()
+        i = bisect.bisect_right(self._starts, t) - 1
+        return i >= 0 and t < self._ends[i]
+
+    def bandwidth_at(self, t: float) -> float:
+        """Bandwidth (Gbit/s) at time t: 0 in an outage, else the series' step value."""
+        if self.down_at(t):
             return 0.0
-    bw = d["bandwidth_gbps"]
-    for time_s, value in d.get("bandwidth_series") or []:
-        if time_s > t:
-            break
-        bw = value
-    return bw
+        i = bisect.bisect_right(self._times, t) - 1
+        return self._values[i] if i >= 0 else self.d["bandwidth_gbps"]
 
 
 def build_graph(topology, base_dir: str | Path | None = None) -> tuple[nx.Graph, list[str]]:
