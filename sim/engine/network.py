@@ -57,6 +57,10 @@ _INF = math.inf
 # A component of up to this many flows is found and rated in plain Python (a dict walk and
 # a heap); a larger one with numpy over the network's flow arrays. Both give the same floats.
 _SMALL = 32
+# Whether ``transfer_group`` starts a group's identical flows as flow classes (one entity with
+# a multiplicity, see Network.transfer_group); False: one flow each, as ``transfer`` does (the
+# switch the equivalence tests turn off).
+FLOW_CLASSES = True
 
 
 def _region_name(node) -> str:
@@ -91,6 +95,17 @@ class Flow:
     in_arrays: bool = False  # its progress and finish time are in the arrays, not here
     wan: tuple[int, ...] = ()  # the ids of its links whose rates are logged (WAN links)
     pair: tuple | None = None  # (src region, dst region) when they differ: its rate is logged for the pair
+    # A flow class (Network.transfer_group): ``members`` [(src, dst, path, link ids, seq)],
+    # ``degree`` {link id: members crossing it}, ``hops[k]`` the members' k-th link ids, and
+    # ``pairs`` {(src region, dst region): members}; ``link_ids`` its distinct links. Every
+    # member has this object's rate, progress and finish time. None: one flow.
+    members: list | None = None
+    degree: dict | None = None
+    hops: list | None = None
+    pairs: dict | None = None
+    owner: "Flow | None" = None  # a member split off a class: the class whose done event it counts toward
+    finish_s: float = _INF  # its finish time as last pushed (a class's members inherit it when split)
+    arrived: int = 0  # a class: members delivered so far
 
 
 class Network:
@@ -187,6 +202,9 @@ class Network:
         self._touched_pairs: dict[tuple, None] = {}
         self._logged: dict = {}  # key (a link, or ("pair", a, b)) -> rate last logged
         self._log: list[tuple[float, object, float]] = []
+        self._classes = 0  # active flow classes
+        self._members = 0  # active flows: plain ones plus every class's members
+        self._links_by_id = links
         for u, v, d in graph.edges(data=True):
             times = _change_times(d)
             if times:
@@ -269,6 +287,7 @@ class Network:
             self._deliver(flow)
             return flow.done
         self._flows[flow] = None
+        self._members += 1
         flow.link_ids = ids
         wan = self._wan_links
         if wan:
@@ -284,6 +303,126 @@ class Network:
         self._dirty_flows[flow] = None
         self._request_flush()
         return flow.done
+
+    def transfer_group(self, pairs: list[tuple[str, str]], nbytes: float, tag: str = "", *,
+                       latency_s: float | None = None) -> list[simpy.Event]:
+        """Start one flow of ``nbytes`` per (src, dst) of ``pairs`` now, as ``transfer`` would
+        one after the other; returns events that have all fired once every flow has arrived.
+
+        The flows of a group whose routes have the same number of hops, the same capacity
+        hop by hop and the same latency form one *flow class*: a single entity of the
+        max-min filling with a multiplicity (each link counts the members that cross it),
+        one finish time and one arrival event. While the class is *symmetric* -- at each
+        hop, every member's link has the same capacity and the same users with the same
+        multiplicities -- the links and flows fall into cells of an equitable partition,
+        progressive filling keeps every link of a cell at one share and freezes the flows of
+        a cell together, so every member has the rate a flow of its own would have. A class
+        that stops being symmetric (traffic on some of its links only, a capacity change on
+        one of them) is split into its member flows, with its progress, before rates are
+        recomputed. A 1,024-member ring is then two classes (its LAN hops, its WAN hops):
+        a rate change costs O(links), and finishing costs one event, not 1,024.
+        """
+        if (not FLOW_CLASSES or len(pairs) < 2 or nbytes <= 0 or not math.isfinite(nbytes)
+                or self._inf_links):
+            return [self.transfer(a, b, nbytes, tag, latency_s=latency_s) for a, b in pairs]
+        routes = []
+        for a, b in pairs:
+            path, links, route_latency, ids = self._current_route(a, b)
+            latency = route_latency if latency_s is None else latency_s
+            if not latency >= 0 or math.isinf(latency):
+                raise ValueError(f"transfer latency_s must be finite and >= 0 (got {latency_s})")
+            routes.append((a, b, path, ids, latency))
+        groups: dict[tuple, list] = {}
+        caps = self._caps
+        now = self.env.now
+        for a, b, path, ids, latency in routes:
+            self._started += 1
+            key = (latency, tuple([caps[l] for l in ids]))
+            groups.setdefault(key, []).append((a, b, path, ids, self._started))
+        self.flows_started += len(pairs)
+        events = []
+        size = float(nbytes)
+        lf = self._link_flows
+        wan = self._wan_links
+        region = self._region_of
+        for (latency, _), members in groups.items():
+            a, b, path, ids, seq = members[0]
+            if len(members) == 1:  # a flow of its own
+                flow = Flow(a, b, size, list(zip(path, path[1:])), latency, tag, now, self.env.event(), seq=seq,
+                            route=path, remaining=size, updated_s=now)
+                self._add_flow(flow, ids)
+                events.append(flow.done)
+                continue
+            cls = Flow(a, b, size, [], latency, tag, now, self.env.event(), seq=seq, route=path, remaining=size,
+                       updated_s=now)
+            degree: dict[int, int] = {}
+            pair_count: dict[tuple, int] = {}
+            for a, b, path, ids, _ in members:
+                for l in ids:
+                    degree[l] = degree.get(l, 0) + 1
+                ra, rb = region[a], region[b]
+                if ra != rb:
+                    pair_count[(ra, rb)] = pair_count.get((ra, rb), 0) + 1
+            cls.members, cls.degree, cls.pairs = members, degree, pair_count
+            cls.hops = [tuple([m[3][k] for m in members]) for k in range(len(ids))]
+            cls.link_ids = tuple(degree)
+            for l, d in degree.items():
+                lf[l][cls] = d
+            if wan:
+                cls.wan = tuple([l for l in degree if l in wan])
+            for pr, n in pair_count.items():
+                self._pair_flows.setdefault(pr, {})[cls] = n
+            cls.pair = next(iter(pair_count), None)
+            self._flows[cls] = None
+            self._classes += 1
+            self._members += len(members)
+            self._dirty_flows[cls] = None
+            events.append(cls.done)
+        self._request_flush()
+        return events
+
+    def _add_flow(self, flow: Flow, ids: tuple[int, ...]) -> None:
+        """Make a plain flow active on its links (``transfer``'s bookkeeping)."""
+        self._flows[flow] = None
+        self._members += 1
+        flow.link_ids = ids
+        wan = self._wan_links
+        if wan:
+            flow.wan = tuple([l for l in ids if l in wan])
+        a, b = self._region_of[flow.src], self._region_of[flow.dst]
+        if a != b:
+            flow.pair = (a, b)
+            self._pair_flows.setdefault(flow.pair, {})[flow] = None
+        lf = self._link_flows
+        for l in ids:
+            lf[l][flow] = None
+        self._unslotted[flow] = None
+        self._dirty_flows[flow] = None
+
+    def _split(self, cls: Flow) -> list[Flow]:
+        """Replace a flow class by its members, each a plain flow with the class's rate,
+        progress and finish time (so a member whose rate does not change keeps them)."""
+        lf = self._link_flows
+        for l in cls.degree:
+            del lf[l][cls]
+        for pr in cls.pairs:
+            del self._pair_flows[pr][cls]
+        del self._flows[cls]
+        self._classes -= 1
+        self._members -= len(cls.members)
+        cls.version += 1  # its finish heap entry is stale
+        out = []
+        for a, b, path, ids, seq in cls.members:
+            f = Flow(a, b, cls.size, list(zip(path, path[1:])), cls.latency_s, cls.tag, cls.start_s, cls.done,
+                     rate=cls.rate, seq=seq, route=path, remaining=cls.remaining, updated_s=cls.updated_s,
+                     version=1 if cls.version > 1 else 0, owner=cls)
+            self._add_flow(f, ids)
+            del self._dirty_flows[f]
+            if f.version and 0 < f.rate < _INF:
+                f.finish_s = cls.finish_s
+                heapq.heappush(self._finish_heap, (cls.finish_s, f.seq, f.version, f))
+            out.append(f)
+        return out
 
     def _sync_arrays(self) -> None:
         """Before a large recomputation: every active flow has a column, up to date."""
@@ -348,11 +487,21 @@ class Network:
 
     @property
     def active_flows(self) -> int:
-        return len(self._flows)
+        return self._members
 
     def flows_in_flight(self) -> list[Flow]:
-        """The flows sending now (each with its current ``rate`` in bytes/s and ``links``)."""
-        return list(self._flows)
+        """The flows sending now (each with its current ``rate`` in bytes/s and ``links``); a
+        flow class's members each as a flow of their own (with the class's rate)."""
+        out = []
+        for f in self._flows:
+            if f.members is None:
+                out.append(f)
+                continue
+            for src, dst, path, ids, seq in f.members:
+                out.append(Flow(src, dst, f.size, list(zip(path, path[1:])), f.latency_s, f.tag, f.start_s, f.done,
+                                rate=f.rate, seq=seq, route=path, link_ids=ids, remaining=f.remaining,
+                                updated_s=f.updated_s))
+        return out
 
     # ------------------------------------------------------------------ capacity changes
     def set_bandwidth_gbps(self, u: str, v: str, bandwidth_gbps: float) -> None:
@@ -430,13 +579,17 @@ class Network:
                     continue
                 seen_links.add(l)
                 users = lf[l]
-                if len(seen_flows) + len(users) > _SMALL:
+                if len(seen_flows) + len(users) > _SMALL and not self._classes:
                     return None
                 for g in users:
                     if g not in seen_flows:
                         seen_flows[g] = None
                         stack.append(g)
             if not stack:
+                # With flow classes active the walk goes on past _SMALL: a component that
+                # holds a class is rated here (the flow arrays know no classes).
+                if len(seen_flows) > _SMALL and not any(f.members is not None for f in seen_flows):
+                    return None
                 return list(seen_flows)
             links = stack.pop().link_ids
 
@@ -507,23 +660,27 @@ class Network:
         self.rate_recomputed_flows += len(comp)
         self._forget_last(comp)
         now = self.env.now
-        cap = self._caps
-        left: dict[int, float] = {}
-        count: dict[int, int] = {}
-        routes = {}
-        for f in comp:
-            routes[f] = links = f.link_ids
-            for l in links:
-                c = cap[l]
-                if c != _INF:
-                    if l in count:
-                        count[l] += 1
-                    else:
-                        left[l] = c
-                        count[l] = 1
-        heap = [(left[l] / n, l) for l, n in count.items()]
-        heapq.heapify(heap)
-        got = _heap_filling(self._link_flows, routes, left, count, heap)
+        got = None
+        if self._classes and any(f.members is not None for f in comp):
+            comp, got = self._class_rates(comp)
+        if got is None:
+            cap = self._caps
+            left: dict[int, float] = {}
+            count: dict[int, int] = {}
+            routes = {}
+            for f in comp:
+                routes[f] = links = f.link_ids
+                for l in links:
+                    c = cap[l]
+                    if c != _INF:
+                        if l in count:
+                            count[l] += 1
+                        else:
+                            left[l] = c
+                            count[l] = 1
+            heap = [(left[l] / n, l) for l, n in count.items()]
+            heapq.heapify(heap)
+            got = _heap_filling(self._link_flows, routes, left, count, heap)
         earliest = _INF
         for f in comp:
             rate = got.get(f, _INF)
@@ -553,9 +710,97 @@ class Network:
             else:  # stalled behind a link that is down: no finish time until it comes back
                 continue
             heapq.heappush(self._finish_heap, (t, f.seq, f.version, f))
+            f.finish_s = t
             if t < earliest:
                 earliest = t
         return earliest
+
+    def _class_rates(self, comp: list[Flow]) -> tuple[list[Flow], dict]:
+        """Max-min fair rates of a component that holds flow classes: (the component, with
+        the classes that are no longer symmetric split into their members; {entity: rate}).
+
+        Links fall into cells by signature (capacity, users with multiplicities); a class is
+        symmetric when each of its hops lies in one cell. Then progressive filling runs over
+        the cells: a cell's share is its per-link capacity left over its per-link count of
+        unfrozen members; freezing an entity takes its share from each cell it crosses once
+        per member crossing one of that cell's links (the per-flow loop's subtractions, one
+        rounding each)."""
+        lf = self._link_flows
+        cap = self._caps
+        while True:
+            cell_of: dict[int, int] = {}
+            cells: dict[tuple, int] = {}
+            for f in comp:
+                for l in f.link_ids:
+                    if l not in cell_of:
+                        sig = (cap[l], tuple(lf[l].items()))
+                        c = cells.get(sig)
+                        if c is None:
+                            c = cells[sig] = len(cells)
+                        cell_of[l] = c
+            broken = [f for f in comp if f.members is not None
+                      and any(len({cell_of[l] for l in hop}) > 1 for hop in f.hops)]
+            if not broken:
+                break
+            gone = set(broken)
+            comp = [f for f in comp if f not in gone]
+            for f in broken:
+                comp += self._split(f)
+            if not any(f.members is not None for f in comp):
+                return comp, None  # plain flows only: the per-link filling rates them
+        n_cells = len(cells)
+        rep_link: list = [None] * n_cells  # a link of each cell (the lowest id: the heap's tie-break)
+        for l, c in cell_of.items():
+            if rep_link[c] is None or l < rep_link[c]:
+                rep_link[c] = l
+        left: dict[int, float] = {}
+        count: dict[int, int] = {}
+        users: dict[int, list] = {}
+        routes: dict = {}
+        for f in comp:
+            deg = f.degree
+            crossed: dict[int, int] = {}
+            for l in f.link_ids:
+                c = cell_of[l]
+                if cap[l] == _INF or c in crossed:
+                    continue
+                crossed[c] = deg[l] if deg is not None else 1
+            routes[f] = crossed
+        for c in range(n_cells):
+            l = rep_link[c]
+            if cap[l] == _INF:
+                continue
+            n = 0
+            for g, d in lf[l].items():
+                n += 1 if d is None else d
+            left[c] = cap[l]
+            count[c] = n
+            users[c] = list(lf[l])
+        heap = [(left[c] / n, rep_link[c], c) for c, n in count.items()]
+        heapq.heapify(heap)
+        rate: dict = {}
+        while heap:
+            share, l, c = heapq.heappop(heap)
+            n = count[c]
+            if n == 0:
+                continue
+            current = left[c] / n
+            if current != share:
+                heapq.heappush(heap, (current, l, c))
+                continue
+            r = share if share > 0 else 0.0
+            for f in users[c]:
+                if f in rate:
+                    continue
+                rate[f] = r
+                for m, d in routes[f].items():
+                    if m in count:
+                        x = left[m]
+                        for _ in range(d):
+                            x -= share
+                        left[m] = x
+                        count[m] -= d
+        return comp, rate
 
     def _solve_large(self, slots: np.ndarray) -> float:
         """``_solve_small`` over the flow arrays, for many flows; the same floats."""
@@ -644,12 +889,21 @@ class Network:
                 due.extend((t, flows[s].seq, flows[s]) for s, t in zip(slots.tolist(), finish.take(slots).tolist()))
                 due.sort()  # in order of finish time, then of start
         lf = self._link_flows
+        classes = self._classes and any(f.members is not None for _, _, f in due)
         for _, _, f in due:
             del self._flows[f]
-            if f.wan or f.pair:
+            if f.members is not None:
+                self._classes -= 1
+                self._members -= len(f.members)
                 self._touch(f)
-                if f.pair:
-                    del self._pair_flows[f.pair][f]
+                for pr in f.pairs:
+                    del self._pair_flows[pr][f]
+            else:
+                self._members -= 1
+                if f.wan or f.pair:
+                    self._touch(f)
+                    if f.pair:
+                        del self._pair_flows[f.pair][f]
             f.version += 1
             self._unslotted.pop(f, None)
             self._unsynced.pop(f, None)
@@ -660,7 +914,10 @@ class Network:
                     self._dirty_links[l] = None
             if f.slot >= 0:
                 self._free_slot(f.slot)
-            self._deliver(f)
+            if not classes:
+                self._deliver(f)
+        if classes:
+            self._deliver_all(due)
         if self._dirty_flows or self._dirty_links:
             self._flush(timer_fired=fired)
         else:
@@ -672,7 +929,10 @@ class Network:
     def _touch(self, f: Flow) -> None:
         for l in f.wan:
             self._touched_links[l] = None
-        if f.pair:
+        if f.pairs:
+            for pr in f.pairs:
+                self._touched_pairs[pr] = None
+        elif f.pair:
             self._touched_pairs[f.pair] = None
 
     def _log_rates(self) -> None:
@@ -686,10 +946,14 @@ class Network:
         groups += [(("pair",) + p, self._pair_flows[p]) for p in self._touched_pairs]
         for key, flows in groups:
             total = 0.0
-            for f in flows:
+            for f, d in flows.items():
                 r = f.rate
                 if 0 < r < _INF:
-                    total += r
+                    if d is None:
+                        total += r
+                    else:  # a flow class: once per member on the link (or of the pair)
+                        for _ in range(d):
+                            total += r
             if logged.get(key, 0.0) != total:
                 logged[key] = total
                 log.append((now, key, total))
@@ -738,6 +1002,57 @@ class Network:
         by_pair = {k: (t, np.array([pr.get(k, 0.0) for pr in pair_rows])) for k in pairs}
         return {"links": by_link, "pairs": by_pair, "error": None}
 
+    def _deliver_all(self, due: list) -> None:
+        """Deliver due flows and flow classes' members in the order their own flows would be
+        (finish time, then start): plain flows one by one, and each run of class members with
+        one latency through one timer (back-to-back timers at one instant run back to back,
+        so the records, the bytes and the done events come in the same order)."""
+        items = []
+        for t, _, f in due:
+            if f.members is None:
+                items.append((t, f.seq, f, None))
+            else:
+                items.extend((t, m[4], f, m) for m in f.members)
+        items.sort(key=lambda x: (x[0], x[1]))
+        link_bytes, sent, received = self.link_bytes, self.sent_bytes, self.received_bytes
+        by_id = self._links_by_id
+        run: list = []
+        run_latency = None
+        for _, _, f, m in items:
+            if m is None:
+                if run:
+                    self._arrive_later(run, run_latency)
+                    run = []
+                self._deliver(f)
+                continue
+            src, dst, path, ids, seq = m
+            size = f.size
+            for l in ids:
+                link_bytes[by_id[l]] += size
+            sent[src] += size
+            received[dst] += size
+            if run and f.latency_s != run_latency:
+                self._arrive_later(run, run_latency)
+                run = []
+            run_latency = f.latency_s
+            run.append((f, m))
+        if run:
+            self._arrive_later(run, run_latency)
+
+    def _arrive_later(self, run: list, latency_s: float) -> None:
+        """Class members whose last byte left now arrive ``latency_s`` later: their records,
+        and each class's done event once its last member is in."""
+        def arrive(_event: simpy.Event) -> None:
+            now = self.env.now
+            transfers = self.recorder.transfers
+            for f, (src, dst, path, ids, seq) in run:
+                transfers.append(Transfer(src, dst, f.size, f.start_s, now, f.tag, ">".join(path)))
+                f.arrived += 1
+                if f.arrived == len(f.members):
+                    f.done.succeed(f)
+
+        self.env.timeout(latency_s).callbacks.append(arrive)
+
     def _deliver(self, flow: Flow) -> None:
         """The last byte has left: account its bytes now, deliver it one latency later."""
         flow.remaining = 0.0
@@ -750,7 +1065,13 @@ class Network:
         def arrive(_event: simpy.Event) -> None:
             self.recorder.transfers.append(Transfer(
                 flow.src, flow.dst, flow.size, flow.start_s, self.env.now, flow.tag, ">".join(flow.route)))
-            flow.done.succeed(flow)
+            owner = flow.owner
+            if owner is None:
+                flow.done.succeed(flow)
+            else:  # a member split off a class: the class is done with its last member
+                owner.arrived += 1
+                if owner.arrived == len(owner.members):
+                    owner.done.succeed(owner)
 
         def send_last_byte(_event: simpy.Event | None = None) -> None:
             self.env.timeout(flow.latency_s).callbacks.append(arrive)
