@@ -191,6 +191,8 @@ class Network:
         self.rate_recomputations = 0
         self.rate_recomputed_flows = 0  # summed component sizes: the work the recomputations did
         self.capacity_changes = 0
+        self.classes_started = 0  # flow classes started (transfer_group), and split into members
+        self.classes_split = 0
         # The rate log (see rate_timeline): every directed WAN link's and every ordered pair
         # of regions' summed rate, one entry whenever it changes. Links and pairs whose
         # flows changed rate are marked (_touch) and summed again once the instant's
@@ -375,6 +377,7 @@ class Network:
             cls.pair = next(iter(pair_count), None)
             self._flows[cls] = None
             self._classes += 1
+            self.classes_started += 1
             self._members += len(members)
             self._dirty_flows[cls] = None
             events.append(cls.done)
@@ -409,13 +412,14 @@ class Network:
             del self._pair_flows[pr][cls]
         del self._flows[cls]
         self._classes -= 1
+        self.classes_split += 1
         self._members -= len(cls.members)
         cls.version += 1  # its finish heap entry is stale
         out = []
         for a, b, path, ids, seq in cls.members:
             f = Flow(a, b, cls.size, list(zip(path, path[1:])), cls.latency_s, cls.tag, cls.start_s, cls.done,
                      rate=cls.rate, seq=seq, route=path, remaining=cls.remaining, updated_s=cls.updated_s,
-                     version=1 if cls.version > 1 else 0, owner=cls)
+                     version=cls.version if cls.version > 1 else 0, owner=cls)
             self._add_flow(f, ids)
             del self._dirty_flows[f]
             if f.version and 0 < f.rate < _INF:
