@@ -92,17 +92,20 @@ class SyncBarrier:
         """Worker ``worker`` sends its part of ``send`` at its step ``step``; returns (started, done) events."""
         if send.collective not in COLLECTIVES:
             raise ValueError(f"unknown collective '{send.collective}'; known: {', '.join(COLLECTIVES)}")
-        if worker not in send.group:
-            raise RuntimeError(f"worker {worker} is not in the group {send.group} of {send.stream}:{send.round}")
         key = send.part_key
+        r = self._open.get(key)
+        # Membership by a set kept with the open collective: a tuple scan would cost O(group)
+        # per arrival, O(P²) per collective of P members.
+        if worker not in (r["members"] if r is not None else send.group):
+            raise RuntimeError(f"worker {worker} is not in the group {send.group} of {send.stream}:{send.round}")
         if key in self._started or key in self._short:  # late: it ran without this worker
             now = self.env.event()
             now.succeed()
             return now, now
-        r = self._open.get(key)
         if r is None:
             r = self._open[key] = {"arrived": {}, "first": self.env.now, "step": step, "send": send,
-                                   "started": self.env.event(), "done": self.env.event()}
+                                   "started": self.env.event(), "done": self.env.event(),
+                                   "members": frozenset(send.group)}
             r["waiting"] = {m for m in send.group if self._expected(m, r)}
             self._live[send.key] = self._live.get(send.key, 0) + 1
             if self.timeout_s is not None:
