@@ -63,6 +63,14 @@ _SMALL = 32
 FLOW_CLASSES = True
 
 
+def _mix64(x: int) -> np.uint64:
+    """splitmix64 of x: a well-spread 64-bit hash of a class's start number (no random state)."""
+    z = (x * 0x9E3779B97F4A7C15 + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return np.uint64(z ^ (z >> 31))
+
+
 def _region_name(node) -> str:
     """A node's region as the rate log names it: a worker ``region/i`` -> ``region`` (the
     name before the last '/'), any other node its own name."""
@@ -106,6 +114,11 @@ class Flow:
     owner: "Flow | None" = None  # a member split off a class: the class whose done event it counts toward
     finish_s: float = _INF  # its finish time as last pushed (a class's members inherit it when split)
     arrived: int = 0  # a class: members delivered so far
+    touched: bool = False  # a class: a plain flow has used one of its links (then checked link by link)
+    fp_ids: np.ndarray | None = None  # a class: its distinct link ids and what it adds to their fingerprints
+    fp_add: np.ndarray | None = None
+    hop_arr: list | None = None  # a class: ``hops`` as arrays, and each hop's lowest link id
+    hop_min: list | None = None
 
 
 class Network:
@@ -205,6 +218,11 @@ class Network:
         self._logged: dict = {}  # key (a link, or ("pair", a, b)) -> rate last logged
         self._log: list[tuple[float, object, float]] = []
         self._classes = 0  # active flow classes
+        # Per link: a fingerprint of its class users (sum of hash x multiplicity, mod 2^64) and
+        # its number of plain flows. A class whose hop links have one fingerprint, one
+        # capacity and no plain flows is symmetric, checked in O(members) numpy work.
+        self._fp = np.zeros(len(links) + 1, dtype=np.uint64)
+        self._plain_users = [0] * len(links)
         self._members = 0  # active flows: plain ones plus every class's members
         self._links_by_id = links
         for u, v, d in graph.edges(data=True):
@@ -299,12 +317,26 @@ class Network:
             flow.pair = (a, b)
             self._pair_flows.setdefault(flow.pair, {})[flow] = None
         lf = self._link_flows
+        pu = self._plain_users
         for l in ids:
             lf[l][flow] = None
+            pu[l] += 1
+        if self._classes:
+            self._mark_touched(ids)
         self._unslotted[flow] = None
         self._dirty_flows[flow] = None
         self._request_flush()
         return flow.done
+
+    def _mark_touched(self, ids) -> None:
+        """A plain flow joined links ``ids``: the classes on them are checked link by link."""
+        lf, pu = self._link_flows, self._plain_users
+        for l in ids:
+            users = lf[l]
+            if len(users) > pu[l]:
+                for u in users:
+                    if u.members is not None:
+                        u.touched = True
 
     def transfer_group(self, pairs: list[tuple[str, str]], nbytes: float, tag: str = "", *,
                        latency_s: float | None = None) -> list[simpy.Event]:
@@ -367,7 +399,14 @@ class Network:
                     pair_count[(ra, rb)] = pair_count.get((ra, rb), 0) + 1
             cls.members, cls.degree, cls.pairs = members, degree, pair_count
             cls.hops = [tuple([m[3][k] for m in members]) for k in range(len(ids))]
+            cls.hop_arr = [np.array(h, dtype=np.intp) for h in cls.hops]
+            cls.hop_min = [min(h) for h in cls.hops]
             cls.link_ids = tuple(degree)
+            cls.fp_ids = np.fromiter(degree, dtype=np.intp, count=len(degree))
+            cls.fp_add = np.fromiter(degree.values(), dtype=np.uint64, count=len(degree)) * _mix64(seq)
+            self._fp[cls.fp_ids] += cls.fp_add  # distinct ids: no repeated index
+            pu = self._plain_users
+            cls.touched = any(pu[l] for l in degree)
             for l, d in degree.items():
                 lf[l][cls] = d
             if wan:
@@ -397,8 +436,12 @@ class Network:
             flow.pair = (a, b)
             self._pair_flows.setdefault(flow.pair, {})[flow] = None
         lf = self._link_flows
+        pu = self._plain_users
         for l in ids:
             lf[l][flow] = None
+            pu[l] += 1
+        if self._classes:
+            self._mark_touched(ids)
         self._unslotted[flow] = None
         self._dirty_flows[flow] = None
 
@@ -408,6 +451,7 @@ class Network:
         lf = self._link_flows
         for l in cls.degree:
             del lf[l][cls]
+        self._fp[cls.fp_ids] -= cls.fp_add
         for pr in cls.pairs:
             del self._pair_flows[pr][cls]
         del self._flows[cls]
@@ -595,7 +639,9 @@ class Network:
                 if len(seen_flows) > _SMALL and not any(f.members is not None for f in seen_flows):
                     return None
                 return list(seen_flows)
-            links = stack.pop().link_ids
+            f = stack.pop()
+            # A symmetric class's hop links all have the same users: one link per hop will do.
+            links = f.link_ids if f.members is None or not self._symmetric(f) else [h[0] for h in f.hops]
 
     def _large_component(self) -> np.ndarray:
         """Slots of the active flows connected, through shared directed links, to a dirty flow
@@ -719,7 +765,23 @@ class Network:
                 earliest = t
         return earliest
 
-    def _class_rates(self, comp: list[Flow]) -> tuple[list[Flow], dict]:
+    def _symmetric(self, f: Flow) -> bool:
+        """A class no plain flow has touched whose links, hop by hop, have one fingerprint of
+        class users and one capacity (then every link of a hop has the same users)."""
+        if f.touched:
+            return False
+        fp, cap = self._fp, self._cap
+        for a in f.hop_arr:
+            if a.size > 1:
+                v = fp[a]
+                if not (v == v[0]).all():
+                    return False
+                c = cap[a]
+                if not (c == c[0]).all():
+                    return False
+        return True
+
+    def _class_rates(self, comp: list[Flow]) -> tuple[list[Flow], dict | None]:
         """Max-min fair rates of a component that holds flow classes: (the component, with
         the classes that are no longer symmetric split into their members; {entity: rate}).
 
@@ -731,47 +793,73 @@ class Network:
         rounding each)."""
         lf = self._link_flows
         cap = self._caps
+        sigs: dict[int, tuple] = {}
+
+        def sig(l: int) -> tuple:
+            got = sigs.get(l)
+            if got is None:
+                got = sigs[l] = (cap[l], frozenset(lf[l].items()))
+            return got
+
         while True:
-            cell_of: dict[int, int] = {}
-            cells: dict[tuple, int] = {}
+            broken = []
             for f in comp:
-                for l in f.link_ids:
-                    if l not in cell_of:
-                        sig = (cap[l], tuple(lf[l].items()))
-                        c = cells.get(sig)
-                        if c is None:
-                            c = cells[sig] = len(cells)
-                        cell_of[l] = c
-            broken = [f for f in comp if f.members is not None
-                      and any(len({cell_of[l] for l in hop}) > 1 for hop in f.hops)]
+                if f.members is None or self._symmetric(f):
+                    continue
+                # touched by a plain flow (or fingerprints differ): compare its links' users
+                if f.touched and all(len({sig(l) for l in hop}) == 1 for hop in f.hops):
+                    continue
+                broken.append(f)
             if not broken:
                 break
             gone = set(broken)
             comp = [f for f in comp if f not in gone]
             for f in broken:
                 comp += self._split(f)
+            sigs.clear()
             if not any(f.members is not None for f in comp):
                 return comp, None  # plain flows only: the per-link filling rates them
+        cells: dict[tuple, int] = {}
+        rep_link: list = []  # a link of each cell (the lowest id: the heap's tie-break)
+        crossing: dict = {}  # entity -> [(a link of it, the lowest id of the links it stands for)]
+        for f in comp:
+            if f.members is None:
+                crossing[f] = [(l, l) for l in f.link_ids]
+            else:
+                crossing[f] = [(h[0], m) for h, m in zip(f.hops, f.hop_min)]
+        cell_of: dict[int, int] = {}
+        for f, pairs in crossing.items():
+            for l, low in pairs:
+                c = cell_of.get(l)
+                if c is None:
+                    key = sig(l)
+                    c = cells.get(key)
+                    if c is None:
+                        c = cells[key] = len(cells)
+                        rep_link.append(low)
+                    cell_of[l] = c
+                if low < rep_link[c]:
+                    rep_link[c] = low
         n_cells = len(cells)
-        rep_link: list = [None] * n_cells  # a link of each cell (the lowest id: the heap's tie-break)
+        first_link = [None] * n_cells  # a link of the cell whose users are the cell's users
         for l, c in cell_of.items():
-            if rep_link[c] is None or l < rep_link[c]:
-                rep_link[c] = l
+            if first_link[c] is None:
+                first_link[c] = l
         left: dict[int, float] = {}
         count: dict[int, int] = {}
         users: dict[int, list] = {}
         routes: dict = {}
-        for f in comp:
+        for f, pairs in crossing.items():
             deg = f.degree
             crossed: dict[int, int] = {}
-            for l in f.link_ids:
+            for l, _ in pairs:
                 c = cell_of[l]
                 if cap[l] == _INF or c in crossed:
                     continue
                 crossed[c] = deg[l] if deg is not None else 1
             routes[f] = crossed
         for c in range(n_cells):
-            l = rep_link[c]
+            l = first_link[c]
             if cap[l] == _INF:
                 continue
             n = 0
@@ -902,8 +990,12 @@ class Network:
                 self._touch(f)
                 for pr in f.pairs:
                     del self._pair_flows[pr][f]
+                self._fp[f.fp_ids] -= f.fp_add
             else:
                 self._members -= 1
+                pu = self._plain_users
+                for l in f.link_ids:
+                    pu[l] -= 1
                 if f.wan or f.pair:
                     self._touch(f)
                     if f.pair:
