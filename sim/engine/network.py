@@ -43,7 +43,8 @@ import bisect
 import heapq
 import math
 from dataclasses import dataclass, field
-from itertools import islice
+from collections import Counter
+from itertools import chain, islice
 from pathlib import Path
 from typing import Iterable
 
@@ -119,6 +120,8 @@ class Flow:
     fp_add: np.ndarray | None = None
     hop_arr: list | None = None  # a class: ``hops`` as arrays, and each hop's lowest link id
     hop_min: list | None = None
+    sym_epoch: int = -1  # the network epoch of its last symmetry answer, and the answer
+    sym: bool = False
 
 
 class Network:
@@ -218,6 +221,9 @@ class Network:
         self._logged: dict = {}  # key (a link, or ("pair", a, b)) -> rate last logged
         self._log: list[tuple[float, object, float]] = []
         self._classes = 0  # active flow classes
+        self._down = sum(1 for c in self._caps if c <= 0)  # links at capacity 0
+        self._caps_key: dict[tuple, tuple] = {}  # link ids -> their capacities (cleared when one changes)
+        self._epoch = 0  # bumped at each flush and split: _symmetric's answers hold within one
         # Per link: a fingerprint of its class users (sum of hash x multiplicity, mod 2^64) and
         # its number of plain flows. A class whose hop links have one fingerprint, one
         # capacity and no plain flows is symmetric, checked in O(members) numpy work.
@@ -242,6 +248,8 @@ class Network:
         """The shortest route by latency; while a link on it is down, the shortest route over
         the links that are up, if there is one (else the usual route, whose flows then wait)."""
         info = self._route_info(src, dst)
+        if not self._down:  # no link is down: the usual route
+            return info
         cap = self.capacity
         if all(cap[l] > 0 for l in info[1]):
             return info
@@ -368,10 +376,14 @@ class Network:
             routes.append((a, b, path, ids, latency))
         groups: dict[tuple, list] = {}
         caps = self._caps
+        caps_key = self._caps_key
         now = self.env.now
         for a, b, path, ids, latency in routes:
             self._started += 1
-            key = (latency, tuple([caps[l] for l in ids]))
+            ck = caps_key.get(ids)
+            if ck is None:
+                ck = caps_key[ids] = tuple([caps[l] for l in ids])
+            key = (latency, ck)
             groups.setdefault(key, []).append((a, b, path, ids, self._started))
         self.flows_started += len(pairs)
         events = []
@@ -389,16 +401,11 @@ class Network:
                 continue
             cls = Flow(a, b, size, [], latency, tag, now, self.env.event(), seq=seq, route=path, remaining=size,
                        updated_s=now)
-            degree: dict[int, int] = {}
-            pair_count: dict[tuple, int] = {}
-            for a, b, path, ids, _ in members:
-                for l in ids:
-                    degree[l] = degree.get(l, 0) + 1
-                ra, rb = region[a], region[b]
-                if ra != rb:
-                    pair_count[(ra, rb)] = pair_count.get((ra, rb), 0) + 1
+            routes_ids = [m[3] for m in members]
+            degree = dict(Counter(chain.from_iterable(routes_ids)))
+            pair_count = dict(Counter([p for p in ((region[m[0]], region[m[1]]) for m in members) if p[0] != p[1]]))
             cls.members, cls.degree, cls.pairs = members, degree, pair_count
-            cls.hops = [tuple([m[3][k] for m in members]) for k in range(len(ids))]
+            cls.hops = list(zip(*routes_ids))
             cls.hop_arr = [np.array(h, dtype=np.intp) for h in cls.hops]
             cls.hop_min = [min(h) for h in cls.hops]
             cls.link_ids = tuple(degree)
@@ -416,6 +423,7 @@ class Network:
             cls.pair = next(iter(pair_count), None)
             self._flows[cls] = None
             self._classes += 1
+            self._epoch += 1
             self.classes_started += 1
             self._members += len(members)
             self._dirty_flows[cls] = None
@@ -452,6 +460,7 @@ class Network:
         for l in cls.degree:
             del lf[l][cls]
         self._fp[cls.fp_ids] -= cls.fp_add
+        self._epoch += 1
         for pr in cls.pairs:
             del self._pair_flows[pr][cls]
         del self._flows[cls]
@@ -563,6 +572,8 @@ class Network:
                 i = self._link_id[l]
                 self._caps[i] = self._cap[i] = cap
                 self._inf_links = math.inf in self._caps
+                self._down = sum(1 for c in self._caps if c <= 0)
+                self._caps_key = {}
                 self.capacity_changes += 1
                 if self._link_flows[i]:
                     self._dirty_links[i] = None
@@ -590,6 +601,7 @@ class Network:
 
     def _flush(self, _event: simpy.Event | None = None, *, timer_fired: bool = False) -> None:
         self._flush_pending = False
+        self._epoch += 1
         if not self._dirty_flows and not self._dirty_links:
             return
         t = _INF  # the earliest finish time that changed
@@ -770,16 +782,19 @@ class Network:
         class users and one capacity (then every link of a hop has the same users)."""
         if f.touched:
             return False
+        if f.sym_epoch == self._epoch:
+            return f.sym
         fp, cap = self._fp, self._cap
+        ok = True
         for a in f.hop_arr:
             if a.size > 1:
                 v = fp[a]
-                if not (v == v[0]).all():
-                    return False
                 c = cap[a]
-                if not (c == c[0]).all():
-                    return False
-        return True
+                if not ((v == v[0]).all() and (c == c[0]).all()):
+                    ok = False
+                    break
+        f.sym_epoch, f.sym = self._epoch, ok
+        return ok
 
     def _class_rates(self, comp: list[Flow]) -> tuple[list[Flow], dict | None]:
         """Max-min fair rates of a component that holds flow classes: (the component, with
@@ -982,8 +997,12 @@ class Network:
                 due.sort()  # in order of finish time, then of start
         lf = self._link_flows
         classes = self._classes and any(f.members is not None for _, _, f in due)
+        self._epoch += 1
         for _, _, f in due:
             del self._flows[f]
+            # A symmetric class leaves the same users on every link of a hop: one link per hop
+            # reaches them all (asked while its fingerprint is still on the links).
+            reps = {h[0] for h in f.hops} if f.members is not None and self._symmetric(f) else None
             if f.members is not None:
                 self._classes -= 1
                 self._members -= len(f.members)
@@ -1006,7 +1025,7 @@ class Network:
             for l in f.link_ids:
                 users = lf[l]
                 del users[f]
-                if users:
+                if users and (reps is None or l in reps):
                     self._dirty_links[l] = None
             if f.slot >= 0:
                 self._free_slot(f.slot)
