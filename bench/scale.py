@@ -142,7 +142,8 @@ def layer_1024(methods: list[str], command: bool) -> dict:
             size = (Path(d) / "run" / "dashboard.html").stat().st_size
         entry = {"simulate_s": simulate, "report_s": report, "total_s": simulate + report,
                  "inner_steps": sum(w.steps_done for w in sim.workers), "transfers": len(sim.recorder.transfers),
-                 "flow_classes": sim.net.classes_started, "flow_classes_split": sim.net.classes_split,
+                 "flow_classes": getattr(sim.net, "classes_started", None),
+                 "flow_classes_split": getattr(sim.net, "classes_split", None),
                  "dashboard_bytes": size}
         if command:
             entry["command_s"] = _command(data)

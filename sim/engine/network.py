@@ -62,6 +62,9 @@ _SMALL = 32
 # a multiplicity, see Network.transfer_group); False: one flow each, as ``transfer`` does (the
 # switch the equivalence tests turn off).
 FLOW_CLASSES = True
+# Flows of one shape fewer than this stay plain flows: a class of a few members costs more
+# (its arrays, its symmetry checks) than the flows it stands for (NoLoCo's gossip pairs).
+_MIN_CLASS = 16
 
 
 def _mix64(x: int) -> np.uint64:
@@ -364,7 +367,7 @@ class Network:
         recomputed. A 1,024-member ring is then two classes (its LAN hops, its WAN hops):
         a rate change costs O(links), and finishing costs one event, not 1,024.
         """
-        if (not FLOW_CLASSES or len(pairs) < 2 or nbytes <= 0 or not math.isfinite(nbytes)
+        if (not FLOW_CLASSES or len(pairs) < max(_MIN_CLASS, 2) or nbytes <= 0 or not math.isfinite(nbytes)
                 or self._inf_links):
             return [self.transfer(a, b, nbytes, tag, latency_s=latency_s) for a, b in pairs]
         routes = []
@@ -393,11 +396,12 @@ class Network:
         region = self._region_of
         for (latency, _), members in groups.items():
             a, b, path, ids, seq = members[0]
-            if len(members) == 1:  # a flow of its own
-                flow = Flow(a, b, size, list(zip(path, path[1:])), latency, tag, now, self.env.event(), seq=seq,
-                            route=path, remaining=size, updated_s=now)
-                self._add_flow(flow, ids)
-                events.append(flow.done)
+            if len(members) < _MIN_CLASS:  # flows of their own
+                for a, b, path, ids, seq in members:
+                    flow = Flow(a, b, size, list(zip(path, path[1:])), latency, tag, now, self.env.event(), seq=seq,
+                                route=path, remaining=size, updated_s=now)
+                    self._add_flow(flow, ids)
+                    events.append(flow.done)
                 continue
             cls = Flow(a, b, size, [], latency, tag, now, self.env.event(), seq=seq, route=path, remaining=size,
                        updated_s=now)
