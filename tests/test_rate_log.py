@@ -43,9 +43,10 @@ def test_one_flow_through_an_outage_hand_computed():
 
 @pytest.mark.parametrize("seed", [3, 11, 29])
 def test_logged_rates_equal_the_replay_of_the_transfers(seed):
-    """Churn of 300 transfers over three regions (bursts at one instant, an outage): the
-    logged step functions have the replay's time axis and its rates to 1e-12 relative
-    (the sums may add the same rates in another order)."""
+    """Churn of 300 transfers over three regions (bursts at one instant, an outage): at every
+    breakpoint of either, the logged step functions equal the replay's to 1e-9 of the peak
+    (the log sums each flow's rate rounded to 2^-16 bytes/s, exactly; the replay sums floats; where a total stays
+    put one may show a breakpoint of the same value that the other has not)."""
     g, workers = build_graph(_topology([{"start_s": 0.05, "end_s": 0.08}]))
     env = simpy.Environment()
     net = Network(env, g)
@@ -69,8 +70,11 @@ def test_logged_rates_equal_the_replay_of_the_transfers(seed):
     assert live["links"].keys() == by_link.keys() and live["pairs"].keys() == by_pair.keys()
     for mine, theirs in [(live["links"], by_link), (live["pairs"], by_pair)]:
         for k, (t, rates) in theirs.items():
-            np.testing.assert_array_equal(mine[k][0], t)
-            np.testing.assert_allclose(mine[k][1], rates, rtol=0, atol=1e-12 * rates.max())
+            t2, r2 = mine[k]
+            at = np.union1d(t, t2)
+            ours = r2[np.searchsorted(t2, at, side="right") - 1]
+            replayed = rates[np.searchsorted(t, at, side="right") - 1]
+            np.testing.assert_allclose(ours, replayed, rtol=0, atol=1e-9 * rates.max())
 
 
 def test_a_run_directory_is_written_without_replaying_the_network(tmp_path, monkeypatch):
@@ -104,4 +108,4 @@ def test_a_run_directory_is_written_without_replaying_the_network(tmp_path, monk
         if entry["kind"] == "wan":
             key = (entry["src"], entry["dst"])
             want = float(by_link[key][1].max()) * 8 / 1e9 if key in by_link else 0.0
-            assert entry["peak_gbps"] == pytest.approx(want, rel=1e-12)
+            assert entry["peak_gbps"] == pytest.approx(want, rel=1e-9)

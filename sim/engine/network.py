@@ -65,6 +65,7 @@ FLOW_CLASSES = True
 # Flows of one shape fewer than this stay plain flows: a class of a few members costs more
 # (its arrays, its symmetry checks) than the flows it stands for (NoLoCo's gossip pairs).
 _MIN_CLASS = 16
+_Q = 65536.0  # the rate log counts rates in 2^-16 bytes/s (exact integer sums up to ~1.4e14 bytes/s)
 
 
 def _mix64(x: int) -> np.uint64:
@@ -105,8 +106,9 @@ class Flow:
     version: int = 0  # bumped whenever its finish time moves; older heap entries are stale
     slot: int = -1  # its column in the network's flow arrays, once it has one, else -1
     in_arrays: bool = False  # its progress and finish time are in the arrays, not here
-    wan: tuple[int, ...] = ()  # the ids of its links whose rates are logged (WAN links)
-    pair: tuple | None = None  # (src region, dst region) when they differ: its rate is logged for the pair
+    rkeys: tuple[int, ...] = ()  # the rate log's keys it counts toward (its WAN links, its region pair)
+    rkm: tuple = ()  # a class: (key, members counted there) pairs
+    q: int = 0  # its rate as the log counts it (2^-16 bytes/s; 0 when stalled or due now)
     # A flow class (Network.transfer_group): ``members`` [(src, dst, path, link ids, seq)],
     # ``degree`` {link id: members crossing it}, ``hops[k]`` the members' k-th link ids, and
     # ``pairs`` {(src region, dst region): members}; ``link_ids`` its distinct links. Every
@@ -213,14 +215,26 @@ class Network:
         self.classes_started = 0  # flow classes started (transfer_group), and split into members
         self.classes_split = 0
         # The rate log (see rate_timeline): every directed WAN link's and every ordered pair
-        # of regions' summed rate, one entry whenever it changes. Links and pairs whose
-        # flows changed rate are marked (_touch) and summed again once the instant's
-        # recomputation is done (_log_rates), so the summed floats are the replay's.
+        # of regions' summed rate, one entry whenever it changes. Each flow counts its rate
+        # as an integer number of 2^-16 bytes/s (``q``), added to the integer totals of its
+        # keys (its WAN links, its region pair) whenever it changes: exact and independent of
+        # the order of the changes, O(1) per change (vectorized on the numpy path), and
+        # logged once per instant (_log_rates). Keys: a WAN link's id, or one per pair.
         self._wan_links = {self._link_id[l]: l for l in links if graph.edges[l].get("kind") == "wan"}
         self._region_of = {n: _region_name(n) for n in graph.nodes}
-        self._pair_flows: dict[tuple, dict[Flow, None]] = {}
-        self._touched_links: dict[int, None] = {}
-        self._touched_pairs: dict[tuple, None] = {}
+        regions = sorted(set(self._region_of.values()), key=str)
+        self._key_name: dict[int, object] = dict(self._wan_links)
+        self._pair_key: dict[tuple, int] = {}
+        for a in regions:
+            for b in regions:
+                if a != b:
+                    k = self._pair_key[(a, b)] = len(links) + 1 + len(self._pair_key)
+                    self._key_name[k] = ("pair", a, b)
+        self._rtot = np.zeros(len(links) + 2 + len(self._pair_key), dtype=np.int64)
+        self._rdummy = self._rtot.size - 1  # pads the per-slot key table
+        self._rtouched: dict[int, None] = {}
+        self._q = np.zeros(0, dtype=np.int64)  # per slot: the quantized rate it counts (in_arrays flows)
+        self._rk = np.full((0, 0), self._rdummy, dtype=np.intp)  # per slot: its keys, padded
         self._logged: dict = {}  # key (a link, or ("pair", a, b)) -> rate last logged
         self._log: list[tuple[float, object, float]] = []
         self._classes = 0  # active flow classes
@@ -320,13 +334,7 @@ class Network:
         self._flows[flow] = None
         self._members += 1
         flow.link_ids = ids
-        wan = self._wan_links
-        if wan:
-            flow.wan = tuple([l for l in ids if l in wan])
-        a, b = self._region_of[src], self._region_of[dst]
-        if a != b:
-            flow.pair = (a, b)
-            self._pair_flows.setdefault(flow.pair, {})[flow] = None
+        self._set_keys(flow)
         lf = self._link_flows
         pu = self._plain_users
         for l in ids:
@@ -420,11 +428,8 @@ class Network:
             cls.touched = any(pu[l] for l in degree)
             for l, d in degree.items():
                 lf[l][cls] = d
-            if wan:
-                cls.wan = tuple([l for l in degree if l in wan])
-            for pr, n in pair_count.items():
-                self._pair_flows.setdefault(pr, {})[cls] = n
-            cls.pair = next(iter(pair_count), None)
+            cls.rkm = tuple([(l, d) for l, d in degree.items() if l in wan]
+                            + [(self._pair_key[pr], n) for pr, n in pair_count.items()])
             self._flows[cls] = None
             self._classes += 1
             self._epoch += 1
@@ -440,13 +445,7 @@ class Network:
         self._flows[flow] = None
         self._members += 1
         flow.link_ids = ids
-        wan = self._wan_links
-        if wan:
-            flow.wan = tuple([l for l in ids if l in wan])
-        a, b = self._region_of[flow.src], self._region_of[flow.dst]
-        if a != b:
-            flow.pair = (a, b)
-            self._pair_flows.setdefault(flow.pair, {})[flow] = None
+        self._set_keys(flow)
         lf = self._link_flows
         pu = self._plain_users
         for l in ids:
@@ -465,8 +464,7 @@ class Network:
             del lf[l][cls]
         self._fp[cls.fp_ids] -= cls.fp_add
         self._epoch += 1
-        for pr in cls.pairs:
-            del self._pair_flows[pr][cls]
+        self._count_rate(cls, -cls.q)
         del self._flows[cls]
         self._classes -= 1
         self.classes_split += 1
@@ -479,11 +477,43 @@ class Network:
                      version=cls.version if cls.version > 1 else 0, owner=cls)
             self._add_flow(f, ids)
             del self._dirty_flows[f]
+            if cls.q:
+                f.q = cls.q
+                self._count_rate(f, cls.q)
             if f.version and 0 < f.rate < _INF:
                 f.finish_s = cls.finish_s
                 heapq.heappush(self._finish_heap, (cls.finish_s, f.seq, f.version, f))
             out.append(f)
         return out
+
+    def _set_keys(self, flow: Flow) -> None:
+        """The rate log's keys of a plain flow: its WAN links and its region pair."""
+        wan = self._wan_links
+        keys = [l for l in flow.link_ids if l in wan] if wan else []
+        a, b = self._region_of[flow.src], self._region_of[flow.dst]
+        if a != b:
+            keys.append(self._pair_key[(a, b)])
+        flow.rkeys = tuple(keys)
+
+    def _count_rate(self, f: Flow, d: int) -> None:
+        """Add ``d`` (2^-16 bytes/s) to the totals of the keys of ``f`` (times its members there)."""
+        tot, touched = self._rtot, self._rtouched
+        if f.members is None:
+            for k in f.rkeys:
+                tot[k] += d
+                touched[k] = None
+        else:
+            for k, m in f.rkm:
+                tot[k] += d * m
+                touched[k] = None
+
+    def _requant(self, f: Flow, rate: float) -> None:
+        """``f`` now sends at ``rate``: move its count in the rate log's totals."""
+        q = round(rate * _Q) if 0 < rate < _INF else 0
+        d = q - f.q
+        if d:
+            f.q = q
+            self._count_rate(f, d)
 
     def _sync_arrays(self) -> None:
         """Before a large recomputation: every active flow has a column, up to date."""
@@ -491,8 +521,10 @@ class Network:
             self._take_slot(f)
         self._unslotted = {}
         rate, remaining, updated = self._rate, self._remaining, self._updated
+        q = self._q
         for f in self._unsynced:
             s = f.slot
+            q[s] = f.q
             rate[s] = f.rate
             remaining[s] = f.remaining
             updated[s] = f.updated_s
@@ -518,6 +550,13 @@ class Network:
                 new = np.full(n, _INF)
                 new[:old.size] = old
                 setattr(self, name, new)
+            q = np.zeros(n, dtype=np.int64)
+            q[:self._q.size] = self._q
+            self._q = q
+        if s >= self._rk.shape[1] or len(flow.rkeys) > self._rk.shape[0]:
+            rk = np.full((max(len(flow.rkeys), self._rk.shape[0], 1), self._rate.size), self._rdummy, dtype=np.intp)
+            rk[:self._rk.shape[0], :self._rk.shape[1]] = self._rk
+            self._rk = rk
         hops = self._hops
         for i, l in enumerate(ids):
             hops[i, s] = l
@@ -526,6 +565,9 @@ class Network:
         self._remaining[s] = flow.remaining
         self._updated[s] = flow.updated_s
         self._finish[s] = _INF
+        self._q[s] = flow.q
+        for i, k in enumerate(flow.rkeys):
+            self._rk[i, s] = k
         self._slot_flow[s] = flow
         flow.slot = s
         self._hi = max(self._hi, s + 1)
@@ -536,6 +578,8 @@ class Network:
         hops, pad = self._hops, self._pad
         for i in range(len(flow.link_ids)):
             hops[i, s] = pad
+        self._q[s] = 0
+        self._rk[:, s] = self._rdummy
         if flow.in_arrays:
             flow.in_arrays = False
             self._finish[s] = _INF
@@ -756,6 +800,7 @@ class Network:
             s = f.slot
             if f.in_arrays:  # its progress moves from its column to its fields
                 f.in_arrays = False
+                f.q = int(self._q[s])
                 f.remaining = float(self._remaining[s])
                 f.updated_s = float(self._updated[s])
                 self._finish[s] = _INF
@@ -764,8 +809,8 @@ class Network:
                 f.remaining -= before * (now - f.updated_s)
             f.updated_s = now
             f.rate = rate
-            if f.wan or f.pair:
-                self._touch(f)
+            if f.rkeys or f.rkm:
+                self._requant(f, rate)
             f.version += 1
             if s >= 0:
                 self._unsynced[f] = None
@@ -941,12 +986,21 @@ class Network:
         self._updated[idx] = now
         self._rate[idx] = rate
         self._finish[idx] = finish
+        # the rate log: each changed flow's count moves by (new - old) on each of its keys
+        nq = np.where((rate > 0) & (rate < _INF), np.rint(rate * _Q), 0.0).astype(np.int64)
+        d = nq - self._q.take(idx)
+        moved = d != 0
+        if moved.any():
+            self._q[idx] = nq
+            keys = self._rk.take(idx.compress(moved), axis=1)
+            np.add.at(self._rtot, keys, np.broadcast_to(d.compress(moved), keys.shape))
+            touched = self._rtouched
+            for k in np.unique(keys).tolist():
+                touched[k] = None
         flows = self._slot_flow
         for s, r in zip(idx.tolist(), rate.tolist()):
             f = flows[s]
             f.rate = r
-            if f.wan or f.pair:
-                self._touch(f)
             if not f.in_arrays:  # its heap entry, if any, is stale from now on
                 f.in_arrays = True
                 f.version += 1
@@ -1010,19 +1064,17 @@ class Network:
             if f.members is not None:
                 self._classes -= 1
                 self._members -= len(f.members)
-                self._touch(f)
-                for pr in f.pairs:
-                    del self._pair_flows[pr][f]
+                if f.q:
+                    self._count_rate(f, -f.q)
                 self._fp[f.fp_ids] -= f.fp_add
             else:
                 self._members -= 1
                 pu = self._plain_users
                 for l in f.link_ids:
                     pu[l] -= 1
-                if f.wan or f.pair:
-                    self._touch(f)
-                    if f.pair:
-                        del self._pair_flows[f.pair][f]
+                q = int(self._q[f.slot]) if f.in_arrays else f.q
+                if q:
+                    self._count_rate(f, -q)
             f.version += 1
             self._unslotted.pop(f, None)
             self._unsynced.pop(f, None)
@@ -1045,39 +1097,21 @@ class Network:
             self._log_rates()
 
     # ------------------------------------------------------------------ the rate log
-    def _touch(self, f: Flow) -> None:
-        for l in f.wan:
-            self._touched_links[l] = None
-        if f.pairs:
-            for pr in f.pairs:
-                self._touched_pairs[pr] = None
-        elif f.pair:
-            self._touched_pairs[f.pair] = None
-
     def _log_rates(self) -> None:
-        """Sum again the rates on the WAN links and region pairs whose flows changed; log
-        the sums that moved (flows stalled at 0 or due now at inf count as 0)."""
-        if not self._touched_links and not self._touched_pairs:
+        """Log the totals of the keys whose flows changed rate, where they moved."""
+        if not self._rtouched:
             return
         now = self.env.now
-        logged, log = self._logged, self._log
-        groups = [(self._wan_links[l], self._link_flows[l]) for l in self._touched_links]
-        groups += [(("pair",) + p, self._pair_flows[p]) for p in self._touched_pairs]
-        for key, flows in groups:
-            total = 0.0
-            for f, d in flows.items():
-                r = f.rate
-                if 0 < r < _INF:
-                    if d is None:
-                        total += r
-                    else:  # a flow class: once per member on the link (or of the pair)
-                        for _ in range(d):
-                            total += r
-            if logged.get(key, 0.0) != total:
-                logged[key] = total
-                log.append((now, key, total))
-        self._touched_links = {}
-        self._touched_pairs = {}
+        logged, log, tot, names = self._logged, self._log, self._rtot, self._key_name
+        for k in self._rtouched:
+            name = names.get(k)
+            if name is None:  # the padding key
+                continue
+            total = int(tot[k]) / _Q
+            if logged.get(name, 0.0) != total:
+                logged[name] = total
+                log.append((now, name, total))
+        self._rtouched = {}
 
     def rate_timeline(self) -> dict:
         """The logged rates as step functions, in ``sim.metrics.tables.replay_rates``' form:
