@@ -230,8 +230,10 @@ class Network:
                 if a != b:
                     k = self._pair_key[(a, b)] = len(links) + 1 + len(self._pair_key)
                     self._key_name[k] = ("pair", a, b)
-        self._rtot = np.zeros(len(links) + 2 + len(self._pair_key), dtype=np.int64)
-        self._rdummy = self._rtot.size - 1  # pads the per-slot key table
+        n_keys = len(links) + 2 + len(self._pair_key)
+        self._rtot = [0] * n_keys  # Python ints: exact, and cheap one at a time
+        self._rscratch = np.zeros(n_keys, dtype=np.int64)  # the numpy path's sums, folded into _rtot
+        self._rdummy = n_keys - 1  # pads the per-slot key table
         self._rtouched: dict[int, None] = {}
         self._q = np.zeros(0, dtype=np.int64)  # per slot: the quantized rate it counts (in_arrays flows)
         self._rk = np.full((0, 0), self._rdummy, dtype=np.intp)  # per slot: its keys, padded
@@ -993,9 +995,12 @@ class Network:
         if moved.any():
             self._q[idx] = nq
             keys = self._rk.take(idx.compress(moved), axis=1)
-            np.add.at(self._rtot, keys, np.broadcast_to(d.compress(moved), keys.shape))
-            touched = self._rtouched
+            scratch = self._rscratch
+            np.add.at(scratch, keys, np.broadcast_to(d.compress(moved), keys.shape))
+            touched, tot = self._rtouched, self._rtot
             for k in np.unique(keys).tolist():
+                tot[k] += int(scratch[k])
+                scratch[k] = 0
                 touched[k] = None
         flows = self._slot_flow
         for s, r in zip(idx.tolist(), rate.tolist()):
@@ -1107,7 +1112,7 @@ class Network:
             name = names.get(k)
             if name is None:  # the padding key
                 continue
-            total = int(tot[k]) / _Q
+            total = tot[k] / _Q
             if logged.get(name, 0.0) != total:
                 logged[name] = total
                 log.append((now, name, total))
