@@ -31,6 +31,14 @@ How rates stay cheap to maintain (the result is the exact max-min allocation):
 * Only the flows whose rate changed get a new finish time (in the arrays or in a heap with
   lazy invalidation); one SimPy timer waits for the earliest.
 
+* Flows a collective starts together with one route shape form a *flow class*
+  (``transfer_group``): one entity with multiplicities while it is symmetric, split into
+  its member flows when it is not; the same rates, finish times and records as one flow
+  each, at a cost per class (see ``transfer_group``; ``FLOW_CLASSES`` turns it off).
+* Each WAN link's and region pair's summed rate is logged as it changes (exact integer
+  totals in 2^-16 bytes/s), so reports read the run's own rates (``rate_timeline``), and
+  link windows are looked up by bisection (``LinkTimeline``).
+
 Modelled: bandwidth sharing, multi-hop routes, propagation latency, bandwidth that
 changes at given times, outages.
 Not modelled: packets, TCP dynamics, congestion control, per-flow windows, queueing delay,
