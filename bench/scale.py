@@ -8,6 +8,13 @@ Workloads (issue 16), each timed in this process unless said otherwise:
   summary and dashboard written by ``run_to_dir``), with quiet stretches on and off
   (``--grain step``, the default, is the schedule the issue measured; ``layer`` adds 24
   per-layer collectives a sync).
+* ``layer_1024`` (issue 26): the same 1,024-worker, 10-round, timing-only run at layer
+  grain for ``diloco``, ``streaming_diloco`` (fragments of one block, tau = 1) and
+  ``noloco``: ``simulate_s`` and ``report_s`` in this process, and ``command_s``, the whole
+  ``locosim run`` command in a fresh process (imports, simulation, tables, summary and
+  dashboard), next to ``simpy_1m_timeouts_s``: one million raw SimPy timeouts, measured in
+  the same run (the issue's yardstick: the command should cost at most ~2x of it).
+  ``--methods`` picks some; ``--no-command`` skips the fresh-process runs.
 * ``barrier_1024``: the NoLoCo-vs-DiLoCo barrier study: 1,024 workers, lognormal per-step
   stragglers (sigma 0.5), no communication cost (infinite bandwidth, no latency),
   H = 100, ``--barrier-rounds`` outer steps (250 in the issue): simulate seconds each.
@@ -15,8 +22,9 @@ Workloads (issue 16), each timed in this process unless said otherwise:
   run) with ``run.threads`` 1, 2 and auto, alone and next to a CPU-bound neighbour (a
   busy-looping process); wall seconds each, and auto's ratio to the best choice.
 
-Run: ``python bench/scale.py [--only diloco_1024,barrier_1024,threads] [--grain step|layer]
-[--barrier-rounds 250]``. The network's own workloads (``churn_congested``) are in
+Run: ``python bench/scale.py [--only diloco_1024,layer_1024,barrier_1024,threads]
+[--grain step|layer] [--barrier-rounds 250] [--methods diloco,streaming_diloco,noloco]
+[--no-command]``. The network's own workloads (``churn_congested``) are in
 bench/network.py; the engine overhead with numerics on in bench/overhead.py.
 """
 
@@ -80,6 +88,70 @@ def diloco_1024(grain: str) -> dict:
     return out
 
 
+LAYER_METHODS = {
+    "diloco": {"name": "diloco", "inner_steps": 100, "payload_dtype": "bf16", "sync_grain": "layer"},
+    "streaming_diloco": {"name": "streaming_diloco", "inner_steps": 100, "payload_dtype": "bf16",
+                         "fragment_layers": 1, "overlap_steps": 1, "sync_grain": "layer"},
+    "noloco": {"name": "noloco", "inner_steps": 100, "payload_dtype": "bf16", "sync_grain": "layer"},
+}
+
+
+def simpy_timeouts(n: int = 1_000_000) -> float:
+    """Seconds for ``n`` raw SimPy timeouts yielded by one process (the cost floor of ~1M
+    inner steps as separate events)."""
+    import simpy
+
+    env = simpy.Environment()
+
+    def proc():
+        for _ in range(n):
+            yield env.timeout(0.1)
+
+    env.process(proc())
+    t0 = time.perf_counter()
+    env.run()
+    return time.perf_counter() - t0
+
+
+def _command(data: dict) -> float:
+    """Wall seconds of ``locosim run`` on the scenario in a fresh Python process."""
+    import yaml
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "scale.yaml"
+        path.write_text(yaml.safe_dump(data))
+        code = "import sys; sys.path.insert(0, %r); from sim.cli import main; raise SystemExit(main(sys.argv[1:]))" % str(ROOT)
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code, "run", str(path), "--out", str(Path(d) / "run"), "--quiet"],
+                       check=True, capture_output=True, text=True)
+        return time.perf_counter() - t0
+
+
+def layer_1024(methods: list[str], command: bool) -> dict:
+    out: dict = {"workers": 1024, "rounds": 10, "sync_grain": "layer", "simpy_1m_timeouts_s": simpy_timeouts()}
+    for name in methods:
+        data = ring_scenario(1024, 8, LAYER_METHODS[name], {"max_rounds": 10})
+        t0 = time.perf_counter()
+        sim = Simulation(parse_scenario(data))
+        sim.run()
+        simulate = time.perf_counter() - t0
+        with tempfile.TemporaryDirectory() as d:
+            t1 = time.perf_counter()
+            run_to_dir(sim, Path(d) / "run")
+            report = time.perf_counter() - t1
+            size = (Path(d) / "run" / "dashboard.html").stat().st_size
+        entry = {"simulate_s": simulate, "report_s": report, "total_s": simulate + report,
+                 "inner_steps": sum(w.steps_done for w in sim.workers), "transfers": len(sim.recorder.transfers),
+                 "flow_classes": getattr(sim.net, "classes_started", None),
+                 "flow_classes_split": getattr(sim.net, "classes_split", None),
+                 "dashboard_bytes": size}
+        if command:
+            entry["command_s"] = _command(data)
+            entry["command_over_1m_timeouts"] = entry["command_s"] / out["simpy_1m_timeouts_s"]
+        out[name] = entry
+    return out
+
+
 def barrier_1024(rounds: int) -> dict:
     out: dict = {"workers": 1024, "rounds": rounds}
     faults = {"stragglers": [{"factor": {"kind": "lognormal", "sigma": 0.5}}]}
@@ -138,11 +210,15 @@ def main() -> None:
     ap.add_argument("--only", default="diloco_1024,barrier_1024,threads")
     ap.add_argument("--grain", choices=["step", "layer"], default="step")
     ap.add_argument("--barrier-rounds", type=int, default=250)
+    ap.add_argument("--methods", default=",".join(LAYER_METHODS), help="layer_1024's methods")
+    ap.add_argument("--no-command", action="store_true", help="layer_1024 without the fresh-process command runs")
     args = ap.parse_args()
     only = set(args.only.split(","))
     result: dict = {}
     if "diloco_1024" in only:
         result["diloco_1024"] = diloco_1024(args.grain)
+    if "layer_1024" in only:
+        result["layer_1024"] = layer_1024(args.methods.split(","), not args.no_command)
     if "barrier_1024" in only:
         result["barrier_1024"] = barrier_1024(args.barrier_rounds)
     if "threads" in only:

@@ -53,6 +53,10 @@ class RunResult:
     diagnostic_labels: Mapping[str, tuple[str, str]] = field(default_factory=lambda: MappingProxyType({}))
     """The method's diagnostics (``Algorithm.diagnostic_labels``): name -> (label, axis title
     with unit); written to the manifest, drawn by the dashboards."""
+    link_rates: Mapping | None = None
+    """Bytes/s over time on every directed WAN link and region pair, as the run's network
+    logged them (``Network.rate_timeline``, the form of ``tables.network_rates``); None:
+    not logged (the report then replays the transfers)."""
 
     @property
     def n_workers(self) -> int:

@@ -280,7 +280,8 @@ class Simulation:
             step_time_s=tuple(self.step_time_s), loss_floor=getattr(self.dataset, "loss_floor", None),
             diverged=frozen_mapping(self.diverged) if self.diverged else None, ended_early=self.ended_early,
             numerics=frozen_mapping(self.adapter.describe()) if self.adapter else None,
-            diagnostic_labels=frozen_mapping(self.algorithm.diagnostic_labels))
+            diagnostic_labels=frozen_mapping(self.algorithm.diagnostic_labels),
+            link_rates=self.net.rate_timeline())
 
     def progress(self) -> Progress:
         r = self.sc.run

@@ -138,7 +138,7 @@ def run_to_dir(sim: Simulation, out_dir: Path, on_progress: Callable[[Progress],
     disk) marks the run failed with the reason, leaves no ``.tmp`` file and is re-raised.
     """
     from sim.fingerprint import fingerprints
-    from sim.metrics.tables import events_table, metrics_table, network_rates, summarize
+    from sim.metrics.tables import events_table, metrics_table, run_rates, summarize
     from sim.report.dashboard import write_dashboard
 
     sc = sim.sc
@@ -192,7 +192,7 @@ def run_to_dir(sim: Simulation, out_dir: Path, on_progress: Callable[[Progress],
         metrics = metrics_table(result)
         _write_parquet(metrics, out_dir / "metrics.parquet")
         written.append("metrics.parquet")
-        network = network_rates(result.graph, events)  # replayed once: the summary's peaks and the page's curves
+        network = run_rates(result, events)  # as logged by the run: the summary's peaks and the page's curves
         summary = summarize(result, events, metrics, manifest, network)
         write_json(out_dir / "summary.json", summary)
         written.append("summary.json")

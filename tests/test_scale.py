@@ -31,6 +31,8 @@ STRAGGLERS = {"stragglers": [{"factor": {"kind": "lognormal", "sigma": 0.5}},
                              {"scope": "region", "regions": ["eu"], "factor": {"kind": "pareto", "alpha": 3.0}}]}
 SLOW = {"stragglers": [{"slow_periods": {"factor": 3.0, "mean_on_s": 0.5, "mean_off_s": 1.5}}],
         "links": [{"a": "us", "b": "eu", "mtbf_s": 2.0, "mttr_s": 0.3}]}
+WINDOWS = {"links": [{"a": "us", "b": "eu", "degrade": [{"start_s": 0.5, "end_s": 1.4, "factor": 0.2},
+                                                        {"start_s": 2.0, "end_s": 2.6, "factor": 0.5}]}]}
 CASES = [
     ({"name": "diloco", "inner_steps": 7}, None, None),
     ({"name": "diloco", "inner_steps": 7, "sync_grain": "step"}, STRAGGLERS, None),
@@ -40,6 +42,12 @@ CASES = [
     ({"name": "noloco", "inner_steps": 6}, STRAGGLERS, {"max_sim_time_s": 4.0}),
     ({"name": "diloco", "inner_steps": 9}, STRAGGLERS, {"max_sim_time_s": 3.0}),
     ({"name": "ddp"}, STRAGGLERS, {"max_rounds": 20}),
+    # layer grain (one collective per layer) with stragglers and bandwidth windows (issue 26)
+    ({"name": "diloco", "inner_steps": 7, "sync_grain": "layer"}, {**STRAGGLERS, **WINDOWS}, None),
+    ({"name": "streaming_diloco", "inner_steps": 12, "fragment_layers": 1, "overlap_steps": 1, "sync_grain": "layer"},
+     {**STRAGGLERS, **WINDOWS}, None),
+    ({"name": "noloco", "inner_steps": 6, "sync_grain": "layer"}, {**STRAGGLERS, **WINDOWS}, {"max_sim_time_s": 4.0}),
+    ({"name": "eager_diloco", "inner_steps": 5, "sync_grain": "layer"}, {**STRAGGLERS, **WINDOWS}, None),
 ]
 
 
@@ -47,7 +55,8 @@ CASES = [
 def test_quiet_stretches_leave_the_timeline_identical(algo, faults, run):
     """A run with quiet stretches gives exactly (to the bit) the events, rounds, tokens and
     steps of the same run stepping one event per inner step: stragglers (per node and shared
-    by a region), slow periods, link outages, a time budget that falls inside a stretch."""
+    by a region), slow periods, link outages, a time budget that falls inside a stretch, and
+    at layer grain (a collective per layer) with stragglers and bandwidth windows."""
     runs = {}
     for coalesce in (False, True):
         d = _data(algo, faults, run=run)

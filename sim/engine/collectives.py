@@ -50,6 +50,11 @@ formulas below P = len(members), S = nbytes, a = route latency, B = link bandwid
 * ``exchange``: group exchange for gossip (NoLoCo): every member sends S to every other
   member at once. For a pair, ``a + S/B`` each way (full duplex).
 
+Flows that a collective starts together (a ring phase, an exchange, the extra members'
+sends of the hierarchical all-reduce) go through ``Network.transfer_group``, which runs
+those with the same route shape as one flow class while they are symmetric: the same
+rates, finish times and records as one flow each, at a cost per class, not per member.
+
 Not modelled: reduction compute time, chunk sizes and protocol overheads (NCCL's
 LL/Simple), in-network reduction, retransmission, member failure during a collective.
 Ring order is the member order given (the runner orders workers by region, so a ring
@@ -71,10 +76,11 @@ def _ring_stream(net: Network, ring: list[str], nbytes: float, hops: int, tag: s
     p = len(ring)
     if p <= 1 or nbytes <= 0 or hops <= 0:
         return []
-    ring_latency = sum(net.route_latency_s(ring[i], ring[(i + 1) % p]) for i in range(p))
+    pairs = [(ring[i], ring[(i + 1) % p]) for i in range(p)]
+    ring_latency = sum(net.route_latency_s(a, b) for a, b in pairs)
     per_member = nbytes * hops / p
     latency = ring_latency * hops / p
-    return [net.transfer(ring[i], ring[(i + 1) % p], per_member, tag, latency_s=latency) for i in range(p)]
+    return net.transfer_group(pairs, per_member, tag, latency_s=latency)
 
 
 def _wait(env: simpy.Environment, events: list[simpy.Event]) -> simpy.Event:
@@ -161,14 +167,14 @@ def hierarchical_allreduce(env: simpy.Environment, net: Network, members: list[s
     owners = [g[:k] for g in groups]
     extras = [(g[i], g[i % k]) for g in groups for i in range(k, len(g))]
 
-    yield _wait(env, [net.transfer(e, o, nbytes, tag) for e, o in extras])
+    yield _wait(env, net.transfer_group(extras, nbytes, tag))
     yield _wait(env, [ev for own in owners for ev in _ring_stream(net, own, nbytes, k - 1, tag)])
     shard = nbytes / k
     r = len(groups)
     yield _wait(env, [ev for j in range(k)
                       for ev in _ring_stream(net, [own[j] for own in owners], shard, 2 * (r - 1), tag)])
     yield _wait(env, [ev for own in owners for ev in _ring_stream(net, own, nbytes, k - 1, tag)])
-    yield _wait(env, [net.transfer(o, e, nbytes, tag) for e, o in extras])
+    yield _wait(env, net.transfer_group([(o, e) for e, o in extras], nbytes, tag))
 
 
 def parameter_server(env: simpy.Environment, net: Network, members: list[str], nbytes: float,
@@ -197,7 +203,7 @@ def exchange(env: simpy.Environment, net: Network, members: list[str], nbytes: f
     if nbytes <= 0:
         yield env.timeout(0)
         return
-    yield _wait(env, [net.transfer(a, b, nbytes, tag) for a in members for b in members if a != b])
+    yield _wait(env, net.transfer_group([(a, b) for a in members for b in members if a != b], nbytes, tag))
 
 
 COLLECTIVES: dict[str, Callable[..., Generator]] = {

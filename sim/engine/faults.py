@@ -39,6 +39,7 @@ barrier for contributions left out). No tensor math here.
 from __future__ import annotations
 
 import bisect
+import heapq
 import math
 from typing import Callable, Generator
 
@@ -47,7 +48,6 @@ import simpy
 
 from kernels.formats import payload_bytes
 from sim.rng import rng as named_rng
-from sim.engine.network import _bandwidth_at
 from sim.metrics.records import FaultSpan, Recorder, Recovery
 
 
@@ -188,18 +188,24 @@ def apply_link_windows(graph, link_faults) -> list[FaultSpan]:
         windows = sorted((w.start_s, w.end_s, w.factor) for w in lf.degrade)
         times = sorted({t for t, _ in old} | {w[0] for w in windows} | {w[1] for w in windows})
 
-        def base(t: float) -> float:
-            bw = d["bandwidth_gbps"]
-            for time_s, value in old:
-                if time_s > t:
-                    break
-                bw = value
-            return bw
+        old_times = [t for t, _ in old]
 
-        def factor(t: float) -> float:
-            return next((f for s, e, f in windows if s <= t < e), 1.0)
+        def base(t: float) -> float:  # the old series' step value at t, by bisection
+            i = bisect.bisect_right(old_times, t) - 1
+            return old[i][1] if i >= 0 else d["bandwidth_gbps"]
 
-        d["bandwidth_series"] = [(t, base(t) * factor(t)) for t in times]
+        # factor at t: that of the first window (in sorted order) with s <= t < e. The times
+        # are sorted, so one sweep with a heap of the windows begun (by their sorted index)
+        # finds it in O(log n) a time; windows that have ended leave the heap's top lazily.
+        series, begun, k = [], [], 0
+        for t in times:
+            while k < len(windows) and windows[k][0] <= t:
+                heapq.heappush(begun, k)
+                k += 1
+            while begun and windows[begun[0]][1] <= t:
+                heapq.heappop(begun)
+            series.append((t, base(t) * (windows[begun[0]][2] if begun else 1.0)))
+        d["bandwidth_series"] = series
         spans += [FaultSpan("link_degraded", -1, f"{lf.a}<->{lf.b}", s, e, f) for s, e, f in windows]
     return spans
 
@@ -366,7 +372,7 @@ class FaultModel:
             self._open_links[name] = start
             yield env.timeout(end - start)
             del self._open_links[name]
-            net.set_bandwidth_gbps(lf.a, lf.b, _bandwidth_at(d, env.now))
+            net.set_bandwidth_gbps(lf.a, lf.b, net.bandwidth_at(lf.a, lf.b, env.now))
             self.recorder.faults.append(FaultSpan("link_outage", -1, name, start, end))
 
     # ------------------------------------------------------------------ end of run

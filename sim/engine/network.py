@@ -31,6 +31,14 @@ How rates stay cheap to maintain (the result is the exact max-min allocation):
 * Only the flows whose rate changed get a new finish time (in the arrays or in a heap with
   lazy invalidation); one SimPy timer waits for the earliest.
 
+* Flows a collective starts together with one route shape form a *flow class*
+  (``transfer_group``): one entity with multiplicities while it is symmetric, split into
+  its member flows when it is not; the same rates, finish times and records as one flow
+  each, at a cost per class (see ``transfer_group``; ``FLOW_CLASSES`` turns it off).
+* Each WAN link's and region pair's summed rate is logged as it changes (exact integer
+  totals in 2^-16 bytes/s), so reports read the run's own rates (``rate_timeline``), and
+  link windows are looked up by bisection (``LinkTimeline``).
+
 Modelled: bandwidth sharing, multi-hop routes, propagation latency, bandwidth that
 changes at given times, outages.
 Not modelled: packets, TCP dynamics, congestion control, per-flow windows, queueing delay,
@@ -39,10 +47,12 @@ moving a flow that is already sending to another route.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 from dataclasses import dataclass, field
-from itertools import islice
+from collections import Counter
+from itertools import chain, islice
 from pathlib import Path
 from typing import Iterable
 
@@ -56,6 +66,28 @@ _INF = math.inf
 # A component of up to this many flows is found and rated in plain Python (a dict walk and
 # a heap); a larger one with numpy over the network's flow arrays. Both give the same floats.
 _SMALL = 32
+# Whether ``transfer_group`` starts a group's identical flows as flow classes (one entity with
+# a multiplicity, see Network.transfer_group); False: one flow each, as ``transfer`` does (the
+# switch the equivalence tests turn off).
+FLOW_CLASSES = True
+# Flows of one shape fewer than this stay plain flows: a class of a few members costs more
+# (its arrays, its symmetry checks) than the flows it stands for (NoLoCo's gossip pairs).
+_MIN_CLASS = 16
+_Q = 65536.0  # the rate log counts rates in 2^-16 bytes/s (exact integer sums up to ~1.4e14 bytes/s)
+
+
+def _mix64(x: int) -> np.uint64:
+    """splitmix64 of x: a well-spread 64-bit hash of a class's start number (no random state)."""
+    z = (x * 0x9E3779B97F4A7C15 + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return np.uint64(z ^ (z >> 31))
+
+
+def _region_name(node) -> str:
+    """A node's region as the rate log names it: a worker ``region/i`` -> ``region`` (the
+    name before the last '/'), any other node its own name."""
+    return str(node).rsplit("/", 1)[0]
 
 
 def gbps_to_bytes_per_s(gbps: float) -> float:
@@ -82,6 +114,27 @@ class Flow:
     version: int = 0  # bumped whenever its finish time moves; older heap entries are stale
     slot: int = -1  # its column in the network's flow arrays, once it has one, else -1
     in_arrays: bool = False  # its progress and finish time are in the arrays, not here
+    rkeys: tuple[int, ...] = ()  # the rate log's keys it counts toward (its WAN links, its region pair)
+    rkm: tuple = ()  # a class: (key, members counted there) pairs
+    q: int = 0  # its rate as the log counts it (2^-16 bytes/s; 0 when stalled or due now)
+    # A flow class (Network.transfer_group): ``members`` [(src, dst, path, link ids, seq)],
+    # ``degree`` {link id: members crossing it}, ``hops[k]`` the members' k-th link ids, and
+    # ``pairs`` {(src region, dst region): members}; ``link_ids`` its distinct links. Every
+    # member has this object's rate, progress and finish time. None: one flow.
+    members: list | None = None
+    degree: dict | None = None
+    hops: list | None = None
+    pairs: dict | None = None
+    owner: "Flow | None" = None  # a member split off a class: the class whose done event it counts toward
+    finish_s: float = _INF  # its finish time as last pushed (a class's members inherit it when split)
+    arrived: int = 0  # a class: members delivered so far
+    touched: bool = False  # a class: a plain flow has used one of its links (then checked link by link)
+    fp_ids: np.ndarray | None = None  # a class: its distinct link ids and what it adds to their fingerprints
+    fp_add: np.ndarray | None = None
+    hop_arr: list | None = None  # a class: ``hops`` as arrays, and each hop's lowest link id
+    hop_min: list | None = None
+    sym_epoch: int = -1  # the network epoch of its last symmetry answer, and the answer
+    sym: bool = False
 
 
 class Network:
@@ -104,8 +157,10 @@ class Network:
         self.graph = graph
         self.recorder = recorder if recorder is not None else Recorder()
         self.capacity: dict[tuple[str, str], float] = {}
+        self._timelines: dict[tuple[str, str], LinkTimeline] = {}
         for u, v, d in graph.edges(data=True):
-            cap = gbps_to_bytes_per_s(_bandwidth_at(d, env.now))
+            self._timelines[(u, v)] = self._timelines[(v, u)] = LinkTimeline(d)
+            cap = gbps_to_bytes_per_s(self._timelines[(u, v)].bandwidth_at(env.now))
             self.capacity[(u, v)] = cap
             self.capacity[(v, u)] = cap
         self.link_bytes: dict[tuple[str, str], float] = {k: 0.0 for k in self.capacity}
@@ -165,6 +220,44 @@ class Network:
         self.rate_recomputations = 0
         self.rate_recomputed_flows = 0  # summed component sizes: the work the recomputations did
         self.capacity_changes = 0
+        self.classes_started = 0  # flow classes started (transfer_group), and split into members
+        self.classes_split = 0
+        # The rate log (see rate_timeline): every directed WAN link's and every ordered pair
+        # of regions' summed rate, one entry whenever it changes. Each flow counts its rate
+        # as an integer number of 2^-16 bytes/s (``q``), added to the integer totals of its
+        # keys (its WAN links, its region pair) whenever it changes: exact and independent of
+        # the order of the changes, O(1) per change (vectorized on the numpy path), and
+        # logged once per instant (_log_rates). Keys: a WAN link's id, or one per pair.
+        self._wan_links = {self._link_id[l]: l for l in links if graph.edges[l].get("kind") == "wan"}
+        self._region_of = {n: _region_name(n) for n in graph.nodes}
+        regions = sorted(set(self._region_of.values()), key=str)
+        self._key_name: dict[int, object] = dict(self._wan_links)
+        self._pair_key: dict[tuple, int] = {}
+        for a in regions:
+            for b in regions:
+                if a != b:
+                    k = self._pair_key[(a, b)] = len(links) + 1 + len(self._pair_key)
+                    self._key_name[k] = ("pair", a, b)
+        n_keys = len(links) + 2 + len(self._pair_key)
+        self._rtot = [0] * n_keys  # Python ints: exact, and cheap one at a time
+        self._rscratch = np.zeros(n_keys, dtype=np.int64)  # the numpy path's sums, folded into _rtot
+        self._rdummy = n_keys - 1  # pads the per-slot key table
+        self._rtouched: dict[int, None] = {}
+        self._q = np.zeros(0, dtype=np.int64)  # per slot: the quantized rate it counts (in_arrays flows)
+        self._rk = np.full((0, 0), self._rdummy, dtype=np.intp)  # per slot: its keys, padded
+        self._logged: dict = {}  # key (a link, or ("pair", a, b)) -> rate last logged
+        self._log: list[tuple[float, object, float]] = []
+        self._classes = 0  # active flow classes
+        self._down = sum(1 for c in self._caps if c <= 0)  # links at capacity 0
+        self._caps_key: dict[tuple, tuple] = {}  # link ids -> their capacities (cleared when one changes)
+        self._epoch = 0  # bumped at each flush and split: _symmetric's answers hold within one
+        # Per link: a fingerprint of its class users (sum of hash x multiplicity, mod 2^64) and
+        # its number of plain flows. A class whose hop links have one fingerprint, one
+        # capacity and no plain flows is symmetric, checked in O(members) numpy work.
+        self._fp = np.zeros(len(links) + 1, dtype=np.uint64)
+        self._plain_users = [0] * len(links)
+        self._members = 0  # active flows: plain ones plus every class's members
+        self._links_by_id = links
         for u, v, d in graph.edges(data=True):
             times = _change_times(d)
             if times:
@@ -182,6 +275,8 @@ class Network:
         """The shortest route by latency; while a link on it is down, the shortest route over
         the links that are up, if there is one (else the usual route, whose flows then wait)."""
         info = self._route_info(src, dst)
+        if not self._down:  # no link is down: the usual route
+            return info
         cap = self.capacity
         if all(cap[l] > 0 for l in info[1]):
             return info
@@ -247,14 +342,188 @@ class Network:
             self._deliver(flow)
             return flow.done
         self._flows[flow] = None
+        self._members += 1
         flow.link_ids = ids
+        self._set_keys(flow)
         lf = self._link_flows
+        pu = self._plain_users
         for l in ids:
             lf[l][flow] = None
+            pu[l] += 1
+        if self._classes:
+            self._mark_touched(ids)
         self._unslotted[flow] = None
         self._dirty_flows[flow] = None
         self._request_flush()
         return flow.done
+
+    def _mark_touched(self, ids) -> None:
+        """A plain flow joined links ``ids``: the classes on them are checked link by link."""
+        lf, pu = self._link_flows, self._plain_users
+        for l in ids:
+            users = lf[l]
+            if len(users) > pu[l]:
+                for u in users:
+                    if u.members is not None:
+                        u.touched = True
+
+    def transfer_group(self, pairs: list[tuple[str, str]], nbytes: float, tag: str = "", *,
+                       latency_s: float | None = None) -> list[simpy.Event]:
+        """Start one flow of ``nbytes`` per (src, dst) of ``pairs`` now, as ``transfer`` would
+        one after the other; returns events that have all fired once every flow has arrived.
+
+        The flows of a group whose routes have the same number of hops, the same capacity
+        hop by hop and the same latency form one *flow class*: a single entity of the
+        max-min filling with a multiplicity (each link counts the members that cross it),
+        one finish time and one arrival event. While the class is *symmetric* -- at each
+        hop, every member's link has the same capacity and the same users with the same
+        multiplicities -- the links and flows fall into cells of an equitable partition,
+        progressive filling keeps every link of a cell at one share and freezes the flows of
+        a cell together, so every member has the rate a flow of its own would have. A class
+        that stops being symmetric (traffic on some of its links only, a capacity change on
+        one of them) is split into its member flows, with its progress, before rates are
+        recomputed. A 1,024-member ring is then two classes (its LAN hops, its WAN hops):
+        a rate change costs O(links), and finishing costs one event, not 1,024.
+        """
+        if (not FLOW_CLASSES or len(pairs) < max(_MIN_CLASS, 2) or nbytes <= 0 or not math.isfinite(nbytes)
+                or self._inf_links):
+            return [self.transfer(a, b, nbytes, tag, latency_s=latency_s) for a, b in pairs]
+        routes = []
+        for a, b in pairs:
+            path, links, route_latency, ids = self._current_route(a, b)
+            latency = route_latency if latency_s is None else latency_s
+            if not latency >= 0 or math.isinf(latency):
+                raise ValueError(f"transfer latency_s must be finite and >= 0 (got {latency_s})")
+            routes.append((a, b, path, ids, latency))
+        groups: dict[tuple, list] = {}
+        caps = self._caps
+        caps_key = self._caps_key
+        now = self.env.now
+        for a, b, path, ids, latency in routes:
+            self._started += 1
+            ck = caps_key.get(ids)
+            if ck is None:
+                ck = caps_key[ids] = tuple([caps[l] for l in ids])
+            key = (latency, ck)
+            groups.setdefault(key, []).append((a, b, path, ids, self._started))
+        self.flows_started += len(pairs)
+        events = []
+        size = float(nbytes)
+        lf = self._link_flows
+        wan = self._wan_links
+        region = self._region_of
+        for (latency, _), members in groups.items():
+            a, b, path, ids, seq = members[0]
+            if len(members) < _MIN_CLASS:  # flows of their own
+                for a, b, path, ids, seq in members:
+                    flow = Flow(a, b, size, list(zip(path, path[1:])), latency, tag, now, self.env.event(), seq=seq,
+                                route=path, remaining=size, updated_s=now)
+                    self._add_flow(flow, ids)
+                    events.append(flow.done)
+                continue
+            cls = Flow(a, b, size, [], latency, tag, now, self.env.event(), seq=seq, route=path, remaining=size,
+                       updated_s=now)
+            routes_ids = [m[3] for m in members]
+            degree = dict(Counter(chain.from_iterable(routes_ids)))
+            pair_count = dict(Counter([p for p in ((region[m[0]], region[m[1]]) for m in members) if p[0] != p[1]]))
+            cls.members, cls.degree, cls.pairs = members, degree, pair_count
+            cls.hops = list(zip(*routes_ids))
+            cls.hop_arr = [np.array(h, dtype=np.intp) for h in cls.hops]
+            cls.hop_min = [min(h) for h in cls.hops]
+            cls.link_ids = tuple(degree)
+            cls.fp_ids = np.fromiter(degree, dtype=np.intp, count=len(degree))
+            cls.fp_add = np.fromiter(degree.values(), dtype=np.uint64, count=len(degree)) * _mix64(seq)
+            self._fp[cls.fp_ids] += cls.fp_add  # distinct ids: no repeated index
+            pu = self._plain_users
+            cls.touched = any(pu[l] for l in degree)
+            for l, d in degree.items():
+                lf[l][cls] = d
+            cls.rkm = tuple([(l, d) for l, d in degree.items() if l in wan]
+                            + [(self._pair_key[pr], n) for pr, n in pair_count.items()])
+            self._flows[cls] = None
+            self._classes += 1
+            self._epoch += 1
+            self.classes_started += 1
+            self._members += len(members)
+            self._dirty_flows[cls] = None
+            events.append(cls.done)
+        self._request_flush()
+        return events
+
+    def _add_flow(self, flow: Flow, ids: tuple[int, ...]) -> None:
+        """Make a plain flow active on its links (``transfer``'s bookkeeping)."""
+        self._flows[flow] = None
+        self._members += 1
+        flow.link_ids = ids
+        self._set_keys(flow)
+        lf = self._link_flows
+        pu = self._plain_users
+        for l in ids:
+            lf[l][flow] = None
+            pu[l] += 1
+        if self._classes:
+            self._mark_touched(ids)
+        self._unslotted[flow] = None
+        self._dirty_flows[flow] = None
+
+    def _split(self, cls: Flow) -> list[Flow]:
+        """Replace a flow class by its members, each a plain flow with the class's rate,
+        progress and finish time (so a member whose rate does not change keeps them)."""
+        lf = self._link_flows
+        for l in cls.degree:
+            del lf[l][cls]
+        self._fp[cls.fp_ids] -= cls.fp_add
+        self._epoch += 1
+        self._count_rate(cls, -cls.q)
+        del self._flows[cls]
+        self._classes -= 1
+        self.classes_split += 1
+        self._members -= len(cls.members)
+        cls.version += 1  # its finish heap entry is stale
+        out = []
+        for a, b, path, ids, seq in cls.members:
+            f = Flow(a, b, cls.size, list(zip(path, path[1:])), cls.latency_s, cls.tag, cls.start_s, cls.done,
+                     rate=cls.rate, seq=seq, route=path, remaining=cls.remaining, updated_s=cls.updated_s,
+                     version=cls.version if cls.version > 1 else 0, owner=cls)
+            self._add_flow(f, ids)
+            del self._dirty_flows[f]
+            if cls.q:
+                f.q = cls.q
+                self._count_rate(f, cls.q)
+            if f.version and 0 < f.rate < _INF:
+                f.finish_s = cls.finish_s
+                heapq.heappush(self._finish_heap, (cls.finish_s, f.seq, f.version, f))
+            out.append(f)
+        return out
+
+    def _set_keys(self, flow: Flow) -> None:
+        """The rate log's keys of a plain flow: its WAN links and its region pair."""
+        wan = self._wan_links
+        keys = [l for l in flow.link_ids if l in wan] if wan else []
+        a, b = self._region_of[flow.src], self._region_of[flow.dst]
+        if a != b:
+            keys.append(self._pair_key[(a, b)])
+        flow.rkeys = tuple(keys)
+
+    def _count_rate(self, f: Flow, d: int) -> None:
+        """Add ``d`` (2^-16 bytes/s) to the totals of the keys of ``f`` (times its members there)."""
+        tot, touched = self._rtot, self._rtouched
+        if f.members is None:
+            for k in f.rkeys:
+                tot[k] += d
+                touched[k] = None
+        else:
+            for k, m in f.rkm:
+                tot[k] += d * m
+                touched[k] = None
+
+    def _requant(self, f: Flow, rate: float) -> None:
+        """``f`` now sends at ``rate``: move its count in the rate log's totals."""
+        q = round(rate * _Q) if 0 < rate < _INF else 0
+        d = q - f.q
+        if d:
+            f.q = q
+            self._count_rate(f, d)
 
     def _sync_arrays(self) -> None:
         """Before a large recomputation: every active flow has a column, up to date."""
@@ -262,8 +531,10 @@ class Network:
             self._take_slot(f)
         self._unslotted = {}
         rate, remaining, updated = self._rate, self._remaining, self._updated
+        q = self._q
         for f in self._unsynced:
             s = f.slot
+            q[s] = f.q
             rate[s] = f.rate
             remaining[s] = f.remaining
             updated[s] = f.updated_s
@@ -289,6 +560,13 @@ class Network:
                 new = np.full(n, _INF)
                 new[:old.size] = old
                 setattr(self, name, new)
+            q = np.zeros(n, dtype=np.int64)
+            q[:self._q.size] = self._q
+            self._q = q
+        if s >= self._rk.shape[1] or len(flow.rkeys) > self._rk.shape[0]:
+            rk = np.full((max(len(flow.rkeys), self._rk.shape[0], 1), self._rate.size), self._rdummy, dtype=np.intp)
+            rk[:self._rk.shape[0], :self._rk.shape[1]] = self._rk
+            self._rk = rk
         hops = self._hops
         for i, l in enumerate(ids):
             hops[i, s] = l
@@ -297,6 +575,9 @@ class Network:
         self._remaining[s] = flow.remaining
         self._updated[s] = flow.updated_s
         self._finish[s] = _INF
+        self._q[s] = flow.q
+        for i, k in enumerate(flow.rkeys):
+            self._rk[i, s] = k
         self._slot_flow[s] = flow
         flow.slot = s
         self._hi = max(self._hi, s + 1)
@@ -307,6 +588,8 @@ class Network:
         hops, pad = self._hops, self._pad
         for i in range(len(flow.link_ids)):
             hops[i, s] = pad
+        self._q[s] = 0
+        self._rk[:, s] = self._rdummy
         if flow.in_arrays:
             flow.in_arrays = False
             self._finish[s] = _INF
@@ -319,11 +602,21 @@ class Network:
 
     @property
     def active_flows(self) -> int:
-        return len(self._flows)
+        return self._members
 
     def flows_in_flight(self) -> list[Flow]:
-        """The flows sending now (each with its current ``rate`` in bytes/s and ``links``)."""
-        return list(self._flows)
+        """The flows sending now (each with its current ``rate`` in bytes/s and ``links``); a
+        flow class's members each as a flow of their own (with the class's rate)."""
+        out = []
+        for f in self._flows:
+            if f.members is None:
+                out.append(f)
+                continue
+            for src, dst, path, ids, seq in f.members:
+                out.append(Flow(src, dst, f.size, list(zip(path, path[1:])), f.latency_s, f.tag, f.start_s, f.done,
+                                rate=f.rate, seq=seq, route=path, link_ids=ids, remaining=f.remaining,
+                                updated_s=f.updated_s))
+        return out
 
     # ------------------------------------------------------------------ capacity changes
     def set_bandwidth_gbps(self, u: str, v: str, bandwidth_gbps: float) -> None:
@@ -337,17 +630,25 @@ class Network:
                 i = self._link_id[l]
                 self._caps[i] = self._cap[i] = cap
                 self._inf_links = math.inf in self._caps
+                self._down = sum(1 for c in self._caps if c <= 0)
+                self._caps_key = {}
                 self.capacity_changes += 1
                 if self._link_flows[i]:
                     self._dirty_links[i] = None
         if self._dirty_links:
             self._request_flush()
 
+    def bandwidth_at(self, u: str, v: str, t: float) -> float:
+        """Edge u-v's scheduled bandwidth (Gbit/s) at time t (its series and outages, those
+        appended so far included), in O(log n)."""
+        return self._timelines[(u, v)].bandwidth_at(t)
+
     def _link_dynamics(self, u: str, v: str, data: dict, times: list[float]):
+        timeline = self._timelines[(u, v)]
         for t in times:
             if t > self.env.now:
                 yield self.env.timeout(t - self.env.now)
-            self.set_bandwidth_gbps(u, v, _bandwidth_at(data, t))
+            self.set_bandwidth_gbps(u, v, timeline.bandwidth_at(t))
 
     # ------------------------------------------------------------------ rates
     def _request_flush(self) -> None:
@@ -358,6 +659,7 @@ class Network:
 
     def _flush(self, _event: simpy.Event | None = None, *, timer_fired: bool = False) -> None:
         self._flush_pending = False
+        self._epoch += 1
         if not self._dirty_flows and not self._dirty_links:
             return
         t = _INF  # the earliest finish time that changed
@@ -374,6 +676,7 @@ class Network:
             if comp:
                 t = self._solve_small(comp)
         self._arm(None if timer_fired else t)
+        self._log_rates()
 
     def _small_component(self) -> list[Flow] | None:
         """Active flows connected, through shared directed links, to a dirty flow or link;
@@ -394,15 +697,21 @@ class Network:
                     continue
                 seen_links.add(l)
                 users = lf[l]
-                if len(seen_flows) + len(users) > _SMALL:
+                if len(seen_flows) + len(users) > _SMALL and not self._classes:
                     return None
                 for g in users:
                     if g not in seen_flows:
                         seen_flows[g] = None
                         stack.append(g)
             if not stack:
+                # With flow classes active the walk goes on past _SMALL: a component that
+                # holds a class is rated here (the flow arrays know no classes).
+                if len(seen_flows) > _SMALL and not any(f.members is not None for f in seen_flows):
+                    return None
                 return list(seen_flows)
-            links = stack.pop().link_ids
+            f = stack.pop()
+            # A symmetric class's hop links all have the same users: one link per hop will do.
+            links = f.link_ids if f.members is None or not self._symmetric(f) else [h[0] for h in f.hops]
 
     def _large_component(self) -> np.ndarray:
         """Slots of the active flows connected, through shared directed links, to a dirty flow
@@ -471,23 +780,27 @@ class Network:
         self.rate_recomputed_flows += len(comp)
         self._forget_last(comp)
         now = self.env.now
-        cap = self._caps
-        left: dict[int, float] = {}
-        count: dict[int, int] = {}
-        routes = {}
-        for f in comp:
-            routes[f] = links = f.link_ids
-            for l in links:
-                c = cap[l]
-                if c != _INF:
-                    if l in count:
-                        count[l] += 1
-                    else:
-                        left[l] = c
-                        count[l] = 1
-        heap = [(left[l] / n, l) for l, n in count.items()]
-        heapq.heapify(heap)
-        got = _heap_filling(self._link_flows, routes, left, count, heap)
+        got = None
+        if self._classes and any(f.members is not None for f in comp):
+            comp, got = self._class_rates(comp)
+        if got is None:
+            cap = self._caps
+            left: dict[int, float] = {}
+            count: dict[int, int] = {}
+            routes = {}
+            for f in comp:
+                routes[f] = links = f.link_ids
+                for l in links:
+                    c = cap[l]
+                    if c != _INF:
+                        if l in count:
+                            count[l] += 1
+                        else:
+                            left[l] = c
+                            count[l] = 1
+            heap = [(left[l] / n, l) for l, n in count.items()]
+            heapq.heapify(heap)
+            got = _heap_filling(self._link_flows, routes, left, count, heap)
         earliest = _INF
         for f in comp:
             rate = got.get(f, _INF)
@@ -497,6 +810,7 @@ class Network:
             s = f.slot
             if f.in_arrays:  # its progress moves from its column to its fields
                 f.in_arrays = False
+                f.q = int(self._q[s])
                 f.remaining = float(self._remaining[s])
                 f.updated_s = float(self._updated[s])
                 self._finish[s] = _INF
@@ -505,6 +819,8 @@ class Network:
                 f.remaining -= before * (now - f.updated_s)
             f.updated_s = now
             f.rate = rate
+            if f.rkeys or f.rkm:
+                self._requant(f, rate)
             f.version += 1
             if s >= 0:
                 self._unsynced[f] = None
@@ -515,9 +831,142 @@ class Network:
             else:  # stalled behind a link that is down: no finish time until it comes back
                 continue
             heapq.heappush(self._finish_heap, (t, f.seq, f.version, f))
+            f.finish_s = t
             if t < earliest:
                 earliest = t
         return earliest
+
+    def _symmetric(self, f: Flow) -> bool:
+        """A class no plain flow has touched whose links, hop by hop, have one fingerprint of
+        class users and one capacity (then every link of a hop has the same users)."""
+        if f.touched:
+            return False
+        if f.sym_epoch == self._epoch:
+            return f.sym
+        fp, cap = self._fp, self._cap
+        ok = True
+        for a in f.hop_arr:
+            if a.size > 1:
+                v = fp[a]
+                c = cap[a]
+                if not ((v == v[0]).all() and (c == c[0]).all()):
+                    ok = False
+                    break
+        f.sym_epoch, f.sym = self._epoch, ok
+        return ok
+
+    def _class_rates(self, comp: list[Flow]) -> tuple[list[Flow], dict | None]:
+        """Max-min fair rates of a component that holds flow classes: (the component, with
+        the classes that are no longer symmetric split into their members; {entity: rate}).
+
+        Links fall into cells by signature (capacity, users with multiplicities); a class is
+        symmetric when each of its hops lies in one cell. Then progressive filling runs over
+        the cells: a cell's share is its per-link capacity left over its per-link count of
+        unfrozen members; freezing an entity takes its share from each cell it crosses once
+        per member crossing one of that cell's links (the per-flow loop's subtractions, one
+        rounding each)."""
+        lf = self._link_flows
+        cap = self._caps
+        sigs: dict[int, tuple] = {}
+
+        def sig(l: int) -> tuple:
+            got = sigs.get(l)
+            if got is None:
+                got = sigs[l] = (cap[l], frozenset(lf[l].items()))
+            return got
+
+        while True:
+            broken = []
+            for f in comp:
+                if f.members is None or self._symmetric(f):
+                    continue
+                # touched by a plain flow (or fingerprints differ): compare its links' users
+                if f.touched and all(len({sig(l) for l in hop}) == 1 for hop in f.hops):
+                    continue
+                broken.append(f)
+            if not broken:
+                break
+            gone = set(broken)
+            comp = [f for f in comp if f not in gone]
+            for f in broken:
+                comp += self._split(f)
+            sigs.clear()
+            if not any(f.members is not None for f in comp):
+                return comp, None  # plain flows only: the per-link filling rates them
+        cells: dict[tuple, int] = {}
+        rep_link: list = []  # a link of each cell (the lowest id: the heap's tie-break)
+        crossing: dict = {}  # entity -> [(a link of it, the lowest id of the links it stands for)]
+        for f in comp:
+            if f.members is None:
+                crossing[f] = [(l, l) for l in f.link_ids]
+            else:
+                crossing[f] = [(h[0], m) for h, m in zip(f.hops, f.hop_min)]
+        cell_of: dict[int, int] = {}
+        for f, pairs in crossing.items():
+            for l, low in pairs:
+                c = cell_of.get(l)
+                if c is None:
+                    key = sig(l)
+                    c = cells.get(key)
+                    if c is None:
+                        c = cells[key] = len(cells)
+                        rep_link.append(low)
+                    cell_of[l] = c
+                if low < rep_link[c]:
+                    rep_link[c] = low
+        n_cells = len(cells)
+        first_link = [None] * n_cells  # a link of the cell whose users are the cell's users
+        for l, c in cell_of.items():
+            if first_link[c] is None:
+                first_link[c] = l
+        left: dict[int, float] = {}
+        count: dict[int, int] = {}
+        users: dict[int, list] = {}
+        routes: dict = {}
+        for f, pairs in crossing.items():
+            deg = f.degree
+            crossed: dict[int, int] = {}
+            for l, _ in pairs:
+                c = cell_of[l]
+                if cap[l] == _INF or c in crossed:
+                    continue
+                crossed[c] = deg[l] if deg is not None else 1
+            routes[f] = crossed
+        for c in range(n_cells):
+            l = first_link[c]
+            if cap[l] == _INF:
+                continue
+            n = 0
+            for g, d in lf[l].items():
+                n += 1 if d is None else d
+            left[c] = cap[l]
+            count[c] = n
+            users[c] = list(lf[l])
+        heap = [(left[c] / n, rep_link[c], c) for c, n in count.items()]
+        heapq.heapify(heap)
+        rate: dict = {}
+        while heap:
+            share, l, c = heapq.heappop(heap)
+            n = count[c]
+            if n == 0:
+                continue
+            current = left[c] / n
+            if current != share:
+                heapq.heappush(heap, (current, l, c))
+                continue
+            r = share if share > 0 else 0.0
+            for f in users[c]:
+                if f in rate:
+                    continue
+                rate[f] = r
+                for m, d in routes[f].items():
+                    if m in count:
+                        x = left[m]
+                        for _ in range(d):
+                            x -= share
+                        left[m] = x
+                        count[m] -= d
+        return comp, rate
 
     def _solve_large(self, slots: np.ndarray) -> float:
         """``_solve_small`` over the flow arrays, for many flows; the same floats."""
@@ -547,6 +996,20 @@ class Network:
         self._updated[idx] = now
         self._rate[idx] = rate
         self._finish[idx] = finish
+        # the rate log: each changed flow's count moves by (new - old) on each of its keys
+        nq = np.where((rate > 0) & (rate < _INF), np.rint(rate * _Q), 0.0).astype(np.int64)
+        d = nq - self._q.take(idx)
+        moved = d != 0
+        if moved.any():
+            self._q[idx] = nq
+            keys = self._rk.take(idx.compress(moved), axis=1)
+            scratch = self._rscratch
+            np.add.at(scratch, keys, np.broadcast_to(d.compress(moved), keys.shape))
+            touched, tot = self._rtouched, self._rtot
+            for k in np.unique(keys).tolist():
+                tot[k] += int(scratch[k])
+                scratch[k] = 0
+                touched[k] = None
         flows = self._slot_flow
         for s, r in zip(idx.tolist(), rate.tolist()):
             f = flows[s]
@@ -604,23 +1067,157 @@ class Network:
                 due.extend((t, flows[s].seq, flows[s]) for s, t in zip(slots.tolist(), finish.take(slots).tolist()))
                 due.sort()  # in order of finish time, then of start
         lf = self._link_flows
+        classes = self._classes and any(f.members is not None for _, _, f in due)
+        self._epoch += 1
         for _, _, f in due:
             del self._flows[f]
+            # A symmetric class leaves the same users on every link of a hop: one link per hop
+            # reaches them all (asked while its fingerprint is still on the links).
+            reps = {h[0] for h in f.hops} if f.members is not None and self._symmetric(f) else None
+            if f.members is not None:
+                self._classes -= 1
+                self._members -= len(f.members)
+                if f.q:
+                    self._count_rate(f, -f.q)
+                self._fp[f.fp_ids] -= f.fp_add
+            else:
+                self._members -= 1
+                pu = self._plain_users
+                for l in f.link_ids:
+                    pu[l] -= 1
+                q = int(self._q[f.slot]) if f.in_arrays else f.q
+                if q:
+                    self._count_rate(f, -q)
             f.version += 1
             self._unslotted.pop(f, None)
             self._unsynced.pop(f, None)
             for l in f.link_ids:
                 users = lf[l]
                 del users[f]
-                if users:
+                if users and (reps is None or l in reps):
                     self._dirty_links[l] = None
             if f.slot >= 0:
                 self._free_slot(f.slot)
-            self._deliver(f)
+            if not classes:
+                self._deliver(f)
+        if classes:
+            self._deliver_all(due)
         if self._dirty_flows or self._dirty_links:
             self._flush(timer_fired=fired)
-        elif fired:
-            self._arm()
+        else:
+            if fired:
+                self._arm()
+            self._log_rates()
+
+    # ------------------------------------------------------------------ the rate log
+    def _log_rates(self) -> None:
+        """Log the totals of the keys whose flows changed rate, where they moved."""
+        if not self._rtouched:
+            return
+        now = self.env.now
+        logged, log, tot, names = self._logged, self._log, self._rtot, self._key_name
+        for k in self._rtouched:
+            name = names.get(k)
+            if name is None:  # the padding key
+                continue
+            total = tot[k] / _Q
+            if logged.get(name, 0.0) != total:
+                logged[name] = total
+                log.append((now, name, total))
+        self._rtouched = {}
+
+    def rate_timeline(self) -> dict:
+        """The logged rates as step functions, in ``sim.metrics.tables.replay_rates``' form:
+        ``{"links": {link: (times, rates)}, "pairs": {(src_region, dst_region): (times,
+        rates)}, "error": None}`` (bytes/s; ``rates[i]`` on [times[i], times[i+1]); one
+        time axis, 0 and then every instant at which some sum changed; links that never
+        carried anything left out)."""
+        links = sorted(self._wan_links.values(), key=lambda l: self._link_id[l])
+        col = {l: i for i, l in enumerate(links)}
+        times: list[float] = [0.0]
+        link_rows: list[list[float]] = [[0.0] * len(links)]
+        pair_rows: list[dict] = [{}]
+        cur_links = [0.0] * len(links)
+        cur_pairs: dict = {}
+        log = self._log
+        i = 0
+        while i < len(log):
+            now = log[i][0]
+            while i < len(log) and log[i][0] == now:
+                _, key, value = log[i]
+                if key[0] == "pair" and len(key) == 3 and key not in col:
+                    if value:
+                        cur_pairs[key[1:]] = value
+                    else:
+                        cur_pairs.pop(key[1:], None)
+                else:
+                    cur_links[col[key]] = value
+                i += 1
+            if cur_links == link_rows[-1] and cur_pairs == pair_rows[-1]:
+                continue
+            if now == times[-1]:
+                link_rows[-1], pair_rows[-1] = list(cur_links), dict(cur_pairs)
+            else:
+                times.append(now)
+                link_rows.append(list(cur_links))
+                pair_rows.append(dict(cur_pairs))
+        t = np.array(times)
+        arr = np.array(link_rows).reshape(len(times), len(links))
+        by_link = {l: (t, arr[:, j]) for j, l in enumerate(links) if arr[:, j].any()}
+        pairs = sorted({k for pr in pair_rows for k in pr})
+        by_pair = {k: (t, np.array([pr.get(k, 0.0) for pr in pair_rows])) for k in pairs}
+        return {"links": by_link, "pairs": by_pair, "error": None}
+
+    def _deliver_all(self, due: list) -> None:
+        """Deliver due flows and flow classes' members in the order their own flows would be
+        (finish time, then start): plain flows one by one, and each run of class members with
+        one latency through one timer (back-to-back timers at one instant run back to back,
+        so the records, the bytes and the done events come in the same order)."""
+        items = []
+        for t, _, f in due:
+            if f.members is None:
+                items.append((t, f.seq, f, None))
+            else:
+                items.extend((t, m[4], f, m) for m in f.members)
+        items.sort(key=lambda x: (x[0], x[1]))
+        link_bytes, sent, received = self.link_bytes, self.sent_bytes, self.received_bytes
+        by_id = self._links_by_id
+        run: list = []
+        run_latency = None
+        for _, _, f, m in items:
+            if m is None:
+                if run:
+                    self._arrive_later(run, run_latency)
+                    run = []
+                self._deliver(f)
+                continue
+            src, dst, path, ids, seq = m
+            size = f.size
+            for l in ids:
+                link_bytes[by_id[l]] += size
+            sent[src] += size
+            received[dst] += size
+            if run and f.latency_s != run_latency:
+                self._arrive_later(run, run_latency)
+                run = []
+            run_latency = f.latency_s
+            run.append((f, m))
+        if run:
+            self._arrive_later(run, run_latency)
+
+    def _arrive_later(self, run: list, latency_s: float) -> None:
+        """Class members whose last byte left now arrive ``latency_s`` later: their records,
+        and each class's done event once its last member is in."""
+        def arrive(_event: simpy.Event) -> None:
+            now = self.env.now
+            transfers = self.recorder.transfers
+            for f, (src, dst, path, ids, seq) in run:
+                transfers.append(Transfer(src, dst, f.size, f.start_s, now, f.tag, ">".join(path)))
+                f.arrived += 1
+                if f.arrived == len(f.members):
+                    f.done.succeed(f)
+
+        self.env.timeout(latency_s).callbacks.append(arrive)
 
     def _deliver(self, flow: Flow) -> None:
         """The last byte has left: account its bytes now, deliver it one latency later."""
@@ -634,7 +1231,13 @@ class Network:
         def arrive(_event: simpy.Event) -> None:
             self.recorder.transfers.append(Transfer(
                 flow.src, flow.dst, flow.size, flow.start_s, self.env.now, flow.tag, ">".join(flow.route)))
-            flow.done.succeed(flow)
+            owner = flow.owner
+            if owner is None:
+                flow.done.succeed(flow)
+            else:  # a member split off a class: the class is done with its last member
+                owner.arrived += 1
+                if owner.arrived == len(owner.members):
+                    owner.done.succeed(owner)
 
         def send_last_byte(_event: simpy.Event | None = None) -> None:
             self.env.timeout(flow.latency_s).callbacks.append(arrive)
@@ -801,16 +1404,67 @@ def _change_times(d: dict) -> list[float]:
 
 
 def _bandwidth_at(d: dict, t: float) -> float:
-    """Bandwidth (Gbit/s) of an edge at time t: 0 in an outage, else the series' step value."""
-    for start, end in d.get("outages") or []:
-        if start <= t < end:
+    """Bandwidth (Gbit/s) of an edge at time t: 0 in an outage, else the series' step value.
+    (One lookup by scanning; a ``LinkTimeline`` answers many in O(log n) each.)"""
+    return LinkTimeline(d).bandwidth_at(t)
+
+
+class LinkTimeline:
+    """An edge's bandwidth over time, looked up in O(log n): its outages as a sorted list of
+    disjoint windows (their union) and its bandwidth series' times, both searched by bisection.
+
+    The edge's ``outages`` list may grow while the run goes on (random flaps append to it):
+    the windows appended since the last lookup are merged in then, each with one bisection
+    (and a list splice), so n flaps cost O(n log n) lookups in all, not the O(n²) of scanning
+    every window at every flap. A list replaced by another one is read again in full.
+    """
+
+    def __init__(self, d: dict):
+        self.d = d
+        self._starts: list[float] = []  # disjoint, sorted windows [starts[i], ends[i])
+        self._ends: list[float] = []
+        self._outages = None  # the list merged so far, and how much of it
+        self._merged = 0
+        self._series = None
+        self._times: list[float] = []
+        self._values: list[float] = []
+
+    def _sync(self) -> None:
+        outages = self.d.get("outages") or []
+        if outages is not self._outages:
+            self._outages, self._merged = outages, 0
+            self._starts, self._ends = [], []
+        for start, end in outages[self._merged:]:
+            self._add(start, end)
+        self._merged = len(outages)
+        series = self.d.get("bandwidth_series") or []
+        if series is not self._series or len(series) != len(self._times):
+            self._series = series
+            self._times = [t for t, _ in series]
+            self._values = [bw for _, bw in series]
+
+    def _add(self, start: float, end: float) -> None:
+        """Merge [start, end) into the disjoint windows (touching or overlapping ones join)."""
+        starts, ends = self._starts, self._ends
+        i = bisect.bisect_left(ends, start)  # the first window that ends at or after start
+        j = bisect.bisect_right(starts, end)  # windows from i to j - 1 meet [start, end)
+        if i < j:
+            start, end = min(start, starts[i]), max(end, ends[j - 1])
+        starts[i:j] = [start]
+        ends[i:j] = [end]
+
+    def down_at(self, t: float) -> bool:
+        """Whether t lies in an outage (``start_s <= t < end_s`` of one of them)."""
+        self._sync()
+        i = bisect.bisect_right(self._starts, t) - 1
+        return i >= 0 and t < self._ends[i]
+
+    def bandwidth_at(self, t: float) -> float:
+        """Bandwidth (Gbit/s) at time t: 0 in an outage, else the series' step value."""
+        if self.down_at(t):
             return 0.0
-    bw = d["bandwidth_gbps"]
-    for time_s, value in d.get("bandwidth_series") or []:
-        if time_s > t:
-            break
-        bw = value
-    return bw
+        i = bisect.bisect_right(self._times, t) - 1
+        return self._values[i] if i >= 0 else self.d["bandwidth_gbps"]
 
 
 def build_graph(topology, base_dir: str | Path | None = None) -> tuple[nx.Graph, list[str]]:

@@ -39,6 +39,24 @@ from sim.engine.network import Network
 from sim.metrics.records import Dropped, Recorder, Sync
 
 
+class _Group:
+    """A member tuple that hashes once: collectives are keyed by (stream, round, group, part),
+    and hashing a 1,024-member tuple at every arrival costs O(P) each, O(P²) a collective."""
+
+    __slots__ = ("members", "_hash")
+
+    def __init__(self, members: tuple):
+        self.members = members
+        self._hash = hash(members)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other) -> bool:
+        return self is other or (isinstance(other, _Group) and self._hash == other._hash
+                                 and self.members == other.members)
+
+
 class SyncBarrier:
     """Collectives keyed by ``Send.key``; ``nodes[i]`` is the network node of worker i."""
 
@@ -57,6 +75,27 @@ class SyncBarrier:
         self._short: dict[tuple, None] = {}  # finished collectives that ran without some member
         self._live: dict[tuple, int] = {}  # logical key -> its parts open or on the wire
         self._parts: dict[tuple, dict] = {}  # logical key -> parts still to complete, members in all, bytes so far
+        # Keys hold a _Group for Send.group: one per distinct group (by value), found by the
+        # tuple's identity first (the sends of one collective share their group tuple).
+        self._groups: dict[tuple, _Group] = {}
+        self._group_by_id: dict[int, tuple[tuple, _Group]] = {}
+
+    def _group(self, members: tuple) -> _Group:
+        hit = self._group_by_id.get(id(members))
+        if hit is not None and hit[0] is members:
+            return hit[1]
+        g = self._groups.get(members)
+        if g is None:
+            g = self._groups[members] = _Group(members)
+        if len(self._group_by_id) > 65536:  # keeps the tuples alive: bounded
+            self._group_by_id.clear()
+        self._group_by_id[id(members)] = (members, g)
+        return g
+
+    def _keys(self, send) -> tuple[tuple, tuple]:
+        """(logical key, part key) of a send, with its group as a _Group."""
+        g = self._group(send.group)
+        return (send.stream, send.round, g), (send.stream, send.round, g, send.part)
 
     # ------------------------------------------------------------------ membership
     def member_down(self, worker: int) -> None:
@@ -85,26 +124,30 @@ class SyncBarrier:
 
     def pending(self, key: tuple) -> bool:
         """Whether a part of the logical collective ``key`` is waiting for members or on the wire."""
-        return self._live.get(key, 0) > 0
+        stream, round_, group = key
+        return self._live.get((stream, round_, self._group(tuple(group))), 0) > 0
 
     # ------------------------------------------------------------------ arriving
     def arrive(self, send, worker: int, step: int = 0) -> tuple[simpy.Event, simpy.Event]:
         """Worker ``worker`` sends its part of ``send`` at its step ``step``; returns (started, done) events."""
         if send.collective not in COLLECTIVES:
             raise ValueError(f"unknown collective '{send.collective}'; known: {', '.join(COLLECTIVES)}")
-        if worker not in send.group:
+        lkey, key = self._keys(send)
+        r = self._open.get(key)
+        # Membership by a set kept with the open collective: a tuple scan would cost O(group)
+        # per arrival, O(P²) per collective of P members.
+        if worker not in (r["members"] if r is not None else send.group):
             raise RuntimeError(f"worker {worker} is not in the group {send.group} of {send.stream}:{send.round}")
-        key = send.part_key
         if key in self._started or key in self._short:  # late: it ran without this worker
             now = self.env.event()
             now.succeed()
             return now, now
-        r = self._open.get(key)
         if r is None:
             r = self._open[key] = {"arrived": {}, "first": self.env.now, "step": step, "send": send,
-                                   "started": self.env.event(), "done": self.env.event()}
+                                   "started": self.env.event(), "done": self.env.event(),
+                                   "members": frozenset(send.group)}
             r["waiting"] = {m for m in send.group if self._expected(m, r)}
-            self._live[send.key] = self._live.get(send.key, 0) + 1
+            self._live[lkey] = self._live.get(lkey, 0) + 1
             if self.timeout_s is not None:
                 self.env.timeout(self.timeout_s).callbacks.append(lambda _e, key=key, r=r: self._timeout(key, r))
         if worker in r["arrived"]:
@@ -132,14 +175,15 @@ class SyncBarrier:
             reason = "down" if not self.up[m] else "rejoined" if r["step"] <= self.skip_until[m] else "late"
             self.recorder.dropped.append(Dropped(m, self.nodes[m], send.stream, send.round, self.env.now, reason))
         r["started"].succeed()
-        self.env.process(self._run(send, r, participants))
+        self.env.process(self._run(send, r, participants, key))
 
-    def _run(self, send, r: dict, participants: tuple) -> Generator:
+    def _run(self, send, r: dict, participants: tuple, key: tuple) -> Generator:
         nbytes = payload_bytes(send.elems, send.wire_format)
         members = [self.nodes[i] for i in participants]
-        whole = self._parts.get(send.key)  # the logical collective this part belongs to
+        lkey = key[:3]
+        whole = self._parts.get(lkey)  # the logical collective this part belongs to
         if whole is None:
-            whole = self._parts[send.key] = {"left": send.parts, "present": set(send.group), "first": r["first"],
+            whole = self._parts[lkey] = {"left": send.parts, "present": set(send.group), "first": r["first"],
                                              "start": self.env.now, "bytes": 0.0}
         whole["first"] = min(whole["first"], r["first"])
         tag = f"{send.stream}:{send.round}" + (f"/{send.part}" if send.parts > 1 else "")
@@ -148,15 +192,15 @@ class SyncBarrier:
         whole["present"] &= set(participants)
         whole["bytes"] += nbytes
         if not whole["left"]:  # the last part: the result is complete (one record for the whole payload)
-            del self._parts[send.key]
+            del self._parts[lkey]
             present = tuple(m for m in send.group if m in whole["present"])
             self.on_done(send, present)
             self.recorder.syncs.append(Sync(send.round, send.collective, len(present), whole["bytes"], whole["first"],
                                             whole["start"], self.env.now, send.stream))
         r["done"].succeed()
-        del self._started[send.part_key]
-        self._live[send.key] -= 1
-        if not self._live[send.key]:
-            del self._live[send.key]
+        del self._started[key]
+        self._live[lkey] -= 1
+        if not self._live[lkey]:
+            del self._live[lkey]
         if len(participants) < len(send.group):  # someone may still arrive late (only then is the key kept)
-            self._short[send.part_key] = None
+            self._short[key] = None

@@ -6,9 +6,11 @@ per step; eval: the global model), with simulated time, tokens and payload bytes
 ``summarize``: utilization breakdown per node and region, bytes per link, time to target,
 bytes per worker per round, and each link's mean and peak bandwidth actually used.
 
-Bandwidth over time (``replay_rates``) is recovered by replaying the recorded transfers
-through the same flow-level network model, because a transfer record keeps only its
-start and arrival, not the rates it got while sharing links.
+Bandwidth over time comes from the run itself: its network logs each WAN link's and each
+region pair's summed rate whenever it changes (``RunResult.link_rates``, read by
+``run_rates``). For a run known only from its files, ``replay_rates`` recovers the same
+step functions by replaying the recorded transfers through the same flow-level network
+model, because a transfer record keeps only its start and arrival, not the rates it got.
 """
 
 from __future__ import annotations
@@ -224,6 +226,15 @@ def network_rates(graph, events: pd.DataFrame) -> dict:
     return {"links": by_link, "pairs": by_pair, "error": None}
 
 
+def run_rates(result: RunResult, events: pd.DataFrame) -> dict:
+    """A finished run's link and region-pair rates in ``network_rates``' form: those its
+    network logged while it ran (``RunResult.link_rates``: nothing is simulated again),
+    else the replay of its transfers."""
+    if result.link_rates is not None:
+        return dict(result.link_rates)
+    return network_rates(result.graph, events)
+
+
 def bytes_in_bins(times: np.ndarray, rates: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Bytes a step function (``replay_rates``) carries in each bin [edges[k], edges[k+1])."""
     cum = np.concatenate([[0.0], np.cumsum(rates[:-1] * np.diff(times))])
@@ -239,8 +250,9 @@ def _cap_gbps(edge: dict) -> float:
 
 def summarize(result: RunResult, events: pd.DataFrame, metrics: pd.DataFrame, manifest: dict,
               network: dict | None = None) -> dict:
-    """summary.json of a finished run. ``network``: its ``network_rates`` when already replayed
-    (the run directory writer replays once for this and the dashboard), else replayed here."""
+    """summary.json of a finished run. ``network``: its ``run_rates`` when the caller has them
+    at hand (the run directory writer takes them once for this and the dashboard), else taken
+    here (the rates the run logged; a replay only for a result without them)."""
     duration = float(result.duration_s)
     nodes = list(result.nodes)
     graph = result.graph
@@ -248,7 +260,7 @@ def summarize(result: RunResult, events: pd.DataFrame, metrics: pd.DataFrame, ma
     region = {n: graph.nodes[n]["region"] for n in nodes}
     per_region = util.groupby(util.index.map(region)).mean()
     if network is None:
-        network = network_rates(graph, events)
+        network = run_rates(result, events)
     rates, replay_error = network["links"], network["error"]
     links = []
     for (u, v), b in sorted(result.link_bytes.items()):

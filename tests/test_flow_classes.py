@@ -1,0 +1,255 @@
+"""Flow classes (issue 26): a collective's flows that start together with the same route
+shape run as one entity with a multiplicity while they are symmetric, and are split into
+their members when they stop being so. They must give what one flow each gives: the same
+records, finish times and rates on random topologies (rings, trees, meshes, hierarchical
+collectives, competing traffic, outages and bandwidth changes mid-flight), and the same
+``events.parquet`` for every method at both grains."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import simpy
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import sim.engine.network as network
+from sim.engine.collectives import COLLECTIVES
+from sim.engine.network import Network, build_graph
+from sim.metrics.tables import events_table
+from sim.runner import Simulation
+from sim.scenario import Link, Region, Topology, parse_scenario
+
+REL = 1e-12  # the stated tolerance: finish times and rates agree to 1e-12 relative (most are bit for bit)
+GROUPED = ["ring_allreduce", "ring_allgather", "hierarchical_allreduce", "exchange"]
+
+
+@st.composite
+def _worlds(draw):
+    """A topology (a ring, a tree or a mesh of regions), WAN dynamics, collectives over random
+    member subsets at random times, competing single transfers and mid-flight bandwidth sets."""
+    n_regions = draw(st.integers(1, 4))
+    sizes = [draw(st.integers(2 if n_regions == 1 else 1, 6)) for _ in range(n_regions)]
+    names = [f"r{i}" for i in range(n_regions)]
+    shape = draw(st.sampled_from(["ring", "tree", "mesh"]))
+    pairs = []
+    if n_regions > 1:
+        if shape == "tree":
+            pairs = [(names[draw(st.integers(0, i - 1))], names[i]) for i in range(1, n_regions)]
+        else:
+            pairs = [(names[i], names[(i + 1) % n_regions]) for i in range(n_regions)]
+            pairs = list(dict.fromkeys(tuple(sorted(p)) for p in pairs if p[0] != p[1]))
+            if shape == "mesh":
+                pairs += [(names[i], names[j]) for i in range(n_regions) for j in range(i + 2, n_regions)
+                          if draw(st.booleans()) and (names[i], names[j]) not in pairs]
+    links = []
+    for a, b in pairs:
+        spec = {"a": a, "b": b, "bandwidth_gbps": draw(st.sampled_from([1.0, 2.0, 10.0])),
+                "latency_s": draw(st.sampled_from([0.0, 0.01, 0.05]))}
+        if draw(st.booleans()):
+            start = draw(st.sampled_from([0.0, 0.2, 0.5]))
+            spec["outages"] = [{"start_s": start, "end_s": start + draw(st.sampled_from([0.1, 0.4]))}]
+        links.append(spec)
+    topo = {"regions": [{"name": n, "nodes": k} for n, k in zip(names, sizes)], "links": links,
+            "intra_region": {"bandwidth_gbps": draw(st.sampled_from([10.0, 100.0])), "latency_s": 1e-4}}
+    n_workers = sum(sizes)
+    collectives = [(draw(st.sampled_from(GROUPED)), draw(st.sampled_from([0.0, 0.0, 0.1, 0.3])),
+                    draw(st.lists(st.integers(0, n_workers - 1), min_size=2, max_size=n_workers, unique=True)),
+                    draw(st.sampled_from([1e7, 5e7, 2e8])))
+                   for _ in range(draw(st.integers(1, 5)))]
+    singles = [(draw(st.integers(0, n_workers - 1)), draw(st.integers(0, n_workers - 1)),
+                draw(st.sampled_from([0.0, 0.05, 0.25])), draw(st.sampled_from([1e6, 3e7])))
+               for _ in range(draw(st.integers(0, 4)))]
+    sets = [(draw(st.integers(0, len(pairs) - 1)), draw(st.sampled_from([0.15, 0.35])),
+             draw(st.sampled_from([0.0, 0.5, 4.0]))) for _ in range(draw(st.integers(0, 2)))] if pairs else []
+    return topo, collectives, singles, sets, pairs
+
+
+def _play(world, classes: bool, monkeypatch):
+    """Run a world with flow classes on or off: (transfer records, collective end times,
+    rates probed by start order at fixed times, the network)."""
+    monkeypatch.setattr(network, "FLOW_CLASSES", classes)
+    monkeypatch.setattr(network, "_MIN_CLASS", 2)  # classes of every size, down to a pair
+    topo, collectives, singles, sets, pairs = world
+    g, workers = build_graph(Topology.model_validate(topo))
+    env = simpy.Environment()
+    net = Network(env, g)
+    ends = {}
+
+    def collective(k, name, at, members, nbytes):
+        if at:
+            yield env.timeout(at)
+        yield env.process(COLLECTIVES[name](env, net, [workers[i] for i in members], nbytes, f"c{k}"))
+        ends[k] = env.now
+
+    def single(src, dst, at, nbytes):
+        if at:
+            yield env.timeout(at)
+        if src != dst:
+            yield net.transfer(workers[src], workers[dst], nbytes, "single")
+
+    def set_bw(edge, at, gbps):
+        yield env.timeout(at)
+        net.set_bandwidth_gbps(*pairs[edge], gbps)
+
+    for k, (name, at, members, nbytes) in enumerate(collectives):
+        env.process(collective(k, name, at, members, nbytes))
+    for s in singles:
+        env.process(single(*s))
+    for s in sets:
+        env.process(set_bw(*s))
+    probes = []
+    for t in (0.01, 0.12, 0.27, 0.45, 0.8, 1.5, 3.0):
+        env.run(until=t)
+        probes.append(sorted((f.seq, f.rate) for f in net.flows_in_flight()))
+    env.run()
+    rows = [(r.src, r.dst, r.payload_bytes, r.start_s, r.end_s, r.tag, r.route) for r in net.recorder.transfers]
+    return rows, ends, probes, net
+
+
+def _close(a: float, b: float) -> bool:
+    return a == b or (math.isfinite(a) and math.isfinite(b) and abs(a - b) <= REL * max(abs(a), abs(b)))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(world=_worlds())
+def test_flow_classes_give_the_per_flow_records_rates_and_finish_times(world, monkeypatch):
+    """On random rings, trees and meshes of regions, with ring, all-gather, hierarchical and
+    exchange collectives over random members at random times, competing single transfers,
+    outages and bandwidth set mid-flight: with flow classes every transfer record (order,
+    route, bytes, start) is the per-flow one and its arrival within 1e-12 relative, every
+    collective ends within 1e-12 relative, every probed rate (by start order) within 1e-12
+    relative, and every link carries the same bytes."""
+    plain = _play(world, False, monkeypatch)
+    grouped = _play(world, True, monkeypatch)
+    (rows_a, ends_a, probes_a, net_a), (rows_b, ends_b, probes_b, net_b) = plain, grouped
+    assert len(rows_a) == len(rows_b)
+    for x, y in zip(rows_a, rows_b):
+        assert x[:4] == y[:4] and x[5:] == y[5:] and _close(x[4], y[4]), (x, y)
+    assert ends_a.keys() == ends_b.keys() and all(_close(ends_a[k], ends_b[k]) for k in ends_a)
+    for pa, pb in zip(probes_a, probes_b):
+        assert [s for s, _ in pa] == [s for s, _ in pb]
+        assert all(_close(ra, rb) for (_, ra), (_, rb) in zip(pa, pb)), (pa, pb)
+    assert net_a.link_bytes.keys() == net_b.link_bytes.keys()
+    assert all(_close(net_a.link_bytes[l], net_b.link_bytes[l]) for l in net_a.link_bytes)
+    assert net_a.classes_started == 0 and net_a.active_flows == net_b.active_flows
+
+
+def _ring_world(per_region: int, regions: int = 8):
+    topo = Topology(regions=[Region(name=f"r{i}", nodes=per_region) for i in range(regions)],
+                    links=[Link(a=f"r{i}", b=f"r{(i + 1) % regions}", bandwidth_gbps=10.0, latency_s=0.02)
+                           for i in range(regions)],
+                    intra_region={"bandwidth_gbps": 100.0, "latency_s": 1e-5})
+    return build_graph(topo)
+
+
+def test_a_ring_of_512_is_two_classes_whose_end_is_the_alpha_beta_time(monkeypatch):
+    """24 concurrent 512-member rings over 8 regions (the layer-grain sync): each ring's 504
+    LAN-hop flows are one class (its 8 WAN-hop flows, fewer than _MIN_CLASS, stay flows), so
+    the rates are recomputed for a tenth of the entities or less, and every ring ends at the
+    alpha-beta time of a ring whose slowest link is shared 24 ways, as the per-flow model ends
+    them, bit for bit."""
+    from sim.engine.collectives import ring_allreduce
+
+    ends = {}
+    for classes in (False, True):
+        monkeypatch.setattr(network, "FLOW_CLASSES", classes)
+        g, workers = _ring_world(64)
+        env = simpy.Environment()
+        net = Network(env, g)
+        procs = [env.process(ring_allreduce(env, net, workers, 1e8, f"l{j}")) for j in range(24)]
+        env.run(env.all_of(procs))
+        ends[classes] = (env.now, net.rate_recomputed_flows, net.classes_started, net.classes_split)
+    p = 512
+    ring_latency = (p - 8) * 2e-5 + 8 * (0.02 + 2e-5)  # LAN hops: up and down; WAN hops: up, WAN, down
+    expected = 2 * (p - 1) / p * ring_latency + 2 * (p - 1) / p * 1e8 / (10e9 / 8 / 24)
+    assert ends[True][0] == ends[False][0] == pytest.approx(expected, rel=1e-12)
+    assert ends[True][2:] == (24, 0) and ends[False][2] == 0
+    assert ends[True][1] * 10 < ends[False][1]
+
+
+def test_traffic_on_one_member_link_splits_the_class_and_keeps_the_timeline(monkeypatch):
+    """A single transfer that starts mid-way on one LAN link of a ring's class breaks its
+    symmetry: the class is split into its members (with their progress) and every arrival is
+    the per-flow one, bit for bit."""
+    from sim.engine.collectives import ring_allreduce
+
+    out = {}
+    for classes in (False, True):
+        monkeypatch.setattr(network, "FLOW_CLASSES", classes)
+        monkeypatch.setattr(network, "_MIN_CLASS", 2)
+        g, workers = _ring_world(4, regions=3)
+        env = simpy.Environment()
+        net = Network(env, g)
+
+        def other():
+            yield env.timeout(0.01)
+            yield net.transfer(workers[1], "r0", 5e7, "other")
+
+        env.process(ring_allreduce(env, net, workers, 1e8, "ring"))
+        env.process(other())
+        env.run()
+        out[classes] = ([(t.src, t.dst, t.start_s, t.end_s) for t in net.recorder.transfers], net.classes_split)
+    assert out[True][0] == out[False][0] and out[True][1] >= 1
+
+
+# ---------------------------------------------------------------------- every method, both grains
+STRAGGLERS_AND_WINDOWS = {
+    "stragglers": [{"factor": {"kind": "lognormal", "sigma": 0.5}}],
+    "links": [{"a": "us", "b": "eu", "degrade": [{"start_s": 0.4, "end_s": 1.1, "factor": 0.25}]}],
+}
+METHODS = [
+    {"name": "ddp"},
+    {"name": "diloco", "inner_steps": 5},
+    {"name": "streaming_diloco", "inner_steps": 8, "fragment_layers": 1, "overlap_steps": 1},
+    {"name": "noloco", "inner_steps": 4},
+    {"name": "eager_diloco", "inner_steps": 4},
+    {"name": "diloco_delayed", "inner_steps": 4},
+    {"name": "fedavg", "inner_steps": 4},
+    {"name": "sparta"},
+    {"name": "sparta_diloco", "inner_steps": 4},
+    {"name": "demo"},
+]
+
+
+def _method_data(algo: dict) -> dict:
+    return {"seed": 5, "numerics": False, "timing": {"params": 4.0e6, "layers": 4, "step_time_s": 0.05},
+            "topology": {"regions": [{"name": "us", "nodes": 5}, {"name": "eu", "nodes": 4}, {"name": "ap", "nodes": 3}],
+                         "links": [{"a": "us", "b": "eu", "bandwidth_gbps": 1.0, "latency_s": 0.03},
+                                   {"a": "eu", "b": "ap", "bandwidth_gbps": 2.0, "latency_s": 0.05}]},
+            "algorithm": algo, "run": {"max_sim_time_s": 3.0}, "faults": STRAGGLERS_AND_WINDOWS}
+
+
+def _grains(algo: dict) -> list[dict]:
+    """The method at step and at layer grain, where it has the knob."""
+    out = []
+    for grain in ("step", "layer"):
+        a = {**algo, "sync_grain": grain}
+        try:
+            parse_scenario(_method_data(a))
+        except Exception:
+            continue
+        out.append(a)
+    return out or [algo]
+
+
+@pytest.mark.parametrize("algo", [a for m in METHODS for a in _grains(m)],
+                         ids=lambda a: f"{a['name']}-{a.get('sync_grain', 'none')}")
+def test_events_are_identical_with_flow_classes_on_and_off(algo, monkeypatch):
+    """Every method at each grain it has, with lognormal stragglers and a bandwidth window on
+    a WAN link, 12 workers in 3 regions: the events table (every state span, transfer, sync
+    and fault) is the same to the bit with flow classes on and off."""
+    tables = {}
+    started = {}
+    for classes in (False, True):
+        monkeypatch.setattr(network, "FLOW_CLASSES", classes)
+        monkeypatch.setattr(network, "_MIN_CLASS", 2)  # 12 workers: classes of every size
+        sim = Simulation(parse_scenario(_method_data(algo)))
+        sim.run()
+        sim.close_records()
+        tables[classes] = events_table(sim.recorder)
+        started[classes] = sim.net.classes_started
+    pd.testing.assert_frame_equal(tables[False], tables[True], check_exact=True)
+    assert started[False] == 0 and started[True] > 0  # the classes really ran
