@@ -91,14 +91,15 @@ def test_signal_during_the_final_write_keeps_the_tables_and_says_so(scenario, tm
 
 
 def test_tables_are_written_before_the_network_replay(scenario, tmp_path, monkeypatch):
-    """An interrupt during the network replay (the slow derived part) finds events.parquet and
+    """An interrupt while the links are rated (``run_rates``: the run's rate log, or a replay
+    of the transfers where there is none; the derived part) finds events.parquet and
     metrics.parquet already on disk and listed."""
     import sim.metrics.tables
 
     def term(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sim.metrics.tables, "network_rates", term)
+    monkeypatch.setattr(sim.metrics.tables, "run_rates", term)
     out = tmp_path / "r"
     assert main(["run", str(scenario), "--out", str(out), "--quiet"]) == 130
     m = _manifest(out)

@@ -341,19 +341,7 @@ class Network:
         if nbytes == 0 or all(math.isinf(self.capacity[l]) for l in links):
             self._deliver(flow)
             return flow.done
-        self._flows[flow] = None
-        self._members += 1
-        flow.link_ids = ids
-        self._set_keys(flow)
-        lf = self._link_flows
-        pu = self._plain_users
-        for l in ids:
-            lf[l][flow] = None
-            pu[l] += 1
-        if self._classes:
-            self._mark_touched(ids)
-        self._unslotted[flow] = None
-        self._dirty_flows[flow] = None
+        self._add_flow(flow, ids)
         self._request_flush()
         return flow.done
 
