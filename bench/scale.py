@@ -67,20 +67,26 @@ def ring_scenario(workers: int, regions: int, algorithm: dict, run: dict, gbps: 
     return data
 
 
+def _timed_run(data: dict):
+    """Simulate ``data`` and write its run directory: (simulation, simulate s, report s, dashboard bytes)."""
+    t0 = time.perf_counter()
+    sim = Simulation(parse_scenario(data))
+    sim.run()
+    simulate = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as d:
+        t1 = time.perf_counter()
+        run_to_dir(sim, Path(d) / "run")  # the run is done: this writes tables, summary, dashboard
+        report = time.perf_counter() - t1
+        size = (Path(d) / "run" / "dashboard.html").stat().st_size
+    return sim, simulate, report, size
+
+
 def diloco_1024(grain: str) -> dict:
     out: dict = {"workers": 1024, "rounds": 10, "sync_grain": grain}
     for coalesce in (True, False):
         data = ring_scenario(1024, 8, {"name": "diloco", "inner_steps": 100, "payload_dtype": "bf16",
                                        "sync_grain": grain}, {"max_rounds": 10, "coalesce": coalesce})
-        t0 = time.perf_counter()
-        sim = Simulation(parse_scenario(data))
-        sim.run()
-        simulate = time.perf_counter() - t0
-        with tempfile.TemporaryDirectory() as d:
-            t1 = time.perf_counter()
-            run_to_dir(sim, Path(d) / "run")  # the run is done: this writes tables, summary, dashboard
-            report = time.perf_counter() - t1
-            size = (Path(d) / "run" / "dashboard.html").stat().st_size
+        sim, simulate, report, size = _timed_run(data)
         key = "quiet_stretches" if coalesce else "step_by_step"
         out[key] = {"simulate_s": simulate, "report_s": report, "total_s": simulate + report,
                     "inner_steps": sum(w.steps_done for w in sim.workers), "dashboard_bytes": size}
@@ -131,15 +137,7 @@ def layer_1024(methods: list[str], command: bool) -> dict:
     out: dict = {"workers": 1024, "rounds": 10, "sync_grain": "layer", "simpy_1m_timeouts_s": simpy_timeouts()}
     for name in methods:
         data = ring_scenario(1024, 8, LAYER_METHODS[name], {"max_rounds": 10})
-        t0 = time.perf_counter()
-        sim = Simulation(parse_scenario(data))
-        sim.run()
-        simulate = time.perf_counter() - t0
-        with tempfile.TemporaryDirectory() as d:
-            t1 = time.perf_counter()
-            run_to_dir(sim, Path(d) / "run")
-            report = time.perf_counter() - t1
-            size = (Path(d) / "run" / "dashboard.html").stat().st_size
+        sim, simulate, report, size = _timed_run(data)
         entry = {"simulate_s": simulate, "report_s": report, "total_s": simulate + report,
                  "inner_steps": sum(w.steps_done for w in sim.workers), "transfers": len(sim.recorder.transfers),
                  "flow_classes": getattr(sim.net, "classes_started", None),

@@ -14,6 +14,7 @@ import pytest
 from sim.algorithms import METHODS, algorithm_class
 from sim.scenario import ScenarioError, load_scenario, parse_scenario
 from tests.conftest import ROOT
+from tests.test_plugins import scenario_with
 
 QS = ROOT / "scenarios" / "quickstart.yaml"
 BAD = ROOT / "tests" / "fixtures" / "bad"
@@ -25,16 +26,6 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
-def _scenario_with(tmp_path: Path, algorithm: str) -> Path:
-    text = QS.read_text().replace(
-        "algorithm: {name: diloco, inner_steps: 20, outer_lr: 0.7, outer_momentum: 0.9, payload_dtype: fp32}",
-        f"algorithm: {algorithm}")
-    assert f"algorithm: {algorithm}" in text
-    path = tmp_path / "s.yaml"
-    path.write_text(text)
-    return path
-
-
 # ---------------------------------------------------------------------------- hooks before work
 @pytest.mark.parametrize("fixture, cls, hooks", [
     ("outer_without_math.py", "NoMath", "method_ops (abstract hook of sim.algorithms.common.OuterMethod)"),
@@ -44,7 +35,7 @@ def _scenario_with(tmp_path: Path, algorithm: str) -> Path:
 def test_a_plugin_without_a_hook_it_needs_is_refused_before_work(tmp_path, fixture, cls, hooks, command):
     """An OuterMethod subclass without its math hook or its step rule is refused by validate,
     run and sweep: one line naming the plug-in and the missing hook, exit 2, nothing written."""
-    path = _scenario_with(tmp_path, f"{{name: bad, plugin: {BAD / fixture}:{cls}}}")
+    path = scenario_with(tmp_path, f"{{name: bad, plugin: {BAD / fixture}:{cls}}}")
     out = tmp_path / "out"
     args = {"validate": ["validate", str(path)], "run": ["run", str(path), "--out", str(out), "--quiet"],
             "sweep": ["sweep", str(path), "--seeds", "0..1", "--out", str(out), "--quiet"]}[command]
@@ -59,7 +50,7 @@ def test_a_plugin_without_a_hook_it_needs_is_refused_before_work(tmp_path, fixtu
 def test_a_plugin_that_never_sets_info_is_refused_before_work(tmp_path, command):
     """An Algorithm whose configure never sets ``info`` is one line naming the plug-in and the
     fix (a ScheduleInfo), exit 2, nothing written: not an AttributeError mid-run."""
-    path = _scenario_with(tmp_path, f"{{name: silent, plugin: {BAD / 'algorithm_without_info.py'}:Silent}}")
+    path = scenario_with(tmp_path, f"{{name: silent, plugin: {BAD / 'algorithm_without_info.py'}:Silent}}")
     out = tmp_path / "out"
     args = ["validate", str(path)] if command == "validate" else ["run", str(path), "--out", str(out), "--quiet"]
     res = _cli(*args)
@@ -126,7 +117,7 @@ def test_method_knobs_are_strict_integers_and_finite_floats(algorithm, expected)
 
 def test_a_plugin_authors_int_knob_is_strict(tmp_path):
     """A plug-in that types a knob plain ``int`` gets a strict integer all the same."""
-    path = _scenario_with(tmp_path, f"{{name: fedavg, plugin: {ROOT / 'examples' / 'fedavg.py'}:FedAvg, "
+    path = scenario_with(tmp_path, f"{{name: fedavg, plugin: {ROOT / 'examples' / 'fedavg.py'}:FedAvg, "
                                     "inner_steps: true}")
     with pytest.raises(ScenarioError) as err:
         load_scenario(path)

@@ -64,6 +64,11 @@ def test_fedavg_is_diloco_with_outer_sgd_at_lr_one_without_momentum():
 
 def _plugin_scenario(tmp_path: Path, code: str, algorithm: str) -> Path:
     (tmp_path / "mine.py").write_text(textwrap.dedent(code))
+    return scenario_with(tmp_path, algorithm)
+
+
+def scenario_with(tmp_path: Path, algorithm: str) -> Path:
+    """The quickstart with its ``algorithm`` line replaced, written to tmp_path/s.yaml."""
     text = QS.read_text().replace(
         "algorithm: {name: diloco, inner_steps: 20, outer_lr: 0.7, outer_momentum: 0.9, payload_dtype: fp32}",
         f"algorithm: {algorithm}")
