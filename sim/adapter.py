@@ -112,6 +112,17 @@ class NumericsAdapter:
         self.record_train(records)
         return self.algorithm.evaluate_after(records, self.sc.run.eval_every_steps)
 
+    def on_served(self, server: str, message, served, time_s: float) -> None:
+        """A server handled an arrival (methods with servers): queue its math."""
+        self.algorithm.on_served(self.numerics, self.state, server, message, served, time_s)
+
+    def on_departed(self, server: str, messages, time_s: float) -> None:
+        self.algorithm.on_departed(self.numerics, self.state, server, messages, time_s)
+
+    def on_delivered(self, message, time_s: float) -> None:
+        """A server's payload reached its worker: queue the worker's use of it."""
+        self.algorithm.on_delivered(self.numerics, self.state, message, time_s)
+
     def on_member_down(self, worker: int) -> None:
         self.algorithm.on_member_down(self.state, worker)
 

@@ -63,10 +63,14 @@ class World:
     net: Network
 
 
-def build_world(sc: Scenario, env: simpy.Environment) -> World:
-    """Topology graph, its link outage windows and the flow-level network over it."""
+def build_world(sc: Scenario, env: simpy.Environment, servers: list = ()) -> World:
+    """Topology graph (with the method's servers, ``Algorithm.server_plan``), its link outage
+    windows and the flow-level network over it."""
+    from sim.engine.servers import add_servers
+
     recorder = Recorder()
     graph, nodes = build_graph(sc.topology)
+    add_servers(graph, servers, sc.topology.intra_region)
     link_windows = apply_link_windows(graph, sc.faults.links)  # before the network reads the edges
     return World(env, recorder, graph, nodes, link_windows, Network(env, graph, recorder))
 

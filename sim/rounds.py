@@ -31,6 +31,7 @@ class RoundCounter:
         self._syncs: dict[int, int] = {}
         self._done: dict[int, set] = {}
         self._counted: set[int] = set()
+        self._updates = 0  # methods with servers: worker updates at the top server so far
 
     def on_sync(self, send) -> None:
         """A collective completed (all of its parts)."""
@@ -47,6 +48,13 @@ class RoundCounter:
             return
         self._syncs.pop(send.round, None)
         self._count()
+
+    def on_updates(self, count: int, per_round: int) -> None:
+        """Methods with servers: ``count`` more worker updates reached the top server's model;
+        a round is ``per_round`` of them (the number of workers)."""
+        self._updates += count
+        while self._updates >= per_round * (self.rounds + 1):
+            self._count()
 
     def _count(self) -> None:
         self.rounds += 1

@@ -56,7 +56,10 @@ class Simulation:
         self.prework = check_before_work(sc)  # everything `locosim validate` checks, before anything is built
         self.clock = Clock(sc.seed)
         self.env = self.clock.env
-        world = build_world(sc, self.env)
+        from sim.algorithms import algorithm_class
+
+        servers = algorithm_class(sc.algorithm).server_plan(sc.algorithm, sc.topology)  # methods without a barrier
+        world = build_world(sc, self.env, servers)
         self.recorder, self.graph, self.nodes, self.net = world.recorder, world.graph, world.nodes, world.net
         self._link_windows = world.link_windows
         n = self.n_workers = len(self.nodes)
@@ -75,8 +78,6 @@ class Simulation:
         self.layout = payload_layout(sc, a.layout if a else None)
         self.wire_params = sum(e for _, e in self.layout)
         self.algorithm.configure(self.layout, sc.timing.layers if sc.timing is not None else None)
-        if a:
-            a.start(self.algorithm, self._diverge)
         self.schedule = self.algorithm.info
         self.payload_bytes = (self.schedule.payload_bytes if self.schedule.payload_bytes is not None
                               else payload_bytes(self.wire_params, self.schedule.wire_format))
@@ -87,9 +88,20 @@ class Simulation:
         self.step_time_s = step_times(sc, world, timed_params, timed_tokens, a.measure if a else None)
         self.faults = build_faults(sc, world)
         self.step_time_s = [t * self.faults.multiplier(i) for i, t in enumerate(self.step_time_s)]
+        self.servers = servers
+        self.algorithm.set_servers(servers, [self.graph.nodes[n]["region"] for n in self.nodes], self.step_time_s)
+        if a:
+            a.start(self.algorithm, self._diverge)
 
-        self.barrier = SyncBarrier(self.env, self.net, self.nodes, self._on_sync, self.recorder,
-                                   timeout_s=sc.algorithm.sync_timeout_s)
+        if servers:  # point-to-point sends to servers, and the barrier for any collective
+            from sim.engine.servers import Router
+
+            self.barrier = Router(self.env, self.net, self.nodes, self._on_sync, self.recorder, servers,
+                                  self.algorithm.serve, self._on_served, self._on_departed, self._on_delivered,
+                                  timeout_s=sc.algorithm.sync_timeout_s)
+        else:
+            self.barrier = SyncBarrier(self.env, self.net, self.nodes, self._on_sync, self.recorder,
+                                       timeout_s=sc.algorithm.sync_timeout_s)
         self.stop = self.env.event()
         self.tokens = 0
         self.step_done_times: list[float] = []  # end time of every step (numerics on: tokens at each loss)
@@ -107,7 +119,7 @@ class Simulation:
         self.algorithm.set_liveness(lambda: [w.up and self.barrier.up[w.index] for w in self.workers])
         self.faults.start(self.workers, self.barrier, self.net, fetch_bytes(self.wire_params),
                           on_fetch=self._on_fetch, on_rejoined=lambda _w: self.counter.check(),
-                          on_down=self._on_down)
+                          on_down=self._on_down, home=self.algorithm.home_server if servers else None)
         self.finished = False
         self.ended_early: str | None = None
         self.diverged: dict | None = None  # {step, time_s, what, value}: the first NaN / inf seen
@@ -152,9 +164,26 @@ class Simulation:
             self.adapter.on_member_down(worker)
         self.counter.check()
 
-    def _on_fetch(self, worker: int, peer: int | None, step: int) -> None:
+    def _on_fetch(self, worker: int, peer: int | str | None, step: int) -> None:
+        if isinstance(peer, str):  # a method with servers: the worker took its server's model
+            self.algorithm.rejoined(worker, peer, step)
         if self.adapter is not None:
             self.adapter.on_fetch(worker, peer, step)
+
+    def _on_served(self, server: str, message, served, time_s: float) -> None:
+        if self.adapter is not None:
+            self.adapter.on_served(server, message, served, time_s)
+        if served.counts:
+            self.counter.on_updates(served.counts, self.n_workers)
+
+    def _on_departed(self, server: str, messages, time_s: float) -> None:
+        self.algorithm.departed(server, messages, time_s)
+        if self.adapter is not None:
+            self.adapter.on_departed(server, messages, time_s)
+
+    def _on_delivered(self, message, time_s: float) -> None:
+        if self.adapter is not None:
+            self.adapter.on_delivered(message, time_s)
 
     def _on_sync(self, send, participants: tuple | None = None) -> None:
         if participants is not None and len(participants) == len(send.group):

@@ -172,12 +172,28 @@ class Link(LinkSpec):
         return sc.model_copy(update={"topology": sc.topology.model_copy(update={"links": links})})
 
 
+class Server(_Strict):
+    """A parameter server: a network node attached to its region's switch that computes no inner
+    steps, only a method's server math (methods without a barrier: async_local_sgd, halos, fedbuff)."""
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$",
+                      description="Server name, referenced by methods (letters, digits, _ . -; not a region's name).")
+    region: str = Field(description="Region whose switch the server is attached to.")
+    bandwidth_gbps: float | None = Field(default=None, ge=1e-6, description=(
+        "Its NIC to the region's switch, Gbit/s each direction; default: the intra-region link's bandwidth."))
+    apply_time_s: float = Field(default=0.0, ge=0, le=3600, allow_inf_nan=False, description=(
+        "Simulated seconds the server spends on each payload it handles (an update applied, a model merged); "
+        "payloads are handled one at a time in arrival order, so a busy server queues them."))
+
+
 class Topology(_Strict):
     regions: list[Region] = Field(min_length=1, description="Regions of GPU nodes.")
     links: list[Link] = Field(default_factory=list, description="WAN links between regions (full duplex).")
     intra_region: LinkSpec = Field(
         default=LinkSpec(bandwidth_gbps=100.0, latency_s=1e-4),
         description="Link from each node to its region's switch (bandwidth each direction, latency).")
+    servers: list[Server] = Field(default_factory=list, description=(
+        "Parameter servers (methods without a barrier: async_local_sgd, halos, fedbuff): each a node on its "
+        "region's switch that runs the method's server math on every payload that arrives."))
 
     @model_validator(mode="after")
     def _check(self) -> "Topology":
@@ -185,6 +201,15 @@ class Topology(_Strict):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise _FieldError(("regions",), f"region names must be unique; repeated: {', '.join(dup)}")
+        seen: set[str] = set()
+        for i, srv in enumerate(self.servers):
+            if srv.region not in names:
+                raise _FieldError(("servers", i, "region"), f"unknown region '{srv.region}'; regions are: {', '.join(names)}")
+            if srv.name in names:
+                raise _FieldError(("servers", i, "name"), f"'{srv.name}' is a region's name; a server needs its own")
+            if srv.name in seen:
+                raise _FieldError(("servers", i, "name"), f"server names must be unique; '{srv.name}' is repeated")
+            seen.add(srv.name)
         for i, link in enumerate(self.links):
             for end in ("a", "b"):
                 name = getattr(link, end)
@@ -212,6 +237,12 @@ class Topology(_Strict):
     @property
     def n_workers(self) -> int:
         return sum(r.nodes for r in self.regions)
+
+    def servers_by_region(self) -> dict[str, list[Server]]:
+        out: dict[str, list[Server]] = {}
+        for srv in self.servers:
+            out.setdefault(srv.region, []).append(srv)
+        return out
 
 
 # --------------------------------------------------------------------------- model
@@ -772,7 +803,9 @@ class Scenario(_Strict):
         else:
             layers = where = None
         try:
-            algorithm_class(self.algorithm).check_fits(self.algorithm, self.topology.n_workers, layers, where)
+            cls = algorithm_class(self.algorithm)
+            cls.check_fits(self.algorithm, self.topology.n_workers, layers, where)
+            cls.server_plan(self.algorithm, self.topology)
         except _FieldError as err:
             raise _FieldError(("algorithm",) + tuple(err.loc), err.msg) from None
         return self

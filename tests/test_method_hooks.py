@@ -65,9 +65,10 @@ def test_every_registered_method_is_concrete_and_sets_info():
     configured (the same checks a plug-in passes)."""
     from sim.algorithms.plugins import abstract_hooks, check_configured
 
-    for name in METHODS:
-        sc = parse_scenario({**BASE, "numerics": False, "timing": {"params": 1.0e6, "layers": 4},
-                             "algorithm": {"name": name}})
+    with_server = {**BASE["topology"], "servers": [{"name": "ps", "region": BASE["topology"]["regions"][0]["name"]}]}
+    for name in METHODS:  # (a server in the topology for the methods that need one; the others ignore it)
+        sc = parse_scenario({**BASE, "topology": with_server, "numerics": False,
+                             "timing": {"params": 1.0e6, "layers": 4}, "algorithm": {"name": name}})
         cls = algorithm_class(sc.algorithm)
         assert abstract_hooks(cls) == {}, name
         check_configured(cls(sc.algorithm, 4, 0), [(f"blocks.{i}.w", 10) for i in range(4)], 4, name)

@@ -23,6 +23,9 @@ METHODS: dict[str, str] = {
     "sparta": "sim.algorithms.sparta:SPARTA",
     "sparta_diloco": "sim.algorithms.sparta:SPARTADiLoCo",
     "demo": "sim.algorithms.demo:DeMo",
+    "async_local_sgd": "sim.algorithms.async_local_sgd:AsyncLocalSGD",
+    "halos": "sim.algorithms.halos:HALoS",
+    "fedbuff": "sim.algorithms.fedbuff:FedBuff",
 }
 """Every method shipped with locosim: name -> 'module:Class' (resolved like an entry point)."""
 

@@ -57,6 +57,10 @@ class Send:
     """Which part of the payload this is (layer grain: one part per layer), 0 <= part < parts."""
     parts: int = 1
     """How many parts the payload is split into; each is its own collective on the wire."""
+    to: str | None = None
+    """A point-to-point send to the named server (``collective`` ``p2p``, ``group`` the worker
+    alone): a flow that starts when the worker releases it and waits for no other worker. A
+    ``Need`` of this send waits for the server's answer to it (``Message.answers``)."""
 
     @property
     def key(self) -> tuple[str, int, tuple[int, ...]]:
@@ -106,6 +110,52 @@ class StepPlan:
 
 
 NOTHING = StepPlan()
+
+
+@dataclass(frozen=True)
+class Message:
+    """A point-to-point payload to or from a server (methods without a barrier). ``sender`` and
+    ``to`` are a worker index (int) or a server's name (str)."""
+    stream: str
+    round: int
+    sender: int | str
+    to: int | str
+    elems: int
+    wire_format: str
+    answers: tuple[str, int] | None = None
+    """For a message to a worker: the (stream, round) of the worker's send it answers (the worker's
+    ``Need`` of that send is met when this message arrives); None: it answers nothing."""
+
+    @property
+    def key(self) -> tuple:
+        """What identifies the message (sender, receiver, stream, round): the numerics' mailbox."""
+        return (self.sender, self.to, self.stream, self.round)
+
+
+@dataclass(frozen=True)
+class Served:
+    """What a server did with one arrival (``Algorithm.serve``; schedule only, no tensors)."""
+    sends: tuple[Message, ...] = ()
+    """Payloads the server sends now (to workers or servers), after its apply time."""
+    applied: bool = False
+    """Whether the arrival was an update applied to the server's model (counts toward the server's version)."""
+    staleness: int | None = None
+    """Server versions applied between sending the update's sender its model and applying the update."""
+    version: int = 0
+    """The server's version after this arrival."""
+    counts: int = 0
+    """Updates this arrival applied at the method's top server (``run.max_rounds`` counts them)."""
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """A parameter server of the topology as a method sees it."""
+    name: str
+    region: str
+    bandwidth_gbps: float | None = None
+    """Its NIC, each direction (None: the region's intra-region link)."""
+    apply_time_s: float = 0.0
+    """Simulated seconds it spends on each payload it handles (serialised: one at a time)."""
 
 
 def sync_bytes(*plans: StepPlan) -> float:
@@ -346,6 +396,45 @@ class Algorithm(ABC):
         return {}
 
     # ------------------------------------------------------------------ faults
+    # ------------------------------------------------------------------ servers (methods without a barrier)
+    @classmethod
+    def server_plan(cls, spec, topology) -> list[ServerInfo]:
+        """The servers this method runs on, resolved against ``topology`` (its ``servers``
+        section and regions): those it names and those it creates (HALoS's per-region ones).
+        Raise ``knobs.FieldError((field,), why)`` for a server the topology lacks. Default: none."""
+        return []
+
+    def set_servers(self, servers: list[ServerInfo], worker_regions: list[str], step_time_s: list[float]) -> None:
+        """Before the run: the servers (``server_plan``), each worker's region and its known seconds
+        per inner step (region multiplier x node multiplier; dynamic local updates read them)."""
+
+    def serve(self, server: str, message: Message, time_s: float) -> Served:
+        """``message`` has arrived at ``server`` (called in simulated arrival order, after the
+        server's apply time): what it does (schedule only: no tensors; the same with numerics off)."""
+        raise NotImplementedError(f"{type(self).__name__} has no servers")
+
+    def departed(self, server: str, messages: list[Message], time_s: float) -> None:
+        """``messages`` (what ``serve`` said to send, to workers that are up) leave ``server`` now,
+        at the end of the instant in which ``serve`` returned them (schedule)."""
+
+    def on_served(self, numerics, state, server: str, message: Message, served: Served, time_s: float) -> None:
+        """Numerics of ``serve``: queue the server's math on its own queue, in simulated order."""
+
+    def on_departed(self, numerics, state, server: str, messages: list[Message], time_s: float) -> None:
+        """Numerics of ``departed``: queue, on the server's queue, taking the values ``messages`` carry."""
+
+    def on_delivered(self, numerics, state, message: Message, time_s: float) -> None:
+        """A server's ``message`` has reached worker ``message.to``: queue its use on the worker's
+        queue (before the worker computes again)."""
+
+    def home_server(self, worker: int) -> str | None:
+        """The server a worker that comes back fetches the current model from (None: a live peer)."""
+        return None
+
+    def rejoined(self, worker: int, server: str, step: int) -> None:
+        """Schedule side of a worker's return: it took ``server``'s current model and goes on
+        after its step ``step``."""
+
     def on_member_down(self, state, worker: int) -> None:
         """``worker`` failed: results it has not registered for must not wait for it."""
 

@@ -266,10 +266,14 @@ class FaultModel:
     def start(self, workers: list, barrier, net, fetch_bytes: float,
               on_fetch: Callable[[int, int | None, int], None] | None = None,
               on_rejoined: Callable[[int], None] | None = None,
-              on_down: Callable[[int], None] | None = None) -> None:
+              on_down: Callable[[int], None] | None = None,
+              home: Callable[[int], str | None] | None = None) -> None:
         """Give the workers their rejoin procedure and start one availability process per
-        node that can go down, and one outage process per flaky link."""
+        node that can go down, and one outage process per flaky link. ``home(worker)``: the
+        server a returning worker fetches the current model from (methods with servers; None:
+        a live peer)."""
         self.workers, self.barrier, self.net = workers, barrier, net
+        self.home = home
         self.fetch_bytes = fetch_bytes
         self.on_fetch, self.on_rejoined = on_fetch, on_rejoined
         for w in workers:
@@ -330,8 +334,24 @@ class FaultModel:
 
     def _rejoin(self, w) -> Generator:
         """Come back: wait until some live peer has got as far as ``w`` had (so no step is
-        done twice), fetch its parameters, go on from its step."""
+        done twice), fetch its parameters, go on from its step. With a home server: fetch the
+        server's current model at once and go on from its own step."""
         start = self.env.now
+        server = self.home(w.index) if getattr(self, "home", None) is not None else None
+        if server is not None:
+            w.tracker.set("comm_blocked")
+            step = w.progress
+            if self.on_fetch is not None:
+                self.on_fetch(w.index, server, step)
+            yield self.net.transfer(server, w.node, self.fetch_bytes, f"recovery:{w.index}")
+            w.steps_done = step
+            w.tracker.step = step
+            self.barrier.member_up(w.index, step)
+            if self.on_rejoined is not None:
+                self.on_rejoined(w.index)
+            self.recorder.recoveries.append(Recovery(w.index, w.node, server, start, self.env.now, self.fetch_bytes,
+                                                     step))
+            return
         while True:
             peer = self._peer(w)
             if peer is None or peer.steps_done >= w.progress:

@@ -229,7 +229,7 @@ class Network:
         # the order of the changes, O(1) per change (vectorized on the numpy path), and
         # logged once per instant (_log_rates). Keys: a WAN link's id, or one per pair.
         self._wan_links = {self._link_id[l]: l for l in links if graph.edges[l].get("kind") == "wan"}
-        self._region_of = {n: _region_name(n) for n in graph.nodes}
+        self._region_of = {n: d.get("region") or _region_name(n) for n, d in graph.nodes(data=True)}
         regions = sorted(set(self._region_of.values()), key=str)
         self._key_name: dict[int, object] = dict(self._wan_links)
         self._pair_key: dict[tuple, int] = {}
@@ -1455,7 +1455,7 @@ class LinkTimeline:
         return self._values[i] if i >= 0 else self.d["bandwidth_gbps"]
 
 
-def build_graph(topology, base_dir: str | Path | None = None) -> tuple[nx.Graph, list[str]]:
+def build_graph(topology, base_dir: str | Path | None = None, servers=None) -> tuple[nx.Graph, list[str]]:
     """Graph of a scenario topology: one switch node per region (named by the region),
     one node per worker (``region/i``) joined to its switch by the intra-region link,
     and WAN links between switches. Returns the graph and worker node names in order.
@@ -1464,6 +1464,10 @@ def build_graph(topology, base_dir: str | Path | None = None) -> tuple[nx.Graph,
     is taken relative to ``base_dir``, else the working directory -- ``load_scenario`` has
     already made it absolute) and ``outages`` become the edge attributes
     ``bandwidth_series`` and ``outages`` that ``Network`` plays back.
+
+    Parameter servers (``servers``: objects with name, region, bandwidth_gbps (None: the
+    intra-region link's); default ``topology.servers``) are nodes of kind ``server`` joined to
+    their region's switch by their NIC, with the intra-region latency.
     """
     g = nx.Graph()
     workers: list[str] = []
@@ -1484,4 +1488,8 @@ def build_graph(topology, base_dir: str | Path | None = None) -> tuple[nx.Graph,
         if outages:
             attrs["outages"] = [(o.start_s, o.end_s) for o in outages]
         g.add_edge(link.a, link.b, **attrs)
+    for srv in (getattr(topology, "servers", ()) if servers is None else servers):
+        g.add_node(srv.name, kind="server", region=srv.region)
+        bw = intra.bandwidth_gbps if srv.bandwidth_gbps is None else srv.bandwidth_gbps
+        g.add_edge(srv.name, srv.region, bandwidth_gbps=bw, latency_s=intra.latency_s, kind="lan")
     return g, workers

@@ -96,6 +96,23 @@ class Recovery:
     step: int
 
 
+@dataclass(slots=True)
+class Served:
+    """A server handled one payload over [start_s, end_s) (its apply time): from ``sender`` (a
+    worker's node or a server), on ``stream`` round ``round``; ``version``: the server's model
+    version after it; ``staleness``: versions applied since the sender got its model (-1: not an
+    update from a worker)."""
+    server: str
+    sender: str
+    worker: int  # the sending worker, -1 for a server
+    stream: str
+    round: int
+    start_s: float
+    end_s: float
+    version: int
+    staleness: int
+
+
 @dataclass
 class Recorder:
     """Append-only lists of records, shared by every process of one run."""
@@ -106,6 +123,7 @@ class Recorder:
     faults: list[FaultSpan] = field(default_factory=list)
     dropped: list[Dropped] = field(default_factory=list)
     recoveries: list[Recovery] = field(default_factory=list)
+    served: list[Served] = field(default_factory=list)
 
 
 def finite_json(obj, path: str = "", replaced: dict | None = None):

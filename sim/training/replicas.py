@@ -248,6 +248,12 @@ class Numerics:
         self.replica_steps = 0
         self.ops_run = 0
 
+    def add_queue(self) -> int:
+        """A queue of ops that is no worker's (a parameter server's): its index in ``pending``.
+        It never holds inner steps; its ops run in the order queued, each once ready."""
+        self.pending.append(deque())
+        return len(self.pending) - 1
+
     def enqueue(self, worker: int, step: int, time_s: float) -> None:
         """An inner step the engine finished at ``time_s``; it runs at the next flush."""
         self.pending[worker].append(("step", step, time_s))
