@@ -134,13 +134,14 @@ class HALoS(Asynchronous):
             self.in_flight[server] = True
             r = self.pushes[server]
             self.pushes[server] += 1
-            self.carried[(server, r)] = since
             sends.append(Message(DELTA, r, server, self.gps, self.elems, self.spec.payload_dtype))
         return Served(tuple(sends), applied=True, staleness=stale, version=self.version[server])
 
     def departed(self, server: str, messages, time_s: float) -> None:
-        for m in messages:  # an LPS's push does not refresh what it knows of the GPS
-            if m.stream != DELTA:
+        for m in messages:
+            if m.stream == DELTA:  # it carries every update applied since the last merge, up to now
+                self.carried[(server, m.round)] = self.version[server] - self.merged_at[server]
+            else:  # (an LPS's push does not refresh what it knows of the GPS)
                 self.sent_version[server][m.to] = self.version[server]
 
     # ---------------------------------------------------------------- math

@@ -23,6 +23,7 @@ import pandas as pd
 from sim.engine.node import STATES
 from sim.metrics.phases import METHOD, run_phases
 from sim.metrics.records import Recorder, finite_json
+from sim.metrics.servers import server_summary
 from sim.result import RunResult
 
 EVENT_COLUMNS = {
@@ -76,6 +77,10 @@ def _fault_rows(rec: Recorder) -> list[dict]:
     for r in getattr(rec, "recoveries", ()):
         rows.append({"kind": "recovery", "worker": r.worker, "node": r.node, "src": r.peer or None, "dst": r.node,
                      "payload_bytes": r.payload_bytes, "start_s": r.start_s, "end_s": r.end_s, "step": r.step})
+    for s in getattr(rec, "served", ()):  # a server handled a payload (step: its version after; tag: its stream)
+        rows.append({"kind": "serve", "worker": s.worker if s.worker >= 0 else None, "node": s.server, "src": s.sender,
+                     "dst": s.server, "tag": s.stream, "round": s.round, "start_s": s.start_s, "end_s": s.end_s,
+                     "step": s.version})
     return rows
 
 
@@ -322,6 +327,7 @@ def summarize(result: RunResult, events: pd.DataFrame, metrics: pd.DataFrame, ma
         "ended_early": result.ended_early,
         "numerics": dict(result.numerics) if result.numerics is not None else None,
         "phases": phases,
+        **server_summary(result.records, duration, n),
     }
     # NaN / inf (a diverged run) become null, each with the reason, so summary.json stays valid JSON
     replaced: dict[str, str] = {}

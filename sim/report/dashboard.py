@@ -39,6 +39,7 @@ from plotly.subplots import make_subplots
 from sim.metrics.tables import bytes_in_bins, network_rates, time_to_loss
 from sim.report.page import (BYTES_DEFINITION, STATE_COLORS, STATE_LABELS, Page, byte_unit, export_pngs, fmt_bytes,
                              fmt_gbps, fmt_s, grid_table, kv_table)
+from sim.report.asynchrony import async_figures
 from sim.report.runs import RunData, algorithm_label, load_run, run_graph
 
 STATES = list(STATE_COLORS)
@@ -836,6 +837,7 @@ def run_figures(run: RunData) -> tuple[dict[str, tuple[go.Figure, bool]], dict |
     steps = steps_figure(run)
     if steps is not None:
         figs["fig-steps"] = (steps, False)
+    figs.update(async_figures(run.metrics, s))  # methods with servers: staleness, rounds, busy servers
     t_w = warm_up_end(s)
     for fig_id in TIME_AXIS_FIGURES:
         if fig_id in figs:
@@ -846,7 +848,7 @@ def run_figures(run: RunData) -> tuple[dict[str, tuple[go.Figure, bool]], dict |
 
 # Figures whose x axis is simulated time: each marks where warm-up ends.
 TIME_AXIS_FIGURES = ("fig-timeline", "fig-throughput-link", "fig-throughput-pair", "fig-loss-time",
-                     "fig-diagnostics", "fig-faults", "fig-steps")
+                     "fig-diagnostics", "fig-faults", "fig-steps", "fig-rounds")
 
 
 SECTIONS = [
@@ -856,8 +858,9 @@ SECTIONS = [
                  "fig-topology"]),
     ("Learning", ["fig-loss-time", "fig-loss-tokens", "fig-loss-bytes", "fig-diagnostics"]),
     ("Faults", ["fig-faults"]),
+    ("Asynchrony", ["fig-staleness", "fig-rounds", "fig-servers"]),
 ]
-OPTIONAL_SECTIONS = {"Faults"}  # left out of the page when the run has none of their figures
+OPTIONAL_SECTIONS = {"Faults", "Asynchrony"}  # left out of the page when the run has none of their figures
 
 
 def build_dashboard(run: RunData) -> Page:

@@ -252,6 +252,8 @@ def run_graph(run: RunData):
     from sim.scenario import LinkFault
 
     graph = topology_graph(run.scenario["topology"])
+    if (run.events["kind"] == "serve").any():  # a method with servers
+        _add_method_servers(graph, run.scenario)
     link_faults = [LinkFault.model_validate(lf) for lf in (run.scenario.get("faults") or {}).get("links") or []]
     apply_link_windows(graph, link_faults)
     ev = run.events
@@ -261,6 +263,20 @@ def run_graph(run: RunData):
         if graph.has_edge(a, b) and float(end) > float(start):
             graph.edges[a, b].setdefault("outages", []).append((float(start), float(end)))
     return graph
+
+
+def _add_method_servers(graph, scenario: dict) -> None:
+    """The servers a method created (HALoS's per-region ones, ``Algorithm.server_plan``) that a
+    manifest's topology does not list: put back on their regions' switches."""
+    try:
+        from sim.algorithms import algorithm_class
+        from sim.engine.servers import add_servers
+        from sim.scenario import parse_scenario
+
+        sc = parse_scenario(scenario)
+        add_servers(graph, algorithm_class(sc.algorithm).server_plan(sc.algorithm, sc.topology), sc.topology.intra_region)
+    except Exception:  # noqa: BLE001 -- a scenario that no longer loads (moved plug-in): its declared servers only
+        return
 
 
 def algorithm_label(algorithm: dict) -> str:
