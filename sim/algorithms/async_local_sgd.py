@@ -13,8 +13,12 @@ PyTorch-form Nesterov, so one worker is exactly DiLoCo with one worker.
 Staleness of an update: server versions applied between its worker's start model leaving the
 server and the update being applied. ``run.max_rounds``: updates applied / workers.
 
-Left open by the paper and decided here: the grace period is not built (the paper's own best
-runs use DN + DyLU without it); DyLU rounds H v_w / max v up (the HALoS code), never below 1.
+Grace period (``grace_period_s`` tau_grace > 0): an update that arrives while no grace window
+is open opens one; updates arriving within tau_grace of it are applied too, one at a time, and
+all of those workers restart from the same model, the server's at the window's end.
+
+Left open by the paper and decided here: DyLU rounds H v_w / max v up (the HALoS code), never
+below 1; a grace window is counted from the arrival that opens it.
 """
 
 from __future__ import annotations
@@ -39,6 +43,9 @@ class AsyncLocalSGDSpec(AsyncKnobs):
     dynamic_local_updates: bool = Field(default=True, description=(
         "DyLU: each worker runs H_w = max(1, ceil(H v_w / max v)) inner steps per round, v = its known speed "
         "(1 / seconds per step: region step_time_multiplier x its straggler factor)."))
+    grace_period_s: float = Field(default=0.0, ge=0, description=(
+        "tau_grace: seconds after an update during which later arrivals are applied too, all their workers "
+        "restarting from the model at the window's end (0: every worker gets the model at once)."))
 
 
 class AsyncLocalSGD(Asynchronous):
@@ -58,6 +65,7 @@ class AsyncLocalSGD(Asynchronous):
 
     def setup(self) -> None:
         self.name = next(iter(self.servers))
+        self.window_end: float | None = None  # the open grace window's end
         self.dn = DelayedNesterov(self.spec.outer_lr, self.spec.outer_momentum, self.spec.buffer_size,
                                   self.spec.momentum_activation)
 
@@ -70,8 +78,13 @@ class AsyncLocalSGD(Asynchronous):
     def receive(self, server: str, message: Message) -> Served:
         stale = self.staleness(server, message.sender)
         self.version[server] += 1
+        release = None
+        if self.spec.grace_period_s > 0:
+            if self.window_end is None or self.now > self.window_end:
+                self.window_end = self.now + self.spec.grace_period_s
+            release = self.window_end
         return Served((self.answer(server, message),), applied=True, staleness=stale, version=self.version[server],
-                      counts=1)
+                      counts=1, release_at=release)
 
     def init_server(self, state, server: str) -> None:
         state.opt[server] = self.dn.init(state.models[server])

@@ -147,6 +147,7 @@ class Asynchronous(Algorithm):
         self.version: dict[str, int] = {}
         self.sent_version: dict[str, dict] = {}
         self._fetches = 0
+        self.now = 0.0
 
     # ---------------------------------------------------------------- checks before work
     @classmethod
@@ -212,6 +213,7 @@ class Asynchronous(Algorithm):
                        answers=(message.stream, message.round))
 
     def serve(self, server: str, message: Message, time_s: float) -> Served:
+        self.now = time_s  # (what ``receive`` may read of the clock)
         return self.receive(server, message)
 
     @abstractmethod

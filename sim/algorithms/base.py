@@ -145,6 +145,9 @@ class Served:
     """The server's version after this arrival."""
     counts: int = 0
     """Updates this arrival applied at the method's top server (``run.max_rounds`` counts them)."""
+    release_at: float | None = None
+    """Simulated time ``sends`` leave (the end of that instant; they carry the server's values
+    then); None: the end of this instant (a grace period holds answers back)."""
 
 
 @dataclass(frozen=True)

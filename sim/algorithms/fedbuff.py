@@ -60,15 +60,13 @@ class FedBuff(Asynchronous):
 
     def receive(self, server: str, message: Message) -> Served:
         stale = self.staleness(server, message.sender)
-        limit = self.spec.max_staleness
+        kept = self.spec.max_staleness is None or stale <= self.spec.max_staleness
         counts = 0
-        if limit is None or stale <= limit:
+        if kept:
             self.buffered += 1
-            if self.buffered == self.spec.buffer_size:
+            if self.buffered == self.spec.buffer_size:  # one server step: a new version
                 self.version[server] += 1
                 self.buffered, counts = 0, self.spec.buffer_size
-        # the message's round says whether its delta is kept: the numerics read the same decision
-        kept = limit is None or stale <= limit
         return Served((self.answer(server, message),), applied=kept, staleness=stale,
                       version=self.version[server], counts=counts)
 

@@ -47,7 +47,7 @@ class _Server:
         self.queue: deque = deque()
         self.busy = False
         self.busy_s = 0.0
-        self.outbox: list | None = None  # payloads leaving at the end of this instant (None: none yet)
+        self.outbox: dict[float, list] = {}  # release time -> payloads leaving then
 
 
 class Router(SyncBarrier):
@@ -110,10 +110,21 @@ class Router(SyncBarrier):
         if not server.busy:
             self._next(server)
 
+    def _stale(self, msg) -> bool:
+        """A message to a worker that is down, or that answers a send the worker stopped waiting
+        for (it failed since, and came back with its server's model): nobody uses it."""
+        w = msg.to
+        return not self.up[w] or (msg.answers is not None and (w, *msg.answers) not in self._answers)
+
+    def _drop(self, msg) -> None:
+        w = msg.to
+        reason = "down" if not self.up[w] else "rejoined"  # (rejoined: it came back with a fresher model)
+        self.recorder.dropped.append(Dropped(w, self.nodes[w], msg.stream, msg.round, self.env.now, reason))
+
     def _deliver(self, msg) -> None:
         w = msg.to
-        if not self.up[w]:  # it failed while the payload was on the wire: nobody uses it
-            self.recorder.dropped.append(Dropped(w, self.nodes[w], msg.stream, msg.round, self.env.now, "down"))
+        if self._stale(msg):  # it failed while the payload was on the wire: nobody uses it
+            self._drop(msg)
             return
         self.delivered += 1
         self.on_delivered(msg, self.env.now)
@@ -153,20 +164,21 @@ class Router(SyncBarrier):
         self.on_served(server.name, msg, served, now)
         if not served.sends:
             return
-        if server.outbox is None:  # the first payload to leave in this instant: they all leave at its end
-            server.outbox = []
-            self.env.timeout(0).callbacks.append(lambda _e, server=server: self._depart(server))
-        server.outbox.extend(served.sends)
+        when = now if served.release_at is None else max(now, float(served.release_at))
+        box = server.outbox.get(when)
+        if box is None:  # the first payload to leave then: they all leave at the end of that instant
+            box = server.outbox[when] = []
+            self.env.timeout(when - now).callbacks.append(lambda _e, server=server, when=when: self._depart(server, when))
+        box.extend(served.sends)
 
-    def _depart(self, server: _Server) -> None:
+    def _depart(self, server: _Server, when: float) -> None:
         now = self.env.now
         leaving = []
-        for out in server.outbox:
-            if isinstance(out.to, int) and not self.up[out.to]:  # down: not sent, nobody waits for it
-                self.recorder.dropped.append(Dropped(out.to, self.nodes[out.to], out.stream, out.round, now, "down"))
+        for out in server.outbox.pop(when):
+            if isinstance(out.to, int) and self._stale(out):  # down (or was): not sent, nobody waits for it
+                self._drop(out)
             else:
                 leaving.append(out)
-        server.outbox = None
         if leaving:
             self.on_departed(server.name, leaving, now)
         for out in leaving:
