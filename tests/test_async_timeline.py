@@ -1,0 +1,163 @@
+"""Methods without a barrier, timing (issue 25): timelines computed by hand from the scenario's
+numbers, staleness on a hand-computed arrival order, faults, determinism and numerics on/off.
+All timing-only (``numerics: false`` + ``timing``) unless said otherwise."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import pytest
+
+from sim.runner import Simulation
+from sim.scenario import parse_scenario
+
+P = 1.0e6  # timing proxy parameters
+T = 0.1  # seconds per inner step
+H = 5  # inner steps per round
+
+
+def scenario(regions, servers, algorithm, *, links=(), intra=(100.0, 1e-4), run=None, faults=None, **top) -> dict:
+    """A timing-only scenario as a mapping (T, P above), ready for ``parse_scenario``."""
+    d = {
+        "name": "async-timeline", "seed": 0,
+        "topology": {"regions": list(regions), "links": list(links), "servers": list(servers),
+                     "intra_region": {"bandwidth_gbps": intra[0], "latency_s": intra[1]}},
+        "model": {"kind": "gpt", "d_model": 16, "n_layers": 1, "n_heads": 2, "seq_len": 16},
+        "data": {"kind": "synthetic", "vocab_size": 32},
+        "compute": {"batch_size": 4},
+        "algorithm": dict(algorithm),
+        "numerics": False,
+        "timing": {"params": P, "layers": 1, "step_time_s": T},
+        "run": dict(run or {"max_rounds": 4}),
+    }
+    if faults:
+        d["faults"] = faults
+    d.update(top)
+    return d
+
+
+def simulate(d: dict) -> Simulation:
+    sim = Simulation(parse_scenario(d))
+    sim.run()
+    return sim
+
+
+def transfer_s(nbytes: float, route: list[tuple[float, float]]) -> float:
+    """One flow alone on its route: bytes over the slowest link plus every link's latency."""
+    return nbytes * 8 / (min(bw for bw, _ in route) * 1e9) + sum(lat for _, lat in route)
+
+
+def alsgd(**kw) -> dict:
+    return {"name": "async_local_sgd", "inner_steps": H, "dynamic_local_updates": False, **kw}
+
+
+def compute_starts(sim, worker: int) -> list[float]:
+    return sorted(s.start_s for s in sim.recorder.states if s.worker == worker and s.state == "compute")
+
+
+def models_received(sim, node: str) -> list[float]:
+    return sorted(t.end_s for t in sim.recorder.transfers if t.dst == node and t.tag.startswith("model:"))
+
+
+# ---------------------------------------------------------------------------- timelines by hand
+def test_one_worker_round_is_compute_upload_apply_download():
+    """One worker and one server: each round takes H x T + upload + apply_time_s + download,
+    each transfer bytes / the slowest link's bandwidth + the latencies of the route's links
+    (worker NIC, server NIC), with the bf16 push half the fp32 model's bytes."""
+    intra_bw, intra_lat, nic_bw, apply_s = 40.0, 3e-4, 8.0, 0.02
+    d = scenario([{"name": "us", "nodes": 1}], [{"name": "ps", "region": "us", "bandwidth_gbps": nic_bw,
+                                                  "apply_time_s": apply_s}],
+                 alsgd(payload_dtype="bf16"), intra=(intra_bw, intra_lat), run={"max_rounds": 5})
+    sim = simulate(d)
+    route = [(intra_bw, intra_lat), (nic_bw, intra_lat)]  # us/0 -> us (its NIC), us -> ps (the server's NIC)
+    up, down = transfer_s(2 * P, route), transfer_s(4 * P, route)
+    rnd = H * T + up + apply_s + down
+    pushes = sorted((t for t in sim.recorder.transfers if t.tag.startswith("push:")), key=lambda t: t.start_s)
+    models = sorted((t for t in sim.recorder.transfers if t.tag.startswith("model:")), key=lambda t: t.start_s)
+    assert len(pushes) == 5 and len(models) == 4  # the run ends once the 5th update is applied
+    for k, (p, m) in enumerate(zip(pushes, models)):
+        assert (p.src, p.dst, p.payload_bytes, m.src, m.dst, m.payload_bytes) == ("us/0", "ps", 2 * P, "ps", "us/0", 4 * P)
+        assert p.start_s == pytest.approx(k * rnd + H * T, rel=1e-12)
+        assert p.end_s == pytest.approx(k * rnd + H * T + up, rel=1e-12)
+        assert m.start_s == pytest.approx(k * rnd + H * T + up + apply_s, rel=1e-12)
+        assert m.end_s == pytest.approx((k + 1) * rnd, rel=1e-12)
+    served = sorted(sim.recorder.served, key=lambda s: s.start_s)
+    assert [(s.start_s, s.end_s) for s in served] == [
+        (pytest.approx(k * rnd + H * T + up, rel=1e-12), pytest.approx(k * rnd + H * T + up + apply_s, rel=1e-12))
+        for k in range(5)]
+    assert compute_starts(sim, 0) == pytest.approx([k * rnd for k in range(5)], rel=1e-12, abs=1e-15)
+    assert sim.env.now == pytest.approx(4 * rnd + H * T + up + apply_s, rel=1e-12)
+
+
+def _two_speeds(with_slow: bool, window: float) -> dict:
+    regions = [{"name": "a", "nodes": 1}] + ([{"name": "b", "nodes": 1, "step_time_multiplier": 2.0}] if with_slow else [])
+    links = [{"a": "a", "b": "b", "bandwidth_gbps": 2.0, "latency_s": 0.03}] if with_slow else []
+    return scenario(regions, [{"name": "ps", "region": "a", "bandwidth_gbps": float("inf")}], alsgd(),
+                    links=links, intra=(10.0, 1e-3), run={"max_sim_time_s": window, "max_rounds": None})
+
+
+def test_fast_worker_never_waits_for_the_slow_one_and_rounds_fill_the_window():
+    """Two workers at speeds 1 and 2 on their own links: the fast one's step times are the same
+    as in a run without the slow one, and each one's rounds completed within a window are
+    floor(window / its round time), its round time H x T x multiplier + upload + download."""
+    window = 6.0
+    both, alone = simulate(_two_speeds(True, window)), simulate(_two_speeds(False, window))
+    fast = [s for s in both.recorder.states if s.worker == 0]
+    assert len(fast) > 10
+    assert [(s.state, s.start_s, s.end_s, s.step) for s in fast] == \
+        [(s.state, s.start_s, s.end_s, s.step) for s in alone.recorder.states if s.worker == 0]
+    # fast: a/0 -> a -> ps; slow: b/0 -> b -> a -> ps (its NIC, the WAN link, the server's NIC)
+    r_fast = H * T + 2 * transfer_s(4 * P, [(10.0, 1e-3), (math.inf, 1e-3)])
+    r_slow = 2 * H * T + 2 * transfer_s(4 * P, [(10.0, 1e-3), (2.0, 0.03), (math.inf, 1e-3)])
+    for node, rnd in (("a/0", r_fast), ("b/0", r_slow)):
+        done = [t for t in models_received(both, node) if t <= window]
+        assert abs(window / rnd - round(window / rnd)) > 1e-3  # the window does not end on a round's edge
+        assert len(done) == math.floor(window / rnd)
+        assert done == pytest.approx([k * rnd for k in range(1, len(done) + 1)], rel=1e-9)
+
+
+def test_two_workers_pushing_through_the_server_nic_share_it_max_min():
+    """Two workers whose pushes (and the answers) cross the server's NIC at the same time, the
+    NIC the bottleneck: each transfer takes 2 x bytes / NIC bandwidth + the route's latencies."""
+    nic, lat = 4.0, 2e-4
+    d = scenario([{"name": "us", "nodes": 2}], [{"name": "ps", "region": "us", "bandwidth_gbps": nic}],
+                 alsgd(), intra=(100.0, lat), run={"max_rounds": 3})
+    sim = simulate(d)
+    shared = 2 * 4 * P * 8 / (nic * 1e9) + 2 * lat
+    assert shared > 1.5 * transfer_s(4 * P, [(100.0, lat), (nic, lat)])  # sharing is visible
+    tr = [t for t in sim.recorder.transfers if t.tag.endswith((":0", ":1"))]
+    assert len(tr) == 8 and {t.tag for t in tr} == {"push:0", "model:0", "push:1", "model:1"}
+    for t in tr:
+        assert t.end_s - t.start_s == pytest.approx(shared, rel=1e-9)
+    rnd = H * T + 2 * shared
+    assert sorted(t.end_s for t in tr if t.tag.startswith("model")) == pytest.approx([rnd, rnd, 2 * rnd, 2 * rnd])
+
+
+# ---------------------------------------------------------------------------- staleness
+def test_staleness_follows_the_hand_computed_arrival_order():
+    """Four workers at multipliers 1, 1.3, 1.7, 2.9 and no transfer time (infinite bandwidth,
+    no latency): worker w's k-th update arrives at k x H x T x m_w, so the arrival order is
+    known; each update's staleness is the number of updates applied since its worker's start
+    model left the server, and the server version counts the updates."""
+    mult = [Fraction(1), Fraction(13, 10), Fraction(17, 10), Fraction(29, 10)]
+    regions = [{"name": f"r{w}", "nodes": 1, "step_time_multiplier": float(m)} for w, m in enumerate(mult)]
+    links = [{"a": "r0", "b": f"r{w}", "bandwidth_gbps": float("inf"), "latency_s": 0.0} for w in range(1, 4)]
+    horizon = Fraction(23, 2)
+    d = scenario(regions, [{"name": "ps", "region": "r0"}], alsgd(), links=links, intra=(float("inf"), 0.0),
+                 run={"max_sim_time_s": float(horizon) * H * T, "max_rounds": None})
+    sim = simulate(d)
+    # by hand: arrival times in units of H x T, exact fractions; no two workers arrive together
+    arrivals = sorted((k * m, w) for w, m in enumerate(mult) for k in range(1, int(horizon / m) + 1)
+                      if k * m < horizon)
+    assert len({t for t, _ in arrivals}) == len(arrivals)
+    version, left_at, expected = 0, [0] * 4, []
+    for _, w in arrivals:
+        expected.append((w, version - left_at[w], version + 1))
+        version += 1
+        left_at[w] = version  # the answer carries every update applied so far
+    got = [(s.worker, s.staleness, s.version) for s in sorted(sim.recorder.served, key=lambda s: (s.end_s, s.version))]
+    assert got == expected
+    assert max(st for _, st, _ in expected) >= 3  # slow workers really are stale
+    points = sorted((p.step, p.worker, p.loss) for p in sim.recorder.losses if p.kind == "staleness")
+    assert points == sorted((v, w, float(st)) for w, st, v in expected)
