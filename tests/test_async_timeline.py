@@ -161,3 +161,88 @@ def test_staleness_follows_the_hand_computed_arrival_order():
     assert max(st for _, st, _ in expected) >= 3  # slow workers really are stale
     points = sorted((p.step, p.worker, p.loss) for p in sim.recorder.losses if p.kind == "staleness")
     assert points == sorted((v, w, float(st)) for w, st, v in expected)
+
+
+# ---------------------------------------------------------------------------- faults
+def _three(faults=None) -> dict:
+    """Three workers on their own NICs, infinite bandwidth (only latency): nobody shares a link."""
+    return scenario([{"name": "a", "nodes": 3}], [{"name": "ps", "region": "a"}], alsgd(), intra=(float("inf"), 1e-3),
+                    run={"max_sim_time_s": 3.0, "max_rounds": None}, faults=faults)
+
+
+def _timeline(sim, worker: int) -> list[tuple]:
+    return [(s.state, s.start_s, s.end_s, s.step) for s in sim.recorder.states if s.worker == worker]
+
+
+def test_failed_worker_stops_pushing_nobody_waits_and_it_refetches_from_its_server():
+    """A worker down over [0.7, 2.1): the others' timelines and pushes are exactly those of a run
+    without the failure (nobody waits for it), it pushes nothing while down, and on return it
+    fetches the model from its server (a recovery whose peer is the server, then computes)."""
+    down = (0.7, 2.1)
+    base = simulate(_three())
+    failed = simulate(_three({"failures": {"schedule": [{"node": "a/1", "start_s": down[0], "end_s": down[1]}]}}))
+    for w in (0, 2):
+        assert len(_timeline(failed, w)) > 10
+        assert _timeline(failed, w) == _timeline(base, w)
+        assert models_received(failed, f"a/{w}") == models_received(base, f"a/{w}")
+    pushes = [t.start_s for t in failed.recorder.transfers if t.src == "a/1" and t.tag.startswith("push:")]
+    assert pushes and not [t for t in pushes if down[0] <= t < down[1]]
+    assert [t for t in pushes if t >= down[1]]  # it works again after the fetch
+    (rec,) = failed.recorder.recoveries
+    assert (rec.worker, rec.peer, rec.payload_bytes) == (1, "ps", 4 * P)
+    assert rec.start_s == pytest.approx(down[1])
+    (fetch,) = [t for t in failed.recorder.transfers if t.dst == "a/1" and t.start_s >= down[1] and not t.tag.startswith("model:")]
+    assert (fetch.src, fetch.start_s, fetch.end_s) == ("ps", rec.start_s, rec.end_s)
+    after = [s for s in failed.recorder.states if s.worker == 1 and s.start_s >= rec.end_s and s.state == "compute"]
+    assert after and after[0].start_s == pytest.approx(rec.end_s)
+    # base has every push of worker 1 the failed run lacks; the others' served records are the same
+    assert len(pushes) < len([t for t in base.recorder.transfers if t.src == "a/1" and t.tag.startswith("push:")])
+
+
+def test_straggler_slows_only_the_worker_it_hits():
+    """A lognormal straggler on a/2 stretches a/2's steps only: the other workers' timelines are
+    those of a run without it, and a/2 completes fewer rounds."""
+    base = simulate(_three())
+    slow = simulate(_three({"stragglers": [{"nodes": ["a/2"], "factor": {"kind": "lognormal", "mu": 1.0, "sigma": 0.3}}]}))
+    for w in (0, 1):
+        assert _timeline(slow, w) == _timeline(base, w)
+    assert _timeline(slow, 2) != _timeline(base, 2)
+    assert len(models_received(slow, "a/2")) < len(models_received(base, "a/2"))
+
+
+# ---------------------------------------------------------------------------- determinism, numerics on/off
+def _tiny_numerics(numerics: bool, method: dict) -> dict:
+    """Two regions (speeds 1 and 2), the tiny GPT trained or not, the same proxy timing."""
+    regions = [{"name": "us", "nodes": 2}, {"name": "eu", "nodes": 1, "step_time_multiplier": 2.0}]
+    d = scenario(regions, [{"name": "ps", "region": "us", "apply_time_s": 0.001}], method,
+                 links=[{"a": "us", "b": "eu", "bandwidth_gbps": 1.0, "latency_s": 0.02}],
+                 run={"max_rounds": 3, "eval_every_steps": 4, "eval_batches": 1, "eval_batch_size": 8, "device": "cpu"})
+    d["numerics"] = numerics
+    return d
+
+
+def _events(sim) -> tuple:
+    r = sim.recorder
+    return (list(r.states), list(r.transfers), list(r.served), list(r.recoveries), list(r.dropped))
+
+
+METHODS = [{"name": "async_local_sgd", "inner_steps": 4, "buffer_size": 2},
+           {"name": "fedbuff", "inner_steps": 4, "buffer_size": 2},
+           {"name": "halos", "inner_steps": 4, "updates_per_push": 2, "local_buffer_size": 2}]
+
+
+@pytest.mark.parametrize("method", METHODS, ids=lambda m: m["name"])
+def test_same_seed_same_events_and_losses_and_numerics_do_not_change_time(method):
+    """Same scenario and seed twice: identical transfers, states, served records and losses; the
+    same scenario without numerics (same timing.step_time_s): identical states, transfers and
+    served records."""
+    a, b = simulate(_tiny_numerics(True, method)), simulate(_tiny_numerics(True, method))
+    off = simulate(_tiny_numerics(False, method))
+    assert len(a.recorder.served) >= 6 and a.recorder.transfers
+    assert _events(a) == _events(b)
+    losses = [p for p in a.recorder.losses if p.kind in ("train", "eval")]
+    assert {p.kind for p in losses} == {"train", "eval"} and all(math.isfinite(p.loss) for p in losses)
+    assert a.recorder.losses == b.recorder.losses
+    assert _events(off) == _events(a)
+    assert [p for p in off.recorder.losses if p.kind == "staleness"] == \
+        [p for p in a.recorder.losses if p.kind == "staleness"]
