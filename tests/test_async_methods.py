@@ -216,20 +216,24 @@ BAD = {  # case -> (algorithm, servers (None: BASE's), words the one line must c
                           ["topology.servers.1.name", "ps"]),
     "server in an unknown region": (None, [{"name": "ps", "region": "mars"}], ["topology.servers.0.region", "mars"]),
     "server named like a region": (None, [{"name": "eu", "region": "us"}], ["topology.servers.0.name", "eu"]),
+    "server in a region with no links": (None, "no links", ["topology.links", "connected"]),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD))
 def test_bad_async_input_is_one_line_exit_2(case, tmp_path):
     """Each bad asynchronous setting (unknown server, no server declared, K, N or N_l < 1, alpha
-    outside [0, 1], c > 1/N, duplicate server names, a server in an unknown region or named like a
-    region) makes `locosim validate FILE` exit 2 with one stderr line naming the field, no
+    outside [0, 1], c > 1/N, duplicate server names, a server in an unknown region, named like a
+    region or in a region with no links) makes `locosim validate FILE` exit 2 with one stderr line naming the field, no
     traceback, nothing written."""
     algorithm, servers, words = BAD[case]
     d = yaml.safe_load(yaml.safe_dump(BASE))
     if algorithm is not None:
         d["algorithm"] = algorithm
-    if servers is not None:
+    if servers == "no links":  # the server's region cannot be reached
+        d["topology"]["links"] = []
+        d["topology"]["servers"] = [{"name": "ps", "region": "eu"}]
+    elif servers is not None:
         d["topology"]["servers"] = servers
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(d))

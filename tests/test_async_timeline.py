@@ -134,6 +134,41 @@ def test_two_workers_pushing_through_the_server_nic_share_it_max_min():
     assert sorted(t.end_s for t in tr if t.tag.startswith("model")) == pytest.approx([rnd, rnd, 2 * rnd, 2 * rnd])
 
 
+def test_updates_arriving_together_restart_both_workers_from_the_model_with_both_applied():
+    """Two equal workers on identical routes push in the same instant every round: the second
+    update applied has staleness 1, the first 0, and since both answers leave at the end of the
+    instant (the model with both updates), the next round's staleness is again 0 and 1 (not 1
+    and 2, as answering the first before the second was applied would give)."""
+    d = scenario([{"name": "us", "nodes": 2}], [{"name": "ps", "region": "us"}], alsgd(), intra=(100.0, 1e-4),
+                 run={"max_rounds": 4})
+    sim = simulate(d)
+    served = sorted(sim.recorder.served, key=lambda s: s.version)
+    assert len(served) == 8
+    for r in range(4):
+        pair = served[2 * r: 2 * r + 2]
+        assert pair[0].end_s == pair[1].end_s and {s.round for s in pair} == {r} and {s.worker for s in pair} == {0, 1}
+        assert [s.staleness for s in pair] == [0, 1] and [s.version for s in pair] == [2 * r + 1, 2 * r + 2]
+
+
+def test_a_busy_server_handles_simultaneous_arrivals_one_at_a_time():
+    """Two pushes reaching a server with apply_time_s a in the same instant t: it handles them one
+    after the other (busy over [t, t + a] then [t + a, t + 2a]) and each answer leaves when its
+    own handling ends."""
+    apply_s, lat = 0.05, 1e-4
+    d = scenario([{"name": "us", "nodes": 2}], [{"name": "ps", "region": "us", "bandwidth_gbps": float("inf"),
+                                                  "apply_time_s": apply_s}],
+                 alsgd(), intra=(float("inf"), lat), run={"max_rounds": 2})
+    sim = simulate(d)
+    t = H * T + 2 * lat
+    assert sim.barrier.busy_s()["ps"] == pytest.approx(apply_s * len(sim.recorder.served))
+    served = sorted((s for s in sim.recorder.served if s.round == 0), key=lambda s: s.start_s)
+    assert [(s.start_s, s.end_s, s.version) for s in served] == [
+        (pytest.approx(t), pytest.approx(t + apply_s), 1), (pytest.approx(t + apply_s), pytest.approx(t + 2 * apply_s), 2)]
+    answers = sorted((tr.start_s, tr.dst) for tr in sim.recorder.transfers if tr.tag == "model:0")
+    assert [a for a, _ in answers] == pytest.approx([t + apply_s, t + 2 * apply_s])
+    assert [dst for _, dst in answers] == [f"us/{served[0].worker}", f"us/{served[1].worker}"]
+
+
 # ---------------------------------------------------------------------------- staleness
 def test_staleness_follows_the_hand_computed_arrival_order():
     """Four workers at multipliers 1, 1.3, 1.7, 2.9 and no transfer time (infinite bandwidth,
@@ -197,6 +232,25 @@ def test_failed_worker_stops_pushing_nobody_waits_and_it_refetches_from_its_serv
     assert after and after[0].start_s == pytest.approx(rec.end_s)
     # base has every push of worker 1 the failed run lacks; the others' served records are the same
     assert len(pushes) < len([t for t in base.recorder.transfers if t.src == "a/1" and t.tag.startswith("push:")])
+
+
+def test_answer_to_a_worker_that_failed_meanwhile_is_dropped_and_its_update_still_counts():
+    """A worker that fails while its push is on the wire: the push is delivered and applied (the
+    network has no cancellation), the server's answer is not sent (a Dropped record, reason down,
+    at the arrival), and on return the worker fetches the model from the server."""
+    lat = 1e-3
+    push_at = H * T  # a/1's first push leaves at H x T and arrives 2 latencies later
+    fail = push_at + lat
+    sim = simulate(_three({"failures": {"schedule": [{"node": "a/1", "start_s": fail, "end_s": 1.5}]}}))
+    first = [s for s in sim.recorder.served if s.worker == 1 and s.round == 0]
+    assert len(first) == 1 and first[0].end_s == pytest.approx(push_at + 2 * lat)
+    drops = [x for x in sim.recorder.dropped if x.worker == 1]
+    assert [(x.stream, x.round, x.reason) for x in drops] == [("model", 0, "down")]
+    assert drops[0].time_s == pytest.approx(push_at + 2 * lat)
+    assert not [t for t in sim.recorder.transfers if t.dst == "a/1" and t.tag.startswith("model:")
+                and t.start_s < 1.5]
+    (rec,) = sim.recorder.recoveries
+    assert (rec.worker, rec.peer) == (1, "ps") and rec.start_s == pytest.approx(1.5)
 
 
 def test_straggler_slows_only_the_worker_it_hits():
