@@ -198,6 +198,46 @@ def test_staleness_follows_the_hand_computed_arrival_order():
     assert points == sorted((v, w, float(st)) for w, st, v in expected)
 
 
+# ---------------------------------------------------------------------------- DyLU, FedBuff's staleness limit
+THREE_SPEEDS = [{"name": "a", "nodes": 1}, {"name": "b", "nodes": 1, "step_time_multiplier": 3.0},
+                {"name": "c", "nodes": 1, "step_time_multiplier": 7.0}]
+THREE_LINKS = [{"a": "a", "b": r, "bandwidth_gbps": 10.0, "latency_s": 0.01} for r in ("b", "c")]
+
+
+@pytest.mark.parametrize("node_multiplier", [None, 2.0])
+def test_dynamic_local_updates_give_each_worker_ceil_h_times_its_relative_speed(node_multiplier):
+    """DyLU: workers at multipliers 1, 3, 7 (b/0 also x node_multiplier, a known speed) push every
+    H_w = max(1, ceil(H v_w / max v)) steps: 5, ceil(5 / 3) = 2 (ceil(5 / 6) = 1), ceil(5 / 7) = 1."""
+    faults = {"node_step_time_multiplier": {"b/0": node_multiplier}} if node_multiplier else None
+    d = scenario(THREE_SPEEDS, [{"name": "ps", "region": "a"}], {"name": "async_local_sgd", "inner_steps": H},
+                 links=THREE_LINKS, run={"max_rounds": 6}, faults=faults)
+    sim = simulate(d)
+    mult = [1.0, 3.0 * (node_multiplier or 1.0), 7.0]
+    for w, m in enumerate(mult):
+        hw = max(1, math.ceil(H * (1 / m) / 1.0))
+        blocked = sorted({s.step for s in sim.recorder.states if s.worker == w and s.state == "comm_blocked"})
+        assert len(blocked) >= 4 and blocked == [hw * (k + 1) for k in range(len(blocked))]
+    assert len(sim.recorder.served) == 6 * 3  # run.max_rounds: updates applied / workers
+
+
+def test_fedbuff_drops_deltas_staler_than_max_staleness_and_does_not_count_them():
+    """fedbuff with K = 1 and max_staleness 1: a delta whose staleness (server steps since its
+    worker's model left) is above 1 leaves the version unchanged and is not counted toward
+    run.max_rounds; every other one is a server step (version + 1)."""
+    d = scenario(THREE_SPEEDS, [{"name": "ps", "region": "a"}],
+                 {"name": "fedbuff", "inner_steps": H, "buffer_size": 1, "max_staleness": 1},
+                 links=THREE_LINKS, run={"max_rounds": 4})
+    sim = simulate(d)
+    served = sorted(sim.recorder.served, key=lambda s: s.end_s)
+    version = 0
+    for s in served:
+        if s.staleness <= 1:
+            version += 1
+        assert s.version == version
+    kept = [s for s in served if s.staleness <= 1]
+    assert len(kept) == 4 * 3 and len(served) > len(kept)  # some were dropped; the run counted the kept ones
+
+
 # ---------------------------------------------------------------------------- faults
 def _three(faults=None) -> dict:
     """Three workers on their own NICs, infinite bandwidth (only latency): nobody shares a link."""
