@@ -216,6 +216,39 @@ def test_fedbuff_server_step_is_the_staleness_weighted_buffer_mean():
         assert np.abs(state.models["ps"]["w"].numpy() - ref).max() < 1e-12
 
 
+def test_halos_local_server_push_and_merge_follow_the_reference_rules():
+    """HALoS's local server: its push to the global server carries snapshot_at_last_merge - theta_L;
+    the global model's arrival sets theta_L = (1 - alpha) theta_L + alpha theta_G (alpha = 0.25, the
+    weight of the global model) and the snapshot to the merged theta_L (float64 arithmetic)."""
+    import torch
+
+    from sim.algorithms.asynchronous import AsyncState
+    from sim.algorithms.base import Message, Served, ServerInfo
+    from sim.algorithms.halos import DELTA, GLOBAL, HALoS
+
+    h = HALoS(HALoS.Spec(name="halos", local_lr=0.5, local_momentum=0.0, local_buffer_size=1, updates_per_push=1,
+                         merge_weight=0.25), n_workers=1, seed=0)
+    h.set_servers([ServerInfo("gps", "a"), ServerInfo("a-lps", "a")], ["a"], [0.1])
+    gen = np.random.default_rng(3)
+    theta0 = gen.normal(size=(5,))
+    state = AsyncState(start={}, models={name: {"w": torch.tensor(theta0)} for name in ("gps", "a-lps")})
+    for name in ("gps", "a-lps"):
+        h.init_server(state, name)
+    g = gen.normal(size=(5,))
+    h.update(state, "a-lps", Message("push", 0, 0, "a-lps", 5, "fp32"), Served(applied=True, staleness=0),
+             {"w": torch.tensor(g)})
+    theta_l = theta0 - 0.5 * g  # N_l = 1, beta_l = 0: plain SGD
+    assert np.abs(state.models["a-lps"]["w"].numpy() - theta_l).max() < 1e-12
+    delta = h.payload(state, "a-lps", Message(DELTA, 0, "a-lps", "gps", 5, "fp32"))
+    assert np.abs(delta["w"].double().numpy() - (theta0 - theta_l)).max() < 1e-6  # fp32 on the wire
+    theta_g = gen.normal(size=(5,))
+    h.update(state, "a-lps", Message(GLOBAL, 0, "gps", "a-lps", 5, "fp32"), Served(),
+             {"w": torch.tensor(theta_g)})
+    merged = 0.75 * theta_l + 0.25 * theta_g
+    assert np.abs(state.models["a-lps"]["w"].numpy() - merged).max() < 1e-12
+    assert np.abs(state.extra["a-lps"]["w"].numpy() - merged).max() < 1e-12  # the new snapshot
+
+
 # ---------------------------------------------------------------------------- bad input
 BASE = {
     "name": "async-bad", "seed": 0,

@@ -238,6 +238,48 @@ def test_fedbuff_drops_deltas_staler_than_max_staleness_and_does_not_count_them(
     assert len(kept) == 4 * 3 and len(served) > len(kept)  # some were dropped; the run counted the kept ones
 
 
+# ---------------------------------------------------------------------------- HALoS's two levels
+def test_halos_local_servers_push_every_k_updates_one_at_a_time_over_the_wan():
+    """HALoS in two regions (K = 3): each local server sends its change to the global server over
+    the WAN exactly when K updates have been applied since its last merge and no push of its own is
+    in flight (the next one waits for the global model's return), and the global server's
+    staleness for a push counts its versions applied since its model last left for that LPS."""
+    regions = [{"name": "a", "nodes": 2}, {"name": "b", "nodes": 2, "step_time_multiplier": 1.5}]
+    links = [{"a": "a", "b": "b", "bandwidth_gbps": 0.05, "latency_s": 0.05}]  # a slow WAN: pushes overlap arrivals
+    k = 3
+    d = scenario(regions, [{"name": "gps", "region": "a"}],
+                 {"name": "halos", "inner_steps": 4, "updates_per_push": k, "local_buffer_size": 2},
+                 links=links, run={"max_rounds": 6})
+    sim = simulate(d)
+    deltas = {lps: sorted((t for t in sim.recorder.transfers if t.src == lps and t.tag.startswith("delta:")),
+                          key=lambda t: t.start_s) for lps in ("a-lps", "b-lps")}
+    backs = {lps: sorted((t for t in sim.recorder.transfers if t.dst == lps and t.tag.startswith("global:")),
+                         key=lambda t: t.start_s) for lps in ("a-lps", "b-lps")}
+    assert {t.route for t in deltas["b-lps"]} == {"b-lps>b>a>gps"} and {t.route for t in deltas["a-lps"]} == {"a-lps>a>gps"}
+    in_flight_arrivals = 0
+    for lps in ("a-lps", "b-lps"):
+        expected, version, merged, in_flight = [], 0, 0, False
+        for s in sorted((s for s in sim.recorder.served if s.server == lps), key=lambda s: (s.end_s, s.stream != "global")):
+            if s.stream == "global":
+                merged, in_flight = version, False
+                continue
+            version += 1
+            assert s.version == version
+            in_flight_arrivals += in_flight
+            if version - merged >= k and not in_flight:
+                expected.append(s.end_s)
+                in_flight = True
+        assert len(expected) >= 2 and [t.start_s for t in deltas[lps]] == pytest.approx(expected)
+        for back, nxt in zip(backs[lps], deltas[lps][1:]):
+            assert back.end_s <= nxt.start_s  # one push in flight at a time
+    assert in_flight_arrivals > 0  # the case where a push waits did occur
+    version, left = 0, {"a-lps": 0, "b-lps": 0}
+    for s in sorted((s for s in sim.recorder.served if s.server == "gps"), key=lambda s: s.end_s):
+        assert (s.staleness, s.version) == (version - left[s.sender], version + 1)
+        version += 1
+        left[s.sender] = version
+
+
 # ---------------------------------------------------------------------------- faults
 def _three(faults=None) -> dict:
     """Three workers on their own NICs, infinite bandwidth (only latency): nobody shares a link."""
