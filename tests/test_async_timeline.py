@@ -335,6 +335,26 @@ def test_answer_to_a_worker_that_failed_meanwhile_is_dropped_and_its_update_stil
     assert (rec.worker, rec.peer) == (1, "ps") and rec.start_s == pytest.approx(1.5)
 
 
+@pytest.mark.xfail(strict=True, reason="an answer on the wire when its worker failed is delivered (and restarts the "
+                                       "numerics) after the worker came back (/work/wt/notes/async-bugs.md #2)")
+def test_answer_to_a_push_made_before_a_failure_is_not_used_after_return():
+    """A worker fails after its push left and comes back (fetching the server's model) before the
+    server's answer to that push arrives: the old answer is not used (a Dropped record for it; it
+    is not delivered), since the worker has a fresh model and is in the middle of its next round."""
+    regions = [{"name": "a", "nodes": 1}, {"name": "b", "nodes": 1}]
+    links = [{"a": "a", "b": "b", "bandwidth_gbps": 0.05, "latency_s": 0.01}]
+    d = scenario(regions, [{"name": "ps", "region": "a", "apply_time_s": 1.0}], alsgd(inner_steps=20), links=links,
+                 run={"max_rounds": 3}, faults={"failures": {"schedule": [{"node": "b/0", "start_s": 2.3, "end_s": 2.5}]}})
+    sim = simulate(d)
+    (rec,) = sim.recorder.recoveries
+    (old,) = [t for t in sim.recorder.transfers if t.dst == "b/0" and t.tag == "model:0"]
+    busy = [s for s in sim.recorder.states if s.worker == 1 and s.state == "compute" and s.start_s <= old.end_s < s.end_s]
+    assert old.start_s < rec.end_s < old.end_s and busy  # the case: it arrives while the worker computes
+    assert [(x.stream, x.round) for x in sim.recorder.dropped if x.worker == 1] == [("model", 0)]
+    models = [t for t in sim.recorder.transfers if t.tag.startswith("model:")]
+    assert sim.barrier.delivered == len(models) - 1
+
+
 def test_straggler_slows_only_the_worker_it_hits():
     """A lognormal straggler on a/2 stretches a/2's steps only: the other workers' timelines are
     those of a run without it, and a/2 completes fewer rounds."""
