@@ -369,12 +369,16 @@ def test_straggler_slows_only_the_worker_it_hits():
 
 # ---------------------------------------------------------------------------- determinism, numerics on/off
 def _tiny_numerics(numerics: bool, method: dict) -> dict:
-    """Two regions (speeds 1 and 2), the tiny GPT trained or not, the same proxy timing."""
+    """Two regions (speeds 1 and 2), the tiny GPT trained or not, the same proxy timing; two
+    failures and a random straggler."""
     regions = [{"name": "us", "nodes": 2}, {"name": "eu", "nodes": 1, "step_time_multiplier": 2.0}]
     d = scenario(regions, [{"name": "ps", "region": "us", "apply_time_s": 0.001}], method,
                  links=[{"a": "us", "b": "eu", "bandwidth_gbps": 1.0, "latency_s": 0.02}],
                  run={"max_rounds": 3, "eval_every_steps": 4, "eval_batches": 1, "eval_batch_size": 8, "device": "cpu"})
     d["numerics"] = numerics
+    d["faults"] = {"failures": {"schedule": [{"node": "us/1", "start_s": 0.45, "end_s": 0.9},
+                                             {"node": "eu/0", "start_s": 1.0, "end_s": 1.3}]},
+                   "stragglers": [{"nodes": ["us/0"], "factor": {"kind": "lognormal", "sigma": 0.5}}]}
     return d
 
 
@@ -390,12 +394,12 @@ METHODS = [{"name": "async_local_sgd", "inner_steps": 4, "buffer_size": 2},
 
 @pytest.mark.parametrize("method", METHODS, ids=lambda m: m["name"])
 def test_same_seed_same_events_and_losses_and_numerics_do_not_change_time(method):
-    """Same scenario and seed twice: identical transfers, states, served records and losses; the
-    same scenario without numerics (same timing.step_time_s): identical states, transfers and
-    served records."""
+    """Same scenario and seed twice (failures and a random straggler included): identical
+    transfers, states, served records, recoveries and losses; the same scenario without numerics
+    (same timing.step_time_s): identical states, transfers, served records and recoveries."""
     a, b = simulate(_tiny_numerics(True, method)), simulate(_tiny_numerics(True, method))
     off = simulate(_tiny_numerics(False, method))
-    assert len(a.recorder.served) >= 6 and a.recorder.transfers
+    assert len(a.recorder.served) >= 6 and a.recorder.transfers and len(a.recorder.recoveries) == 2
     assert _events(a) == _events(b)
     losses = [p for p in a.recorder.losses if p.kind in ("train", "eval")]
     assert {p.kind for p in losses} == {"train", "eval"} and all(math.isfinite(p.loss) for p in losses)
