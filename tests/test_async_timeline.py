@@ -134,6 +134,25 @@ def test_two_workers_pushing_through_the_server_nic_share_it_max_min():
     assert sorted(t.end_s for t in tr if t.tag.startswith("model")) == pytest.approx([rnd, rnd, 2 * rnd, 2 * rnd])
 
 
+def test_a_push_held_back_elsewhere_leaves_the_rest_of_the_server_nic_to_the_other():
+    """Max-min with unequal shares: pushes from a/0 (its own NIC 100 Gbit/s) and b/0 (behind a
+    1 Gbit/s WAN link) cross the 4 Gbit/s server NIC together (no latency): b/0's flow gets 1 and
+    a/0's the remaining 3 Gbit/s; the answers, alone in the other direction, get the whole NIC
+    and b/0's the WAN link."""
+    regions = [{"name": "a", "nodes": 1}, {"name": "b", "nodes": 1}]
+    d = scenario(regions, [{"name": "ps", "region": "a", "bandwidth_gbps": 4.0}], alsgd(),
+                 links=[{"a": "a", "b": "b", "bandwidth_gbps": 1.0, "latency_s": 0.0}], intra=(100.0, 0.0),
+                 run={"max_rounds": 2})
+    sim = simulate(d)
+    bits = 4 * P * 8
+    tr = {(t.src, t.dst): t for t in sim.recorder.transfers if t.tag.endswith(":0")}
+    assert tr[("a/0", "ps")].start_s == tr[("b/0", "ps")].start_s == pytest.approx(H * T)
+    assert tr[("a/0", "ps")].end_s - tr[("a/0", "ps")].start_s == pytest.approx(bits / 3e9, rel=1e-9)
+    assert tr[("b/0", "ps")].end_s - tr[("b/0", "ps")].start_s == pytest.approx(bits / 1e9, rel=1e-9)
+    assert tr[("ps", "a/0")].end_s - tr[("ps", "a/0")].start_s == pytest.approx(bits / 4e9, rel=1e-9)
+    assert tr[("ps", "b/0")].end_s - tr[("ps", "b/0")].start_s == pytest.approx(bits / 1e9, rel=1e-9)
+
+
 def test_updates_arriving_together_restart_both_workers_from_the_model_with_both_applied():
     """Two equal workers on identical routes push in the same instant every round: the second
     update applied has staleness 1, the first 0, and since both answers leave at the end of the
