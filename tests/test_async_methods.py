@@ -249,6 +249,46 @@ def test_halos_local_server_push_and_merge_follow_the_reference_rules():
     assert np.abs(state.extra["a-lps"]["w"].numpy() - merged).max() < 1e-12  # the new snapshot
 
 
+def test_async_local_sgd_server_applies_arrivals_in_served_order_and_answers_with_that_model():
+    """Three workers at two speeds, N = 2, c = 1/4, a server with apply time: the server applies the
+    pseudo-gradients in the order of its served records (versions 1, 2, ...); replaying Delayed
+    Nesterov in float64 (the reference above) on those pseudo-gradients from the initial model
+    gives every model the server sent back (the one at the version of the update it answers) and
+    the final model, to 1e-5."""
+    d = scenario(1, {"name": "async_local_sgd", "inner_steps": 3, "buffer_size": 2, "momentum_activation": 0.25,
+                     "dynamic_local_updates": False, "outer_lr": 0.5, "outer_momentum": 0.8}, max_rounds=4)
+    d["topology"] = {"regions": [{"name": "a", "nodes": 2}, {"name": "b", "nodes": 1, "step_time_multiplier": 1.7}],
+                     "links": [{"a": "a", "b": "b", "bandwidth_gbps": 1.0, "latency_s": 0.02}],
+                     "servers": [{"name": "ps", "region": "a", "apply_time_s": 0.01}]}
+    sim = Simulation(parse_scenario(d))
+    theta0 = {k: v.double().numpy().copy() for k, v in sim.adapter.state.models["ps"].items()}
+    alg, applied, answers = sim.algorithm, [], {}
+    update, payload = alg.update, alg.payload
+
+    def spy_update(state, server, message, served, g):
+        applied.append(((message.sender, message.round), served.version, {k: v.double().numpy().copy() for k, v in g.items()}))
+        return update(state, server, message, served, g)
+
+    def spy_payload(state, server, message):
+        out = payload(state, server, message)
+        answers[(message.to, message.round)] = {k: v.double().numpy().copy() for k, v in out.items()}
+        return out
+
+    alg.update, alg.payload = spy_update, spy_payload
+    sim.run()
+    served = sorted(sim.recorder.served, key=lambda s: s.version)
+    assert [(key, v) for key, v, _ in applied] == [((s.worker, s.round), s.version) for s in served]
+    assert len({s.worker for s in served}) == 3 and len(served) == 12
+    ref = delayed_nesterov_reference(theta0, [g for _, _, g in applied], 0.5, 0.8, 2, 0.25)
+    version_of = {(s.worker, s.round): s.version for s in served}
+    assert len(answers) >= 10
+    for key, model in answers.items():
+        want = ref[version_of[key] - 1]
+        assert max(float(np.abs(model[k] - want[k]).max()) for k in want) < 1e-5, key
+    final = final_model(sim)
+    assert max(float(np.abs(final[k].double().numpy() - ref[-1][k]).max()) for k in final) < 1e-5
+
+
 # ---------------------------------------------------------------------------- bad input
 BASE = {
     "name": "async-bad", "seed": 0,
@@ -281,6 +321,10 @@ BAD = {  # case -> (algorithm, servers (None: BASE's), words the one line must c
     "server in an unknown region": (None, [{"name": "ps", "region": "mars"}], ["topology.servers.0.region", "mars"]),
     "server named like a region": (None, [{"name": "eu", "region": "us"}], ["topology.servers.0.name", "eu"]),
     "server in a region with no links": (None, "no links", ["topology.links", "connected"]),
+    "two servers, none named": ({"name": "fedbuff"}, [{"name": "g", "region": "us"}, {"name": "h", "region": "eu"}],
+                                ["algorithm.server", "g, h"]),
+    "two possible global servers": ({"name": "halos"}, [{"name": "g", "region": "us"}, {"name": "h", "region": "eu"}],
+                                    ["algorithm.global_server", "g, h"]),
 }
 
 
