@@ -266,7 +266,8 @@ def test_async_local_sgd_server_applies_arrivals_in_served_order_and_answers_wit
     update, payload = alg.update, alg.payload
 
     def spy_update(state, server, message, served, g):
-        applied.append(((message.sender, message.round), served.version, {k: v.double().numpy().copy() for k, v in g.items()}))
+        values = {k: v.double().numpy().copy() for k, v in g.items()}
+        applied.append(((message.sender, message.round), served.version, values))
         return update(state, server, message, served, g)
 
     def spy_payload(state, server, message):

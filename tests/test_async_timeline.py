@@ -327,7 +327,8 @@ def test_failed_worker_stops_pushing_nobody_waits_and_it_refetches_from_its_serv
     (rec,) = failed.recorder.recoveries
     assert (rec.worker, rec.peer, rec.payload_bytes) == (1, "ps", 4 * P)
     assert rec.start_s == pytest.approx(down[1])
-    (fetch,) = [t for t in failed.recorder.transfers if t.dst == "a/1" and t.start_s >= down[1] and not t.tag.startswith("model:")]
+    (fetch,) = [t for t in failed.recorder.transfers
+                if t.dst == "a/1" and t.start_s >= down[1] and not t.tag.startswith("model:")]
     assert (fetch.src, fetch.start_s, fetch.end_s) == ("ps", rec.start_s, rec.end_s)
     after = [s for s in failed.recorder.states if s.worker == 1 and s.start_s >= rec.end_s and s.state == "compute"]
     assert after and after[0].start_s == pytest.approx(rec.end_s)
