@@ -98,7 +98,7 @@ class Simulation:
 
             self.barrier = Router(self.env, self.net, self.nodes, self._on_sync, self.recorder, servers,
                                   self.algorithm.serve, self._on_served, self._on_departed, self._on_delivered,
-                                  timeout_s=sc.algorithm.sync_timeout_s)
+                                  timeout_s=sc.algorithm.sync_timeout_s, on_dropped=self._on_dropped)
         else:
             self.barrier = SyncBarrier(self.env, self.net, self.nodes, self._on_sync, self.recorder,
                                        timeout_s=sc.algorithm.sync_timeout_s)
@@ -184,6 +184,10 @@ class Simulation:
     def _on_delivered(self, message, time_s: float) -> None:
         if self.adapter is not None:
             self.adapter.on_delivered(message, time_s)
+
+    def _on_dropped(self, message, time_s: float) -> None:
+        if self.adapter is not None:
+            self.adapter.algorithm.on_dropped(self.numerics, self.adapter.state, message, time_s)
 
     def _on_sync(self, send, participants: tuple | None = None) -> None:
         if participants is not None and len(participants) == len(send.group):

@@ -120,9 +120,6 @@ def test_halos_with_one_region_k1_alpha1_and_a_plain_global_server_is_async_loca
     assert h.env.now > a.env.now  # the same updates, one hop later
 
 
-@pytest.mark.xfail(strict=True, reason="HALoS counts a push's updates at the K-th arrival but takes its values at "
-                                       "departure: same-instant arrivals reach the GPS uncounted "
-                                       "(/work/wt/notes/async-bugs.md #1)")
 def test_halos_counts_every_update_its_push_carries():
     """halos with two equal workers (their updates reach the LPS in the same instant), K = 1,
     alpha = 1 and a plain global server: each push carries both updates, and run.max_rounds counts

@@ -355,8 +355,6 @@ def test_answer_to_a_worker_that_failed_meanwhile_is_dropped_and_its_update_stil
     assert (rec.worker, rec.peer) == (1, "ps") and rec.start_s == pytest.approx(1.5)
 
 
-@pytest.mark.xfail(strict=True, reason="the answer to a push made before a failure is delivered (and restarts the "
-                                       "numerics) after the worker came back (/work/wt/notes/async-bugs.md #2)")
 def test_answer_to_a_push_made_before_a_failure_is_not_used_after_return():
     """A worker fails after its push left and comes back (fetching the server's model) before the
     server's answer to that push arrives: the old answer is not used (a Dropped record for it; it

@@ -430,6 +430,10 @@ class Algorithm(ABC):
         """A server's ``message`` has reached worker ``message.to``: queue its use on the worker's
         queue (before the worker computes again)."""
 
+    def on_dropped(self, numerics, state, message: Message, time_s: float) -> None:
+        """A server's ``message`` that left reached a worker that no longer uses it (it failed
+        meanwhile): forget what it carries."""
+
     def home_server(self, worker: int) -> str | None:
         """The server a worker that comes back fetches the current model from (None: a live peer)."""
         return None

@@ -60,10 +60,11 @@ class Router(SyncBarrier):
 
     def __init__(self, env: simpy.Environment, net, nodes: list[str], on_done, recorder, servers: list,
                  serve: Callable, on_served: Callable, on_departed: Callable, on_delivered: Callable,
-                 timeout_s: float | None = None):
+                 timeout_s: float | None = None, on_dropped: Callable | None = None):
         super().__init__(env, net, nodes, on_done, recorder, timeout_s=timeout_s)
         self.servers = {s.name: _Server(s.name, s.apply_time_s) for s in servers}
         self.serve, self.on_served, self.on_departed, self.on_delivered = serve, on_served, on_departed, on_delivered
+        self.on_dropped = on_dropped  # a message that left but is not used when it arrives
         self._answers: dict[tuple, simpy.Event] = {}  # (worker, stream, round) -> fires when the answer arrives
         self._now = env.event()
         self._now.succeed()  # the 'started' of a point-to-point send: nobody is waited for
@@ -125,6 +126,8 @@ class Router(SyncBarrier):
         w = msg.to
         if self._stale(msg):  # it failed while the payload was on the wire: nobody uses it
             self._drop(msg)
+            if self.on_dropped is not None:
+                self.on_dropped(msg, self.env.now)
             return
         self.delivered += 1
         self.on_delivered(msg, self.env.now)
