@@ -323,6 +323,13 @@ BAD = {  # case -> (algorithm, servers (None: BASE's), words the one line must c
                                 ["algorithm.server", "g, h"]),
     "two possible global servers": ({"name": "halos"}, [{"name": "g", "region": "us"}, {"name": "h", "region": "eu"}],
                                     ["algorithm.global_server", "g, h"]),
+    "halos: two local servers in one region": (
+        {"name": "halos", "global_server": "g"},
+        [{"name": "g", "region": "us"}, {"name": "l1", "region": "eu"}, {"name": "l2", "region": "eu"}],
+        ["algorithm.global_server", "l1, l2", "one local server per region"]),
+    "halos: a created local server's name is taken": (
+        {"name": "halos", "global_server": "g"}, [{"name": "g", "region": "us"}, {"name": "eu-lps", "region": "us"}],
+        ["algorithm.global_server", "eu-lps", "declare"]),
 }
 
 

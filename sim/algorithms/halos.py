@@ -64,10 +64,22 @@ class HALoS(Asynchronous):
     def local_servers(cls, spec, topology) -> dict[str, ServerInfo]:
         """Region -> its LPS: the server declared there, else ``<region>-lps`` (regions with workers)."""
         by_region = topology.servers_by_region()
+        names = {s.name: s.region for s in topology.servers}
         out = {}
         for r in topology.regions:
-            declared = [s for s in by_region.get(r.name, []) if s.name != spec.global_server]
-            out[r.name] = info_of(topology, declared[0].name) if declared else ServerInfo(f"{r.name}-lps", r.name)
+            declared = [s.name for s in by_region.get(r.name, []) if s.name != spec.global_server]
+            if len(declared) > 1:
+                raise FieldError(("global_server",), f"region '{r.name}' declares several servers ({', '.join(declared)}) "
+                                                     "besides the global one; halos uses one local server per region")
+            if declared:
+                out[r.name] = info_of(topology, declared[0])
+                continue
+            name = f"{r.name}-lps"
+            if name in names:
+                raise FieldError(("global_server",), f"cannot create region '{r.name}''s local server '{name}': a server "
+                                                     f"in region '{names[name]}' has that name; declare '{r.name}''s "
+                                                     "local server under topology.servers")
+            out[r.name] = ServerInfo(name, r.name)
         return out
 
     @classmethod
@@ -92,8 +104,6 @@ class HALoS(Asynchronous):
         for lps in local.values():
             if lps.name not in declared and lps.name in {r.name for r in topology.regions}:
                 raise FieldError(("global_server",), f"cannot create the local server '{lps.name}': a region has that name")
-        if gps in {s.name for s in local.values()}:
-            raise FieldError(("global_server",), f"'{gps}' is a region's local server; declare the global one apart")
         return [info_of(topology, gps)] + list(local.values())
 
     def setup(self) -> None:
