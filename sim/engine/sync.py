@@ -128,12 +128,13 @@ class SyncBarrier:
             r["arrived"].pop(worker, None)
         now = self.env.now
         for run in self._running.values():
-            if worker not in run["participants"] or run["body"].triggered:  # (done in this instant: it took part)
-                continue
+            body = run["body"]
+            if worker not in run["participants"] or (body is not None and body.triggered):
+                continue  # (a try done in this instant: it took part)
             run["participants"] = tuple(m for m in run["participants"] if m != worker)
             send = run["send"]
             self.recorder.dropped.append(Dropped(worker, self.nodes[worker], send.stream, send.round, now, "down"))
-            if not run["broken"].triggered:
+            if body is not None and not run["broken"].triggered:
                 run["attempt"].call_off()
                 run["broken"].succeed()
         self._recheck()
@@ -210,9 +211,12 @@ class SyncBarrier:
             reason = "down" if not self.up[m] else "rejoined" if r["step"] <= self.skip_until[m] else "late"
             self.recorder.dropped.append(Dropped(m, self.nodes[m], send.stream, send.round, self.env.now, reason))
         r["started"].succeed()
-        self.env.process(self._run(send, r, participants, key))
+        # on the wire from now on (a member that fails before its process first runs, in this
+        # same instant, is left out of its first try already)
+        self._running[key] = {"send": send, "participants": participants, "body": None}
+        self.env.process(self._run(send, r, key))
 
-    def _run(self, send, r: dict, participants: tuple, key: tuple) -> Generator:
+    def _run(self, send, r: dict, key: tuple) -> Generator:
         nbytes = payload_bytes(send.elems, send.wire_format)
         lkey = key[:3]
         whole = self._parts.get(lkey)  # the logical collective this part belongs to
@@ -221,7 +225,7 @@ class SyncBarrier:
                                              "start": self.env.now, "bytes": 0.0}
         whole["first"] = min(whole["first"], r["first"])
         tag = f"{send.stream}:{send.round}" + (f"/{send.part}" if send.parts > 1 else "")
-        run = self._running[key] = {"send": send, "participants": participants}
+        run = self._running[key]
         body = COLLECTIVES[send.collective]
         while True:  # one try; again, without those who failed, while a participant fails on the wire
             members = [self.nodes[i] for i in run["participants"]]
