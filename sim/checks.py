@@ -93,7 +93,8 @@ def estimate_events(sc, n_params: int | None = None) -> EventEstimate:
     """How many events a run will simulate, roughly, by source: inner steps of all workers
     (times what a step costs the method: ``Algorithm.events_per_step`` counts its collective
     parts, one per layer at layer grain, spread over a round), random failures, link flaps, slow periods
-    and evaluations. Steps per worker come from the stop conditions (the first one reached);
+    and evaluations (numerics on: the first and last, every ``eval_every_steps`` steps and every
+    ``eval_every_s`` seconds, each weighted by its work in inner-step batches). Steps per worker come from the stop conditions (the first one reached);
     the simulated duration is ``run.max_sim_time_s``, else the compute time alone (a lower
     bound: the estimate errs low, so only runs that clearly cannot finish are refused).
     A failure-bound run needs its compute time *up*: up time ~ Exp(mtbf_s) between failures,
@@ -149,12 +150,24 @@ def estimate_events(sc, n_params: int | None = None) -> EventEstimate:
                 terms[f"faults.stragglers.{i}.slow_periods"] = _selected(sc, st) * duration / (sp.mean_off_s +
                                                                                                sp.mean_on_s)
         if run.eval_every_s is not None and sc.numerics:
-            # each evaluation runs eval_batches batches of eval_batch_size sequences (for one model, or
-            # every replica): counted in inner-step batches, what one step event costs the numerics
-            per_eval = max(1.0, run.eval_batches * run.eval_batch_size / sc.compute.batch_size
-                           * (n if run.eval_replicas else 1))
-            terms["run.eval_every_s"] = duration / run.eval_every_s * per_eval
+            terms["run.eval_every_s"] = duration / run.eval_every_s * _eval_work(sc)
+    if sc.numerics and s is not None:
+        # the evaluations at the start and at the end, and one every eval_every_steps steps of
+        # worker 0; named after the largest of their factors (how many, how many batches, how big)
+        periodic = s / run.eval_every_steps if run.eval_every_steps else 0.0
+        factors = {"run.eval_every_steps": periodic, "run.eval_batches": float(run.eval_batches),
+                   "run.eval_batch_size": run.eval_batch_size / sc.compute.batch_size}
+        terms[max(factors, key=factors.get)] = (2 + periodic) * _eval_work(sc)
     return EventEstimate(s, duration, terms)
+
+
+def _eval_work(sc) -> float:
+    """One evaluation's work in inner-step batches (what one step event costs the numerics):
+    eval_batches batches of eval_batch_size sequences, for one model or (eval_replicas) every
+    replica; at least one."""
+    run = sc.run
+    return max(1.0, run.eval_batches * run.eval_batch_size / sc.compute.batch_size
+               * (sc.topology.n_workers if run.eval_replicas else 1))
 
 
 def check_events(est: EventEstimate, limit: int | None) -> None:
@@ -324,7 +337,7 @@ def check_before_work(sc, here: bool = True) -> Prework:
     check_method(sc, [(k, p.numel()) for k, p in model.named_parameters()])
     outer = algorithm_class(sc.algorithm).outer_state_copies
     memory = estimate(n_params, n, sc.model, vocab, sc.compute.batch_size, sc.run.eval_batch_size, outer,
-                      sc.run.eval_replicas, model)
+                      sc.run.eval_replicas, model, eval_batches=sc.run.eval_batches)
     check_model_engine(model, sc)  # after the estimate's plain forward, whose messages are more specific
     if here or sc.run.memory_limit_gb is not None:  # a limit the scenario states holds anywhere
         check_fits(memory, device, sc.run.memory_limit_gb)

@@ -2,10 +2,11 @@
 whatever the failure, churn and link-flap rates -- failures far faster than a step, every node
 down at once, a node down across rounds -- a run completes or ends early with a stated reason,
 never with an exception, and keeps the fault invariants: no compute while down (states and
-fault windows agree), a contribution is dropped as 'down' only for a worker that was down or
-fetching, bytes sent = bytes received. (A member that fails after it arrived at a collective
-stays a participant: sim.engine.sync does not model a failure in the middle of a collective, so
-"no bytes to a down node" is not asserted.)
+fault windows agree), no bytes to or from a down node (no transfer overlaps a down window of
+its source or destination: a collective that loses a participant on the wire re-forms without
+it, a rejoin fetch whose ends fail is called off), participants were up (every member a
+collective's result counts was up from its start to its end), a contribution is dropped as
+'down' only for a worker that was down or fetching, bytes sent = bytes received.
 
 Numerics are on (a GPT of width 16, one or two layers): the crashes this guards against were in the
 numerics' view of a collective (``Reduction.finish`` with nobody present). Runs are 1.5 s of
@@ -74,8 +75,48 @@ def cases(draw):
     return method, faults, draw(st.integers(0, 2**16)), draw(st.booleans())
 
 
-def check_fault_invariants(sim) -> None:
+def watch(sim) -> list:
+    """Call before ``sim.run()``: returns the list that every completed collective appends
+    (send, participants as the numerics see them, time) to."""
+    done: list = []
+    on_done = sim.barrier.on_done
+
+    def spy(send, participants):
+        done.append((send, tuple(participants), sim.env.now))
+        on_done(send, participants)
+
+    sim.barrier.on_done = spy
+    return done
+
+
+def check_no_bytes_while_down(sim) -> None:
+    """No transfer of the run overlaps a down window of its source or destination (a flow
+    called off at a failure ends at its instant)."""
+    windows = _down_windows(sim)
+    index = {n: i for i, n in enumerate(sim.nodes)}
+    for t in sim.recorder.transfers:
+        for node in (t.src, t.dst):
+            for a, b in windows.get(index.get(node, -1), ()):
+                assert not (t.start_s < b and t.end_s > a), (t, node, (a, b))
+
+
+def check_participants_were_up(sim, done: list) -> None:
+    """Every member a completed collective counted was up from the collective's first part's
+    start to its end (``Sync`` records come in ``on_done``'s order)."""
+    windows = _down_windows(sim)
+    assert len(done) == len(sim.recorder.syncs)
+    for (send, present, t), sync in zip(done, sim.recorder.syncs):
+        assert sync.end_s == t and sync.participants == len(present) and set(present) <= set(send.group)
+        for m in present:
+            for a, b in windows.get(m, ()):
+                assert not (sync.start_s < b and t > a), (send.stream, send.round, m, (a, b), sync)
+
+
+def check_fault_invariants(sim, done: list | None = None) -> None:
     check_invariants(sim)
+    check_no_bytes_while_down(sim)
+    if done is not None:
+        check_participants_were_up(sim, done)
     windows = _down_windows(sim)
 
     def down_at(worker: int, t: float) -> bool:
@@ -107,15 +148,18 @@ def check_fault_invariants(sim) -> None:
 @example(({"name": "streaming_diloco", "inner_steps": 4},
           {"failures": {"schedule": [{"node": n, "start_s": 0.25, "end_s": 1.2} for n in NODES]}}, 2, True))
 @example(({"name": "streaming_diloco", "inner_steps": 4}, {"failures": {"mtbf_s": 0.812, "mttr_s": 1.0}}, 1199, True))
+@example(({"name": "ddp"}, {"failures": {"schedule": [{"node": n, "start_s": 0.5, "end_s": 0.625} for n in NODES]},
+                            "churn": [{"node": "us/0", "join_s": 0.5, "leave_s": 1.0}]}, 0, True))
 def test_any_fault_rates_end_cleanly_for_every_method(case):
     """Any drawn failure / churn / link-flap rates, for any method: the run reaches its stop
     condition or ends early with a stated reason, never an exception, and keeps the fault
     invariants."""
     method, faults, seed, layer_grain = case
     sim = Simulation(scenario(method, faults, seed, layer_grain))
+    done = watch(sim)
     sim.run()
     assert sim.env.now == pytest.approx(SIM_S) or (isinstance(sim.ended_early, str) and sim.ended_early)
-    check_fault_invariants(sim)
+    check_fault_invariants(sim, done)
 
 
 def test_revive_and_fail_in_the_same_instant_stays_down():

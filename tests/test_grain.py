@@ -216,7 +216,8 @@ def _cases() -> dict:
 def test_step_grain_reproduces_the_timelines_recorded_before_the_knob(name):
     """``sync_grain: step`` gives exactly (every state span, transfer, sync and fault, to the
     bit) the timeline the engine gave before layer grain existed (tests/fixtures/timelines,
-    made at the commit named in cases.json by make.py there)."""
+    made at the commit named in cases.json by make.py there; the fault cases remade when a
+    failure on the wire started re-forming its collective, as its "remade" entry says)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("timelines_make", GOLDEN / "make.py")

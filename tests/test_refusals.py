@@ -51,6 +51,8 @@ PREWORK_PREFIX = {
     "warm_start_huge": "algorithm.warm_start_steps:",
     "failures_faster_than_a_step": "faults.failures.mtbf_s: the run would never finish",
     "eval_every_s_weighted": "run.eval_every_s:",
+    "eval_batch_size_memory": "run.eval_batch_size: the numerics need about",
+    "eval_every_steps_weighted": "run.eval_every_steps: the run would simulate about",
 }
 NEEDS_NO_CUDA = {"device_cuda", "kernels_triton"}
 PREWORK_FIXTURES = sorted(PREWORK.glob("*.yaml"))
@@ -121,8 +123,9 @@ def test_validate_ok_reports_the_estimates():
     """`validate` on a good file runs the checks and reports the work and memory estimates."""
     proc = cli("validate", QUICKSTART)
     assert proc.returncode == 0, proc.stderr
-    # 30 rounds x (H=20 steps + 3 per-layer parts of the 2-layer model's sync) x 4 workers
-    assert f"about {30 * (20 + 2 + 1) * 4:,} events" in proc.stdout and " MB on cpu" in proc.stdout
+    # 30 rounds x (H=20 steps + 3 per-layer parts of the 2-layer model's sync) x 4 workers, and
+    # 2 + 600 / 20 evaluations of 4 x 32 / 16 step batches each
+    assert f"about {30 * (20 + 2 + 1) * 4 + (2 + 30) * 8:,} events" in proc.stdout and " MB on cpu" in proc.stdout
 
 
 @pytest.mark.parametrize("stem", SCHEMA_FIXTURES)
@@ -297,12 +300,15 @@ def test_ctrl_c_during_sweep_planning_is_exit_130_without_traceback(tmp_path):
 # --------------------------------------------------------------------------- unbounded work
 def test_event_estimate_of_the_quickstart_is_analytic():
     """The quickstart's estimate is exactly its inner steps plus its per-layer sync parts:
-    30 rounds x (H=20 steps + L+1 parts, one per layer and one for the rest) x 4 workers."""
+    30 rounds x (H=20 steps + L+1 parts, one per layer and one for the rest) x 4 workers; and
+    its evaluations, by their work: the first, the last and one every 20 of the 600 steps, each
+    eval_batches x eval_batch_size / batch_size = 4 x 32 / 16 step batches."""
     from sim.checks import estimate_events
 
     sc = load_scenario(ROOT / QUICKSTART)
     est = estimate_events(sc)
-    assert est.terms == {"run.max_rounds": pytest.approx(30 * (20 + sc.model.n_layers + 1) * 4)}
+    assert est.terms == {"run.max_rounds": pytest.approx(30 * (20 + sc.model.n_layers + 1) * 4),
+                         "run.eval_every_steps": pytest.approx((2 + 600 / 20) * 4 * 32 / 16)}
     assert est.duration_s == pytest.approx(600 * 0.05)
 
 

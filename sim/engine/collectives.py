@@ -55,8 +55,16 @@ sends of the hierarchical all-reduce) go through ``Network.transfer_group``, whi
 those with the same route shape as one flow class while they are symmetric: the same
 rates, finish times and records as one flow each, at a cost per class, not per member.
 
+A try of a collective can be called off (a member failed: ``sim.engine.sync`` then runs it
+again among the members left). Its body runs over an ``Attempt``, a view of the network
+that remembers every flow the body starts; ``Attempt.call_off`` cancels them all
+(``Network.cancel``: they stop now, their events never fire) and makes every later
+``transfer`` of that body a flow that never starts, so a body's processes still waiting on
+a phase that will not come stay parked, and none of them sends another byte.
+
 Not modelled: reduction compute time, chunk sizes and protocol overheads (NCCL's
-LL/Simple), in-network reduction, retransmission, member failure during a collective.
+LL/Simple), in-network reduction, retransmission, resuming a called-off collective from the
+chunks it had already reduced (it runs again from the start).
 Ring order is the member order given (the runner orders workers by region, so a ring
 crosses each WAN boundary once per direction).
 """
@@ -68,6 +76,42 @@ from typing import Callable, Generator
 import simpy
 
 from sim.engine.network import Network
+
+
+class Attempt:
+    """The network as one try of a collective sees it (the part of ``Network`` that the
+    bodies below use): every flow it starts is remembered so that the try can be called off."""
+
+    def __init__(self, net: Network):
+        self.net = net
+        self.env = net.env
+        self.graph = net.graph
+        self.handles: list[simpy.Event] = []
+        self.off = False
+
+    def route_latency_s(self, src: str, dst: str) -> float:
+        return self.net.route_latency_s(src, dst)
+
+    def transfer(self, src: str, dst: str, nbytes: float, tag: str = "", **kw) -> simpy.Event:
+        if self.off:  # called off: this flow never starts, and its event never fires
+            return self.env.event()
+        ev = self.net.transfer(src, dst, nbytes, tag, **kw)
+        self.handles.append(ev)
+        return ev
+
+    def transfer_group(self, pairs: list[tuple[str, str]], nbytes: float, tag: str = "", **kw) -> list[simpy.Event]:
+        if self.off:
+            return [self.env.event() for _ in pairs]
+        evs = self.net.transfer_group(pairs, nbytes, tag, **kw)
+        self.handles += evs
+        return evs
+
+    def call_off(self) -> float:
+        """Cancel every flow this try started that has not arrived; no flow starts after.
+        Returns the bytes they had moved."""
+        self.off = True
+        handles, self.handles = self.handles, []
+        return self.net.cancel(*[h for h in handles if not h.triggered])
 
 
 def _ring_stream(net: Network, ring: list[str], nbytes: float, hops: int, tag: str) -> list[simpy.Event]:

@@ -25,7 +25,9 @@ What a scenario's ``faults:`` section becomes in virtual time:
   and goes on from that peer's step: the numerics overwrite its replica with the peer's
   parameters (the method's outer parameters where it has them) at the point of the
   peer's queue where the fetch began (``algorithm.recover``). A joiner does the same.
-  Nobody up to fetch from: it goes on from its own parameters.
+  Nobody up to fetch from: it goes on from its own parameters. A fetch is called off
+  where it is (``Network.cancel``) when the rejoiner fails again, or when its peer fails
+  (then it fetches again from the peer nearest now).
 - **Links**: degradation windows (bandwidth x factor) become part of the edge's
   bandwidth series before the network is built; random outages (stream
   ``faults/links/<a>-<b>``) are added to the edge's outages as they happen. A flow that
@@ -230,6 +232,7 @@ class FaultModel:
         self._speeds: list[Speed | None] = [None] * len(nodes)
         self._link_spans: list[FaultSpan] = []
         self._open_links: dict[str, float] = {}
+        self._fetching: dict[int, tuple[int, simpy.Event, simpy.Event]] = {}  # worker -> (peer, fetch, lost)
 
     # ------------------------------------------------------------------ step times
     def multiplier(self, i: int) -> float:
@@ -315,12 +318,20 @@ class FaultModel:
                 end = max(end, pending.pop(0)[1])
             self._open[worker.index] = (kind, env.now)
             worker.fail()
+            self._peer_failed(worker.index)
             if math.isinf(end):
                 return
             yield env.timeout(end - env.now)
             del self._open[worker.index]
             self.recorder.faults.append(FaultSpan(kind, worker.index, worker.node, start, env.now))
             worker.revive()
+
+    def _peer_failed(self, index: int) -> None:
+        """Worker ``index`` failed: the fetches from it stop where they are."""
+        for w, (peer, fetch, lost) in list(self._fetching.items()):
+            if peer == index and not lost.triggered:
+                self.net.cancel(fetch)
+                lost.succeed()
 
     def _peer(self, w):
         """Whom ``w`` fetches from: the live worker nearest by route latency (ties: lowest
@@ -334,8 +345,11 @@ class FaultModel:
 
     def _rejoin(self, w) -> Generator:
         """Come back: wait until some live peer has got as far as ``w`` had (so no step is
-        done twice), fetch its parameters, go on from its step. With a home server: fetch the
-        server's current model at once and go on from its own step."""
+        done twice), fetch its parameters, go on from its step. A fetch stops where it is
+        when ``w`` fails (the interrupt goes on to the worker) or when the peer fails (then
+        ``w`` fetches again, from the peer chosen now): no byte to or from a down node. With a
+        home server (methods with servers): fetch the server's current model at once and go on
+        from its own step (servers do not fail)."""
         start = self.env.now
         server = self.home(w.index) if getattr(self, "home", None) is not None else None
         if server is not None:
@@ -343,7 +357,12 @@ class FaultModel:
             step = w.progress
             if self.on_fetch is not None:
                 self.on_fetch(w.index, server, step)
-            yield self.net.transfer(server, w.node, self.fetch_bytes, f"recovery:{w.index}")
+            fetch = self.net.transfer(server, w.node, self.fetch_bytes, f"recovery:{w.index}")
+            try:
+                yield fetch
+            except simpy.Interrupt:  # w failed while fetching: the fetch stops where it is
+                self.net.cancel(fetch)
+                raise
             w.steps_done = step
             w.tracker.step = step
             self.barrier.member_up(w.index, step)
@@ -353,21 +372,34 @@ class FaultModel:
                                                      step))
             return
         while True:
-            peer = self._peer(w)
-            if peer is None or peer.steps_done >= w.progress:
+            while True:
+                peer = self._peer(w)
+                if peer is None or peer.steps_done >= w.progress:
+                    break
+                w.tracker.set("straggler_wait")
+                yield peer.reached(w.progress)  # fires early if the peer fails: choose again
+            w.tracker.set("comm_blocked")
+            # the step it goes on from is decided now, with the parameters' snapshot
+            step = w.progress if peer is None else peer.steps_done
+            if self.on_fetch is not None:
+                self.on_fetch(w.index, None if peer is None else peer.index, step)
+            if peer is None:  # nobody up to fetch from: go on from its own parameters
+                nbytes, peer_node = 0.0, ""
                 break
-            w.tracker.set("straggler_wait")
-            yield peer.reached(w.progress)  # fires early if the peer fails: choose again
-        w.tracker.set("comm_blocked")
-        # the step it goes on from is decided now, with the parameters' snapshot
-        step = w.progress if peer is None else peer.steps_done
-        if self.on_fetch is not None:
-            self.on_fetch(w.index, None if peer is None else peer.index, step)
-        if peer is None:  # nobody up to fetch from: go on from its own parameters
-            nbytes, peer_node = 0.0, ""
-        else:
             nbytes, peer_node = self.fetch_bytes, peer.node
-            yield self.net.transfer(peer.node, w.node, nbytes, f"recovery:{w.index}")
+            fetch = self.net.transfer(peer.node, w.node, nbytes, f"recovery:{w.index}")
+            lost = self.env.event()  # fires if the peer fails before the fetch is in
+            self._fetching[w.index] = (peer.index, fetch, lost)
+            try:
+                yield fetch | lost
+            except simpy.Interrupt:  # w failed while fetching: the fetch stops where it is
+                self.net.cancel(fetch)
+                raise
+            finally:
+                del self._fetching[w.index]
+            if fetch.triggered:
+                break
+            # the peer failed: its flow was called off; choose a peer again
         w.steps_done = step
         w.tracker.step = step
         self.barrier.member_up(w.index, step)

@@ -135,6 +135,7 @@ class Flow:
     hop_min: list | None = None
     sym_epoch: int = -1  # the network epoch of its last symmetry answer, and the answer
     sym: bool = False
+    cancelled: bool = False  # called off (Network.cancel): never delivered
 
 
 class Network:
@@ -215,6 +216,10 @@ class Network:
         self._flush_pending = False
         self._timer_at = _INF
         self._timer_event: simpy.Event | None = None
+        # Flows (or classes) whose last byte has left but that have not arrived yet (their
+        # latency, or a ``ready`` they wait for): ``cancel`` can still call them off.
+        self._landing: dict[Flow, None] = {}
+        self.flows_cancelled = 0  # flows (a class's members each) called off by ``cancel``
         self._started = 0
         self.flows_started = 0
         self.rate_recomputations = 0
@@ -1166,6 +1171,7 @@ class Network:
             if f.members is None:
                 items.append((t, f.seq, f, None))
             else:
+                self._landing[f] = None
                 items.extend((t, m[4], f, m) for m in f.members)
         items.sort(key=lambda x: (x[0], x[1]))
         link_bytes, sent, received = self.link_bytes, self.sent_bytes, self.received_bytes
@@ -1200,9 +1206,12 @@ class Network:
             now = self.env.now
             transfers = self.recorder.transfers
             for f, (src, dst, path, ids, seq) in run:
+                if f.cancelled:
+                    continue
                 transfers.append(Transfer(src, dst, f.size, f.start_s, now, f.tag, ">".join(path)))
                 f.arrived += 1
                 if f.arrived == len(f.members):
+                    del self._landing[f]
                     f.done.succeed(f)
 
         self.env.timeout(latency_s).callbacks.append(arrive)
@@ -1215,8 +1224,12 @@ class Network:
             self.link_bytes[l] += flow.size
         self.sent_bytes[flow.src] += flow.size
         self.received_bytes[flow.dst] += flow.size
+        self._landing[flow] = None
 
         def arrive(_event: simpy.Event) -> None:
+            if flow.cancelled:
+                return
+            del self._landing[flow]
             self.recorder.transfers.append(Transfer(
                 flow.src, flow.dst, flow.size, flow.start_s, self.env.now, flow.tag, ">".join(flow.route)))
             owner = flow.owner
@@ -1235,6 +1248,97 @@ class Network:
             ready.callbacks.append(send_last_byte)
         else:
             send_last_byte()
+
+    # ------------------------------------------------------------------ calling flows off
+    def cancel(self, *handles: simpy.Event) -> float:
+        """Call off, now, the flows behind ``handles`` (events that ``transfer`` or
+        ``transfer_group`` returned; a class's event stands for all its members); returns the
+        bytes they had moved (summed over members).
+
+        A flow still sending leaves its links at once (the flows that shared them are re-rated
+        in this instant's recomputation, as when a flow finishes); one whose last byte has left
+        but has not arrived (route latency, or a ``ready`` it waits for) stops there. Either
+        way it is never delivered: its event never fires. The bytes it moved stay counted on
+        its links and at both ends (``link_bytes``, ``sent_bytes``, ``received_bytes``: the
+        fluid model has no bytes in the pipe to lose) and it is recorded as a ``Transfer`` of
+        those bytes that ends now (none when it had moved nothing). Handles whose flows have
+        arrived or were called off already are ignored. Cost: one pass over the active and
+        landing flows, whatever the number of handles.
+        """
+        want = set(handles)
+        if not want:
+            return 0.0
+        now = self.env.now
+        transfers = self.recorder.transfers
+        total = 0.0
+        hit = [f for f in self._flows if f.done in want]
+        lf, pu = self._link_flows, self._plain_users
+        if hit:
+            self._epoch += 1  # links lose users: earlier symmetry answers no longer hold
+        for f in hit:
+            # bytes each member still had to send, as of now
+            if f.in_arrays:
+                s_ = f.slot
+                rate, left, since = float(self._rate[s_]), float(self._remaining[s_]), float(self._updated[s_])
+            else:
+                rate, left, since = f.rate, f.remaining, f.updated_s
+            if 0 < rate < _INF and now > since:
+                left -= rate * (now - since)
+            elif rate == _INF:
+                left = 0.0
+            moved = f.size - min(max(left, 0.0), f.size)
+            # leave the links: the bookkeeping of a finish (_on_timer), without the delivery
+            del self._flows[f]
+            if f.members is not None:
+                self._classes -= 1
+                self._members -= len(f.members)
+                if f.q:
+                    self._count_rate(f, -f.q)
+                self._fp[f.fp_ids] -= f.fp_add
+                ends = [(m[0], m[1], m[2], m[3]) for m in f.members]
+            else:
+                self._members -= 1
+                for l in f.link_ids:
+                    pu[l] -= 1
+                q = int(self._q[f.slot]) if f.in_arrays else f.q
+                if q:
+                    self._count_rate(f, -q)
+                ends = [(f.src, f.dst, f.route, f.link_ids)]
+            f.version += 1
+            f.cancelled = True
+            self._unslotted.pop(f, None)
+            self._unsynced.pop(f, None)
+            self._dirty_flows.pop(f, None)
+            for l in f.link_ids:
+                users = lf[l]
+                del users[f]
+                if users:
+                    self._dirty_links[l] = None
+            if f.slot >= 0:
+                self._free_slot(f.slot)
+            self.flows_cancelled += len(ends)
+            if moved > 0:
+                by_id = self._links_by_id
+                for src, dst, path, ids in ends:
+                    for l in ids:
+                        self.link_bytes[by_id[l]] += moved
+                    self.sent_bytes[src] += moved
+                    self.received_bytes[dst] += moved
+                    transfers.append(Transfer(src, dst, moved, f.start_s, now, f.tag, ">".join(path)))
+                total += moved * len(ends)
+        for f in [f for f in self._landing if f.done in want]:
+            del self._landing[f]
+            f.cancelled = True
+            # its bytes were counted when its last byte left; the members yet to arrive end now
+            left = [(f.src, f.dst, f.route)] if f.members is None else [m[:3] for m in f.members[f.arrived:]]
+            self.flows_cancelled += len(left)
+            for src, dst, path in left:
+                transfers.append(Transfer(src, dst, f.size, f.start_s, now, f.tag, ">".join(path)))
+            total += f.size * len(left)
+        if hit:
+            self._request_flush()
+            self._log_rates()
+        return total
 
 
 # ---------------------------------------------------------------------- progressive filling

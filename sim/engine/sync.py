@@ -14,8 +14,28 @@ peer's parameters when it came back (``skip_until``). With ``timeout_s`` a colle
 also starts when that long has passed since its first arrival, with whoever has arrived
 (the DiLoCo paper's dropped outer gradients). A member that arrives after its collective
 started is *late*: its contribution is dropped and it does not wait for the result.
-Every member left out of a collective gets a ``Dropped`` record. A member that arrived
-and then fails stays a participant (member failure during a collective is not modelled).
+Every member left out of a collective gets a ``Dropped`` record.
+
+A member that fails (issue 28: no bytes to or from a down node, participants were up):
+
+* after arriving, before its collective started: its arrival no longer counts; the
+  collective starts without it (``Dropped`` "down"), as if it had never arrived;
+* while its collective is on the wire: the collective re-forms without it. The try under
+  way is called off (``collectives.Attempt``: its flows are cancelled where they are, the
+  bytes they moved stay counted) and the collective runs again, from the start, among the
+  participants left; the failed member gets a ``Dropped`` "down" record at its failure.
+  Members that all fail leave a collective with nobody, which completes at once.
+
+This is the dropped-member rule of the DiLoCo papers (DiLoCo's dropped outer gradients:
+the average is over the workers whose contributions got through, and a dropped worker goes
+on from its own parameters) carried to a failure on the wire, as fault-tolerant
+collective libraries do it (PCCL aborts a collective that loses a peer; it runs again
+among the peers left). A worker that drops out is not waited for. So ``on_done`` always receives the members that
+completed the collective, each of which was up from its start to its end; everyone who
+waits for the result is released when the re-formed collective completes, and a member
+that failed never waits (its waits end with its failure). Not modelled: keeping the
+chunks a broken ring had already reduced (the try runs again from the start), detecting
+the failure later than it happens (a real all-reduce notices at a timeout).
 
 Time between a worker's arrival and ``started`` is waiting for stragglers; between
 ``started`` and ``done``, communication.
@@ -34,7 +54,7 @@ from typing import Callable, Generator
 import simpy
 
 from kernels.formats import payload_bytes
-from sim.engine.collectives import COLLECTIVES
+from sim.engine.collectives import COLLECTIVES, Attempt
 from sim.engine.network import Network
 from sim.metrics.records import Dropped, Recorder, Sync
 
@@ -75,6 +95,8 @@ class SyncBarrier:
         self._short: dict[tuple, None] = {}  # finished collectives that ran without some member
         self._live: dict[tuple, int] = {}  # logical key -> its parts open or on the wire
         self._parts: dict[tuple, dict] = {}  # logical key -> parts still to complete, members in all, bytes so far
+        self._running: dict[tuple, dict] = {}  # part key -> its try on the wire: participants, attempt, body
+        self.reformed = 0  # collectives re-formed after a participant failed on the wire
         # Keys hold a _Group for Send.group: one per distinct group (by value), found by the
         # tuple's identity first (the sends of one collective share their group tuple).
         self._groups: dict[tuple, _Group] = {}
@@ -99,8 +121,22 @@ class SyncBarrier:
 
     # ------------------------------------------------------------------ membership
     def member_down(self, worker: int) -> None:
-        """``worker`` failed or left: open collectives stop waiting for it."""
+        """``worker`` failed or left: open collectives stop waiting for it and forget its
+        arrival; a collective on the wire with it re-forms without it (module doc)."""
         self.up[worker] = False
+        for r in self._open.values():
+            r["arrived"].pop(worker, None)
+        now = self.env.now
+        for run in self._running.values():
+            body = run["body"]
+            if worker not in run["participants"] or (body is not None and body.triggered):
+                continue  # (a try done in this instant: it took part)
+            run["participants"] = tuple(m for m in run["participants"] if m != worker)
+            send = run["send"]
+            self.recorder.dropped.append(Dropped(worker, self.nodes[worker], send.stream, send.round, now, "down"))
+            if body is not None and not run["broken"].triggered:
+                run["attempt"].call_off()
+                run["broken"].succeed()
         self._recheck()
 
     def member_up(self, worker: int, skip_until: int) -> None:
@@ -175,11 +211,13 @@ class SyncBarrier:
             reason = "down" if not self.up[m] else "rejoined" if r["step"] <= self.skip_until[m] else "late"
             self.recorder.dropped.append(Dropped(m, self.nodes[m], send.stream, send.round, self.env.now, reason))
         r["started"].succeed()
-        self.env.process(self._run(send, r, participants, key))
+        # on the wire from now on (a member that fails before its process first runs, in this
+        # same instant, is left out of its first try already)
+        self._running[key] = {"send": send, "participants": participants, "body": None}
+        self.env.process(self._run(send, r, key))
 
-    def _run(self, send, r: dict, participants: tuple, key: tuple) -> Generator:
+    def _run(self, send, r: dict, key: tuple) -> Generator:
         nbytes = payload_bytes(send.elems, send.wire_format)
-        members = [self.nodes[i] for i in participants]
         lkey = key[:3]
         whole = self._parts.get(lkey)  # the logical collective this part belongs to
         if whole is None:
@@ -187,7 +225,20 @@ class SyncBarrier:
                                              "start": self.env.now, "bytes": 0.0}
         whole["first"] = min(whole["first"], r["first"])
         tag = f"{send.stream}:{send.round}" + (f"/{send.part}" if send.parts > 1 else "")
-        yield from COLLECTIVES[send.collective](self.env, self.net, members, nbytes, tag)
+        run = self._running[key]
+        body = COLLECTIVES[send.collective]
+        while True:  # one try; again, without those who failed, while a participant fails on the wire
+            members = [self.nodes[i] for i in run["participants"]]
+            run["attempt"] = attempt = Attempt(self.net)
+            run["broken"] = broken = self.env.event()
+            run["body"] = done = (self.env.process(body(self.env, attempt, members, nbytes, tag)) if members
+                                  else self.env.timeout(0))
+            yield done | broken
+            if done.triggered:
+                break
+            self.reformed += 1
+        del self._running[key]
+        participants = run["participants"]
         whole["left"] -= 1
         whole["present"] &= set(participants)
         whole["bytes"] += nbytes

@@ -10,8 +10,11 @@ Per replica, in fp32 (4 bytes an element), with P the model's parameters:
 * activations kept for the backward pass of one step, per token (``activation_floats``);
   tests check this against the bytes autograd really saves (``saved_tensor_bytes``).
 
-Plus, once for the run, the logits of one evaluation batch (for every replica at once
-with ``run.eval_replicas``). The estimate leaves out allocator slack and the CUDA context;
+Plus, once for the run, evaluation (``eval_floats``): the held-out batches (int64 token
+ids, kept for the run) and the forward of one evaluation batch, which without autograd
+holds one block's tensors at a time besides the logits (for every replica at once with
+``run.eval_replicas``); tests check it against the peak of live tensors of that forward
+on the meta device. The estimate leaves out allocator slack and the CUDA context;
 it is there to refuse, before starting, a scenario that cannot fit, not to size a device
 to the byte.
 """
@@ -80,6 +83,20 @@ def activation_floats(spec, vocab: int) -> int:
     return spec.context * spec.d_model + 2 * spec.hidden + 2 * vocab
 
 
+def eval_floats(spec, vocab: int) -> int:
+    """Floats per token live at the peak of an evaluation forward (no autograd frees each
+    tensor when the code lets go of it), an upper bound: gpt, the larger of one block's moment
+    -- every tensor a block makes (``activation_floats``' count, plus the third attention
+    temporary: scores, masked, softmax) and its input -- and the head's: the final LayerNorm's
+    input and output and the logits and their log-softmax. Other models: everything a
+    training forward keeps."""
+    if spec.kind == "gpt":
+        d, t, h, r = spec.d_model, spec.seq_len, spec.n_heads, spec.mlp_ratio
+        block = 4 * d + 4 * d + 2 * h * t + 2 * d + d + 2 * r * d
+        return max(block + h * t + d, 2 * d + 2 * vocab)
+    return activation_floats(spec, vocab)
+
+
 @dataclass(frozen=True)
 class MemoryEstimate:
     n_params: int
@@ -103,14 +120,17 @@ class MemoryEstimate:
 
 
 def estimate(n_params: int, replicas: int, spec, vocab: int, batch_size: int, eval_batch_size: int,
-             outer_copies: int, eval_replicas: bool, model=None) -> MemoryEstimate:
-    """``model``: the model on the meta device, needed for a plug-in model's activations."""
+             outer_copies: int, eval_replicas: bool, model=None, eval_batches: int = 0) -> MemoryEstimate:
+    """``model``: the model on the meta device, needed for a plug-in model's activations;
+    ``eval_batches``: held-out batches kept for the run."""
     state = (STATE_COPIES + outer_copies + STEP_TRANSIENT_COPIES) * n_params * FLOAT_BYTES
     per_token = (measured_activation_floats(model, spec.seq_len, vocab, spec.output) if spec.kind == "plugin"
                  else activation_floats(spec, vocab))
     act = batch_size * spec.seq_len * per_token * FLOAT_BYTES
     evaluated = replicas if eval_replicas else 1
-    eval_bytes = evaluated * eval_batch_size * spec.seq_len * 2 * vocab * FLOAT_BYTES
+    eval_per_token = per_token if spec.kind == "plugin" else eval_floats(spec, vocab)
+    eval_bytes = (evaluated * eval_batch_size * spec.seq_len * eval_per_token * FLOAT_BYTES
+                  + eval_batches * eval_batch_size * (spec.seq_len + 1) * 8)  # + the held-out int64 ids
     return MemoryEstimate(n_params, replicas, state, act, eval_bytes)
 
 
@@ -142,6 +162,12 @@ def check_fits(est: MemoryEstimate, device, limit_gb: float | None) -> None:
         have, where = available_bytes(device)
         if have is None:
             return
+    if est.total_bytes > have >= est.replicas * est.bytes_per_replica:  # training alone fits: evaluation does not
+        raise ValueError(
+            f"run.eval_batch_size: the numerics need about {est.total_bytes / 1e9:.3g} GB, "
+            f"{est.eval_bytes / 1e9:.3g} GB of it for evaluation (the held-out batches, and one batch of "
+            f"eval_batch_size sequences through the model at once) but {where} is {have / 1e9:.3g} GB; lower "
+            "run.eval_batch_size (raise run.eval_batches to evaluate as many sequences)")
     if est.total_bytes > have:
         raise ValueError(
             f"run: the numerics need about {est.total_bytes / 1e9:.3g} GB ({est.replicas} replicas x "
