@@ -17,11 +17,12 @@ departure: the payloads' values, taken after it; ``on_delivered``: the worker's 
 it got, queued before it computes again), then the worker's ``Need`` of the send a message
 answers is met.
 
-Faults: a worker that is down is never waited for (nobody waits for anyone); a payload a
-server would send to a worker that is down is not sent (a ``Dropped`` record, reason
-``down``); payloads already on the wire are delivered (the network has no cancellation: see
-the README). A worker that comes back fetches the current model from its server
-(``Algorithm.home_server``; ``engine.faults``).
+Faults: a worker that is down is never waited for (nobody waits for anyone). When it fails,
+its payloads on the wire, to or from it, are called off (``Network.cancel``: no byte to or
+from a down node; its push never reaches the server); a payload a server would send to a
+worker that is down is not sent (a ``Dropped`` record, reason ``down``), nor the answer to a
+send the worker made before it failed and came back (reason ``rejoined``). A worker that comes
+back fetches the current model from its server (``Algorithm.home_server``; ``engine.faults``).
 
 ``Router`` is the ``SyncBarrier`` of a run whose method has servers: sends with ``to`` go to
 the servers, every other send (a warm start's all-reduce) to the barrier as before.
@@ -69,6 +70,7 @@ class Router(SyncBarrier):
         self._now = env.event()
         self._now.succeed()  # the 'started' of a point-to-point send: nobody is waited for
         self.delivered = 0
+        self._wire: dict[int, dict] = {}  # worker -> its flows on the wire (their done events), to or from it
 
     # ------------------------------------------------------------------ workers
     def arrive(self, send, worker: int, step: int = 0):
@@ -88,6 +90,9 @@ class Router(SyncBarrier):
         super().member_down(worker)
         for key in [k for k in self._answers if k[0] == worker]:  # it waits for nothing any more
             del self._answers[key]
+        flows = self._wire.pop(worker, None)
+        if flows:  # no byte to or from a down node: its payloads on the wire are called off
+            self.net.cancel(*flows)
 
     def busy_s(self) -> dict[str, float]:
         """Simulated seconds each server has spent handling payloads so far."""
@@ -100,9 +105,14 @@ class Router(SyncBarrier):
     def _send(self, msg) -> None:
         nbytes = payload_bytes(msg.elems, msg.wire_format)
         ev = self.net.transfer(self._node(msg.sender), self._node(msg.to), nbytes, f"{msg.stream}:{msg.round}")
-        ev.callbacks.append(lambda _e, msg=msg: self._arrived(msg))
+        w = msg.sender if isinstance(msg.sender, int) else msg.to if isinstance(msg.to, int) else None
+        if w is not None:
+            self._wire.setdefault(w, {})[ev] = None
+        ev.callbacks.append(lambda _e, msg=msg, w=w: self._arrived(msg, w, _e))
 
-    def _arrived(self, msg) -> None:
+    def _arrived(self, msg, worker: int | None = None, ev=None) -> None:
+        if worker is not None:
+            self._wire.get(worker, {}).pop(ev, None)
         if isinstance(msg.to, int):
             self._deliver(msg)
             return
