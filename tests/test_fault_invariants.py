@@ -137,7 +137,8 @@ METHODS = ["{name: ddp}", "{name: ddp, sync_grain: layer}", "{name: diloco, inne
            "{name: streaming_diloco, inner_steps: 4}", "{name: noloco, inner_steps: 3}",
            "{name: noloco, inner_steps: 3, collective: ring_allgather}", "{name: diloco_delayed, inner_steps: 3}",
            "{name: eager_diloco, inner_steps: 3}", "{name: fedavg, inner_steps: 3}", "{name: sparta}",
-           "{name: sparta_diloco, inner_steps: 3}", "{name: demo}"]
+           "{name: sparta_diloco, inner_steps: 3}", "{name: demo}", "{name: async_local_sgd, inner_steps: 3}",
+           "{name: halos, inner_steps: 3, updates_per_push: 2}", "{name: fedbuff, inner_steps: 3, buffer_size: 2}"]
 ALLREDUCES = ["ring_allreduce", "ring_allreduce_stepwise", "tree_allreduce", "hierarchical_allreduce",
               "parameter_server"]
 rate = st.floats(1e-3, 3.0).map(lambda x: float(f"{x:.3g}"))  # far faster than a 0.1 s step, and slower

@@ -28,7 +28,8 @@ METHODS = [{"name": "ddp"}, {"name": "diloco", "inner_steps": 3}, {"name": "stre
            {"name": "noloco", "inner_steps": 3}, {"name": "noloco", "inner_steps": 3, "dead_partner": "repair"},
            {"name": "diloco_delayed", "inner_steps": 3}, {"name": "eager_diloco", "inner_steps": 3},
            {"name": "fedavg", "inner_steps": 3}, {"name": "sparta"}, {"name": "sparta_diloco", "inner_steps": 3},
-           {"name": "demo"}]
+           {"name": "demo"}, {"name": "async_local_sgd", "inner_steps": 3},
+           {"name": "halos", "inner_steps": 3, "updates_per_push": 2}, {"name": "fedbuff", "inner_steps": 3, "buffer_size": 2}]
 STEP_S = 0.1
 SIM_S = 1.5
 NODES = ["us/0", "us/1", "eu/0", "eu/1"]
@@ -38,7 +39,8 @@ def scenario(method: dict, faults: dict, seed: int, layer_grain: bool = False):
     return parse_scenario({
         "seed": seed, "numerics": True,
         "topology": {"regions": [{"name": "us", "nodes": 2}, {"name": "eu", "nodes": 2}],
-                     "links": [{"a": "us", "b": "eu", "bandwidth_gbps": 1.0, "latency_s": 0.03}]},
+                     "links": [{"a": "us", "b": "eu", "bandwidth_gbps": 1.0, "latency_s": 0.03}],
+                     "servers": [{"name": "ps", "region": "us"}]},  # (used by the methods without a barrier)
         "model": {"d_model": 16, "n_layers": 2 if layer_grain else 1, "n_heads": 2, "seq_len": 16},
         "data": {"kind": "synthetic", "vocab_size": 32, "order": 2, "branching": 3},
         "compute": {"batch_size": 4, "step_time": {"mode": "fixed", "step_time_s": STEP_S}},

@@ -44,6 +44,8 @@ def _scenario(algo: str, regions: list[int], faults: dict, timeout: float | None
     }
     if sim_time_s is None:
         data["run"] = {"max_rounds": 1000, "device": "cpu"}
+    if name in ("async_local_sgd", "halos", "fedbuff"):  # methods without a barrier: a server in us
+        data["topology"]["servers"] = [{"name": "ps", "region": "us"}]
     return parse_scenario(data)
 
 

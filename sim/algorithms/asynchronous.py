@@ -296,7 +296,9 @@ class Asynchronous(Algorithm):
 
     def on_dropped(self, numerics, state, message: Message, time_s: float) -> None:
         key = message.key  # filled by the sender's queue when it left: forget it there, after that
-        numerics.enqueue_op(self._queue(numerics, state, message.sender), lambda: state.mail.pop(key, None))
+        sender = message.sender
+        queue = sender if isinstance(sender, int) else self._queue(numerics, state, sender)
+        numerics.enqueue_op(queue, lambda: state.mail.pop(key, None))
 
     def _restart(self, numerics, state, worker: int, key) -> None:
         """Queue: ``worker`` goes on from the model in mailbox ``key`` (its replica and its start)."""

@@ -431,8 +431,8 @@ class Algorithm(ABC):
         queue (before the worker computes again)."""
 
     def on_dropped(self, numerics, state, message: Message, time_s: float) -> None:
-        """A server's ``message`` that left reached a worker that no longer uses it (it failed
-        meanwhile): forget what it carries."""
+        """``message`` left but is not used: called off on the wire (its worker failed) or it
+        reached a worker that no longer waits for it: forget what it carries."""
 
     def home_server(self, worker: int) -> str | None:
         """The server a worker that comes back fetches the current model from (None: a live peer)."""

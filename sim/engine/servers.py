@@ -93,6 +93,9 @@ class Router(SyncBarrier):
         flows = self._wire.pop(worker, None)
         if flows:  # no byte to or from a down node: its payloads on the wire are called off
             self.net.cancel(*flows)
+            if self.on_dropped is not None:
+                for msg in flows.values():
+                    self.on_dropped(msg, self.env.now)
 
     def busy_s(self) -> dict[str, float]:
         """Simulated seconds each server has spent handling payloads so far."""
@@ -107,7 +110,7 @@ class Router(SyncBarrier):
         ev = self.net.transfer(self._node(msg.sender), self._node(msg.to), nbytes, f"{msg.stream}:{msg.round}")
         w = msg.sender if isinstance(msg.sender, int) else msg.to if isinstance(msg.to, int) else None
         if w is not None:
-            self._wire.setdefault(w, {})[ev] = None
+            self._wire.setdefault(w, {})[ev] = msg
         ev.callbacks.append(lambda _e, msg=msg, w=w: self._arrived(msg, w, _e))
 
     def _arrived(self, msg, worker: int | None = None, ev=None) -> None:
