@@ -18,12 +18,16 @@ Workloads (issue 16), each timed in this process unless said otherwise:
 * ``barrier_1024``: the NoLoCo-vs-DiLoCo barrier study: 1,024 workers, lognormal per-step
   stragglers (sigma 0.5), no communication cost (infinite bandwidth, no latency),
   H = 100, ``--barrier-rounds`` outer steps (250 in the issue): simulate seconds each.
+* ``async_1024`` (issue 25): timing-only Async Local-SGD on the same 1,024 workers and ring
+  (8 regions of 128), one parameter server in r0, H = 100 with dynamic local updates (equal
+  speeds: H_w = H), bf16 pushes and fp32 models, ``--async-rounds`` rounds (10: 10,240 updates
+  applied): ``simulate_s`` and ``report_s`` as above, updates applied and transfers.
 * ``threads``: a 6-worker DiLoCo run of the tiny GPT (2 rounds of H = 20, one process per
   run) with ``run.threads`` 1, 2 and auto, alone and next to a CPU-bound neighbour (a
   busy-looping process); wall seconds each, and auto's ratio to the best choice.
 
-Run: ``python bench/scale.py [--only diloco_1024,layer_1024,barrier_1024,threads]
-[--grain step|layer] [--barrier-rounds 250] [--methods diloco,streaming_diloco,noloco]
+Run: ``python bench/scale.py [--only diloco_1024,layer_1024,barrier_1024,async_1024,threads]
+[--grain step|layer] [--barrier-rounds 250] [--async-rounds 10] [--methods diloco,streaming_diloco,noloco]
 [--no-command]``. The network's own workloads (``churn_congested``) are in
 bench/network.py; the engine overhead with numerics on in bench/overhead.py.
 """
@@ -100,6 +104,20 @@ LAYER_METHODS = {
                          "fragment_layers": 1, "overlap_steps": 1, "sync_grain": "layer"},
     "noloco": {"name": "noloco", "inner_steps": 100, "payload_dtype": "bf16", "sync_grain": "layer"},
 }
+
+
+def async_1024(rounds: int = 10) -> dict:
+    """Timing-only Async Local-SGD at 1,024 workers (8 regions of 128 on the ring of 10 Gbit/s
+    links, one server in r0, the 1B proxy, bf16, H = 100, DyLU on equal speeds): simulate and
+    report seconds, pushes applied and transfers."""
+    data = ring_scenario(1024, 8, {"name": "async_local_sgd", "inner_steps": 100, "payload_dtype": "bf16"},
+                         {"max_rounds": rounds})
+    data["topology"]["servers"] = [{"name": "ps", "region": "r0"}]
+    sim, simulate, report, size = _timed_run(data)
+    return {"workers": 1024, "rounds": rounds, "simulate_s": simulate, "report_s": report,
+            "total_s": simulate + report, "inner_steps": sum(w.steps_done for w in sim.workers),
+            "updates_applied": len(sim.recorder.served), "transfers": len(sim.recorder.transfers),
+            "sim_time_s": float(sim.env.now), "dashboard_bytes": size}
 
 
 def simpy_timeouts(n: int = 1_000_000) -> float:
@@ -208,6 +226,7 @@ def main() -> None:
     ap.add_argument("--only", default="diloco_1024,barrier_1024,threads")
     ap.add_argument("--grain", choices=["step", "layer"], default="step")
     ap.add_argument("--barrier-rounds", type=int, default=250)
+    ap.add_argument("--async-rounds", type=int, default=10, help="async_1024's rounds")
     ap.add_argument("--methods", default=",".join(LAYER_METHODS), help="layer_1024's methods")
     ap.add_argument("--no-command", action="store_true", help="layer_1024 without the fresh-process command runs")
     args = ap.parse_args()
@@ -219,6 +238,8 @@ def main() -> None:
         result["layer_1024"] = layer_1024(args.methods.split(","), not args.no_command)
     if "barrier_1024" in only:
         result["barrier_1024"] = barrier_1024(args.barrier_rounds)
+    if "async_1024" in only:
+        result["async_1024"] = async_1024(args.async_rounds)
     if "threads" in only:
         result["threads"] = threads_workload()
     result["machine"] = cpu_machine()
