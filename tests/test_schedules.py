@@ -22,10 +22,15 @@ EVERYONE = (0, 1, 2, 3)
 
 
 def method(algorithm: str, n: int = N, seed: int = 0):
-    """The method of ``algorithm`` (a YAML mapping) for ``n`` workers, configured with LAYOUT."""
-    sc = load_scenario(QS, [f"algorithm={algorithm}"])
-    m = algorithm_class(sc.algorithm)(sc.algorithm, n, seed)
+    """The method of ``algorithm`` (a YAML mapping) for ``n`` workers, configured with LAYOUT (and,
+    for a method with servers, a server ``ps`` in the first region, workers spread over the regions
+    in order, equal speeds)."""
+    sc = load_scenario(QS, [f"algorithm={algorithm}", "topology.servers=[{name: ps, region: us}]"])
+    cls = algorithm_class(sc.algorithm)
+    m = cls(sc.algorithm, n, seed)
     m.configure(LAYOUT, None)
+    regions = [r.name for r in sc.topology.regions for _ in range(r.nodes)]
+    m.set_servers(cls.server_plan(sc.algorithm, sc.topology), (regions * n)[:n], [1.0] * n)
     return m
 
 
