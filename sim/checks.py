@@ -92,10 +92,10 @@ def _selected(sc, where) -> int:
 def estimate_events(sc, n_params: int | None = None) -> EventEstimate:
     """How many events a run will simulate, roughly, by source: inner steps of all workers
     (times what a step costs the method: ``Algorithm.events_per_step`` counts its collective
-    parts, one per layer at layer grain, spread over a round), random failures, link flaps, slow periods
-    and evaluations (numerics on: the first and last, every ``eval_every_steps`` steps and every
-    ``eval_every_s`` seconds, each weighted by its work in inner-step batches). Steps per worker come from the stop conditions (the first one reached);
-    the simulated duration is ``run.max_sim_time_s``, else the compute time alone (a lower
+    parts, one per layer at layer grain, spread over a round), random failures, link flaps, slow
+    periods and evaluations (numerics on: the first and last, every ``eval_every_steps`` steps
+    and every ``eval_every_s`` seconds, each weighted by its work in inner-step batches). Steps
+    per worker come from the stop conditions (the first one reached); the simulated duration is ``run.max_sim_time_s``, else the compute time alone (a lower
     bound: the estimate errs low, so only runs that clearly cannot finish are refused).
     A failure-bound run needs its compute time *up*: up time ~ Exp(mtbf_s) between failures,
     so finishing takes about compute time / mtbf_s failures per node."""

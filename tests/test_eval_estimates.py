@@ -1,12 +1,13 @@
-"""Evaluations in the estimates before work (issue 28: ``eval_batch_size: 1048576`` passed):
-their memory is the peak of live tensors of an evaluation forward (checked here against that
-peak measured on the meta device: nothing allocated), and their work counts every evaluation
-(the first, the last, every ``eval_every_steps``), so a scenario whose evaluations cannot fit
-or would never end is refused naming the eval field."""
+"""What the estimates before work used to miss (issue 28: ``eval_batch_size: 1048576`` and a
+model plug-in whose forward allocates 16 GB passed). Evaluations: their memory is the peak of
+live tensors of an evaluation forward (checked here against that peak measured on the meta
+device: nothing allocated), and their work counts every evaluation (the first, the last,
+every ``eval_every_steps``), so a scenario whose evaluations cannot fit or would never end is
+refused naming the eval field. A plug-in model's forward is traced for what it allocates
+itself, not only for what autograd saves."""
 
 from __future__ import annotations
 
-import weakref
 from pathlib import Path
 
 import pytest
@@ -14,44 +15,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from sim.scenario import load_scenario  # noqa: E402
-from sim.training.memory import FLOAT_BYTES, eval_floats  # noqa: E402
+from sim.training.memory import FLOAT_BYTES, eval_floats, peak_live_bytes  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _peak_live_bytes(fn) -> int:
-    """Peak bytes of live tensor storages while ``fn()`` runs: every storage an op's output
-    holds counts from its first tensor's creation until Python drops its last (meta device:
-    shapes only)."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-    from torch.utils._pytree import tree_flatten
-
-    state = {"live": 0, "peak": 0}
-    refs: dict[int, int] = {}  # storage -> tensors alive on it (a view shares its base's)
-
-    def free(key: int, n: int) -> None:
-        refs[key] -= 1
-        if not refs[key]:
-            del refs[key]
-            state["live"] -= n
-
-    class Peak(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            for t in tree_flatten(out)[0]:
-                if isinstance(t, torch.Tensor):
-                    storage = t.untyped_storage()
-                    key, n = storage._cdata, storage.nbytes()
-                    refs[key] = refs.get(key, 0) + 1
-                    weakref.finalize(t, free, key, n)
-                    if refs[key] == 1:
-                        state["live"] += n
-                        state["peak"] = max(state["peak"], state["live"])
-            return out
-
-    with torch.no_grad(), Peak():
-        fn()
-    return state["peak"]
 
 
 @pytest.mark.parametrize("d_model,n_layers,n_heads,seq_len,vocab", [
@@ -74,7 +40,8 @@ def test_eval_memory_per_token_bounds_the_measured_forward_peak(d_model, n_layer
         logits = model(x[:, :-1])
         torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1))
 
-    peak = _peak_live_bytes(forward) - x.untyped_storage().nbytes()
+    with torch.no_grad():
+        peak = peak_live_bytes(forward) - x.untyped_storage().nbytes()
     est = b * seq_len * eval_floats(sc.model, vocab) * FLOAT_BYTES
     assert peak <= est <= 1.6 * peak, (peak, est)
 
@@ -109,3 +76,33 @@ def test_every_evaluation_counts_in_the_work_estimate():
     assert est.terms["run.eval_every_steps"] == pytest.approx((2 + steps) * 4 * 4096 / 4)
     sc = load_scenario(PREWORK / "eval_every_steps_weighted.yaml", ["run.eval_every_steps=null"])
     assert estimate_events(sc).terms["run.eval_batch_size"] == pytest.approx(2 * 4 * 4096 / 4)
+
+
+def test_peak_live_bytes_counts_a_storage_once_and_frees_it():
+    """The tracer's own arithmetic on a hand-made sequence: a (4 MB) and its view, then b (8 MB)
+    while a lives, then a dropped and c (2 MB): the peak is 12 MB."""
+    def fn():
+        a = torch.empty(1_000_000, device="meta")
+        v = a[:10]  # a view: no new storage
+        b = torch.empty(2_000_000, device="meta")
+        del a, v, b
+        torch.empty(500_000, device="meta")
+
+    assert peak_live_bytes(fn) == 12_000_000
+
+
+def test_a_model_plugin_whose_forward_allocates_16_gb_is_refused_before_work():
+    """A model plug-in whose forward makes a 16 GB scratch tensor every call (autograd saves
+    none of it) is refused before work under run.memory_limit_gb: 8, its estimate over 16 GB:
+    the traced peak of its forward at batch 1 and 2 sees what it allocates for itself."""
+    from sim.checks import check_before_work
+
+    plugin = ROOT / "tests/fixtures/bad/memory/model_forward_16gb.py"
+    sc = load_scenario(ROOT / "scenarios/quickstart.yaml",
+                       ["run.memory_limit_gb=8", "run.device=cpu", "compute.batch_size=4", "run.eval_batch_size=8",
+                        f"model={{kind: plugin, plugin: {plugin}:Net, seq_len: 16}}"])
+    with pytest.raises(ValueError) as err:
+        check_before_work(sc)
+    line = str(err.value)
+    assert "\n" not in line and line.startswith("run: the numerics need about"), line
+    assert float(line.split("about ")[1].split(" GB")[0]) > 4 * 16  # 16 GB in each of 4 replicas' step

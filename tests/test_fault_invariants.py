@@ -19,8 +19,8 @@ from kernels.formats import payload_bytes
 from sim.engine.collectives import COLLECTIVES
 from sim.engine.network import Network
 from sim.runner import Simulation
-from tests.test_fault_rates import check_fault_invariants, check_no_bytes_while_down, watch
-from tests.test_faults import _scenario
+from tests.test_fault_rates import check_fault_invariants, watch
+from tests.test_faults import _scenario, check_no_bytes_while_down
 
 WAN_BYTES_PER_S = 1.25e8  # 1 Gbit/s
 

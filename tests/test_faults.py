@@ -57,6 +57,17 @@ def _down_windows(sim) -> dict[int, list[tuple[float, float]]]:
     return out
 
 
+def check_no_bytes_while_down(sim) -> None:
+    """No transfer of the run overlaps a down window of its source or destination (a flow
+    called off at a failure ends at its instant; issue 28)."""
+    windows = _down_windows(sim)
+    index = {n: i for i, n in enumerate(sim.nodes)}
+    for t in sim.recorder.transfers:
+        for node in (t.src, t.dst):
+            for a, b in windows.get(index.get(node, -1), ()):
+                assert not (t.start_s < b and t.end_s > a), (t, node, (a, b))
+
+
 def check_invariants(sim) -> None:
     """The issue's invariants for one finished run."""
     now = sim.env.now
@@ -86,6 +97,7 @@ def check_invariants(sim) -> None:
     for w, wins in windows.items():
         down = sum(s.end_s - s.start_s for s in sim.recorder.states if s.worker == w and s.state == "down")
         assert down == pytest.approx(sum(b - a for a, b in wins), abs=1e-9)
+    check_no_bytes_while_down(sim)
 
 
 # ---------------------------------------------------------------------------- random scenarios

@@ -6,6 +6,7 @@ Timings against hand-computed values on one link of B bytes/s."""
 from __future__ import annotations
 
 import networkx as nx
+import pandas as pd
 import pytest
 import simpy
 
@@ -135,3 +136,36 @@ def test_the_rate_log_drops_to_zero_when_the_only_flow_is_called_off():
     env.run()
     times, rates = net.rate_timeline()["links"][("a", "b")]
     assert list(times) == [0.0, 0.25] and list(rates) == [B, 0.0]
+
+
+@pytest.mark.parametrize("algo", [{"name": "diloco", "inner_steps": 3, "sync_grain": "step"},
+                                  {"name": "ddp", "sync_grain": "layer"},
+                                  {"name": "streaming_diloco", "inner_steps": 4}],
+                         ids=lambda a: a["name"])
+def test_cancelled_collectives_give_the_same_events_with_flow_classes_on_and_off(algo, monkeypatch):
+    """12 workers in 3 regions whose collectives lose members on the wire (random failures):
+    the events table -- the called-off transfers with the bytes they moved included -- is the
+    same to the bit whether a collective's flows ran as flow classes or one flow each."""
+    from sim.engine import network
+    from sim.metrics.tables import events_table
+    from sim.runner import Simulation
+    from sim.scenario import parse_scenario
+
+    data = {"seed": 3, "numerics": False, "timing": {"params": 4.0e6, "layers": 4, "step_time_s": 0.05},
+            "topology": {"regions": [{"name": "us", "nodes": 5}, {"name": "eu", "nodes": 4},
+                                     {"name": "ap", "nodes": 3}],
+                         "links": [{"a": "us", "b": "eu", "bandwidth_gbps": 1.0, "latency_s": 0.03},
+                                   {"a": "eu", "b": "ap", "bandwidth_gbps": 2.0, "latency_s": 0.05}]},
+            "algorithm": algo, "run": {"max_sim_time_s": 3.0},
+            "faults": {"failures": {"mtbf_s": 2.0, "mttr_s": 0.3}}}
+    tables, reformed, started = {}, {}, {}
+    for classes in (False, True):
+        monkeypatch.setattr(network, "FLOW_CLASSES", classes)
+        monkeypatch.setattr(network, "_MIN_CLASS", 2)  # 12 workers: classes of every size
+        sim = Simulation(parse_scenario(data))
+        sim.run()
+        sim.close_records()
+        tables[classes] = events_table(sim.recorder)
+        reformed[classes], started[classes] = sim.barrier.reformed, sim.net.classes_started
+    pd.testing.assert_frame_equal(tables[False], tables[True], check_exact=True)
+    assert reformed[True] == reformed[False] > 0 and started[True] > 0  # collectives re-formed, as classes

@@ -29,13 +29,14 @@ A member that fails (issue 28: no bytes to or from a down node, participants wer
 This is the dropped-member rule of the DiLoCo papers (DiLoCo's dropped outer gradients:
 the average is over the workers whose contributions got through, and a dropped worker goes
 on from its own parameters) carried to a failure on the wire, as fault-tolerant
-collective libraries do it (PCCL aborts a collective that loses a peer; it runs again
-among the peers left). A worker that drops out is not waited for. So ``on_done`` always receives the members that
-completed the collective, each of which was up from its start to its end; everyone who
-waits for the result is released when the re-formed collective completes, and a member
-that failed never waits (its waits end with its failure). Not modelled: keeping the
-chunks a broken ring had already reduced (the try runs again from the start), detecting
-the failure later than it happens (a real all-reduce notices at a timeout).
+collective libraries do it (PCCL's ``pcclAllReduceMultipleWithRetry`` runs the in-flight
+all-reduces that lost a peer again among the peers left). A worker that drops out is not
+waited for. So ``on_done`` always receives the members that completed the collective, each
+of which was up from its start to its end; everyone who waits for the result is released
+when the re-formed collective completes, and a member that failed never waits (its waits
+end with its failure). Not modelled: keeping the chunks a broken ring had already reduced
+(the try runs again from the start), detecting the failure later than it happens (a real
+all-reduce notices at a timeout).
 
 Time between a worker's arrival and ``started`` is waiting for stragglers; between
 ``started`` and ``done``, communication.

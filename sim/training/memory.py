@@ -8,7 +8,10 @@ Per replica, in fp32 (4 bytes an element), with P the model's parameters:
 * transients of one inner step: the gradient and the optimizer's new moments and new
   parameters before they are copied back -- ``4 x P``;
 * activations kept for the backward pass of one step, per token (``activation_floats``);
-  tests check this against the bytes autograd really saves (``saved_tensor_bytes``).
+  tests check this against the bytes autograd really saves (``saved_tensor_bytes``). A
+  plug-in model's are traced (``measured_activation_floats``), and so is the peak of live
+  tensors of its forward at two batch sizes (``plugin_forward_bytes``), which also sees what
+  the forward allocates for itself.
 
 Plus, once for the run, evaluation (``eval_floats``): the held-out batches (int64 token
 ids, kept for the run) and the forward of one evaluation batch, which without autograd
@@ -45,7 +48,8 @@ def measured_activation_floats(model, seq_len: int, vocab: int, output: str = "l
         return t
 
     idx = torch.zeros(1, seq_len, dtype=torch.long, device="meta")
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    # (tensors the forward makes without naming a device: on the meta device too, never allocated)
+    with torch.device("meta"), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         call = "forward(tokens, targets)" if output == "loss" else "forward(tokens)"
         try:
             out = model(idx, idx) if output == "loss" else model(idx)
@@ -65,6 +69,69 @@ def measured_activation_floats(model, seq_len: int, vocab: int, output: str = "l
                                  f"{vocab}] (got {got}); a model that returns its own loss takes output: loss")
             F.cross_entropy(out.reshape(seq_len, -1), torch.zeros(seq_len, dtype=torch.long, device="meta"))
     return -(-saved[0] // seq_len)
+
+
+def peak_live_bytes(fn) -> int:
+    """Peak bytes of live tensor storages while ``fn()`` runs (on the meta device: shapes only,
+    nothing allocated): every storage an op's output holds counts from its first tensor's
+    creation until Python drops its last (a view shares its base's storage)."""
+    import weakref
+
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+
+    state = {"live": 0, "peak": 0}
+    refs: dict[int, int] = {}
+
+    def free(key: int, n: int) -> None:
+        refs[key] -= 1
+        if not refs[key]:
+            del refs[key]
+            state["live"] -= n
+
+    class Peak(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in tree_flatten(out)[0]:
+                if isinstance(t, torch.Tensor):
+                    storage = t.untyped_storage()
+                    key, n = storage._cdata, storage.nbytes()
+                    refs[key] = refs.get(key, 0) + 1
+                    weakref.finalize(t, free, key, n)
+                    if refs[key] == 1:
+                        state["live"] += n
+                        state["peak"] = max(state["peak"], state["live"])
+            return out
+
+    with Peak():
+        fn()
+    return state["peak"]
+
+
+def plugin_forward_bytes(model, seq_len: int, output: str = "logits") -> tuple[int, int]:
+    """(c, k): one training forward and loss of a plug-in model (built on the meta device), traced
+    on the meta device at batch 1 and 2, peaks at about c + b·k bytes of live tensors at batch b
+    -- what it allocates itself (a scratch buffer, a cache: c) as well as its activations (k).
+    Tensors the forward makes without naming a device are made on the meta device too, so the
+    trace never allocates what it measures."""
+    import torch
+    import torch.nn.functional as F
+
+    def peak(b: int) -> int:
+        idx = torch.zeros(b, seq_len, dtype=torch.long, device="meta")
+
+        def forward():
+            out = model(idx, idx) if output == "loss" else model(idx)
+            if output != "loss":
+                F.cross_entropy(out.reshape(b * seq_len, -1), idx.reshape(-1))
+
+        with torch.device("meta"):
+            return peak_live_bytes(forward)
+
+    p1, p2 = peak(1), peak(2)
+    k = max(p2 - p1, 0)
+    return max(p1 - k, 0), k
 
 
 def activation_floats(spec, vocab: int) -> int:
@@ -129,8 +196,12 @@ def estimate(n_params: int, replicas: int, spec, vocab: int, batch_size: int, ev
     act = batch_size * spec.seq_len * per_token * FLOAT_BYTES
     evaluated = replicas if eval_replicas else 1
     eval_per_token = per_token if spec.kind == "plugin" else eval_floats(spec, vocab)
-    eval_bytes = (evaluated * eval_batch_size * spec.seq_len * eval_per_token * FLOAT_BYTES
-                  + eval_batches * eval_batch_size * (spec.seq_len + 1) * 8)  # + the held-out int64 ids
+    one_eval = eval_batch_size * spec.seq_len * eval_per_token * FLOAT_BYTES
+    if spec.kind == "plugin":  # and what its forward allocates, traced (plugin_forward_bytes)
+        c, k = plugin_forward_bytes(model, spec.seq_len, spec.output)
+        act = max(act, c + batch_size * k)
+        one_eval = max(one_eval, c + eval_batch_size * k)
+    eval_bytes = evaluated * one_eval + eval_batches * eval_batch_size * (spec.seq_len + 1) * 8  # + held-out ids
     return MemoryEstimate(n_params, replicas, state, act, eval_bytes)
 
 
