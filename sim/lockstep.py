@@ -1,7 +1,8 @@
 """A lock-step harness: a method and its numerics driven step by step, without simpy.
 
 Every worker computes inner step t, then every collective sent at step t completes at once
-(instant collectives, nobody late or down), then step t + 1. No clock, no network, no engine:
+(instant collectives, nobody late or down), then step t + 1; a method with servers has the
+step's pushes served at once, in worker order, and their answers used before step t + 1. No clock, no network, no engine:
 only the method's protocol (``at_step``, ``on_step``, ``on_reduced``) and the numerics the
 runner uses (``sim.adapter.NumericsAdapter``). The math of a method does not depend on when
 its collectives complete (its ops wait on their inputs in simulated order), so for a run
@@ -52,6 +53,9 @@ def run_lockstep(sc, steps: int | None = None) -> Lockstep:
     method = make_algorithm(sc.algorithm, n, sc.seed)
     method.kernels = sc.run.kernels
     method.configure(adapter.layout, None)
+    servers = type(method).server_plan(sc.algorithm, sc.topology)
+    regions = [r for r in sc.topology.regions for _ in range(r.nodes)]
+    method.set_servers(servers, [r.name for r in regions], [r.step_time_multiplier for r in regions])
     adapter.start(method, lambda *_a: None)
     numerics, state = adapter.numerics, adapter.state
     if steps is None:
@@ -75,6 +79,36 @@ def run_lockstep(sc, steps: int | None = None) -> Lockstep:
                 sent.setdefault(send.key, send)
         keep(numerics.flush())
         for send in sent.values():
-            keep(method.on_reduced(numerics, state, send, float(t), None))
+            if send.to is None:
+                keep(method.on_reduced(numerics, state, send, float(t), None))
+        _serve(method, numerics, state, [(w, s) for w, plan in enumerate(plans) for s in plan.sends if s.to], t)
     keep(numerics.flush())
     return Lockstep(method, state, numerics, losses)
+
+
+def _serve(method, numerics, state, pushes: list, t: int) -> None:
+    """Methods with servers: the step's pushes (worker, send) arrive at once, in worker order;
+    each server handles its arrivals in that order, what it sends leaves at the end of the
+    instant and arrives at once (at a worker: used before its next step; at a server: handled
+    in the next instant), until nothing is left on the way."""
+    from sim.algorithms.base import Message
+
+    now = float(t)
+    arriving = [Message(s.stream, s.round, w, s.to, s.elems, s.wire_format) for w, s in pushes]
+    while arriving:
+        leaving: dict[str, list] = {}
+        for msg in arriving:
+            served = method.serve(msg.to, msg, now)
+            method.on_served(numerics, state, msg.to, msg, served, now)
+            leaving.setdefault(msg.to, []).extend(served.sends)
+        arriving = []
+        for server, msgs in leaving.items():
+            if not msgs:
+                continue
+            method.departed(server, msgs, now)
+            method.on_departed(numerics, state, server, msgs, now)
+            for msg in msgs:
+                if isinstance(msg.to, int):
+                    method.on_delivered(numerics, state, msg, now)
+                else:
+                    arriving.append(msg)
