@@ -250,6 +250,8 @@ class Network:
         self._classes = 0  # active flow classes
         self._down = sum(1 for c in self._caps if c <= 0)  # links at capacity 0
         self._caps_key: dict[tuple, tuple] = {}  # link ids -> their capacities (cleared when one changes)
+        self._shapes: dict[tuple, list] = {}  # transfer_group's (pairs, latency) -> _group_shape (the same)
+        self._ring_latency: dict[tuple, float] = {}  # ring_latency_s's pairs -> summed latency
         self._epoch = 0  # bumped at each flush and split: _symmetric's answers hold within one
         # Per link: a fingerprint of its class users (sum of hash x multiplicity, mod 2^64) and
         # its number of plain flows. A class whose hop links have one fingerprint, one
@@ -376,6 +378,60 @@ class Network:
         if (not FLOW_CLASSES or len(pairs) < max(_MIN_CLASS, 2) or nbytes <= 0 or not math.isfinite(nbytes)
                 or self._inf_links):
             return [self.transfer(a, b, nbytes, tag, latency_s=latency_s) for a, b in pairs]
+        shape = self._group_shape(pairs, latency_s)
+        base = self._started
+        self._started += len(pairs)
+        self.flows_started += len(pairs)
+        events = []
+        size = float(nbytes)
+        lf = self._link_flows
+        pu = self._plain_users
+        now = self.env.now
+        for latency, members, cs in shape:
+            members = [(a, b, path, ids, base + k) for a, b, path, ids, k in members]
+            a, b, path, ids, seq = members[0]
+            if cs is None:  # fewer than _MIN_CLASS: flows of their own
+                for a, b, path, ids, seq in members:
+                    flow = Flow(a, b, size, list(zip(path, path[1:])), latency, tag, now, self.env.event(), seq=seq,
+                                route=path, remaining=size, updated_s=now)
+                    self._add_flow(flow, ids)
+                    events.append(flow.done)
+                continue
+            cls = Flow(a, b, size, [], latency, tag, now, self.env.event(), seq=seq, route=path, remaining=size,
+                       updated_s=now)
+            (cls.degree, cls.pairs, cls.hops, cls.hop_arr, cls.hop_min, cls.link_ids, cls.fp_ids, fp_degree,
+             cls.rkm) = cs
+            cls.members = members
+            cls.fp_add = fp_degree * _mix64(seq)
+            self._fp[cls.fp_ids] += cls.fp_add  # distinct ids: no repeated index
+            degree = cls.degree
+            cls.touched = any(pu[l] for l in degree)
+            for l, d in degree.items():
+                lf[l][cls] = d
+            self._flows[cls] = None
+            self._classes += 1
+            self._epoch += 1
+            self.classes_started += 1
+            self._members += len(members)
+            self._dirty_flows[cls] = None
+            events.append(cls.done)
+        self._request_flush()
+        return events
+
+    def _group_shape(self, pairs: list[tuple[str, str]], latency_s: float | None) -> list[tuple]:
+        """How ``transfer_group`` splits ``pairs`` now: per group of equal route shape (latency,
+        capacities hop by hop), in order of first member, ``(latency, members, class
+        structure)`` with members ``(src, dst, path, link ids, k)`` (k: 1-based position in
+        ``pairs``, the member's start order) and the class structure None below
+        ``_MIN_CLASS``. It depends only on the pairs, the routes and the capacities, so while
+        no link is down it is kept per (pairs, latency) until a capacity changes (a
+        layer-grain sync starts one ring per layer over the same members)."""
+        key = None
+        if not self._down:
+            key = (tuple(pairs), latency_s)
+            got = self._shapes.get(key)
+            if got is not None:
+                return got
         routes = []
         for a, b in pairs:
             path, links, route_latency, ids = self._current_route(a, b)
@@ -386,57 +442,46 @@ class Network:
         groups: dict[tuple, list] = {}
         caps = self._caps
         caps_key = self._caps_key
-        now = self.env.now
-        for a, b, path, ids, latency in routes:
-            self._started += 1
+        for k, (a, b, path, ids, latency) in enumerate(routes, 1):
             ck = caps_key.get(ids)
             if ck is None:
                 ck = caps_key[ids] = tuple([caps[l] for l in ids])
-            key = (latency, ck)
-            groups.setdefault(key, []).append((a, b, path, ids, self._started))
-        self.flows_started += len(pairs)
-        events = []
-        size = float(nbytes)
-        lf = self._link_flows
+            groups.setdefault((latency, ck), []).append((a, b, path, ids, k))
         wan = self._wan_links
         region = self._region_of
+        shape = []
         for (latency, _), members in groups.items():
-            a, b, path, ids, seq = members[0]
-            if len(members) < _MIN_CLASS:  # flows of their own
-                for a, b, path, ids, seq in members:
-                    flow = Flow(a, b, size, list(zip(path, path[1:])), latency, tag, now, self.env.event(), seq=seq,
-                                route=path, remaining=size, updated_s=now)
-                    self._add_flow(flow, ids)
-                    events.append(flow.done)
+            if len(members) < _MIN_CLASS:
+                shape.append((latency, members, None))
                 continue
-            cls = Flow(a, b, size, [], latency, tag, now, self.env.event(), seq=seq, route=path, remaining=size,
-                       updated_s=now)
             routes_ids = [m[3] for m in members]
             degree = dict(Counter(chain.from_iterable(routes_ids)))
             pair_count = dict(Counter([p for p in ((region[m[0]], region[m[1]]) for m in members) if p[0] != p[1]]))
-            cls.members, cls.degree, cls.pairs = members, degree, pair_count
-            cls.hops = list(zip(*routes_ids))
-            cls.hop_arr = [np.array(h, dtype=np.intp) for h in cls.hops]
-            cls.hop_min = [min(h) for h in cls.hops]
-            cls.link_ids = tuple(degree)
-            cls.fp_ids = np.fromiter(degree, dtype=np.intp, count=len(degree))
-            cls.fp_add = np.fromiter(degree.values(), dtype=np.uint64, count=len(degree)) * _mix64(seq)
-            self._fp[cls.fp_ids] += cls.fp_add  # distinct ids: no repeated index
-            pu = self._plain_users
-            cls.touched = any(pu[l] for l in degree)
-            for l, d in degree.items():
-                lf[l][cls] = d
-            cls.rkm = tuple([(l, d) for l, d in degree.items() if l in wan]
-                            + [(self._pair_key[pr], n) for pr, n in pair_count.items()])
-            self._flows[cls] = None
-            self._classes += 1
-            self._epoch += 1
-            self.classes_started += 1
-            self._members += len(members)
-            self._dirty_flows[cls] = None
-            events.append(cls.done)
-        self._request_flush()
-        return events
+            hops = list(zip(*routes_ids))
+            rkm = tuple([(l, d) for l, d in degree.items() if l in wan]
+                        + [(self._pair_key[pr], n) for pr, n in pair_count.items()])
+            shape.append((latency, members, (
+                degree, pair_count, hops, [np.array(h, dtype=np.intp) for h in hops], [min(h) for h in hops],
+                tuple(degree), np.fromiter(degree, dtype=np.intp, count=len(degree)),
+                np.fromiter(degree.values(), dtype=np.uint64, count=len(degree)), rkm)))
+        if key is not None:
+            if len(self._shapes) >= 256:  # bounded: a run's distinct groups are few
+                self._shapes.clear()
+            self._shapes[key] = shape
+        return shape
+
+    def ring_latency_s(self, pairs: list[tuple[str, str]]) -> float:
+        """Summed route latency of ``pairs`` (a ring's hops), in their order; kept per pairs while
+        no link is down (routes do not change then)."""
+        if self._down:
+            return sum(self.route_latency_s(a, b) for a, b in pairs)
+        key = tuple(pairs)
+        got = self._ring_latency.get(key)
+        if got is None:
+            if len(self._ring_latency) >= 256:
+                self._ring_latency.clear()
+            got = self._ring_latency[key] = sum(self.route_latency_s(a, b) for a, b in pairs)
+        return got
 
     def _add_flow(self, flow: Flow, ids: tuple[int, ...]) -> None:
         """Make a plain flow active on its links (``transfer``'s bookkeeping)."""
@@ -620,6 +665,7 @@ class Network:
                 self._inf_links = math.inf in self._caps
                 self._down = sum(1 for c in self._caps if c <= 0)
                 self._caps_key = {}
+                self._shapes = {}
                 self.capacity_changes += 1
                 if self._link_flows[i]:
                     self._dirty_links[i] = None
