@@ -246,6 +246,7 @@ class Network:
         self._q = np.zeros(0, dtype=np.int64)  # per slot: the quantized rate it counts (in_arrays flows)
         self._rk = np.full((0, 0), self._rdummy, dtype=np.intp)  # per slot: its keys, padded
         self._logged: dict = {}  # key (a link, or ("pair", a, b)) -> rate last logged
+        self._log_on = True  # off (keep_rate_log(False)): no keys, no counts, rate_timeline() None
         self._log: list[tuple[float, object, float]] = []
         self._classes = 0  # active flow classes
         self._down = sum(1 for c in self._caps if c <= 0)  # links at capacity 0
@@ -402,6 +403,8 @@ class Network:
             (cls.degree, cls.pairs, cls.hops, cls.hop_arr, cls.hop_min, cls.link_ids, cls.fp_ids, fp_degree,
              cls.rkm) = cs
             cls.members = members
+            if not self._log_on:
+                cls.rkm = ()
             cls.fp_add = fp_degree * _mix64(seq)
             self._fp[cls.fp_ids] += cls.fp_add  # distinct ids: no repeated index
             degree = cls.degree
@@ -529,8 +532,19 @@ class Network:
             out.append(f)
         return out
 
+    def keep_rate_log(self, on: bool) -> None:
+        """Whether the network logs its link and region-pair rates (``rate_timeline``); on by
+        default. A caller that writes no report (the bandwidth search: only the workers'
+        states are read) turns it off and saves its bookkeeping on every flow and rate change.
+        Only before the first flow starts."""
+        if self._started:
+            raise RuntimeError("keep_rate_log: flows have started; set it before the run")
+        self._log_on = bool(on)
+
     def _set_keys(self, flow: Flow) -> None:
         """The rate log's keys of a plain flow: its WAN links and its region pair."""
+        if not self._log_on:
+            return
         wan = self._wan_links
         keys = [l for l in flow.link_ids if l in wan] if wan else []
         a, b = self._region_of[flow.src], self._region_of[flow.dst]
@@ -1030,7 +1044,20 @@ class Network:
         self._updated[idx] = now
         self._rate[idx] = rate
         self._finish[idx] = finish
-        # the rate log: each changed flow's count moves by (new - old) on each of its keys
+        if self._log_on:  # the rate log: each changed flow's count moves by (new - old) on each of its keys
+            self._log_moves(idx, rate)
+        flows = self._slot_flow
+        for s, r in zip(idx.tolist(), rate.tolist()):
+            f = flows[s]
+            f.rate = r
+            if not f.in_arrays:  # its heap entry, if any, is stale from now on
+                f.in_arrays = True
+                f.version += 1
+                self._in_arrays += 1
+        return float(finish.min())
+
+    def _log_moves(self, idx: np.ndarray, rate: np.ndarray) -> None:
+        """The rate log's side of ``_solve_large``: flows in slots ``idx`` now send at ``rate``."""
         nq = np.where((rate > 0) & (rate < _INF), np.rint(rate * _Q), 0.0).astype(np.int64)
         d = nq - self._q.take(idx)
         moved = d != 0
@@ -1044,15 +1071,6 @@ class Network:
                 tot[k] += int(scratch[k])
                 scratch[k] = 0
                 touched[k] = None
-        flows = self._slot_flow
-        for s, r in zip(idx.tolist(), rate.tolist()):
-            f = flows[s]
-            f.rate = r
-            if not f.in_arrays:  # its heap entry, if any, is stale from now on
-                f.in_arrays = True
-                f.version += 1
-                self._in_arrays += 1
-        return float(finish.min())
 
     # ------------------------------------------------------------------ finishing
     def _arm(self, t: float | None = None) -> None:
@@ -1165,7 +1183,9 @@ class Network:
         ``{"links": {link: (times, rates)}, "pairs": {(src_region, dst_region): (times,
         rates)}, "error": None}`` (bytes/s; ``rates[i]`` on [times[i], times[i+1]); one
         time axis, 0 and then every instant at which some sum changed; links that never
-        carried anything left out)."""
+        carried anything left out); None when the log was off (``keep_rate_log``)."""
+        if not self._log_on:
+            return None
         links = sorted(self._wan_links.values(), key=lambda l: self._link_id[l])
         col = {l: i for i, l in enumerate(links)}
         times: list[float] = [0.0]
