@@ -46,6 +46,7 @@ MAX_GANTT_ROWS = 64  # above this many workers the timeline shows one row per re
 MAX_GANTT_BARS = 20_000  # above this many spans, each row is cut into time slices
 MAX_SPANS_PER_ROW = 400  # above this many spans in a row (a long run) the row is cut into slices too:
                          # a ~1,300 px chart cannot show more, and hundreds of rounds blur into one colour
+MAX_STEP_CURVE_POINTS = 400  # steps per worker above MAX_GANTT_ROWS workers: longer curves sampled on a grid
 MAX_LINK_BARS = 64  # bytes per link: above this many links, the WAN links and the busiest intra-region ones
 GANTT_SLICES = 200  # slices per row when cut; each drawn as its states' shares of the slice
 THROUGHPUT_BINS = 200  # throughput with more steps than MAX_STEP_POINTS is shown as bin means
@@ -663,7 +664,11 @@ def steps_figure(run: RunData) -> go.Figure | None:
         fig.update_layout(title_text=fig.layout.title.text + " (each region's slowest and fastest worker)")
     for n in shown:
         x, y = curves[n]
-        if len(curves) > MAX_GANTT_ROWS:
+        if len(curves) > MAX_GANTT_ROWS:  # 16 lines of a large run: sampled on a grid when long, float32
+            if len(x) > MAX_STEP_CURVE_POINTS:
+                grid = np.linspace(float(x[0]), float(x[-1]), MAX_STEP_CURVE_POINTS)
+                y = y[np.searchsorted(x, grid, side="right") - 1]  # steps completed at each grid time
+                x = grid
             x, y = _f32(x), _f32(y)
         fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line={"shape": "hv", "width": 1.5}, name=n,
                                  hovertemplate=n + ": %{y:.0f} steps at %{x:.3f} s<extra></extra>"))
