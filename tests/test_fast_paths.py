@@ -132,3 +132,25 @@ def test_kept_group_shapes_give_the_shapes_worked_out_again(monkeypatch):
         hits[keep] = dict(calls)
     pd.testing.assert_frame_equal(out[True], out[False], check_exact=True)
     assert hits[True]["kept"] > hits[True]["n"] // 2 and hits[False]["kept"] == 0
+
+
+def test_majority_runs_are_the_merged_segments():
+    """The selector's rows found with numpy (``_majority_runs``) are those of merging bins one
+    by one (``_segments_from_bins``): 3,000 random bin tables, with empty bins, ties and
+    single-state stretches."""
+    import numpy as np
+
+    from sim.report.dashboard import _majority_runs, _segments_from_bins
+
+    r = np.random.default_rng(0)
+    for trial in range(3000):
+        nb = int(r.integers(1, 30))
+        t = r.random((4, nb)) * (r.random((4, nb)) < 0.5)
+        t[:, r.random(nb) < 0.3] = 0.0
+        if trial % 3 == 0:  # one state per bin: long runs of one majority
+            t = np.zeros((4, nb))
+            for b in range(nb):
+                t[int(r.integers(0, 2)), b] = r.random() * (r.random() < 0.8)
+        edges = np.sort(r.random(nb + 1)) * 100
+        merged = [[round(a, 6), round(b, 6), s] for a, b, s, _ in _segments_from_bins(t, edges)]
+        assert _majority_runs(t, edges) == merged

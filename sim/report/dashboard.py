@@ -187,6 +187,24 @@ def _segments_from_bins(times: np.ndarray, edges: np.ndarray) -> list[tuple[floa
     return [(a, b, st, acc / acc.sum()) for a, b, st, acc in segs]
 
 
+def _majority_runs(times: np.ndarray, edges: np.ndarray) -> list[list]:
+    """``[[start, end, state], ...]`` (times rounded to 6 decimals) of ``_segments_from_bins``,
+    found with numpy: runs of consecutive bins with time in them and one majority state (the
+    selector's row of one worker; 1,024 of them in a large run)."""
+    total = times.sum(axis=0)
+    major = np.argmax(times, axis=0)
+    b = np.flatnonzero(total > 0)
+    if not b.size:
+        return []
+    # a run starts at a bin whose previous bin had no time or another majority state
+    start = np.ones(b.size, dtype=bool)
+    start[1:] = (np.diff(b) != 1) | (major[b[1:]] != major[b[:-1]])
+    first = b[start]
+    last = b[np.r_[np.flatnonzero(start)[1:] - 1, b.size - 1]]
+    return [[round(a, 6), round(e, 6), s] for a, e, s in zip(edges[first].tolist(), edges[last + 1].tolist(),
+                                                               major[first].tolist())]
+
+
 def timeline(run: RunData) -> tuple[go.Figure, dict | None]:
     """The Gantt of worker states, and (above MAX_GANTT_ROWS workers) the per-worker
     segments the page's selector can add as a row."""
@@ -226,7 +244,7 @@ def timeline(run: RunData) -> tuple[go.Figure, dict | None]:
             coarse = np.linspace(0.0, edges[-1], min(n_bins, 200) + 1)
             selector = {"rows": rows, "states": STATES, "workers": {}}
             for n, t in _state_times_by_node(st, nodes, coarse).items():
-                selector["workers"][n] = [[round(a, 6), round(b, 6), s] for a, b, s, _ in _segments_from_bins(t, coarse)]
+                selector["workers"][n] = _majority_runs(t, coarse)
         else:
             rows = nodes
             for n in nodes:
@@ -644,27 +662,35 @@ def steps_figure(run: RunData) -> go.Figure | None:
     steps = run.summary.get("steps_per_worker") or []
     end = float(run.summary.get("sim_duration_s") or st["end_s"].max())
     fig = _fig("Inner steps completed per worker vs simulated time")
-    curves = {}
-    for i, (node, d) in enumerate(st.groupby(st["node"].astype(str), sort=False)):
-        d = d.sort_values("start_s", kind="stable")
-        x = np.r_[d["start_s"].to_numpy(float), end]
-        final = steps[nodes.index(node)] if node in nodes and nodes.index(node) < len(steps) else d["step"].max()
-        y = np.r_[d["step"].to_numpy(float), float(final)]
-        curves[node] = (x, y)
-    shown = list(curves)
+    # Each node's spans by start (one stable sort of all of them, not a sort per node); a
+    # node's curve is its spans' starts and step counts, then the run's end and its final count.
+    names = st["node"].astype(str).to_numpy(dtype=object)
+    codes, order_names = pd.factorize(names)  # in order of first appearance, as groupby(sort=False)
+    starts = st["start_s"].to_numpy(float)
+    step_col = st["step"].to_numpy(dtype=float, na_value=np.nan)
+    order = np.lexsort((starts, codes))  # stable: ties in start keep the table's order
+    cut = np.searchsorted(codes[order], np.arange(len(order_names) + 1))
+    position = {n: i for i, n in enumerate(nodes)}
+    rows_of = {n: order[cut[k]:cut[k + 1]] for k, n in enumerate(order_names)}
+    finals = {}
+    for n, rows in rows_of.items():
+        i = position.get(n)
+        finals[n] = float(steps[i]) if i is not None and i < len(steps) else float(np.nanmax(step_col[rows]))
+    shown = list(rows_of)
     if len(shown) > MAX_GANTT_ROWS:
         keep = []
         by_region: dict[str, list[str]] = {}
         for n in shown:
             by_region.setdefault(region_of(n), []).append(n)
         for members in by_region.values():
-            members = sorted(members, key=lambda n: curves[n][1][-1])
+            members = sorted(members, key=lambda n: finals[n])
             keep += [members[0], members[-1]] if len(members) > 1 else members
         shown = keep
         fig.update_layout(title_text=fig.layout.title.text + " (each region's slowest and fastest worker)")
+    curves = {n: (np.r_[starts[rows_of[n]], end], np.r_[step_col[rows_of[n]], finals[n]]) for n in shown}
     for n in shown:
         x, y = curves[n]
-        if len(curves) > MAX_GANTT_ROWS:  # 16 lines of a large run: sampled on a grid when long, float32
+        if len(rows_of) > MAX_GANTT_ROWS:  # 16 lines of a large run: sampled on a grid when long, float32
             if len(x) > MAX_STEP_CURVE_POINTS:
                 grid = np.linspace(float(x[0]), float(x[-1]), MAX_STEP_CURVE_POINTS)
                 y = y[np.searchsorted(x, grid, side="right") - 1]  # steps completed at each grid time
