@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 from bench.machine import cpu_machine  # noqa: E402
 from sim.runner import Simulation, run_to_dir  # noqa: E402
 from sim.scenario import parse_scenario  # noqa: E402
+from sim.writer import fewer_collections  # noqa: E402
 
 
 def ring_scenario(workers: int, regions: int, algorithm: dict, run: dict, gbps: float = 10.0,
@@ -72,10 +73,13 @@ def ring_scenario(workers: int, regions: int, algorithm: dict, run: dict, gbps: 
 
 
 def _timed_run(data: dict):
-    """Simulate ``data`` and write its run directory: (simulation, simulate s, report s, dashboard bytes)."""
+    """Simulate ``data`` and write its run directory: (simulation, simulate s, report s, dashboard bytes).
+    The simulation runs with the garbage-collector setting ``run_to_dir`` (the ``locosim run``
+    path) uses, ``fewer_collections``."""
     t0 = time.perf_counter()
     sim = Simulation(parse_scenario(data))
-    sim.run()
+    with fewer_collections():
+        sim.run()
     simulate = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as d:
         t1 = time.perf_counter()
@@ -199,7 +203,8 @@ def barrier_1024(rounds: int) -> dict:
                              gbps=float("inf"), latency_s=0.0, faults=faults)
         t0 = time.perf_counter()
         sim = Simulation(parse_scenario(data))
-        sim.run()
+        with fewer_collections():  # as run_to_dir (locosim run, sweep) runs it
+            sim.run()
         out[name] = {"simulate_s": time.perf_counter() - t0, "sim_time_s": sim.env.now}
     out["diloco_over_noloco_sim_time"] = out["diloco"]["sim_time_s"] / out["noloco"]["sim_time_s"]
     return out

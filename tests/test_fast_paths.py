@@ -154,3 +154,20 @@ def test_majority_runs_are_the_merged_segments():
         edges = np.sort(r.random(nb + 1)) * 100
         merged = [[round(a, 6), round(b, 6), s] for a, b, s, _ in _segments_from_bins(t, edges)]
         assert _majority_runs(t, edges) == merged
+
+
+def test_fewer_collections_restores_the_collector():
+    """``writer.fewer_collections`` raises the collector's first threshold inside its block and
+    puts the previous thresholds back after it, also when the block raises."""
+    import gc
+
+    from sim.writer import fewer_collections
+
+    before = gc.get_threshold()
+    with fewer_collections(gen0=123_456):
+        assert gc.get_threshold() == (max(123_456, before[0]), *before[1:])
+    assert gc.get_threshold() == before
+    with pytest.raises(ZeroDivisionError):
+        with fewer_collections():
+            1 / 0
+    assert gc.get_threshold() == before

@@ -15,6 +15,7 @@ model, because a transfer record keeps only its start and arrival, not the rates
 
 from __future__ import annotations
 
+import operator
 from dataclasses import fields
 
 import numpy as np
@@ -90,14 +91,27 @@ def events_table(rec: Recorder) -> pd.DataFrame:
     add("recovery", len(rc), worker=[r.worker for r in rc], node=[r.node for r in rc],
         src=[r.peer or None for r in rc], dst=[r.node for r in rc], payload_bytes=[r.payload_bytes for r in rc],
         start_s=[r.start_s for r in rc], end_s=[r.end_s for r in rc], step=[r.step for r in rc])
+    if n > 1:  # sorted before the columns are made: a gather of Python lists, not of arrow arrays
+        order = np.lexsort([_sort_codes(cols[c]) for c in ("dst", "src", "worker", "kind")]
+                           + [np.array(cols["start_s"], dtype=float)])
+        pick = operator.itemgetter(*order.tolist())
+        cols = {c: list(pick(values)) for c, values in cols.items()}
     data = {}
     for c, dtype in EVENT_COLUMNS.items():
         if c == "duration_s":
             data[c] = data["end_s"] - data["start_s"]
         else:
             data[c] = _column(cols[c], dtype)
-    df = pd.DataFrame(data, columns=list(EVENT_COLUMNS))
-    return df.sort_values(["start_s", "kind", "worker", "src", "dst"], kind="stable").reset_index(drop=True)
+    return pd.DataFrame(data, columns=list(EVENT_COLUMNS))
+
+
+def _sort_codes(values: list) -> np.ndarray:
+    """Integer codes that sort ``values`` (strings or ints, None last) as pandas' ``sort_values``
+    orders the column: by value, missing values after all others."""
+    distinct = sorted({v for v in values if v is not None})
+    code = {v: i for i, v in enumerate(distinct)}
+    code[None] = len(distinct)
+    return np.fromiter(map(code.__getitem__, values), dtype=np.int64, count=len(values))
 
 
 def _column(values: list, dtype: str):
