@@ -253,6 +253,7 @@ class Network:
         self._caps_key: dict[tuple, tuple] = {}  # link ids -> their capacities (cleared when one changes)
         self._shapes: dict[tuple, list] = {}  # transfer_group's (pairs, latency) -> _group_shape (the same)
         self._ring_latency: dict[tuple, float] = {}  # ring_latency_s's pairs -> summed latency
+        self._route_texts: dict[int, tuple[list, str]] = {}  # _route_text: id(route list) -> (it, "a>b>c")
         self._epoch = 0  # bumped at each flush and split: _symmetric's answers hold within one
         # Per link: a fingerprint of its class users (sum of hash x multiplicity, mod 2^64) and
         # its number of plain flows. A class whose hop links have one fingerprint, one
@@ -1227,15 +1228,25 @@ class Network:
         (finish time, then start): plain flows one by one, and each run of class members with
         one latency through one timer (back-to-back timers at one instant run back to back,
         so the records, the bytes and the done events come in the same order)."""
+        link_bytes, sent, received = self.link_bytes, self.sent_bytes, self.received_bytes
+        by_id = self._links_by_id
+        if len(due) == 1 and due[0][2].members is not None:  # one class (a ring's LAN hops): members in start order
+            f = due[0][2]
+            size = f.size
+            for src, dst, path, ids, seq in f.members:
+                for l in ids:
+                    link_bytes[by_id[l]] += size
+                sent[src] += size
+                received[dst] += size
+            self._arrive_later([(f, m) for m in f.members], f.latency_s)
+            return
         items = []
         for t, _, f in due:
             if f.members is None:
                 items.append((t, f.seq, f, None))
             else:
                 items.extend((t, m[4], f, m) for m in f.members)
-        items.sort(key=lambda x: (x[0], x[1]))
-        link_bytes, sent, received = self.link_bytes, self.sent_bytes, self.received_bytes
-        by_id = self._links_by_id
+        items.sort(key=_time_then_start)
         run: list = []
         run_latency = None
         for _, _, f, m in items:
@@ -1259,14 +1270,27 @@ class Network:
         if run:
             self._arrive_later(run, run_latency)
 
+    def _route_text(self, path: list[str]) -> str:
+        """A route as its transfer records write it (``a>b>c``), joined once per route list (the
+        route cache's lists are shared by every flow over that route)."""
+        hit = self._route_texts.get(id(path))
+        if hit is not None and hit[0] is path:
+            return hit[1]
+        if len(self._route_texts) > 65536:  # keeps the lists alive: bounded
+            self._route_texts.clear()
+        text = ">".join(path)
+        self._route_texts[id(path)] = (path, text)
+        return text
+
     def _arrive_later(self, run: list, latency_s: float) -> None:
         """Class members whose last byte left now arrive ``latency_s`` later: their records,
         and each class's done event once its last member is in."""
         def arrive(_event: simpy.Event) -> None:
             now = self.env.now
             transfers = self.recorder.transfers
+            text = self._route_text
             for f, (src, dst, path, ids, seq) in run:
-                transfers.append(Transfer(src, dst, f.size, f.start_s, now, f.tag, ">".join(path)))
+                transfers.append(Transfer(src, dst, f.size, f.start_s, now, f.tag, text(path)))
                 f.arrived += 1
                 if f.arrived == len(f.members):
                     f.done.succeed(f)
@@ -1304,6 +1328,10 @@ class Network:
 
 
 # ---------------------------------------------------------------------- progressive filling
+def _time_then_start(item: tuple) -> tuple:
+    return item[0], item[1]
+
+
 def _heap_filling(users, routes, left: dict[int, float], count: dict[int, int],
                   heap: list[tuple[float, int]]) -> dict:
     """Progressive filling with a heap of per-link fair shares: {flow: rate}.
