@@ -338,8 +338,9 @@ class Worker:
                 yield from self._wait_for(need)
 
     def _train_reference(self) -> Generator:
-        """``_train`` as first written, one generator round trip and one ``_wait_for`` per
-        point (``FAST_STEPS = False``): the path the fast loop is tested against."""
+        """``_train`` as first written (``FAST_STEPS = False``): the same yields, with a
+        ``_wait_for`` generator and a state call at every need and a closure call at every
+        point. The path the fast loop is tested against."""
         carried: list = []  # needs of the last step that this one waits for mid-step (layer grain)
         while True:
             if self.quiet is not None and not carried and not self._watchers:

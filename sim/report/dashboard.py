@@ -417,7 +417,8 @@ def bytes_per_link(summary: dict) -> go.Figure:
     if len(links) > MAX_LINK_BARS:
         wan = [l for l in links if l["kind"] == "wan"]
         shown = wan + [l for l in links if l["kind"] != "wan"][:max(MAX_LINK_BARS - len(wan), 0)]
-        title += f": {len(links) - len(wan):,} intra-region links carried bytes, the {len(shown) - len(wan)} busiest shown"
+        title += (f": {len(links) - len(wan):,} intra-region links carried bytes, "
+                  f"the {len(shown) - len(wan)} busiest shown")
         links = shown
     fig = _fig(title)
     div, unit = byte_unit(max([l["bytes"] for l in links] or [0.0]))
