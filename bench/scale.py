@@ -15,6 +15,10 @@ Workloads (issue 16), each timed in this process unless said otherwise:
   dashboard), next to ``simpy_1m_timeouts_s``: one million raw SimPy timeouts, measured in
   the same run (the issue's yardstick: the command should cost at most ~2x of it).
   ``--methods`` picks some; ``--no-command`` skips the fresh-process runs.
+* ``dashboard_1024``: the dashboard of the ``layer_1024`` DiLoCo run (10 rounds) opened in
+  headless Chromium (Playwright and /usr/bin/chromium or $LOCOSIM_CHROMIUM; skipped with a
+  reason without them): ``dashboard_bytes`` and ``draw_s``, from navigation start to every
+  figure drawn (the page's own clock), the median of ``--draws`` loads.
 * ``barrier_1024``: the NoLoCo-vs-DiLoCo barrier study: 1,024 workers, lognormal per-step
   stragglers (sigma 0.5), no communication cost (infinite bandwidth, no latency),
   H = 100, ``--barrier-rounds`` outer steps (250 in the issue): simulate seconds each.
@@ -26,8 +30,8 @@ Workloads (issue 16), each timed in this process unless said otherwise:
   run) with ``run.threads`` 1, 2 and auto, alone and next to a CPU-bound neighbour (a
   busy-looping process); wall seconds each, and auto's ratio to the best choice.
 
-Run: ``python bench/scale.py [--only diloco_1024,layer_1024,barrier_1024,async_1024,threads]
-[--grain step|layer] [--barrier-rounds 250] [--async-rounds 10] [--methods diloco,streaming_diloco,noloco]
+Run: ``python bench/scale.py [--only diloco_1024,layer_1024,dashboard_1024,barrier_1024,async_1024,threads]
+[--grain step|layer] [--barrier-rounds 250] [--async-rounds 10] [--draws 3] [--methods diloco,streaming_diloco,noloco]
 [--no-command]``. The network's own workloads (``churn_congested``) are in
 bench/network.py; the engine overhead with numerics on in bench/overhead.py.
 """
@@ -50,6 +54,7 @@ sys.path.insert(0, str(ROOT))
 from bench.machine import cpu_machine  # noqa: E402
 from sim.runner import Simulation, run_to_dir  # noqa: E402
 from sim.scenario import parse_scenario  # noqa: E402
+from sim.writer import fewer_collections  # noqa: E402
 
 
 def ring_scenario(workers: int, regions: int, algorithm: dict, run: dict, gbps: float = 10.0,
@@ -72,10 +77,13 @@ def ring_scenario(workers: int, regions: int, algorithm: dict, run: dict, gbps: 
 
 
 def _timed_run(data: dict):
-    """Simulate ``data`` and write its run directory: (simulation, simulate s, report s, dashboard bytes)."""
+    """Simulate ``data`` and write its run directory: (simulation, simulate s, report s, dashboard bytes).
+    The simulation runs with the garbage-collector setting ``run_to_dir`` (the ``locosim run``
+    path) uses, ``fewer_collections``."""
     t0 = time.perf_counter()
     sim = Simulation(parse_scenario(data))
-    sim.run()
+    with fewer_collections():
+        sim.run()
     simulate = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as d:
         t1 = time.perf_counter()
@@ -168,6 +176,42 @@ def layer_1024(methods: list[str], command: bool) -> dict:
     return out
 
 
+DRAWN = """() => { const divs = document.querySelectorAll('.js-plotly-plot');
+  return divs.length > 0 && Array.from(divs).every(d => d.querySelector('.main-svg') && d._fullLayout); }"""
+
+
+def dashboard_1024(draws: int) -> dict:
+    """Bytes of the 1,024-worker layer-grain DiLoCo dashboard and seconds Chromium takes to draw it."""
+    chromium = os.environ.get("LOCOSIM_CHROMIUM", "/usr/bin/chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return {"skipped": "needs the playwright Python package"}
+    if not Path(chromium).is_file():
+        return {"skipped": f"needs Chromium at {chromium}"}
+    data = ring_scenario(1024, 8, LAYER_METHODS["diloco"], {"max_rounds": 10})
+    sim = Simulation(parse_scenario(data))
+    sim.run()
+    out: dict = {"workers": 1024, "rounds": 10, "sync_grain": "layer", "method": "diloco"}
+    with tempfile.TemporaryDirectory() as d:
+        run_to_dir(sim, Path(d) / "run")
+        page_path = Path(d) / "run" / "dashboard.html"
+        out["dashboard_bytes"] = page_path.stat().st_size
+        times = []
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+            for _ in range(draws):
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.goto(page_path.resolve().as_uri(), wait_until="load")
+                page.wait_for_function(DRAWN, polling=10, timeout=120_000)
+                times.append(page.evaluate("() => performance.now()") / 1000)
+                page.close()
+            browser.close()
+    out["draw_s"] = sorted(times)[len(times) // 2]
+    out["draws_s"] = times
+    return out
+
+
 def barrier_1024(rounds: int) -> dict:
     out: dict = {"workers": 1024, "rounds": rounds}
     faults = {"stragglers": [{"factor": {"kind": "lognormal", "sigma": 0.5}}]}
@@ -177,7 +221,8 @@ def barrier_1024(rounds: int) -> dict:
                              gbps=float("inf"), latency_s=0.0, faults=faults)
         t0 = time.perf_counter()
         sim = Simulation(parse_scenario(data))
-        sim.run()
+        with fewer_collections():  # as run_to_dir (locosim run, sweep) runs it
+            sim.run()
         out[name] = {"simulate_s": time.perf_counter() - t0, "sim_time_s": sim.env.now}
     out["diloco_over_noloco_sim_time"] = out["diloco"]["sim_time_s"] / out["noloco"]["sim_time_s"]
     return out
@@ -227,6 +272,7 @@ def main() -> None:
     ap.add_argument("--grain", choices=["step", "layer"], default="step")
     ap.add_argument("--barrier-rounds", type=int, default=250)
     ap.add_argument("--async-rounds", type=int, default=10, help="async_1024's rounds")
+    ap.add_argument("--draws", type=int, default=3, help="dashboard_1024: page loads (median reported)")
     ap.add_argument("--methods", default=",".join(LAYER_METHODS), help="layer_1024's methods")
     ap.add_argument("--no-command", action="store_true", help="layer_1024 without the fresh-process command runs")
     args = ap.parse_args()
@@ -236,6 +282,8 @@ def main() -> None:
         result["diloco_1024"] = diloco_1024(args.grain)
     if "layer_1024" in only:
         result["layer_1024"] = layer_1024(args.methods.split(","), not args.no_command)
+    if "dashboard_1024" in only:
+        result["dashboard_1024"] = dashboard_1024(args.draws)
     if "barrier_1024" in only:
         result["barrier_1024"] = barrier_1024(args.barrier_rounds)
     if "async_1024" in only:

@@ -147,6 +147,7 @@ def run_cu(sc: Scenario, window: str = "steady") -> float:
     from sim.runner import Simulation
 
     sim = Simulation(sc)
+    sim.net.keep_rate_log(False)  # only the workers' states are read: no rates, no report
     sim.run()
     return window_cu(sim, window)
 

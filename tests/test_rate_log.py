@@ -109,3 +109,42 @@ def test_a_run_directory_is_written_without_replaying_the_network(tmp_path, monk
             key = (entry["src"], entry["dst"])
             want = float(by_link[key][1].max()) * 8 / 1e9 if key in by_link else 0.0
             assert entry["peak_gbps"] == pytest.approx(want, rel=1e-9)
+
+
+@pytest.mark.parametrize("algo", [{"name": "ddp"}, {"name": "diloco", "inner_steps": 4, "sync_grain": "layer"},
+                                  {"name": "noloco", "inner_steps": 4}],
+                         ids=["ddp", "diloco-layer", "noloco"])
+def test_the_log_off_changes_nothing_but_the_log(algo):
+    """A run with the rate log off (``Network.keep_rate_log(False)``, as the bandwidth search
+    runs) records the same events to the bit as with it on (stragglers and a link outage, flow
+    classes of 2 and more), and its ``rate_timeline`` is None (nothing was logged); the switch
+    is refused once a flow has started."""
+    from sim.engine import network
+    from sim.runner import Simulation
+    from sim.scenario import parse_scenario
+
+    data = {"seed": 2, "numerics": False, "timing": {"params": 4.0e6, "layers": 4, "step_time_s": 0.05},
+            "topology": {"regions": [{"name": "us", "nodes": 5}, {"name": "eu", "nodes": 4}],
+                         "links": [{"a": "us", "b": "eu", "bandwidth_gbps": 1.0, "latency_s": 0.03,
+                                    "outages": [{"start_s": 0.5, "end_s": 0.7}]}]},
+            "algorithm": algo, "run": {"max_sim_time_s": 2.0},
+            "faults": {"stragglers": [{"factor": {"kind": "lognormal", "sigma": 0.4}}]}}
+    tables, timelines = {}, {}
+    mp = pytest.MonkeyPatch()
+    mp.setattr(network, "_MIN_CLASS", 2)
+    try:
+        for on in (True, False):
+            sim = Simulation(parse_scenario(data))
+            sim.net.keep_rate_log(on)
+            sim.run()
+            sim.close_records()
+            tables[on] = events_table(sim.recorder)
+            timelines[on] = sim.net.rate_timeline()
+            with pytest.raises(RuntimeError, match="flows have started"):
+                sim.net.keep_rate_log(True)
+    finally:
+        mp.undo()
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(tables[True], tables[False], check_exact=True)
+    assert timelines[False] is None and timelines[True]["links"]  # on: the WAN link's rates were logged

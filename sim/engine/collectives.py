@@ -121,7 +121,7 @@ def _ring_stream(net: Network, ring: list[str], nbytes: float, hops: int, tag: s
     if p <= 1 or nbytes <= 0 or hops <= 0:
         return []
     pairs = [(ring[i], ring[(i + 1) % p]) for i in range(p)]
-    ring_latency = sum(net.route_latency_s(a, b) for a, b in pairs)
+    ring_latency = net.ring_latency_s(pairs)
     per_member = nbytes * hops / p
     latency = ring_latency * hops / p
     return net.transfer_group(pairs, per_member, tag, latency_s=latency)

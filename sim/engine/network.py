@@ -251,10 +251,14 @@ class Network:
         self._q = np.zeros(0, dtype=np.int64)  # per slot: the quantized rate it counts (in_arrays flows)
         self._rk = np.full((0, 0), self._rdummy, dtype=np.intp)  # per slot: its keys, padded
         self._logged: dict = {}  # key (a link, or ("pair", a, b)) -> rate last logged
+        self._log_on = True  # off (keep_rate_log(False)): no keys, no counts, rate_timeline() None
         self._log: list[tuple[float, object, float]] = []
         self._classes = 0  # active flow classes
         self._down = sum(1 for c in self._caps if c <= 0)  # links at capacity 0
         self._caps_key: dict[tuple, tuple] = {}  # link ids -> their capacities (cleared when one changes)
+        self._shapes: dict[tuple, list] = {}  # transfer_group's (pairs, latency) -> _group_shape (the same)
+        self._ring_latency: dict[tuple, float] = {}  # ring_latency_s's pairs -> summed latency
+        self._route_texts: dict[int, tuple[list, str]] = {}  # _route_text: id(route list) -> (it, "a>b>c")
         self._epoch = 0  # bumped at each flush and split: _symmetric's answers hold within one
         # Per link: a fingerprint of its class users (sum of hash x multiplicity, mod 2^64) and
         # its number of plain flows. A class whose hop links have one fingerprint, one
@@ -381,6 +385,62 @@ class Network:
         if (not FLOW_CLASSES or len(pairs) < max(_MIN_CLASS, 2) or nbytes <= 0 or not math.isfinite(nbytes)
                 or self._inf_links):
             return [self.transfer(a, b, nbytes, tag, latency_s=latency_s) for a, b in pairs]
+        shape = self._group_shape(pairs, latency_s)
+        base = self._started
+        self._started += len(pairs)
+        self.flows_started += len(pairs)
+        events = []
+        size = float(nbytes)
+        lf = self._link_flows
+        pu = self._plain_users
+        now = self.env.now
+        for latency, members, cs in shape:
+            members = [(a, b, path, ids, base + k) for a, b, path, ids, k in members]
+            a, b, path, ids, seq = members[0]
+            if cs is None:  # fewer than _MIN_CLASS: flows of their own
+                for a, b, path, ids, seq in members:
+                    flow = Flow(a, b, size, list(zip(path, path[1:])), latency, tag, now, self.env.event(), seq=seq,
+                                route=path, remaining=size, updated_s=now)
+                    self._add_flow(flow, ids)
+                    events.append(flow.done)
+                continue
+            cls = Flow(a, b, size, [], latency, tag, now, self.env.event(), seq=seq, route=path, remaining=size,
+                       updated_s=now)
+            (cls.degree, cls.pairs, cls.hops, cls.hop_arr, cls.hop_min, cls.link_ids, cls.fp_ids, fp_degree,
+             cls.rkm) = cs
+            cls.members = members
+            if not self._log_on:
+                cls.rkm = ()
+            cls.fp_add = fp_degree * _mix64(seq)
+            self._fp[cls.fp_ids] += cls.fp_add  # distinct ids: no repeated index
+            degree = cls.degree
+            cls.touched = any(pu[l] for l in degree)
+            for l, d in degree.items():
+                lf[l][cls] = d
+            self._flows[cls] = None
+            self._classes += 1
+            self._epoch += 1
+            self.classes_started += 1
+            self._members += len(members)
+            self._dirty_flows[cls] = None
+            events.append(cls.done)
+        self._request_flush()
+        return events
+
+    def _group_shape(self, pairs: list[tuple[str, str]], latency_s: float | None) -> list[tuple]:
+        """How ``transfer_group`` splits ``pairs`` now: per group of equal route shape (latency,
+        capacities hop by hop), in order of first member, ``(latency, members, class
+        structure)`` with members ``(src, dst, path, link ids, k)`` (k: 1-based position in
+        ``pairs``, the member's start order) and the class structure None below
+        ``_MIN_CLASS``. It depends only on the pairs, the routes and the capacities, so while
+        no link is down it is kept per (pairs, latency) until a capacity changes (a
+        layer-grain sync starts one ring per layer over the same members)."""
+        key = None
+        if not self._down:
+            key = (tuple(pairs), latency_s)
+            got = self._shapes.get(key)
+            if got is not None:
+                return got
         routes = []
         for a, b in pairs:
             path, links, route_latency, ids = self._current_route(a, b)
@@ -391,57 +451,46 @@ class Network:
         groups: dict[tuple, list] = {}
         caps = self._caps
         caps_key = self._caps_key
-        now = self.env.now
-        for a, b, path, ids, latency in routes:
-            self._started += 1
+        for k, (a, b, path, ids, latency) in enumerate(routes, 1):
             ck = caps_key.get(ids)
             if ck is None:
                 ck = caps_key[ids] = tuple([caps[l] for l in ids])
-            key = (latency, ck)
-            groups.setdefault(key, []).append((a, b, path, ids, self._started))
-        self.flows_started += len(pairs)
-        events = []
-        size = float(nbytes)
-        lf = self._link_flows
+            groups.setdefault((latency, ck), []).append((a, b, path, ids, k))
         wan = self._wan_links
         region = self._region_of
+        shape = []
         for (latency, _), members in groups.items():
-            a, b, path, ids, seq = members[0]
-            if len(members) < _MIN_CLASS:  # flows of their own
-                for a, b, path, ids, seq in members:
-                    flow = Flow(a, b, size, list(zip(path, path[1:])), latency, tag, now, self.env.event(), seq=seq,
-                                route=path, remaining=size, updated_s=now)
-                    self._add_flow(flow, ids)
-                    events.append(flow.done)
+            if len(members) < _MIN_CLASS:
+                shape.append((latency, members, None))
                 continue
-            cls = Flow(a, b, size, [], latency, tag, now, self.env.event(), seq=seq, route=path, remaining=size,
-                       updated_s=now)
             routes_ids = [m[3] for m in members]
             degree = dict(Counter(chain.from_iterable(routes_ids)))
             pair_count = dict(Counter([p for p in ((region[m[0]], region[m[1]]) for m in members) if p[0] != p[1]]))
-            cls.members, cls.degree, cls.pairs = members, degree, pair_count
-            cls.hops = list(zip(*routes_ids))
-            cls.hop_arr = [np.array(h, dtype=np.intp) for h in cls.hops]
-            cls.hop_min = [min(h) for h in cls.hops]
-            cls.link_ids = tuple(degree)
-            cls.fp_ids = np.fromiter(degree, dtype=np.intp, count=len(degree))
-            cls.fp_add = np.fromiter(degree.values(), dtype=np.uint64, count=len(degree)) * _mix64(seq)
-            self._fp[cls.fp_ids] += cls.fp_add  # distinct ids: no repeated index
-            pu = self._plain_users
-            cls.touched = any(pu[l] for l in degree)
-            for l, d in degree.items():
-                lf[l][cls] = d
-            cls.rkm = tuple([(l, d) for l, d in degree.items() if l in wan]
-                            + [(self._pair_key[pr], n) for pr, n in pair_count.items()])
-            self._flows[cls] = None
-            self._classes += 1
-            self._epoch += 1
-            self.classes_started += 1
-            self._members += len(members)
-            self._dirty_flows[cls] = None
-            events.append(cls.done)
-        self._request_flush()
-        return events
+            hops = list(zip(*routes_ids))
+            rkm = tuple([(l, d) for l, d in degree.items() if l in wan]
+                        + [(self._pair_key[pr], n) for pr, n in pair_count.items()])
+            shape.append((latency, members, (
+                degree, pair_count, hops, [np.array(h, dtype=np.intp) for h in hops], [min(h) for h in hops],
+                tuple(degree), np.fromiter(degree, dtype=np.intp, count=len(degree)),
+                np.fromiter(degree.values(), dtype=np.uint64, count=len(degree)), rkm)))
+        if key is not None:
+            if len(self._shapes) >= 256:  # bounded: a run's distinct groups are few
+                self._shapes.clear()
+            self._shapes[key] = shape
+        return shape
+
+    def ring_latency_s(self, pairs: list[tuple[str, str]]) -> float:
+        """Summed route latency of ``pairs`` (a ring's hops), in their order; kept per pairs while
+        no link is down (routes do not change then)."""
+        if self._down:
+            return sum(self.route_latency_s(a, b) for a, b in pairs)
+        key = tuple(pairs)
+        got = self._ring_latency.get(key)
+        if got is None:
+            if len(self._ring_latency) >= 256:
+                self._ring_latency.clear()
+            got = self._ring_latency[key] = sum(self.route_latency_s(a, b) for a, b in pairs)
+        return got
 
     def _add_flow(self, flow: Flow, ids: tuple[int, ...]) -> None:
         """Make a plain flow active on its links (``transfer``'s bookkeeping)."""
@@ -489,8 +538,19 @@ class Network:
             out.append(f)
         return out
 
+    def keep_rate_log(self, on: bool) -> None:
+        """Whether the network logs its link and region-pair rates (``rate_timeline``); on by
+        default. A caller that writes no report (the bandwidth search: only the workers'
+        states are read) turns it off and saves its bookkeeping on every flow and rate change.
+        Only before the first flow starts."""
+        if self._started:
+            raise RuntimeError("keep_rate_log: flows have started; set it before the run")
+        self._log_on = bool(on)
+
     def _set_keys(self, flow: Flow) -> None:
         """The rate log's keys of a plain flow: its WAN links and its region pair."""
+        if not self._log_on:
+            return
         wan = self._wan_links
         keys = [l for l in flow.link_ids if l in wan] if wan else []
         a, b = self._region_of[flow.src], self._region_of[flow.dst]
@@ -625,6 +685,7 @@ class Network:
                 self._inf_links = math.inf in self._caps
                 self._down = sum(1 for c in self._caps if c <= 0)
                 self._caps_key = {}
+                self._shapes = {}
                 self.capacity_changes += 1
                 if self._link_flows[i]:
                     self._dirty_links[i] = None
@@ -989,7 +1050,20 @@ class Network:
         self._updated[idx] = now
         self._rate[idx] = rate
         self._finish[idx] = finish
-        # the rate log: each changed flow's count moves by (new - old) on each of its keys
+        if self._log_on:  # the rate log: each changed flow's count moves by (new - old) on each of its keys
+            self._log_moves(idx, rate)
+        flows = self._slot_flow
+        for s, r in zip(idx.tolist(), rate.tolist()):
+            f = flows[s]
+            f.rate = r
+            if not f.in_arrays:  # its heap entry, if any, is stale from now on
+                f.in_arrays = True
+                f.version += 1
+                self._in_arrays += 1
+        return float(finish.min())
+
+    def _log_moves(self, idx: np.ndarray, rate: np.ndarray) -> None:
+        """The rate log's side of ``_solve_large``: flows in slots ``idx`` now send at ``rate``."""
         nq = np.where((rate > 0) & (rate < _INF), np.rint(rate * _Q), 0.0).astype(np.int64)
         d = nq - self._q.take(idx)
         moved = d != 0
@@ -1003,15 +1077,6 @@ class Network:
                 tot[k] += int(scratch[k])
                 scratch[k] = 0
                 touched[k] = None
-        flows = self._slot_flow
-        for s, r in zip(idx.tolist(), rate.tolist()):
-            f = flows[s]
-            f.rate = r
-            if not f.in_arrays:  # its heap entry, if any, is stale from now on
-                f.in_arrays = True
-                f.version += 1
-                self._in_arrays += 1
-        return float(finish.min())
 
     # ------------------------------------------------------------------ finishing
     def _arm(self, t: float | None = None) -> None:
@@ -1124,7 +1189,9 @@ class Network:
         ``{"links": {link: (times, rates)}, "pairs": {(src_region, dst_region): (times,
         rates)}, "error": None}`` (bytes/s; ``rates[i]`` on [times[i], times[i+1]); one
         time axis, 0 and then every instant at which some sum changed; links that never
-        carried anything left out)."""
+        carried anything left out); None when the log was off (``keep_rate_log``)."""
+        if not self._log_on:
+            return None
         links = sorted(self._wan_links.values(), key=lambda l: self._link_id[l])
         col = {l: i for i, l in enumerate(links)}
         times: list[float] = [0.0]
@@ -1166,6 +1233,18 @@ class Network:
         (finish time, then start): plain flows one by one, and each run of class members with
         one latency through one timer (back-to-back timers at one instant run back to back,
         so the records, the bytes and the done events come in the same order)."""
+        link_bytes, sent, received = self.link_bytes, self.sent_bytes, self.received_bytes
+        by_id = self._links_by_id
+        if len(due) == 1 and due[0][2].members is not None:  # one class (a ring's LAN hops): members in start order
+            f = due[0][2]
+            size = f.size
+            for src, dst, path, ids, seq in f.members:
+                for l in ids:
+                    link_bytes[by_id[l]] += size
+                sent[src] += size
+                received[dst] += size
+            self._arrive_later([(f, m) for m in f.members], f.latency_s)
+            return
         items = []
         for t, _, f in due:
             if f.members is None:
@@ -1173,9 +1252,7 @@ class Network:
             else:
                 self._landing[f] = None
                 items.extend((t, m[4], f, m) for m in f.members)
-        items.sort(key=lambda x: (x[0], x[1]))
-        link_bytes, sent, received = self.link_bytes, self.sent_bytes, self.received_bytes
-        by_id = self._links_by_id
+        items.sort(key=_time_then_start)
         run: list = []
         run_latency = None
         for _, _, f, m in items:
@@ -1199,16 +1276,29 @@ class Network:
         if run:
             self._arrive_later(run, run_latency)
 
+    def _route_text(self, path: list[str]) -> str:
+        """A route as its transfer records write it (``a>b>c``), joined once per route list (the
+        route cache's lists are shared by every flow over that route)."""
+        hit = self._route_texts.get(id(path))
+        if hit is not None and hit[0] is path:
+            return hit[1]
+        if len(self._route_texts) > 65536:  # keeps the lists alive: bounded
+            self._route_texts.clear()
+        text = ">".join(path)
+        self._route_texts[id(path)] = (path, text)
+        return text
+
     def _arrive_later(self, run: list, latency_s: float) -> None:
         """Class members whose last byte left now arrive ``latency_s`` later: their records,
         and each class's done event once its last member is in."""
         def arrive(_event: simpy.Event) -> None:
             now = self.env.now
             transfers = self.recorder.transfers
+            text = self._route_text
             for f, (src, dst, path, ids, seq) in run:
                 if f.cancelled:
                     continue
-                transfers.append(Transfer(src, dst, f.size, f.start_s, now, f.tag, ">".join(path)))
+                transfers.append(Transfer(src, dst, f.size, f.start_s, now, f.tag, text(path)))
                 f.arrived += 1
                 if f.arrived == len(f.members):
                     del self._landing[f]
@@ -1342,6 +1432,10 @@ class Network:
 
 
 # ---------------------------------------------------------------------- progressive filling
+def _time_then_start(item: tuple) -> tuple:
+    return item[0], item[1]
+
+
 def _heap_filling(users, routes, left: dict[int, float], count: dict[int, int],
                   heap: list[tuple[float, int]]) -> dict:
     """Progressive filling with a heap of per-link fair shares: {flow: rate}.

@@ -28,6 +28,14 @@ from sim.metrics.records import Recorder, StateSpan
 
 STATES = ("compute", "comm_blocked", "straggler_wait", "down")
 
+FAST_STEPS = True
+"""False: workers run ``Worker._train_reference``, the step loop as first written (tests
+compare the two: the same events to the bit)."""
+
+
+def _point_order(point: tuple) -> tuple:
+    return point[0], point[1]
+
 
 class StateTracker:
     """Keeps one worker's current state and appends a span whenever it changes."""
@@ -255,6 +263,84 @@ class Worker:
             yield done
 
     def _train(self) -> Generator:
+        if not FAST_STEPS:
+            yield from self._train_reference()
+            return
+        # The same waits as ``_train_reference``, yielded at the same moments (so every event
+        # is created, and every tie in time broken, as there), with the per-point work cut:
+        # a need whose result is already here costs a dict lookup, not a ``_wait_for``
+        # generator and a state change that changes nothing.
+        env, index, tracker, in_flight = self.env, self.index, self.tracker, self.in_flight
+        timeout, arrive, elapsed = env.timeout, self.barrier.arrive, self.elapsed
+        carried: list = []  # needs of the last step that this one waits for mid-step (layer grain)
+        while True:
+            if self.quiet is not None and not carried and not self._watchers:
+                yield from self._quiet_stretch()
+            if tracker.state != "compute":
+                tracker.set("compute")
+            step = self.steps_done + 1  # (only a failure, which leaves this loop, changes it mid-step)
+            plan = self.plan(index, step)
+            work = self.step_time_s(self.computed)
+            # What happens at a fraction of the step's compute, in order: sends released (ddp's
+            # buckets, layer-grain outer parts as their backward finishes) and results needed
+            # (at a layer's forward). A wait mid-step pauses the compute, which then goes on for
+            # the work left; offsets are measured from the start of the current stretch.
+            points = [(f, 1, send) for f, send in plan.during]
+            if carried:
+                points = sorted([(need.at, 0, need) for need in carried] + points, key=_point_order)
+                carried = []
+            t0 = env.now
+            w0 = 0.0  # work done before the current stretch began
+            done_s = 0.0
+            for fraction, is_send, item in points:
+                offset = fraction * work - w0
+                if elapsed is not None:
+                    offset = elapsed(t0, offset)
+                if offset > done_s:
+                    yield timeout(offset - done_s)
+                    done_s = offset
+                key = (item.stream, item.round, item.part)
+                if is_send:  # e.g. a gradient bucket released as its layer's backward is done
+                    in_flight[key] = arrive(item, index, step)
+                    self.sent_step = step
+                    continue
+                got = in_flight.get(key)
+                if got is not None and got[0].callbacks is None and got[1].callbacks is None:
+                    del in_flight[key]  # started and done (processed): nothing to wait for
+                    continue
+                before = env.now
+                yield from self._wait_for(item)
+                tracker.set("compute")
+                if env.now > before:  # stalled: the rest of the step starts now
+                    t0, w0, done_s = env.now, fraction * work, 0.0
+            duration = work - w0
+            if elapsed is not None:
+                duration = elapsed(t0, duration)
+            if duration > done_s:
+                yield timeout(duration - done_s)
+            self.computed += 1
+            self.steps_done = step
+            tracker.step = step
+            if self._watchers:
+                self._notify()
+            self.on_step(index, step, env.now, plan)
+            for send in plan.sends:
+                in_flight[(send.stream, send.round, send.part)] = arrive(send, index, step)
+            for need in plan.needs:
+                if need.at > 0:  # needed only at a layer's forward in the next step
+                    carried.append(need)
+                    continue
+                key = (need.stream, need.round, need.part)
+                got = in_flight.get(key)
+                if got is not None and got[0].callbacks is None and got[1].callbacks is None:
+                    del in_flight[key]
+                    continue
+                yield from self._wait_for(need)
+
+    def _train_reference(self) -> Generator:
+        """``_train`` as first written (``FAST_STEPS = False``): the same yields, with a
+        ``_wait_for`` generator and a state call at every need and a closure call at every
+        point. The path the fast loop is tested against."""
         carried: list = []  # needs of the last step that this one waits for mid-step (layer grain)
         while True:
             if self.quiet is not None and not carried and not self._watchers:

@@ -47,6 +47,8 @@ MAX_GANTT_ROWS = 64  # above this many workers the timeline shows one row per re
 MAX_GANTT_BARS = 20_000  # above this many spans, each row is cut into time slices
 MAX_SPANS_PER_ROW = 400  # above this many spans in a row (a long run) the row is cut into slices too:
                          # a ~1,300 px chart cannot show more, and hundreds of rounds blur into one colour
+MAX_STEP_CURVE_POINTS = 400  # steps per worker above MAX_GANTT_ROWS workers: longer curves sampled on a grid
+MAX_LINK_BARS = 64  # bytes per link: above this many links, the WAN links and the busiest intra-region ones
 GANTT_SLICES = 200  # slices per row when cut; each drawn as its states' shares of the slice
 THROUGHPUT_BINS = 200  # throughput with more steps than MAX_STEP_POINTS is shown as bin means
 MAX_STEP_POINTS = 200  # more steps than this (e.g. ddp's bursts every step) merge into a solid block at
@@ -103,6 +105,12 @@ def _floor_line(fig: go.Figure, floor: float | None, losses=()) -> None:
 
 
 # ---------------------------------------------------------------------- timeline (Gantt)
+def _f32(values) -> np.ndarray:
+    """Plot coordinates as float32: plotly writes arrays as binary (4 bytes a value, not 8), and
+    7 significant digits are far below a pixel of any axis here."""
+    return np.asarray(values, dtype=np.float32)
+
+
 def _occupied_in_bins(starts: np.ndarray, ends: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Seconds that disjoint spans (sorted by start) cover in each bin between ``edges``."""
     dur = ends - starts
@@ -180,6 +188,24 @@ def _segments_from_bins(times: np.ndarray, edges: np.ndarray) -> list[tuple[floa
     return [(a, b, st, acc / acc.sum()) for a, b, st, acc in segs]
 
 
+def _majority_runs(times: np.ndarray, edges: np.ndarray) -> list[list]:
+    """``[[start, end, state], ...]`` (times rounded to 6 decimals) of ``_segments_from_bins``,
+    found with numpy: runs of consecutive bins with time in them and one majority state (the
+    selector's row of one worker; 1,024 of them in a large run)."""
+    total = times.sum(axis=0)
+    major = np.argmax(times, axis=0)
+    b = np.flatnonzero(total > 0)
+    if not b.size:
+        return []
+    # a run starts at a bin whose previous bin had no time or another majority state
+    start = np.ones(b.size, dtype=bool)
+    start[1:] = (np.diff(b) != 1) | (major[b[1:]] != major[b[:-1]])
+    first = b[start]
+    last = b[np.r_[np.flatnonzero(start)[1:] - 1, b.size - 1]]
+    return [[round(a, 6), round(e, 6), s] for a, e, s in zip(edges[first].tolist(), edges[last + 1].tolist(),
+                                                               major[first].tolist())]
+
+
 def timeline(run: RunData) -> tuple[go.Figure, dict | None]:
     """The Gantt of worker states, and (above MAX_GANTT_ROWS workers) the per-worker
     segments the page's selector can add as a row."""
@@ -219,7 +245,7 @@ def timeline(run: RunData) -> tuple[go.Figure, dict | None]:
             coarse = np.linspace(0.0, edges[-1], min(n_bins, 200) + 1)
             selector = {"rows": rows, "states": STATES, "workers": {}}
             for n, t in _state_times_by_node(st, nodes, coarse).items():
-                selector["workers"][n] = [[round(a, 6), round(b, 6), s] for a, b, s, _ in _segments_from_bins(t, coarse)]
+                selector["workers"][n] = _majority_runs(t, coarse)
         else:
             rows = nodes
             for n in nodes:
@@ -229,11 +255,15 @@ def timeline(run: RunData) -> tuple[go.Figure, dict | None]:
              f"Timeline: {len(nodes)} workers, one row per region (pick a worker below to add its row)") + note
     fig = _fig(title, height=int(min(900, 140 + 26 * (len(rows) + (1 if aggregate else 0)))))
     df = pd.DataFrame(bars, columns=["row", "start", "end", "state", "note"])
+    sliced = bool(note)  # bars of time slices: drawn to a pixel, so float32 (half the page bytes) will do
     for k, state in enumerate(STATES):
         d = df[df["state"] == k]
+        x, base, end = d["end"] - d["start"], d["start"], d["end"]
+        if sliced:
+            x, base, end = _f32(x), _f32(base), np.round(end.to_numpy(float), 6)
         fig.add_trace(go.Bar(
-            y=d["row"], x=d["end"] - d["start"], base=d["start"], orientation="h", name=STATE_LABELS[state],
-            marker={"color": STATE_COLORS[state], "line": {"width": 0}}, customdata=np.c_[d["end"], d["note"]],
+            y=d["row"], x=x, base=base, orientation="h", name=STATE_LABELS[state],
+            marker={"color": STATE_COLORS[state], "line": {"width": 0}}, customdata=np.c_[end, d["note"]],
             hovertemplate="%{y}: " + STATE_LABELS[state] + "<br>%{base:.3f} s to %{customdata[0]:.3f} s"
                           "<br>%{customdata[1]}<extra></extra>",
             legendgroup=state, showlegend=True))
@@ -251,15 +281,21 @@ def timeline(run: RunData) -> tuple[go.Figure, dict | None]:
 
 def _selector_html(fig_id: str, selector: dict) -> str:
     """A <select> that adds one worker's row to the aggregated timeline (Plotly.restyle)."""
-    opts = "".join(f"<option value='{html.escape(n)}'>{html.escape(n)}</option>" for n in selector["workers"])
-    data = json.dumps(selector).replace("</", "<\\/")
-    return f"""<p class='note'>Show one worker: <select id='{fig_id}-worker'><option value=''>(none)</option>{opts}
+    # Workers in lock-step share their rows: each distinct row once, each worker its row's index.
+    rows: dict[str, int] = {}
+    index = {w: rows.setdefault(json.dumps(segs, separators=(",", ":")), len(rows))
+             for w, segs in selector["workers"].items()}
+    data = ('{"rows":%s,"states":%s,"segments":[%s],"workers":%s}' % (
+        json.dumps(selector["rows"]), json.dumps(selector["states"]), ",".join(rows),
+        json.dumps(index, separators=(",", ":")))).replace("</", "<\\/")
+    return f"""<p class='note'>Show one worker: <select id='{fig_id}-worker'><option value=''>(none)</option>
 </select></p><script type='application/json' id='{fig_id}-workers'>{data}</script>
 <script>(function(){{
   var sel = document.getElementById('{fig_id}-worker');
   var d = JSON.parse(document.getElementById('{fig_id}-workers').textContent);
+  Object.keys(d.workers).forEach(function(w){{ sel.add(new Option(w, w)); }});
   sel.addEventListener('change', function(){{
-    var gd = document.getElementById('{fig_id}'), w = sel.value, segs = w ? d.workers[w] : [];
+    var gd = document.getElementById('{fig_id}'), w = sel.value, segs = w ? d.segments[d.workers[w]] : [];
     var xs = [], bs = [], ys = [], idx = [];
     for (var k = 0; k < d.states.length; k++) {{
       var x = [], b = [], y = [];
@@ -274,8 +310,22 @@ def _selector_html(fig_id: str, selector: dict) -> str:
 
 # ---------------------------------------------------------------------- utilization
 def utilization_by_node(summary: dict) -> go.Figure:
-    nodes = list(summary["per_node"])
-    fig = _fig(f"Time per node by state (CU {summary['utilization']:.1%})")
+    """Stacked state fractions per node; above ``MAX_GANTT_ROWS`` workers, of each region's
+    workers with the lowest, the median and the highest CU (the spread a user looks for;
+    the per-region means are the next figure)."""
+    per_node = summary["per_node"]
+    nodes = list(per_node)
+    title = f"Time per node by state (CU {summary['utilization']:.1%})"
+    if len(nodes) > MAX_GANTT_ROWS:
+        regions: dict[str, list[str]] = {}
+        for n in nodes:
+            regions.setdefault(region_of(n), []).append(n)
+        nodes = []
+        for members in regions.values():
+            ranked = sorted(members, key=lambda n: (per_node[n]["compute_frac"], members.index(n)))
+            nodes += list(dict.fromkeys([ranked[0], ranked[(len(ranked) - 1) // 2], ranked[-1]]))
+        title += f": {len(per_node)} workers, each region's lowest, median and highest CU"
+    fig = _fig(title)
     for state in STATES:
         fig.add_trace(go.Bar(x=nodes, y=[summary["per_node"][n][f"{state}_frac"] for n in nodes],
                              name=STATE_LABELS[state], marker_color=STATE_COLORS[state],
@@ -324,7 +374,7 @@ def throughput_xy(t: np.ndarray, r: np.ndarray, end_s: float, n_points: int) -> 
         return x, np.r_[r, 0.0] * 8 / 1e9, "exact"
     edges = np.linspace(0.0, end_s, THROUGHPUT_BINS + 1)
     gbps = bytes_in_bins(t, r, edges) * 8 / 1e9 / (edges[1] - edges[0])
-    return edges, np.r_[gbps, gbps[-1]], f"mean over {edges[1] - edges[0]:.3g} s bins"
+    return _f32(edges), _f32(np.r_[gbps, gbps[-1]]), f"mean over {edges[1] - edges[0]:.3g} s bins"
 
 
 # Colours of links and region pairs: none is a state colour (page.STATE_COLORS), none a compare-page method colour.
@@ -360,9 +410,18 @@ def _throughput_figure(title: str, series: dict[tuple[str, str], tuple[np.ndarra
 
 
 def bytes_per_link(summary: dict) -> go.Figure:
+    """Bars of bytes per directed link, WAN links first; above ``MAX_LINK_BARS`` links with
+    bytes, every WAN link and the busiest intra-region links up to that many bars."""
     links = sorted(summary["bytes_per_link"], key=lambda l: (l["kind"] != "wan", -l["bytes"], l["link"]))
     links = [l for l in links if l["bytes"] > 0]
-    fig = _fig("Bytes per directed link (WAN dark, intra-region light)")
+    title = "Bytes per directed link (WAN dark, intra-region light)"
+    if len(links) > MAX_LINK_BARS:
+        wan = [l for l in links if l["kind"] == "wan"]
+        shown = wan + [l for l in links if l["kind"] != "wan"][:max(MAX_LINK_BARS - len(wan), 0)]
+        title += (f": {len(links) - len(wan):,} intra-region links carried bytes, "
+                  f"the {len(shown) - len(wan)} busiest shown")
+        links = shown
+    fig = _fig(title)
     div, unit = byte_unit(max([l["bytes"] for l in links] or [0.0]))
     fig.add_trace(go.Bar(x=[l["link"] for l in links], y=[l["bytes"] / div for l in links], name="bytes",
                          marker_color=["#6a51a3" if l["kind"] == "wan" else "#bcbddc" for l in links],
@@ -605,26 +664,40 @@ def steps_figure(run: RunData) -> go.Figure | None:
     steps = run.summary.get("steps_per_worker") or []
     end = float(run.summary.get("sim_duration_s") or st["end_s"].max())
     fig = _fig("Inner steps completed per worker vs simulated time")
-    curves = {}
-    for i, (node, d) in enumerate(st.groupby(st["node"].astype(str), sort=False)):
-        d = d.sort_values("start_s", kind="stable")
-        x = np.r_[d["start_s"].to_numpy(float), end]
-        final = steps[nodes.index(node)] if node in nodes and nodes.index(node) < len(steps) else d["step"].max()
-        y = np.r_[d["step"].to_numpy(float), float(final)]
-        curves[node] = (x, y)
-    shown = list(curves)
+    # Each node's spans by start (one stable sort of all of them, not a sort per node); a
+    # node's curve is its spans' starts and step counts, then the run's end and its final count.
+    names = st["node"].astype(str).to_numpy(dtype=object)
+    codes, order_names = pd.factorize(names)  # in order of first appearance, as groupby(sort=False)
+    starts = st["start_s"].to_numpy(float)
+    step_col = st["step"].to_numpy(dtype=float, na_value=np.nan)
+    order = np.lexsort((starts, codes))  # stable: ties in start keep the table's order
+    cut = np.searchsorted(codes[order], np.arange(len(order_names) + 1))
+    position = {n: i for i, n in enumerate(nodes)}
+    rows_of = {n: order[cut[k]:cut[k + 1]] for k, n in enumerate(order_names)}
+    finals = {}
+    for n, rows in rows_of.items():
+        i = position.get(n)
+        finals[n] = float(steps[i]) if i is not None and i < len(steps) else float(np.nanmax(step_col[rows]))
+    shown = list(rows_of)
     if len(shown) > MAX_GANTT_ROWS:
         keep = []
         by_region: dict[str, list[str]] = {}
         for n in shown:
             by_region.setdefault(region_of(n), []).append(n)
         for members in by_region.values():
-            members = sorted(members, key=lambda n: curves[n][1][-1])
+            members = sorted(members, key=lambda n: finals[n])
             keep += [members[0], members[-1]] if len(members) > 1 else members
         shown = keep
         fig.update_layout(title_text=fig.layout.title.text + " (each region's slowest and fastest worker)")
+    curves = {n: (np.r_[starts[rows_of[n]], end], np.r_[step_col[rows_of[n]], finals[n]]) for n in shown}
     for n in shown:
         x, y = curves[n]
+        if len(rows_of) > MAX_GANTT_ROWS:  # 16 lines of a large run: sampled on a grid when long, float32
+            if len(x) > MAX_STEP_CURVE_POINTS:
+                grid = np.linspace(float(x[0]), float(x[-1]), MAX_STEP_CURVE_POINTS)
+                y = y[np.searchsorted(x, grid, side="right") - 1]  # steps completed at each grid time
+                x = grid
+            x, y = _f32(x), _f32(y)
         fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line={"shape": "hv", "width": 1.5}, name=n,
                                  hovertemplate=n + ": %{y:.0f} steps at %{x:.3f} s<extra></extra>"))
     fig.update_layout(xaxis={"title": "simulated time (s)", "range": [0, end]},
@@ -896,8 +969,24 @@ def build_dashboard(run: RunData) -> Page:
         page.html("</div>")
     page.html("<p class='note'>Throughput: the run's transfers replayed through the same flow-level network "
               "model (sim.metrics.tables.replay_rates); long runs are shown as means over equal time bins.</p>")
-    page.data("locosim-summary", s)
+    page.data("locosim-summary", page_summary(s))
     return page
+
+
+PAGE_SUMMARY_OMITS = ("per_node", "step_time_s", "steps_per_worker", "bytes_sent_per_node", "bytes_received_per_node")
+
+
+def page_summary(summary: dict) -> dict:
+    """The summary a dashboard embeds: summary.json itself up to ``MAX_GANTT_ROWS`` workers;
+    above, without its per-worker maps (``PAGE_SUMMARY_OMITS``) and with only the WAN links of
+    ``bytes_per_link``, which at 1,024 workers are most of a megabyte (summary.json beside the
+    page keeps them); ``omitted`` lists what was left out."""
+    if len(summary.get("per_node") or ()) <= MAX_GANTT_ROWS:
+        return summary
+    out = {k: v for k, v in summary.items() if k not in PAGE_SUMMARY_OMITS}
+    out["bytes_per_link"] = [l for l in summary.get("bytes_per_link", []) if l.get("kind") == "wan"]
+    out["omitted"] = [k for k in PAGE_SUMMARY_OMITS if k in summary] + ["bytes_per_link (intra-region links)"]
+    return out
 
 
 def write_dashboard(path: Path, events: pd.DataFrame, metrics: pd.DataFrame, summary: dict, manifest: dict,
