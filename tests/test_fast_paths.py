@@ -38,6 +38,9 @@ METHODS = [
     {"name": "sparta"},
     {"name": "sparta_diloco", "inner_steps": 4},
     {"name": "demo"},
+    {"name": "async_local_sgd", "inner_steps": 4},
+    {"name": "halos", "inner_steps": 4, "updates_per_push": 3},
+    {"name": "fedbuff", "inner_steps": 4, "buffer_size": 3},
 ]
 
 
@@ -47,6 +50,7 @@ def _data(algo: dict, faults: dict | None) -> dict:
                       "links": [{"a": "us", "b": "eu", "bandwidth_gbps": 1.0, "latency_s": 0.03},
                                 {"a": "eu", "b": "ap", "bandwidth_gbps": 2.0, "latency_s": 0.05}]},
          "algorithm": algo, "run": {"max_sim_time_s": 3.0}}
+    d["topology"]["servers"] = [{"name": "ps", "region": "eu"}]  # (used by the methods without a barrier)
     if faults:
         d["faults"] = faults
     return d

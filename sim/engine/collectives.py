@@ -92,6 +92,9 @@ class Attempt:
     def route_latency_s(self, src: str, dst: str) -> float:
         return self.net.route_latency_s(src, dst)
 
+    def ring_latency_s(self, pairs: list[tuple[str, str]]) -> float:
+        return self.net.ring_latency_s(pairs)
+
     def transfer(self, src: str, dst: str, nbytes: float, tag: str = "", **kw) -> simpy.Event:
         if self.off:  # called off: this flow never starts, and its event never fires
             return self.env.event()

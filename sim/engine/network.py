@@ -1243,6 +1243,7 @@ class Network:
                     link_bytes[by_id[l]] += size
                 sent[src] += size
                 received[dst] += size
+            self._landing[f] = None  # (landing until its last member is in: cancel finds it here)
             self._arrive_later([(f, m) for m in f.members], f.latency_s)
             return
         items = []

@@ -49,8 +49,8 @@ def _flat(record) -> dict:
 
 
 def events_table(rec: Recorder) -> pd.DataFrame:
-    """One row per state span, transfer, sync, fault, dropped contribution and recovery
-    (``EVENT_COLUMNS``), sorted by start time, kind, worker, src and dst (stably: records of
+    """One row per state span, transfer, sync, fault, dropped contribution, recovery and payload
+    a server handled (``EVENT_COLUMNS``), sorted by start time, kind, worker, src and dst (stably: records of
     one kind keep the order they were appended in). Built column by column from the record
     lists (a 1,024-worker layer-grain run has ~250K transfer rows)."""
     n = 0
@@ -92,6 +92,11 @@ def events_table(rec: Recorder) -> pd.DataFrame:
     add("recovery", len(rc), worker=[r.worker for r in rc], node=[r.node for r in rc],
         src=[r.peer or None for r in rc], dst=[r.node for r in rc], payload_bytes=[r.payload_bytes for r in rc],
         start_s=[r.start_s for r in rc], end_s=[r.end_s for r in rc], step=[r.step for r in rc])
+    sv = getattr(rec, "served", ())  # a server handled a payload (step: its version after; tag: its stream)
+    add("serve", len(sv), worker=[s.worker if s.worker >= 0 else None for s in sv], node=[s.server for s in sv],
+        src=[s.sender for s in sv], dst=[s.server for s in sv], tag=[s.stream for s in sv],
+        round=[s.round for s in sv], start_s=[s.start_s for s in sv], end_s=[s.end_s for s in sv],
+        step=[s.version for s in sv])
     if n > 1:  # sorted before the columns are made: a gather of Python lists, not of arrow arrays
         order = np.lexsort([_sort_codes(cols[c]) for c in ("dst", "src", "worker", "kind")]
                            + [np.array(cols["start_s"], dtype=float)])
