@@ -123,6 +123,10 @@ class NumericsAdapter:
         """A server's payload reached its worker: queue the worker's use of it."""
         self.algorithm.on_delivered(self.numerics, self.state, message, time_s)
 
+    def on_dropped(self, message, time_s: float) -> None:
+        """A server's or worker's payload that left is not used (called off, or its worker no longer waits)."""
+        self.algorithm.on_dropped(self.numerics, self.state, message, time_s)
+
     def on_member_down(self, worker: int) -> None:
         self.algorithm.on_member_down(self.state, worker)
 

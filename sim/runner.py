@@ -187,7 +187,7 @@ class Simulation:
 
     def _on_dropped(self, message, time_s: float) -> None:
         if self.adapter is not None:
-            self.adapter.algorithm.on_dropped(self.numerics, self.adapter.state, message, time_s)
+            self.adapter.on_dropped(message, time_s)
 
     def _on_sync(self, send, participants: tuple | None = None) -> None:
         if participants is not None and len(participants) == len(send.group):

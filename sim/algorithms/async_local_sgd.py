@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from sim.algorithms.asynchronous import AsyncKnobs, Asynchronous, DelayedNesterov, info_of, pick_server
+from sim.algorithms.asynchronous import AsyncKnobs, Asynchronous, DelayedNesterov, OneServer
 from sim.algorithms.base import Message, Served
 
 
@@ -48,7 +48,7 @@ class AsyncLocalSGDSpec(AsyncKnobs):
         "restarting from the model at the window's end (0: every worker gets the model at once)."))
 
 
-class AsyncLocalSGD(Asynchronous):
+class AsyncLocalSGD(OneServer, Asynchronous):
     Spec = AsyncLocalSGDSpec
 
     @classmethod
@@ -59,21 +59,11 @@ class AsyncLocalSGD(Asynchronous):
             raise FieldError(("momentum_activation",), f"c must be in [0, 1/N] = [0, {1.0 / spec.buffer_size:g}] "
                                                        f"(got {spec.momentum_activation:g})")
 
-    @classmethod
-    def server_plan(cls, spec, topology):
-        return [info_of(topology, pick_server("server", spec.server, topology))]
-
     def setup(self) -> None:
-        self.name = next(iter(self.servers))
+        super().setup()
         self.window_end: float | None = None  # the open grace window's end
         self.dn = DelayedNesterov(self.spec.outer_lr, self.spec.outer_momentum, self.spec.buffer_size,
                                   self.spec.momentum_activation)
-
-    def server_of(self, worker: int) -> str:
-        return self.name
-
-    def top_server(self) -> str:
-        return self.name
 
     def receive(self, server: str, message: Message) -> Served:
         stale = self.staleness(server, message.sender)

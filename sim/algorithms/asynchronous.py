@@ -77,6 +77,24 @@ def info_of(topology, name: str) -> ServerInfo:
     return ServerInfo(s.name, s.region, s.bandwidth_gbps, s.apply_time_s)
 
 
+class OneServer:
+    """Mix-in of a method with one server (its ``server:`` knob): every worker pushes to it and it
+    is the top server (Async Local-SGD, FedBuff)."""
+
+    @classmethod
+    def server_plan(cls, spec, topology):
+        return [info_of(topology, pick_server("server", spec.server, topology))]
+
+    def setup(self) -> None:
+        self.name = next(iter(self.servers))
+
+    def server_of(self, worker: int) -> str:
+        return self.name
+
+    def top_server(self) -> str:
+        return self.name
+
+
 class DelayedNesterov:
     """Delayed Nesterov (Async Local-SGD Alg. 3): momentum m, accumulator D, arrival count t;
     on each arrival of g: D += g; every N-th arrival m = beta m + D / N and

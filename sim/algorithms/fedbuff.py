@@ -22,7 +22,7 @@ import math
 
 from pydantic import Field
 
-from sim.algorithms.asynchronous import AsyncKnobs, Asynchronous, info_of, pick_server
+from sim.algorithms.asynchronous import AsyncKnobs, Asynchronous, OneServer
 from sim.algorithms.base import Message, Served
 from sim.algorithms.transforms import OuterNesterov
 
@@ -40,23 +40,13 @@ class FedBuffSpec(AsyncKnobs):
         "Deltas older than this many server steps are dropped (not buffered); null = keep all."))
 
 
-class FedBuff(Asynchronous):
+class FedBuff(OneServer, Asynchronous):
     Spec = FedBuffSpec
 
-    @classmethod
-    def server_plan(cls, spec, topology):
-        return [info_of(topology, pick_server("server", spec.server, topology))]
-
     def setup(self) -> None:
-        self.name = next(iter(self.servers))
+        super().setup()
         self.buffered = 0  # deltas in the buffer now (schedule side)
         self.opt = OuterNesterov(self.spec.server_lr, self.spec.server_momentum, self.spec.server_nesterov)
-
-    def server_of(self, worker: int) -> str:
-        return self.name
-
-    def top_server(self) -> str:
-        return self.name
 
     def receive(self, server: str, message: Message) -> Served:
         stale = self.staleness(server, message.sender)

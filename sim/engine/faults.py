@@ -357,21 +357,14 @@ class FaultModel:
             step = w.progress
             if self.on_fetch is not None:
                 self.on_fetch(w.index, server, step)
-            fetch = self.net.transfer(server, w.node, self.fetch_bytes, f"recovery:{w.index}")
+            nbytes, peer_node = self.fetch_bytes, server
+            fetch = self.net.transfer(server, w.node, nbytes, f"recovery:{w.index}")
             try:
                 yield fetch
             except simpy.Interrupt:  # w failed while fetching: the fetch stops where it is
                 self.net.cancel(fetch)
                 raise
-            w.steps_done = step
-            w.tracker.step = step
-            self.barrier.member_up(w.index, step)
-            if self.on_rejoined is not None:
-                self.on_rejoined(w.index)
-            self.recorder.recoveries.append(Recovery(w.index, w.node, server, start, self.env.now, self.fetch_bytes,
-                                                     step))
-            return
-        while True:
+        while server is None:
             while True:
                 peer = self._peer(w)
                 if peer is None or peer.steps_done >= w.progress:
