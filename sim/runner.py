@@ -28,7 +28,7 @@ from sim.result import RunResult, frozen_mapping, frozen_records
 from sim.rounds import RoundCounter
 from sim.scenario import Scenario
 from sim.writer import (STATUS_COMPLETED, STATUS_DIVERGED, STATUS_FAILED, STATUS_INTERRUPTED, STATUS_RUNNING,
-                        run_to_dir, write_json)
+                        fewer_collections, run_to_dir, write_json)
 
 __all__ = ["Progress", "Simulation", "run_to_dir", "write_json", "scale_layout", "proxy_layout", "STATUS_RUNNING",
            "STATUS_COMPLETED", "STATUS_INTERRUPTED", "STATUS_FAILED", "STATUS_DIVERGED"]
@@ -247,18 +247,19 @@ class Simulation:
             timer.callbacks.append(lambda _e: None if self.stop.triggered else self.stop.succeed())
         last = time.monotonic()
         env = self.env
-        while not self.stop.processed:
-            if math.isinf(env.peek()):
-                if self.faults.anyone_down:  # the workers left are gone for good: nothing more can happen
-                    self.ended_early = ("no events left: no worker is up, or those up wait only for workers gone for "
-                                        "good (" + self.stall_reason() + ")")
-                    break
-                raise RuntimeError("simulation ran out of events before a stop condition was met: "
-                                   + self.stall_reason())
-            env.step()
-            if on_progress is not None and time.monotonic() - last > progress_every_s:
-                last = time.monotonic()
-                on_progress(self.progress())
+        with fewer_collections():  # (a large run keeps ~10^5 records alive: see sim.writer)
+            while not self.stop.processed:
+                if math.isinf(env.peek()):
+                    if self.faults.anyone_down:  # the workers left are gone for good: nothing more can happen
+                        self.ended_early = ("no events left: no worker is up, or those up wait only for workers gone for "
+                                            "good (" + self.stall_reason() + ")")
+                        break
+                    raise RuntimeError("simulation ran out of events before a stop condition was met: "
+                                       + self.stall_reason())
+                env.step()
+                if on_progress is not None and time.monotonic() - last > progress_every_s:
+                    last = time.monotonic()
+                    on_progress(self.progress())
         self.finish()
         if on_progress is not None:
             on_progress(self.progress())

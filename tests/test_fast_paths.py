@@ -175,3 +175,16 @@ def test_fewer_collections_restores_the_collector():
         with fewer_collections():
             1 / 0
     assert gc.get_threshold() == before
+
+
+def test_simulation_run_raises_the_collector_threshold_and_restores_it():
+    """``Simulation.run`` itself (what notebooks and library users call, not only ``run_to_dir``)
+    steps with the collector's first threshold raised, and gives back the one it found."""
+    import gc
+
+    before = gc.get_threshold()
+    seen = []
+    sim = Simulation(parse_scenario(_data({"name": "diloco", "inner_steps": 5}, None)))
+    sim.run(on_progress=lambda _p: seen.append(gc.get_threshold()[0]), progress_every_s=0.0)
+    assert len(seen) > 1 and min(seen[:-1]) >= 100_000
+    assert gc.get_threshold() == before
