@@ -170,6 +170,14 @@ class Periodic(OuterMethod):
         self._busy = {f % H for f in firsts}
         self._steady = max(firsts)
         self._quiet = [min((r - i) % H for r in self._busy) for i in range(H)]
+        # streams by the residue mod H of the steps at which they send / apply (the queries below
+        # look at those only, not at every stream); answers of method_quiet before the steady state
+        self._send_at: dict[int, list] = {}
+        self._apply_at: dict[int, list] = {}
+        for st in self.streams:
+            self._send_at.setdefault(st.offset % H, []).append(st)
+            self._apply_at.setdefault((st.offset + self.lag) % H, []).append(st)
+        self._early_quiet: dict[int, int] = {}
 
     def group_of(self, round_: int, worker: int) -> tuple[int, ...]:
         """The workers ``worker`` syncs with in round ``round_`` (sorted): everyone by default."""
@@ -178,14 +186,13 @@ class Periodic(OuterMethod):
     def _sent(self, step: int):
         """(stream, round) of each stream that sends at ``step``."""
         H = self.H
-        return [(s, (step - s.offset) // H) for s in self.streams if step >= s.offset and (step - s.offset) % H == 0]
+        return [(s, (step - s.offset) // H) for s in self._send_at.get(step % H, ()) if step >= s.offset]
 
     def _applied(self, step: int):
         """(stream, round) of each stream whose apply falls at ``step`` (round < 0: the first
         ``delay`` rounds, nothing has arrived yet)."""
         H, lag = self.H, self.lag
-        return [(s, (step - s.offset - lag) // H) for s in self.streams
-                if step >= s.offset and (step - s.offset - lag) % H == 0]
+        return [(s, (step - s.offset - lag) // H) for s in self._apply_at.get(step % H, ()) if step >= s.offset]
 
     def method_plan(self, worker: int, step: int) -> StepPlan:
         if step % self.H not in self._busy:
@@ -220,11 +227,15 @@ class Periodic(OuterMethod):
         H = self.H
         if step >= self._steady:
             return self._quiet[step % H]
+        hit = self._early_quiet.get(step)  # (the same answer for every worker)
+        if hit is not None:
+            return hit
         nxt = None
         for s in self.streams:
             for first in (s.offset, s.offset + self.lag):
                 at = first if step <= first else step + (-(step - first) % H)
                 nxt = at if nxt is None or at < nxt else nxt
+        self._early_quiet[step] = nxt - step
         return nxt - step
 
     def use_step(self, key: tuple) -> int:
