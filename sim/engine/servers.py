@@ -57,7 +57,9 @@ class Router(SyncBarrier):
     ``servers``: the method's ``ServerInfo`` list; ``serve(server, message, time_s)`` the
     method's schedule (``Algorithm.serve``); ``on_served(server, message, served, time_s)``,
     ``on_departed(server, messages, time_s)`` and ``on_delivered(message, time_s)`` the run's
-    hooks (schedule and numerics; called before the worker that needs the message may go on)."""
+    hooks (schedule and numerics; called before the worker that needs the message may go on);
+    ``on_dropped(message, time_s)``: a payload that left and is not used (called off with its
+    failed worker, or an answer the worker no longer waits for)."""
 
     def __init__(self, env: simpy.Environment, net, nodes: list[str], on_done, recorder, servers: list,
                  serve: Callable, on_served: Callable, on_departed: Callable, on_delivered: Callable,
