@@ -144,6 +144,7 @@ class AsyncState:
     queues: dict = field(default_factory=dict)
     """Server name -> its queue in the numerics."""
     extra: dict = field(default_factory=dict)
+    """The method's own (HALoS: each local server's model at its last merge)."""
 
 
 class Asynchronous(Algorithm):
