@@ -40,8 +40,8 @@ GLOBAL = "global"
 class HALoSSpec(AsyncKnobs):
     """HALoS's knobs (the authors' code names in the descriptions)."""
     global_server: str | None = Field(default=None, description=(
-        "The global parameter server (a topology.servers name); default: the topology's only server that is no "
-        "region's local one (with one declared server per region, name it)."))
+        "The global parameter server (a topology.servers name); default: the topology's only server (with "
+        "several, name it: the others are local servers, one per region at most)."))
     inner_steps: int = Field(default=8, ge=1, description="H: inner steps of the fastest worker per round (num_local_steps, 8).")
     dynamic_local_updates: bool = Field(default=True, description=(
         "DyLU (rescale_num_local_steps): H_w = max(1, ceil(H v_w / max v)), v = the worker's known speed."))
@@ -85,18 +85,14 @@ class HALoS(Asynchronous):
     @classmethod
     def server_plan(cls, spec, topology):
         declared = {s.name for s in topology.servers}
-        if spec.global_server is None:
-            by_region = topology.servers_by_region()
-            # the GPS: the only declared server, or the one server of a region that declares two
-            candidates = [s.name for s in topology.servers if len(by_region[s.region]) > 1] or \
-                         ([topology.servers[0].name] if len(topology.servers) == 1 else [])
-            if len(candidates) != 1:
-                if not topology.servers:
-                    raise FieldError(("global_server",), "halos needs a global parameter server: declare one under "
-                                                         "topology.servers (name, region)")
+        if spec.global_server is None:  # the topology's only server
+            if not topology.servers:
+                raise FieldError(("global_server",), "halos needs a global parameter server: declare one under "
+                                                     "topology.servers (name, region)")
+            if len(topology.servers) > 1:
                 raise FieldError(("global_server",), "several servers could be the global one; name one of: "
                                                      + ", ".join(s.name for s in topology.servers))
-            gps = candidates[0]
+            gps = topology.servers[0].name
         else:
             gps = pick_server("global_server", spec.global_server, topology)
         spec_gps = spec.model_copy(update={"global_server": gps})
