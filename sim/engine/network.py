@@ -1124,38 +1124,13 @@ class Network:
                 flows = self._slot_flow
                 due.extend((t, flows[s].seq, flows[s]) for s, t in zip(slots.tolist(), finish.take(slots).tolist()))
                 due.sort()  # in order of finish time, then of start
-        lf = self._link_flows
         classes = self._classes and any(f.members is not None for _, _, f in due)
         self._epoch += 1
         for _, _, f in due:
-            del self._flows[f]
             # A symmetric class leaves the same users on every link of a hop: one link per hop
             # reaches them all (asked while its fingerprint is still on the links).
             reps = {h[0] for h in f.hops} if f.members is not None and self._symmetric(f) else None
-            if f.members is not None:
-                self._classes -= 1
-                self._members -= len(f.members)
-                if f.q:
-                    self._count_rate(f, -f.q)
-                self._fp[f.fp_ids] -= f.fp_add
-            else:
-                self._members -= 1
-                pu = self._plain_users
-                for l in f.link_ids:
-                    pu[l] -= 1
-                q = int(self._q[f.slot]) if f.in_arrays else f.q
-                if q:
-                    self._count_rate(f, -q)
-            f.version += 1
-            self._unslotted.pop(f, None)
-            self._unsynced.pop(f, None)
-            for l in f.link_ids:
-                users = lf[l]
-                del users[f]
-                if users and (reps is None or l in reps):
-                    self._dirty_links[l] = None
-            if f.slot >= 0:
-                self._free_slot(f.slot)
+            self._leave(f, reps)
             if not classes:
                 self._deliver(f)
         if classes:
@@ -1340,6 +1315,37 @@ class Network:
         else:
             send_last_byte()
 
+    def _leave(self, f: Flow, reps: set | None = None) -> None:
+        """``f`` leaves the network's books (it finished, or was called off): the class and member
+        counts, its rate-log counts and link fingerprints, its links' users (the links it shared
+        are marked for re-rating; with ``reps``, a symmetric class's one link per hop) and its slot."""
+        del self._flows[f]
+        if f.members is not None:
+            self._classes -= 1
+            self._members -= len(f.members)
+            if f.q:
+                self._count_rate(f, -f.q)
+            self._fp[f.fp_ids] -= f.fp_add
+        else:
+            self._members -= 1
+            pu = self._plain_users
+            for l in f.link_ids:
+                pu[l] -= 1
+            q = int(self._q[f.slot]) if f.in_arrays else f.q
+            if q:
+                self._count_rate(f, -q)
+        f.version += 1
+        self._unslotted.pop(f, None)
+        self._unsynced.pop(f, None)
+        lf = self._link_flows
+        for l in f.link_ids:
+            users = lf[l]
+            del users[f]
+            if users and (reps is None or l in reps):
+                self._dirty_links[l] = None
+        if f.slot >= 0:
+            self._free_slot(f.slot)
+
     # ------------------------------------------------------------------ calling flows off
     def cancel(self, *handles: simpy.Event) -> float:
         """Call off, now, the flows behind ``handles`` (events that ``transfer`` or
@@ -1363,7 +1369,6 @@ class Network:
         transfers = self.recorder.transfers
         total = 0.0
         hit = [f for f in self._flows if f.done in want]
-        lf, pu = self._link_flows, self._plain_users
         if hit:
             self._epoch += 1  # links lose users: earlier symmetry answers no longer hold
         for f in hit:
@@ -1378,35 +1383,13 @@ class Network:
             elif rate == _INF:
                 left = 0.0
             moved = f.size - min(max(left, 0.0), f.size)
-            # leave the links: the bookkeeping of a finish (_on_timer), without the delivery
-            del self._flows[f]
             if f.members is not None:
-                self._classes -= 1
-                self._members -= len(f.members)
-                if f.q:
-                    self._count_rate(f, -f.q)
-                self._fp[f.fp_ids] -= f.fp_add
                 ends = [(m[0], m[1], m[2], m[3]) for m in f.members]
             else:
-                self._members -= 1
-                for l in f.link_ids:
-                    pu[l] -= 1
-                q = int(self._q[f.slot]) if f.in_arrays else f.q
-                if q:
-                    self._count_rate(f, -q)
                 ends = [(f.src, f.dst, f.route, f.link_ids)]
-            f.version += 1
+            self._leave(f)  # the bookkeeping of a finish (_on_timer), without the delivery
             f.cancelled = True
-            self._unslotted.pop(f, None)
-            self._unsynced.pop(f, None)
             self._dirty_flows.pop(f, None)
-            for l in f.link_ids:
-                users = lf[l]
-                del users[f]
-                if users:
-                    self._dirty_links[l] = None
-            if f.slot >= 0:
-                self._free_slot(f.slot)
             self.flows_cancelled += len(ends)
             if moved > 0:
                 by_id = self._links_by_id
