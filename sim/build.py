@@ -16,7 +16,7 @@ import networkx as nx
 import simpy
 
 from sim.engine.faults import FaultModel, apply_link_windows
-from sim.engine.network import Network, build_graph
+from sim.engine.network import Network, add_servers, build_graph
 from sim.engine.node import Worker
 from sim.engine.sync import SyncBarrier
 from sim.metrics.records import Recorder
@@ -66,8 +66,6 @@ class World:
 def build_world(sc: Scenario, env: simpy.Environment, servers: list = ()) -> World:
     """Topology graph (with the method's servers, ``Algorithm.server_plan``), its link outage
     windows and the flow-level network over it."""
-    from sim.engine.servers import add_servers
-
     recorder = Recorder()
     graph, nodes = build_graph(sc.topology)
     add_servers(graph, servers, sc.topology.intra_region)

@@ -49,15 +49,13 @@ class Simulation:
     """One scenario's engine, numerics and algorithm, ready to run in virtual time."""
 
     def __init__(self, sc: Scenario):
-        from sim.algorithms import make_algorithm
+        from sim.algorithms import algorithm_class, make_algorithm
         from sim.checks import check_before_work
 
         self.sc = sc
         self.prework = check_before_work(sc)  # everything `locosim validate` checks, before anything is built
         self.clock = Clock(sc.seed)
         self.env = self.clock.env
-        from sim.algorithms import algorithm_class
-
         servers = algorithm_class(sc.algorithm).server_plan(sc.algorithm, sc.topology)  # methods without a barrier
         world = build_world(sc, self.env, servers)
         self.recorder, self.graph, self.nodes, self.net = world.recorder, world.graph, world.nodes, world.net

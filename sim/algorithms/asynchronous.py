@@ -252,9 +252,9 @@ class Asynchronous(Algorithm):
 
     # ---------------------------------------------------------------- math
     def init(self, replicas) -> AsyncState:
-        state = AsyncState(start={k: v.clone() for k, v in replicas.params.items()})
+        state = AsyncState(start=copy_tree(replicas.params))
         for name in self.servers:
-            state.models[name] = {k: v[0].clone() for k, v in replicas.params.items()}
+            state.models[name] = copy_tree(worker_view(replicas.params, 0))
             self.init_server(state, name)
         return state
 
@@ -269,7 +269,7 @@ class Asynchronous(Algorithm):
 
     def payload(self, state: AsyncState, server: str, message: Message) -> Tree:
         """What ``message`` leaving ``server`` carries: by default the server's model."""
-        return {k: v.clone() for k, v in state.models[server].items()}
+        return copy_tree(state.models[server])
 
     def _queue(self, numerics, state: AsyncState, server: str) -> int:
         q = state.queues.get(server)
@@ -337,7 +337,7 @@ class Asynchronous(Algorithm):
         key = ("fetch", worker, self._fetches)
 
         def snapshot() -> None:
-            state.mail[key] = {k: v.clone() for k, v in state.models[server].items()}
+            state.mail[key] = copy_tree(state.models[server])
 
         numerics.enqueue_op(self._queue(numerics, state, server), snapshot)
         self._restart(numerics, state, worker, key)
@@ -347,3 +347,8 @@ class Asynchronous(Algorithm):
 
     def diagnostics(self, numerics, state) -> dict[str, float]:
         return {}
+
+
+def copy_tree(tree: Tree) -> Tree:
+    """A copy of ``tree``'s tensors (a model a server sends or a fetch takes: later steps must not change it)."""
+    return {k: v.clone() for k, v in tree.items()}

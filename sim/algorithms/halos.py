@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from sim.algorithms.asynchronous import AsyncKnobs, Asynchronous, DelayedNesterov, info_of, pick_server
+from sim.algorithms.asynchronous import AsyncKnobs, Asynchronous, DelayedNesterov, copy_tree, info_of, pick_server
 from sim.algorithms.base import Message, Served, ServerInfo
 from sim.algorithms.knobs import FieldError
 
@@ -155,7 +155,7 @@ class HALoS(Asynchronous):
         dn = self.global_dn if server == self.gps else self.local_dn
         state.opt[server] = dn.init(state.models[server])
         if server != self.gps:
-            state.extra[server] = {k: v.clone() for k, v in state.models[server].items()}  # snapshot at last merge
+            state.extra[server] = copy_tree(state.models[server])  # snapshot at last merge
 
     def update(self, state, server: str, message: Message, served: Served, payload) -> None:
         if server == self.gps:
@@ -167,7 +167,7 @@ class HALoS(Asynchronous):
             model = state.models[server]
             for k, v in model.items():
                 v.copy_(torch.lerp(v, payload[k], a))
-            state.extra[server] = {k: v.clone() for k, v in model.items()}
+            state.extra[server] = copy_tree(model)
         else:
             self.local_dn.step_(state.models[server], state.opt[server], payload, self.kernels)
 

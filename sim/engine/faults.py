@@ -351,7 +351,7 @@ class FaultModel:
         home server (methods with servers): fetch the server's current model at once and go on
         from its own step (servers do not fail)."""
         start = self.env.now
-        server = self.home(w.index) if getattr(self, "home", None) is not None else None
+        server = self.home(w.index) if self.home is not None else None
         if server is not None:
             w.tracker.set("comm_blocked")
             step = w.progress

@@ -1637,7 +1637,7 @@ class LinkTimeline:
         return self._values[i] if i >= 0 else self.d["bandwidth_gbps"]
 
 
-def build_graph(topology, base_dir: str | Path | None = None, servers=None) -> tuple[nx.Graph, list[str]]:
+def build_graph(topology, base_dir: str | Path | None = None) -> tuple[nx.Graph, list[str]]:
     """Graph of a scenario topology: one switch node per region (named by the region),
     one node per worker (``region/i``) joined to its switch by the intra-region link,
     and WAN links between switches. Returns the graph and worker node names in order.
@@ -1647,9 +1647,8 @@ def build_graph(topology, base_dir: str | Path | None = None, servers=None) -> t
     already made it absolute) and ``outages`` become the edge attributes
     ``bandwidth_series`` and ``outages`` that ``Network`` plays back.
 
-    Parameter servers (``servers``: objects with name, region, bandwidth_gbps (None: the
-    intra-region link's); default ``topology.servers``) are nodes of kind ``server`` joined to
-    their region's switch by their NIC, with the intra-region latency.
+    The topology's parameter servers (``topology.servers``) are nodes of kind ``server``
+    (``add_servers``).
     """
     g = nx.Graph()
     workers: list[str] = []
@@ -1670,8 +1669,18 @@ def build_graph(topology, base_dir: str | Path | None = None, servers=None) -> t
         if outages:
             attrs["outages"] = [(o.start_s, o.end_s) for o in outages]
         g.add_edge(link.a, link.b, **attrs)
-    for srv in (getattr(topology, "servers", ()) if servers is None else servers):
-        g.add_node(srv.name, kind="server", region=srv.region)
-        bw = intra.bandwidth_gbps if srv.bandwidth_gbps is None else srv.bandwidth_gbps
-        g.add_edge(srv.name, srv.region, bandwidth_gbps=bw, latency_s=intra.latency_s, kind="lan")
+    add_servers(g, getattr(topology, "servers", ()), intra)
     return g, workers
+
+
+def add_servers(graph: nx.Graph, servers, intra) -> None:
+    """Parameter servers (objects with name, region, bandwidth_gbps) that are not in ``graph``
+    yet (the topology's, and a method's created ones: ``Algorithm.server_plan``): nodes of kind
+    ``server`` joined to their region's switch by their NIC (``bandwidth_gbps``; None: ``intra``,
+    the intra-region link's), with the intra-region latency."""
+    for s in servers:
+        if s.name in graph:
+            continue
+        graph.add_node(s.name, kind="server", region=s.region)
+        bw = intra.bandwidth_gbps if s.bandwidth_gbps is None else s.bandwidth_gbps
+        graph.add_edge(s.name, s.region, bandwidth_gbps=bw, latency_s=intra.latency_s, kind="lan")

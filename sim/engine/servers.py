@@ -202,13 +202,3 @@ class Router(SyncBarrier):
         for out in leaving:
             self._send(out)
 
-
-def add_servers(graph, servers: list, intra) -> None:
-    """Server nodes (kind ``server``) that are not in ``graph`` yet (a method's created ones),
-    each joined to its region's switch by its NIC (default: ``intra``, the intra-region link)."""
-    for s in servers:
-        if s.name in graph:
-            continue
-        graph.add_node(s.name, kind="server", region=s.region)
-        bw = intra.bandwidth_gbps if s.bandwidth_gbps is None else s.bandwidth_gbps
-        graph.add_edge(s.name, s.region, bandwidth_gbps=bw, latency_s=intra.latency_s, kind="lan")

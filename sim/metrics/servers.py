@@ -19,22 +19,23 @@ def server_summary(rec: Recorder, duration_s: float, n_workers: int) -> dict:
     served = getattr(rec, "served", ())
     if not served:
         return {}
+    applied = [s for s in served if s.worker >= 0 and s.staleness >= 0]  # workers' updates applied
     servers: dict[str, dict] = {}
     for s in served:
         d = servers.setdefault(s.server, {"busy_s": 0.0, "handled": 0, "updates_from_workers": 0, "version": 0})
         d["busy_s"] += s.end_s - s.start_s
         d["handled"] += 1
-        d["updates_from_workers"] += s.worker >= 0 and s.staleness >= 0
         d["version"] = max(d["version"], s.version)
+    for s in applied:
+        servers[s.server]["updates_from_workers"] += 1
     for d in servers.values():
         d["busy_fraction"] = d["busy_s"] / duration_s if duration_s > 0 else 0.0
-    stale = np.array([s.staleness for s in served if s.worker >= 0 and s.staleness >= 0], dtype=float)
+    stale = np.array([s.staleness for s in applied], dtype=float)
     staleness = {"count": int(stale.size)}
     if stale.size:
         staleness.update(mean=float(stale.mean()), p50=float(np.percentile(stale, 50)),
                          p90=float(np.percentile(stale, 90)), max=float(stale.max()))
     rounds = [0] * n_workers
-    for s in served:
-        if s.worker >= 0 and s.staleness >= 0:
-            rounds[s.worker] += 1
+    for s in applied:
+        rounds[s.worker] += 1
     return {"servers": servers, "staleness": staleness, "rounds_per_worker": rounds}

@@ -270,7 +270,7 @@ def _add_method_servers(graph, scenario: dict) -> None:
     manifest's topology does not list: put back on their regions' switches."""
     try:
         from sim.algorithms import algorithm_class
-        from sim.engine.servers import add_servers
+        from sim.engine.network import add_servers
         from sim.scenario import parse_scenario
 
         sc = parse_scenario(scenario)
