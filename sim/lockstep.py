@@ -91,7 +91,7 @@ def _serve(method, numerics, state, pushes: list, t: int) -> None:
     each server handles its arrivals in that order, what it sends leaves at the end of the
     instant and arrives at once (at a worker: used before its next step; at a server: handled
     in the next instant), until nothing is left on the way."""
-    from sim.algorithms.base import Message
+    from sim.schedule import Message
 
     now = float(t)
     arriving = [Message(s.stream, s.round, w, s.to, s.elems, s.wire_format) for w, s in pushes]

@@ -189,7 +189,7 @@ def test_fedbuff_server_step_is_the_staleness_weighted_buffer_mean():
     import torch
 
     from sim.algorithms.asynchronous import AsyncState
-    from sim.algorithms.base import Message, Served, ServerInfo
+    from sim.schedule import Message, Served, ServerInfo
     from sim.algorithms.fedbuff import FedBuff
 
     fb = FedBuff(FedBuff.Spec(name="fedbuff", buffer_size=3, server_lr=0.5, server_momentum=0.9), n_workers=3, seed=0)
@@ -220,7 +220,7 @@ def test_halos_local_server_push_and_merge_follow_the_reference_rules():
     import torch
 
     from sim.algorithms.asynchronous import AsyncState
-    from sim.algorithms.base import Message, Served, ServerInfo
+    from sim.schedule import Message, Served, ServerInfo
     from sim.algorithms.halos import DELTA, GLOBAL, HALoS
 
     h = HALoS(HALoS.Spec(name="halos", local_lr=0.5, local_momentum=0.0, local_buffer_size=1, updates_per_push=1,

@@ -12,12 +12,12 @@ import torch
 
 from kernels.formats import payload_bytes
 from sim.algorithms import sections
-from sim.algorithms.base import NOTHING
 from sim.algorithms.sparta import sparse_count
 from sim.metrics.tables import events_table
 from sim.rng import rng as named_rng
 from sim.runner import Simulation
 from sim.scenario import ScenarioError, load_scenario
+from sim.schedule import NOTHING
 from tests.conftest import ROOT, TINY
 
 QS = ROOT / "scenarios" / "quickstart.yaml"

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 
 from kernels.formats import payload_bytes
-from sim.algorithms.base import Need, backward_done, forward_start, layer_parts
 from sim.metrics.tables import events_table
 from sim.runner import Simulation
 from sim.scenario import load_scenario, parse_scenario
+from sim.schedule import Need, backward_done, forward_start, layer_parts
 from tests.conftest import TINY
 
 QS = "scenarios/quickstart.yaml"
@@ -187,7 +187,7 @@ def test_a_mid_step_need_stalls_by_its_reduction_end_minus_its_forward_start(roo
     backward is done and needs it at its forward in the next step (2T/9 in). The next step
     starts on time, computes 2T/9, waits exactly until the part is in, and finishes the rest
     of the step: stall = reduction end - forward start."""
-    from sim.algorithms.base import Send, StepPlan
+    from sim.schedule import Send, StepPlan
 
     b = 1.5 * T
     sim = _pair(root, "{name: diloco, inner_steps: 2}", 3, _gbps_for(b, 3), "run.max_rounds=1")

@@ -26,7 +26,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from sim.algorithms.asynchronous import AsyncKnobs, Asynchronous, DelayedNesterov, OneServer
-from sim.algorithms.base import Message, Served
+from sim.schedule import Message, Served
 
 
 class AsyncLocalSGDSpec(AsyncKnobs):

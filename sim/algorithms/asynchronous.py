@@ -33,10 +33,10 @@ from dataclasses import dataclass, field
 
 from pydantic import Field
 
-from sim.algorithms.base import (NOTHING, Algorithm, Message, Need, ScheduleInfo, Send, Served, ServerInfo,
-                                 StepPlan)
+from sim.algorithms.base import Algorithm
 from sim.algorithms.knobs import FieldError, MethodSpec, WireDtype
 from sim.algorithms.transforms import Tree, assign, tree_sub, wire_roundtrip, worker_view
+from sim.schedule import NOTHING, Message, Need, ScheduleInfo, Send, Served, ServerInfo, StepPlan
 
 PUSH = "push"
 """The stream of a worker's pseudo-gradient to its server (round r: its r-th push)."""

@@ -27,8 +27,9 @@ from abc import abstractmethod
 from dataclasses import dataclass, field
 from typing import Callable
 
-from sim.algorithms.base import Algorithm, Need, Send, StepPlan
+from sim.algorithms.base import Algorithm
 from sim.algorithms.transforms import ErrorFeedback, Reduction, Tree, replica_mean, wire_roundtrip
+from sim.schedule import Need, Send, StepPlan
 
 
 def allreduce_plan(stream: str, round_: int, group: tuple[int, ...], elems: int, wire_format: str,

@@ -31,10 +31,11 @@ from typing import Literal
 
 from pydantic import Field
 
-from sim.algorithms.base import Algorithm, Need, ScheduleInfo, Send, StepPlan, block_of, forward_start, sync_bytes
+from sim.algorithms.base import Algorithm
 from sim.algorithms.common import allreduce_grads, copy_row, only
 from sim.algorithms.knobs import ALLREDUCE_DOC, SYNC_TIMEOUT_DOC, AllReduceName, PositiveFloat, Section, WireDtype
 from sim.algorithms.transforms import Tree
+from sim.schedule import Need, ScheduleInfo, Send, StepPlan, block_of, forward_start, sync_bytes
 
 
 def layer_buckets(layout: list[tuple[str, int]]) -> list[tuple[float, int, float]]:

@@ -46,11 +46,11 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from sim.algorithms.base import (Algorithm, ScheduleInfo, StepPlan, layer_parts, layered_needs, layered_send,
-                                 sync_bytes)
+from sim.algorithms.base import Algorithm
 from sim.algorithms.common import copy_row, only
 from sim.algorithms.knobs import FieldError, MethodSpec
 from sim.algorithms.transforms import Tree
+from sim.schedule import ScheduleInfo, StepPlan, layer_parts, layered_needs, layered_send, sync_bytes
 
 WIRE_FORMAT = "topk:1"
 """Each sent value with its int32 index: 8 bytes (``kernels.formats``)."""

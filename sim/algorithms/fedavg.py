@@ -31,12 +31,12 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from sim.algorithms.base import ScheduleInfo
 from sim.algorithms.common import split_into_groups
 from sim.algorithms.knobs import FieldError, OuterMethodSpec, WireDtype
 from sim.algorithms.template import Periodic, Result, SyncRule
 from sim.algorithms.transforms import Tree, assign, worker_view
 from sim.rng import rng as named_rng
+from sim.schedule import ScheduleInfo
 
 
 class FedAvgSpec(OuterMethodSpec):

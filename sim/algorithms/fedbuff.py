@@ -23,8 +23,8 @@ import math
 from pydantic import Field
 
 from sim.algorithms.asynchronous import AsyncKnobs, Asynchronous, OneServer
-from sim.algorithms.base import Message, Served
 from sim.algorithms.transforms import OuterNesterov
+from sim.schedule import Message, Served
 
 
 class FedBuffSpec(AsyncKnobs):

@@ -28,8 +28,8 @@ from __future__ import annotations
 from pydantic import Field
 
 from sim.algorithms.asynchronous import AsyncKnobs, Asynchronous, DelayedNesterov, copy_tree, info_of, pick_server
-from sim.algorithms.base import Message, Served, ServerInfo
 from sim.algorithms.knobs import FieldError
+from sim.schedule import Message, Served, ServerInfo
 
 DELTA = "delta"
 """The stream of an LPS's accumulated change to the GPS (round: the LPS's push count)."""

@@ -37,12 +37,12 @@ from typing import Literal
 
 from pydantic import Field
 
-from sim.algorithms.base import ScheduleInfo, StepPlan, layered_send, sync_bytes
 from sim.algorithms.common import split_into_groups
 from sim.algorithms.knobs import FieldError, Int, OuterKnobs
 from sim.algorithms.template import Periodic, Result, SyncRule
 from sim.algorithms.transforms import Tree, assign, spread, tree_sub, worker_view
 from sim.rng import rng as named_rng
+from sim.schedule import ScheduleInfo, StepPlan, layered_send, sync_bytes
 
 
 class NoLoCoAlgorithm(OuterKnobs):

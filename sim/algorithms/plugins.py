@@ -84,7 +84,7 @@ def check_method(cls, shipped: bool = False, name: str | None = None) -> None:
 def check_configured(method, layout: list[tuple[str, int]], proxy_layers: int | None, name: str) -> None:
     """``method`` configured with ``layout`` has set ``info`` (a ``base.ScheduleInfo``): refused in
     one line otherwise, before any work (``sim.checks.check_before_work``)."""
-    from sim.algorithms.base import ScheduleInfo
+    from sim.schedule import ScheduleInfo
 
     method.configure(layout, proxy_layers)
     info = vars(method).get("info", getattr(type(method), "info", None))

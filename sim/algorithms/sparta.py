@@ -39,13 +39,12 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from sim.algorithms.base import (NOTHING, ScheduleInfo, StepPlan, layer_parts, layered_needs, layered_send,
-                                 sync_bytes)
 from sim.algorithms.common import OuterMethod
 from sim.algorithms.diloco import DiLoCo
 from sim.algorithms.knobs import OuterMethodSpec, WireDtype
 from sim.algorithms.transforms import wire_roundtrip
 from sim.rng import rng as named_rng
+from sim.schedule import NOTHING, ScheduleInfo, StepPlan, layer_parts, layered_needs, layered_send, sync_bytes
 
 
 def sparse_count(n: int, p: float) -> int:

@@ -37,11 +37,11 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from sim.algorithms.base import block_of
 from sim.algorithms.diloco import DiLoCo, DiLoCoAlgorithm
 from sim.algorithms.knobs import FieldError, Int
 from sim.algorithms.template import Result, SyncRule
 from sim.algorithms.transforms import Tree, assign, merge, worker_view
+from sim.schedule import block_of
 
 
 def fragments_of(names: list[str], fragment_layers: int, pattern: str, embeddings_fragment: bool) -> list[list[str]]:

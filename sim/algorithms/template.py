@@ -43,10 +43,9 @@ from __future__ import annotations
 from abc import abstractmethod
 from dataclasses import dataclass
 
-from sim.algorithms.base import (NOTHING, ScheduleInfo, StepPlan, block_of, layer_parts, layered_needs, layered_send,
-                                 sync_bytes)
 from sim.algorithms.common import OuterMethod
 from sim.algorithms.transforms import Tree, worker_view
+from sim.schedule import NOTHING, ScheduleInfo, StepPlan, block_of, layer_parts, layered_needs, layered_send, sync_bytes
 
 
 @dataclass(frozen=True)

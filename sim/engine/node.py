@@ -22,9 +22,9 @@ from typing import Callable, Generator
 import numpy as np
 import simpy
 
-from sim.algorithms.base import NOTHING, StepPlan
 from sim.engine.sync import SyncBarrier
 from sim.metrics.records import Recorder, StateSpan
+from sim.schedule import NOTHING, StepPlan
 
 STATES = ("compute", "comm_blocked", "straggler_wait", "down")
 

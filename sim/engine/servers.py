@@ -81,7 +81,7 @@ class Router(SyncBarrier):
         if send.to not in self.servers:
             raise ValueError(f"worker {worker} sends {send.stream}:{send.round} to unknown server '{send.to}'; "
                              f"servers: {', '.join(self.servers)}")
-        from sim.algorithms.base import Message
+        from sim.schedule import Message
 
         msg = Message(send.stream, send.round, worker, send.to, send.elems, send.wire_format)
         done = self._answers[(worker, send.stream, send.round)] = self.env.event()
