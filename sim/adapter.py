@@ -72,7 +72,7 @@ class NumericsAdapter:
                              for _ in range(sc.run.eval_batches)]
 
         def measure(repeats: int) -> float:
-            from sim.training.timing import measure_step_s
+            from sim.steptime import measure_step_s
 
             probe = make_replicas(1)
             tokens = torch.from_numpy(self.dataset.train_batch(named_rng(sc.seed, "timing/measure"), 0,

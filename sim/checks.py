@@ -60,7 +60,7 @@ def _layers(sc) -> int:
 def _step_times(sc, n_params: int | None) -> tuple[float, float] | None:
     """(fastest, slowest) seconds per inner step over the nodes before stragglers, or None
     when only the device can tell (``measured`` mode)."""
-    from sim.training.timing import base_step_time_s
+    from sim.steptime import base_step_time_s
 
     if sc.timing is not None and sc.timing.step_time_s is not None:
         bases = {None: sc.timing.step_time_s}

@@ -27,7 +27,7 @@ def test_training_and_algorithms_import_without_simpy():
     """With simpy made unimportable, every training module, every algorithm and the named
     random streams import (they decide what the numbers are, never when)."""
     mods = ["sim.rng", "sim.algorithms", "sim.algorithms.base", "sim.algorithms.common", "sim.algorithms.transforms",
-            "sim.training.models", "sim.training.data", "sim.training.replicas", "sim.training.timing",
+            "sim.training.models", "sim.training.data", "sim.training.replicas", "sim.steptime",
             "sim.training.memory", "sim.training.threads"]
     code = _BLOCK.format(blocked={"simpy"}, root=str(ROOT)) + "".join(f"import {m}\n" for m in mods) + \
         "assert 'simpy' not in sys.modules\nprint('ok')\n"

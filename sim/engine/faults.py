@@ -218,16 +218,23 @@ class FaultModel:
 
     ``on_fetch(worker, peer, step)``: a worker starts fetching ``peer``'s parameters (None:
     nobody is up; it keeps its own) and will go on after ``step`` (numerics snapshot the
-    peer now); ``on_rejoined(worker)``: it has them and computes again; ``on_down(worker)``:
-    it failed. The runner connects them to the algorithm.
+    peer now); ``on_rejoined(worker)``: it has them and computes again (the run's events,
+    ``sim.engine.events.RunEvents``). ``home(worker)``: the server a returning worker fetches
+    the current model from (methods with servers; None: a live peer). Workers are built with
+    this model's ``step_work``, ``elapsed`` and ``rejoin``; ``start`` then runs the processes
+    that fail them and the links.
     """
 
     def __init__(self, env: simpy.Environment, seed: int, faults, nodes: list[str], region_of: dict[str, str],
-                 recorder: Recorder):
+                 recorder: Recorder, on_fetch: Callable[[int, int | str | None, int], None] | None = None,
+                 on_rejoined: Callable[[int], None] | None = None,
+                 home: Callable[[int], str | None] | None = None):
         self.env, self.seed, self.spec = env, seed, faults
         self.nodes, self.region_of = list(nodes), region_of
         self.recorder = recorder
+        self.on_fetch, self.on_rejoined, self.home = on_fetch, on_rejoined, home
         self.workers: list = []
+        self._shared: dict = {}  # region-wide straggler draws, shared by the region's workers
         self._open: dict[int, tuple[str, float]] = {}  # worker -> (kind, since) while down
         self._speeds: list[Speed | None] = [None] * len(nodes)
         self._link_spans: list[FaultSpan] = []
@@ -247,7 +254,7 @@ class FaultModel:
             node = self.nodes[i]
             if st.scope == "region":
                 key = (n, self.region_of[node])
-                shared = self._shared = getattr(self, "_shared", {})
+                shared = self._shared
                 if key not in shared:
                     shared[key] = _SharedDraws(_sampler(st.factor, named_rng(self.seed, f"faults/stragglers/{n}/region/{key[1]}")))
                 factors.append(shared[key])
@@ -266,22 +273,12 @@ class FaultModel:
         return self._speeds[i].elapsed
 
     # ------------------------------------------------------------------ failures and churn
-    def start(self, workers: list, barrier, net, fetch_bytes: float,
-              on_fetch: Callable[[int, int | None, int], None] | None = None,
-              on_rejoined: Callable[[int], None] | None = None,
-              on_down: Callable[[int], None] | None = None,
-              home: Callable[[int], str | None] | None = None) -> None:
-        """Give the workers their rejoin procedure and start one availability process per
-        node that can go down, and one outage process per flaky link. ``home(worker)``: the
-        server a returning worker fetches the current model from (methods with servers; None:
-        a live peer)."""
+    def start(self, workers: list, barrier, net, fetch_bytes: float) -> None:
+        """Start one availability process per node that can go down (of ``workers``, built with
+        this model's ``rejoin``), and one outage process per flaky link; a returning worker
+        fetches ``fetch_bytes`` over ``net``."""
         self.workers, self.barrier, self.net = workers, barrier, net
-        self.home = home
         self.fetch_bytes = fetch_bytes
-        self.on_fetch, self.on_rejoined = on_fetch, on_rejoined
-        for w in workers:
-            w.rejoin = self._rejoin
-            w.on_down = on_down
         f = self.spec
         random_nodes = set(_selected(f.failures, self.nodes, self.region_of)) if f.failures and f.failures.mtbf_s else set()
         for i, node in enumerate(self.nodes):
@@ -343,7 +340,7 @@ class FaultModel:
             return min(ahead, key=lambda p: (self.net.route_latency_s(p.node, w.node), p.index))
         return max(live, key=lambda p: (p.steps_done, -p.index)) if live else None
 
-    def _rejoin(self, w) -> Generator:
+    def rejoin(self, w) -> Generator:
         """Come back: wait until some live peer has got as far as ``w`` had (so no step is
         done twice), fetch its parameters, go on from its step. A fetch stops where it is
         when ``w`` fails (the interrupt goes on to the worker) or when the peer fails (then

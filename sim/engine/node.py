@@ -85,15 +85,23 @@ class Worker:
     ends exactly when the last of them would have (their end times summed one step at a
     time, as the plain loop would, and never at or past ``horizon()``), then reports each
     step to ``on_step`` with its own end time. Anything that reads its progress while a
-    stretch runs calls ``catch_up`` first (``finish`` does). The runner sets ``quiet``
-    only where no one else looks at a step as it ends (timing-only runs, no token
-    budget, no failures that need a peer's progress), so the timeline is the same.
+    stretch runs calls ``catch_up`` first (``finish`` does). The run's assembly
+    (``sim.build.assemble``) gives ``quiet`` only where no one else looks at a step as it
+    ends (timing-only runs, no token budget, no failures that need a peer's progress), so
+    the timeline is the same.
+
+    Everything a worker is told comes through its constructor (the assembly builds it fully
+    wired): its schedule (``plan``), its barrier, the run's events (``on_step``, ``on_down``,
+    ``on_quiet``), the fault model's ``rejoin`` and ``elapsed``.
     """
 
     def __init__(self, env: simpy.Environment, index: int, node: str, step_time_s: Callable[[int], float],
                  plan: Callable[[int, int], StepPlan], barrier: SyncBarrier,
                  on_step: Callable[[int, int, float, StepPlan], None], recorder: Recorder,
-                 elapsed: Callable[[float, float], float] | None = None):
+                 elapsed: Callable[[float, float], float] | None = None,
+                 rejoin: Callable[["Worker"], Generator] | None = None, on_down: Callable[[int], None] | None = None,
+                 quiet: Callable[[int, int], int] | None = None, on_quiet: Callable[[int, int, list[float]], None] | None = None,
+                 horizon: Callable[[], float] | None = None):
         self.env, self.index, self.node = env, index, node
         self.step_time_s = step_time_s
         self.elapsed = elapsed
@@ -106,14 +114,12 @@ class Worker:
         self.sent_step = 0  # the latest step it sent anything for (ddp buckets leave mid-step)
         self.up = True
         self.rejoins = 0
-        self.rejoin: Callable[["Worker"], Generator] | None = None
-        self.on_down: Callable[[int], None] | None = None
+        self.rejoin = rejoin
+        self.on_down = on_down
         self._revived: simpy.Event | None = None
         self._watchers: list[tuple[int, simpy.Event]] = []
         self.in_flight: dict[tuple[str, int, int], tuple[simpy.Event, simpy.Event]] = {}
-        self.quiet: Callable[[int, int], int] | None = None
-        self.horizon: Callable[[], float] | None = None
-        self.on_quiet: Callable[[int, int, list[float]], None] | None = None
+        self.quiet, self.on_quiet, self.horizon = quiet, on_quiet, horizon
         self._stretch: list[float] = []  # end times of the steps of the running quiet stretch
         self.process = env.process(self.run())
 

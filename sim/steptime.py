@@ -1,16 +1,17 @@
-"""Step-time models: how long one inner step takes in virtual time.
+"""Step-time models: how long one inner step takes in virtual time (used by ``sim.build``).
 
 ``fixed``: a number of seconds. ``flops``: 6 x params x tokens per step (Kaplan et al.)
 divided by the GPU's peak FLOP/s x MFU x GPUs per node. ``measured``: the median wall time
 of this device running the real batched step of the scenario's model (one replica).
-Each node's time is then multiplied by its region's ``step_time_multiplier``.
+Each node's time is then multiplied by its region's ``step_time_multiplier``. A virtual-time
+model, so it lives next to the builder, not with the numerics; the GPU table is ``sim.hardware``.
 """
 
 from __future__ import annotations
 
 import time
 
-from sim.scenario import GPU_PEAK_FLOPS
+from sim.hardware import GPU_PEAK_FLOPS
 
 
 def flops_per_step(n_params: int, tokens_per_step: int) -> float:
