@@ -54,6 +54,7 @@ class RunLoop:
         self.tokens_per_step = sc.compute.batch_size * sc.model.seq_len
         self.stop = env.event()
         self.tokens = 0
+        self._token_budget = sc.run.max_tokens is not None
         self.step_done_times: list[float] = []  # end time of every step (numerics on: tokens at each loss)
         self.counter = RoundCounter(method, syncs_per_round, nobody_leaves, self._can_still_sync, lambda: env.now,
                                     self._round_done)
@@ -91,7 +92,8 @@ class RunLoop:
         if self.adapter is not None:
             self.step_done_times.append(time_s)
             self.adapter.on_step(worker, step, time_s, plan, self.evaluate)
-        self._check_stop()
+        if self._token_budget:  # (a step changes nothing else a stop condition reads)
+            self._check_stop()
 
     def quiet_steps(self, worker: int, first: int, ends: list[float]) -> None:
         """Steps ``first``.. of a quiet stretch ended at ``ends`` (timing-only: count them)."""
