@@ -81,6 +81,7 @@ def format_error(err: ValidationError, root: type[BaseModel]) -> str:
         named = field_for_symbol(owner, str(loc[-1])) if owner is not None else None
         hint = f"did you mean {named} (the paper's {loc[-1]})? " if named else ""
         msg = f"unknown key; {hint}allowed here: {allowed}"
+    # the algorithm union is told apart by a function (sim.scenario.algorithm._method_tag), not a key
     elif e["type"] in ("union_tag_invalid", "union_tag_not_found") and ctx.get("discriminator") == "_method_tag()":
         methods = ", ".join(registered())
         msg = (f"unknown name {ctx.get('tag')!r}; allowed: {methods}, or a plug-in (plugin: FILE.py:Class)"

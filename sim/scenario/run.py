@@ -1,6 +1,9 @@
 """How a run goes: the ``compute:`` section (how long an inner step takes in virtual time, the
 batch), the optional ``timing:`` proxy (step times and payloads of a larger model than the one
 trained) and the ``run:`` section (when the run stops, evaluations, where and how the numerics run).
+
+Apart from what is trained (``sim.scenario.training``): these sections set virtual time and the
+run's limits, not the numbers.
 """
 
 from __future__ import annotations
