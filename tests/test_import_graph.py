@@ -44,9 +44,23 @@ def _imports(path: Path, name: str, known: set[str]) -> set[str]:
     return out
 
 
+SCHEMA = "sim.scenario"
+
+
+def _node(name: str) -> str:
+    """The scenario schema is a package whose modules import each other and whose ``__init__``
+    re-exports them: the graph reads it as one node, ``sim.scenario``."""
+    return SCHEMA if name == SCHEMA or name.startswith(SCHEMA + ".") else name
+
+
 def import_graph() -> dict[str, set[str]]:
     mods = _modules()
-    return {name: _imports(path, name, set(mods)) for name, path in mods.items()}
+    graph: dict[str, set[str]] = {}
+    for name, path in mods.items():
+        graph.setdefault(_node(name), set()).update(_node(m) for m in _imports(path, name, set(mods)))
+    for name, deps in graph.items():
+        deps.discard(name)
+    return graph
 
 
 def _reaches(graph: dict[str, set[str]], start: str) -> set[str]:

@@ -79,7 +79,7 @@ def scenario_with(tmp_path: Path, algorithm: str) -> Path:
 
 
 NO_HOOK = """
-from sim.scenario import MethodSpec
+from sim.algorithms.knobs import MethodSpec
 class Half:
     class Spec(MethodSpec):
         pass

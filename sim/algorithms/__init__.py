@@ -47,7 +47,7 @@ def method_class(ref: str) -> type:
     against the protocol (``plugins.check_method``); loaded once per process."""
     from sim.algorithms.plugins import load_method
 
-    return load_method(ref)
+    return load_method(ref, shipped=ref in METHODS.values())
 
 
 _SECTIONS: dict[str, type] = {}

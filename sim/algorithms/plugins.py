@@ -26,20 +26,15 @@ REQUIRED_HOOKS = ("configure", "at_step", "init", "on_step", "on_reduced", "glob
 _LOADED: dict[str, type] = {}
 
 
-def load_method(ref: str) -> type:
-    """The method class a resolved reference names, checked against the protocol."""
+def load_method(ref: str, shipped: bool = False) -> type:
+    """The method class a resolved reference names, checked against the protocol; ``shipped``:
+    the registry lists it (``sim.algorithms.METHODS``), so its knobs may be a schema section."""
     if ref in _LOADED:
         return _LOADED[ref]
     cls = load_object(ref, default="METHOD")
-    check_method(cls, shipped=_is_shipped(ref), name=_shown(ref))
+    check_method(cls, shipped=shipped, name=_shown(ref))
     _LOADED[ref] = cls
     return cls
-
-
-def _is_shipped(ref: str) -> bool:
-    from sim.algorithms import METHODS
-
-    return ref in METHODS.values()
 
 
 def _shown(ref: str) -> str:
