@@ -142,8 +142,3 @@ def fmt_s(s: float | None) -> str:
 
 def fmt_gbps(g: float | None) -> str:
     return "-" if g is None else f"{g:,.3g} Gbit/s"
-
-
-def fmt(v, spec: str, none: str = "-") -> str:
-    """``v`` formatted with ``spec``; ``none`` when it is missing."""
-    return none if v is None else format(v, spec)
