@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from sim.metrics.tables import time_to_loss
 from sim.report.phases import method_phase, warm_up_end, warm_up_tokens
@@ -24,7 +25,7 @@ from sim.report.style import STATES
 from sim.report.text import topology_text
 
 
-GRID_POINTS = 200
+GRID_POINTS = 200  # points of the common grid a band of several replications is interpolated onto
 
 
 class CompareError(ValueError):
@@ -85,7 +86,8 @@ def has_losses(run: RunData) -> bool:
     return bool(len(run.metrics)) and bool((run.metrics["kind"] == "eval").any())
 
 
-def eval_rows(run: RunData):
+def eval_rows(run: RunData) -> pd.DataFrame:
+    """A run's eval rows of metrics.parquet (the global model's loss)."""
     return run.metrics[run.metrics["kind"] == "eval"]
 
 
