@@ -144,7 +144,7 @@ def test_majority_runs_are_the_merged_segments():
     single-state stretches."""
     import numpy as np
 
-    from sim.report.dashboard import _majority_runs, _segments_from_bins
+    from sim.report.timeline import majority_runs as _majority_runs, segments_from_bins as _segments_from_bins
 
     r = np.random.default_rng(0)
     for trial in range(3000):

@@ -11,9 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim.report.compare import choose_target, diff_rows, group_stats, load_groups, pick_baseline, write_compare
-from sim.report.dashboard import MAX_GANTT_ROWS, build_dashboard, network_series, run_figures, timeline
-from sim.report.page import STATE_COLORS, byte_unit, export_pngs
+from sim.report.compare import load_groups, write_compare
+from sim.report.compare_analysis import choose_target, diff_rows, group_stats, pick_baseline
+from sim.report.dashboard import build_dashboard, run_figures
+from sim.report.network import network_series
+from sim.report.page import export_pngs
+from sim.report.style import MAX_GANTT_ROWS, STATE_COLORS, byte_unit
+from sim.report.timeline import timeline
 from sim.report.runs import RunData, load_run
 from tests.conftest import ROOT, TINY
 
@@ -215,7 +219,7 @@ def test_replications_are_a_mean_with_a_band(sweep):
     _, runs = sweep
     groups = load_groups([runs["diloco"], runs["diloco_seed1"], runs["ddp"]])
     assert [len(g.runs) for g in groups] == [2, 1] and groups[0].seeds == [0, 1]
-    from sim.report.compare import compare_figures
+    from sim.report.compare_figures import compare_figures
 
     fig = compare_figures(groups, None)["cmp-loss-time"][0]
     rep = [t for t in fig.data if t.legendgroup == groups[0].label]
@@ -360,7 +364,7 @@ def test_compare_is_fair_by_default(sweep, tmp_path):
     and the most simulated time every run reached (the latest eval at or before each), and a notice
     names the different simulated times when the runs ended at different budgets; two runs that end
     alike get no notice."""
-    from sim.report.compare import fair_budgets
+    from sim.report.compare_analysis import fair_budgets
 
     _, runs = sweep
     groups = load_groups([runs["ddp"], runs["diloco"]])
@@ -376,7 +380,7 @@ def test_compare_is_fair_by_default(sweep, tmp_path):
         assert row["loss_at_tokens"] == pytest.approx(_latest(d.metrics, "tokens", fair["tokens"]))
         assert row["loss_at_time"] == pytest.approx(_latest(d.metrics, "time_s", fair["time_s"]))
     assert rows[1]["d_loss_at_time"] == pytest.approx(rows[1]["loss_at_time"] - rows[0]["loss_at_time"])
-    from sim.report.compare import compare_figures
+    from sim.report.compare_figures import compare_figures
 
     floor = data[0].summary["loss_floor"]  # the chart's bars are the gap to the floor, from a real zero
     at_tokens, at_time = compare_figures(groups, None)["cmp-fair"][0].data
@@ -415,7 +419,7 @@ def test_timing_only_comparison_leaves_out_losses_and_shows_the_proxy(tmp_path_f
     assert "different budgets" in notice and "tokens from 6,144 to" in notice and "are rates" in notice
     diff = page.split("id='diff-table'", 1)[1].split("</table>", 1)[0]
     assert "final eval loss" not in diff and "CU" in diff
-    from sim.report.compare import compare_figures
+    from sim.report.compare_figures import compare_figures
 
     groups = load_groups([root])
     for fig, _ in compare_figures(groups, None).values():
@@ -428,8 +432,7 @@ def test_timing_only_comparison_leaves_out_losses_and_shows_the_proxy(tmp_path_f
 def test_method_colours_are_not_state_colours(sweep):
     """A colour means one thing on a page: no run (method) colour of the comparison, and no link
     colour of the throughput charts, is one of the worker-state colours."""
-    from sim.report.compare import PALETTE
-    from sim.report.dashboard import SERIES_PALETTE
+    from sim.report.style import PALETTE, SERIES_PALETTE
 
     states = {c.lower() for c in STATE_COLORS.values()}
     assert not states & {c.lower() for c in PALETTE} and not states & {c.lower() for c in SERIES_PALETTE}
@@ -441,7 +444,7 @@ def test_method_colours_are_not_state_colours(sweep):
 def test_throughput_of_many_bursts_is_a_time_average_with_the_peak_apart():
     """500 bursts at link capacity (a ddp run) are drawn as means over equal time bins, whose area is
     still the bytes sent, plus the exact peak as its own line: not 500 spikes that fill the chart."""
-    from sim.report.dashboard import MAX_STEP_POINTS, _throughput_figure
+    from sim.report.network import MAX_STEP_POINTS, throughput_figure as _throughput_figure
 
     t = np.arange(0, 100.0, 0.1)  # 1,000 steps: sending at 1 Gbit/s for 0.01 s of every 0.1 s
     t = np.sort(np.r_[t, t + 0.01])
@@ -460,7 +463,7 @@ def test_long_timeline_is_cut_into_slices_of_state_shares():
     """A timeline with more than MAX_SPANS_PER_ROW spans in a row (488 ddp rounds) keeps one row per
     worker but is cut into slices, each drawn as its states' shares: every row's compute bars add up
     to the time it computed, and there are at most a few bars per slice, not one per span."""
-    from sim.report.dashboard import GANTT_SLICES, MAX_SPANS_PER_ROW
+    from sim.report.timeline import GANTT_SLICES, MAX_SPANS_PER_ROW
 
     nodes = ["a/0", "a/1", "b/0"]
     spans = []
@@ -484,7 +487,8 @@ def test_titles_are_wrapped_below_the_toolbar():
     title starts below plotly's toolbar with a top margin that fits its lines."""
     import plotly.graph_objects as go
 
-    from sim.report.page import TITLE_CHARS, TOOLBAR_PX, Page
+    from sim.report.page import Page
+    from sim.report.style import TITLE_CHARS, TOOLBAR_PX
 
     long = "Throughput per region pair (source to destination): time-averaged (mean over 0.578 s bins), peak"
     page = Page("t")
@@ -511,14 +515,14 @@ def test_bytes_on_the_wire_and_wan_bytes_are_defined_on_both_pages(sweep, tmp_pa
 def test_a_closing_eval_at_the_time_of_the_last_grid_eval_is_not_a_vertical_drop():
     """Two evals at the same simulated time (a grid eval, then the run's closing eval after the last
     sync) are drawn as one point holding the later loss, so the curve has no vertical segment."""
-    from sim.report.compare import band
+    from sim.report.compare_analysis import band
 
     metrics = pd.DataFrame({"kind": "eval", "worker": -1, "step": [0, 1, 2, 2], "time_s": [0.0, 1.0, 2.0, 2.0],
                             "loss": [3.0, 2.5, 2.2, 1.9], "tokens": [0, 10, 20, 20], "bytes": [0.0, 1.0, 2.0, 2.0]})
     run = RunData(ROOT, {}, {}, pd.DataFrame(), metrics)
     x, mean, lo, hi = band([run], "time_s")
     assert list(x) == [0.0, 1.0, 2.0] and list(mean) == [3.0, 2.5, 1.9]
-    from sim.report.dashboard import loss_vs, loss_vs_time
+    from sim.report.learning import loss_vs, loss_vs_time
 
     for fig in (loss_vs(metrics, "tokens", "t", "tokens", None), loss_vs_time(metrics, None)):  # the run page too
         assert list(fig.data[-1].y) == [3.0, 2.5, 1.9]
@@ -531,8 +535,10 @@ def test_dashboard_and_compare_show_phases_and_mark_the_end_of_warm_up(tmp_path_
     phases.warm_up.end_s); ddp (no warm-up) has no such line. The compare page's loss-vs-time marks it,
     its differences table has the after-warm-up rows, and its budgets after warm-up are the runs' own
     last evals counted from the end of warm-up."""
-    from sim.report.compare import compare_figures, fair_budgets
-    from sim.report.dashboard import TIME_AXIS_FIGURES, WARM_UP_SHAPE
+    from sim.report.compare_analysis import fair_budgets
+    from sim.report.compare_figures import compare_figures
+    from sim.report.dashboard import TIME_AXIS_FIGURES
+    from sim.report.figure import WARM_UP_SHAPE
 
     root = make_warm_runs(tmp_path_factory)
     run = load_run(root / "diloco")
@@ -575,7 +581,7 @@ def test_dashboard_and_compare_show_phases_and_mark_the_end_of_warm_up(tmp_path_
 def test_diagnostics_are_small_multiples_each_on_its_own_zero_based_axis(tmp_path_factory):
     """Method diagnostics: one panel per quantity, each trace on its own y axis (none overlaying
     another), zero-based for quantities that cannot be negative, on the dashboard and the compare page."""
-    from sim.report.compare import compare_figures
+    from sim.report.compare_figures import compare_figures
 
     root = make_warm_runs(tmp_path_factory)
     groups = load_groups([root])
@@ -594,7 +600,8 @@ def test_tradeoff_exposed_and_round_charts_hold_each_methods_numbers(tmp_path_fa
     """The trade-off scatter puts each group at its loss at equal tokens and its WAN bytes and CU after
     warm-up; the exposed-communication bars add up to at most 1 and say eager hides its syncs better
     than DiLoCo; the side-by-side round chart has one panel per method on one shared time axis."""
-    from sim.report.compare import compare_figures, exposed_shares
+    from sim.report.compare_analysis import exposed_shares
+    from sim.report.compare_figures import compare_figures
 
     root = make_warm_runs(tmp_path_factory)
     groups = load_groups([root])
@@ -641,7 +648,7 @@ def test_fairness_notice_only_when_budgets_differ(tmp_path_factory, tmp_path):
 def test_runs_table_shows_common_knobs_once_and_sweep_groups_by_grid_point(tmp_path_factory, tmp_path):
     """Knobs every run shares are listed once above the runs table and each row shows only what
     differs; sweep replications are labelled by their grid point and seeds."""
-    from sim.report.compare import common_and_different, grid_point_label
+    from sim.report.compare_analysis import common_and_different, grid_point_label
     from sim.report.runs import Group
 
     root = make_warm_runs(tmp_path_factory)

@@ -120,7 +120,8 @@ def test_an_arrival_does_not_rescan_the_group():
 def test_gantt_bins_of_all_nodes_at_once_equal_each_node_alone():
     """The dashboard's binning of every node in one pass equals binning each node's spans
     alone (the per-node computation it replaced), to the bit."""
-    from sim.report.dashboard import STATES, _state_times_by_node
+    from sim.report.style import STATES
+    from sim.report.timeline import state_times_by_node as _state_times_by_node
 
     rng = np.random.default_rng(0)
     rows = []

@@ -11,14 +11,10 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from sim.report.figure import plain_figure
+from sim.report.style import SERVER_COLOR, STALENESS_COLOR
+
 MAX_WORKER_LINES = 64  # above this many workers, each region's slowest and fastest worker
-
-
-def _fig(title: str, height: int = 380) -> go.Figure:
-    fig = go.Figure()
-    fig.update_layout(title={"text": title}, height=height, template="plotly_white",
-                      margin={"l": 60, "r": 20, "t": 50, "b": 50}, legend={"orientation": "h"})
-    return fig
 
 
 def staleness_histogram(metrics: pd.DataFrame, summary: dict) -> go.Figure | None:
@@ -32,8 +28,8 @@ def staleness_histogram(metrics: pd.DataFrame, summary: dict) -> go.Figure | Non
     title = "Staleness of applied updates"
     if s.get("count"):
         title += f" (mean {s['mean']:.2f}, median {s['p50']:.0f}, p90 {s['p90']:.0f}, max {s['max']:.0f})"
-    fig = _fig(title)
-    fig.add_trace(go.Bar(x=values, y=counts, marker_color="#1f77b4", name="updates",
+    fig = plain_figure(title)
+    fig.add_trace(go.Bar(x=values, y=counts, marker_color=STALENESS_COLOR, name="updates",
                          hovertemplate="staleness %{x}: %{y} updates<extra></extra>"))
     fig.update_layout(xaxis={"title": "staleness (server versions)"}, yaxis={"title": "updates applied"},
                       bargap=0.05)
@@ -51,7 +47,7 @@ def rounds_figure(metrics: pd.DataFrame, nodes: list[str], end_s: float) -> go.F
         t = np.sort(d["time_s"].to_numpy(float))
         curves[int(w)] = (np.r_[0.0, t, end_s], np.r_[0, np.arange(1, t.size + 1), t.size])
     shown = sorted(curves)
-    fig = _fig("Rounds completed per worker vs simulated time")
+    fig = plain_figure("Rounds completed per worker vs simulated time")
     if len(shown) > MAX_WORKER_LINES:
         by_region: dict[str, list[int]] = {}
         for w in shown:
@@ -78,8 +74,8 @@ def servers_figure(summary: dict) -> go.Figure | None:
     if not servers:
         return None
     names = list(servers)
-    fig = _fig("Server busy time (share of the run)")
-    fig.add_trace(go.Bar(x=names, y=[100 * servers[n]["busy_fraction"] for n in names], marker_color="#2ca02c",
+    fig = plain_figure("Server busy time (share of the run)")
+    fig.add_trace(go.Bar(x=names, y=[100 * servers[n]["busy_fraction"] for n in names], marker_color=SERVER_COLOR,
                          customdata=[[servers[n]["busy_s"], servers[n]["handled"], servers[n]["version"]] for n in names],
                          hovertemplate="%{x}: busy %{y:.1f}% (%{customdata[0]:.3g} s), %{customdata[1]} payloads "
                                        "handled, version %{customdata[2]}<extra></extra>", name="busy"))

@@ -10,14 +10,14 @@ import html
 
 import plotly.graph_objects as go
 
-from sim.report.compare import PALETTE
-from sim.report.dashboard import _fig
+from sim.report.figure import figure
 from sim.report.page import Page, grid_table
+from sim.report.style import BANDWIDTH_TARGET_COLOR, PALETTE
 
 
 def bandwidth_figure(results: dict, window: str) -> go.Figure:
     """CU vs WAN bandwidth (log x) per method; ``results``: {method label: SearchResult}."""
-    fig = _fig(f"Compute utilization vs WAN bandwidth (CU window: {window})", height=480)
+    fig = figure(f"Compute utilization vs WAN bandwidth (CU window: {window})", height=480)
     for i, (name, res) in enumerate(results.items()):
         color = PALETTE[i % len(PALETTE)]
         pts = sorted(res.evaluations.items())
@@ -34,7 +34,8 @@ def bandwidth_figure(results: dict, window: str) -> go.Figure:
                                                    + "</extra>"))
     targets = sorted({t for res in results.values() for t in res.targets})
     for t in targets:
-        fig.add_hline(y=t, line={"dash": "dot", "color": "#999", "width": 1}, annotation_text=f"CU {t:g}",
+        fig.add_hline(y=t, line={"dash": "dot", "color": BANDWIDTH_TARGET_COLOR, "width": 1},
+                      annotation_text=f"CU {t:g}",
                       annotation_position="bottom right")
     fig.update_layout(xaxis={"title": "WAN bandwidth (Gbit/s, every WAN link alike)", "type": "log"},
                       yaxis={"title": "compute utilization (CU)", "range": [0, 1.05], "tickformat": ".0%"})

@@ -1,5 +1,8 @@
 """One self-contained HTML page of plotly figures (plotly.js embedded once, works offline),
-and static PNG export of the same figures.
+its HTML tables, and static PNG export of the same figures.
+
+Separate from what goes on a page (``dashboard``, ``compare``, ``bandwidth``) and from its look
+(``style``): this module only assembles sections and writes the file.
 
 PNG export goes through kaleido, which drives a Chromium it finds on the machine
 (Debian's ``chromium`` package, or the browser named by ``BROWSER_PATH``); without
@@ -17,80 +20,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 
 from sim.outputs import OutputError, check_png_dir, generator_meta, mark_png, write_atomic
-
-# One look for every page: compute green, comm red, waiting orange, down grey.
-STATE_COLORS = {"compute": "#2ca02c", "comm_blocked": "#d62728", "straggler_wait": "#ff7f0e", "down": "#7f7f7f"}
-STATE_LABELS = {"compute": "compute", "comm_blocked": "comm-blocked", "straggler_wait": "straggler-wait",
-                "down": "down"}
-CONFIG = {"displaylogo": False, "responsive": True}
-
-CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.2em auto;max-width:1400px;padding:0 1em;
-color:#222}
-h1{margin-bottom:.2em} h2{margin-top:1.4em;border-bottom:1px solid #ddd;padding-bottom:.2em}
-p.desc{color:#555;margin-top:0}
-table.kv th{text-align:left;padding:2px 1.5em 2px 0;color:#444;font-weight:600;vertical-align:top}
-table.kv td{padding:2px 0}
-table.grid{border-collapse:collapse;font-size:.92em;display:block;max-width:100%;overflow-x:auto} table.grid th,table.grid td{border:1px solid #ddd;padding:3px 8px}
-table.grid th{background:#f4f4f4} table.grid td.num{text-align:right;font-variant-numeric:tabular-nums}
-table.grid.fit{display:table;width:100%;table-layout:fixed;overflow:visible} table.grid.fit td,table.grid.fit th{overflow-wrap:anywhere}
-table.grid.fit th.measure{text-align:left;font-weight:600;width:15em} .delta{color:#666;font-size:.85em} .algo{color:#666;font-weight:400}
-#runs-table{display:table;width:100%;overflow:visible} #runs-table td{overflow-wrap:anywhere}
-@media print{table.grid{display:table;overflow:visible;max-width:none} .cols{display:block}}
-.cols{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:1em}
-.cols>.wide{grid-column:1 / span 2} .fig{min-height:200px}
-.note{color:#666;font-size:.9em}
-.notice{background:#fff4d6;border-left:4px solid #b8860b;padding:.5em .8em;margin:.8em 0}
-.swatch{display:inline-block;width:.9em;height:.9em;border-radius:2px;
-vertical-align:middle;margin-right:.4em}
-"""
-
-
-def fmt_bytes(b: float | None) -> str:
-    if b is None:
-        return "-"
-    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
-        if abs(b) < 1000 or unit == "PB":
-            return f"{b:,.1f} {unit}"
-        b /= 1000.0
-    return f"{b:.1f} PB"
-
-
-def byte_unit(max_bytes: float) -> tuple[float, str]:
-    """(divisor, unit) for a byte axis whose largest value is ``max_bytes``: kB, MB, GB, TB or PB
-    (powers of 1000, as ``fmt_bytes``). A byte axis is drawn in these units, never with plotly's
-    SI suffixes, whose "B" (billion) next to "bytes" reads as bytes."""
-    for div, unit in ((1e15, "PB"), (1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
-        if max_bytes >= div:
-            return div, unit
-    return 1.0, "bytes"
-
-
-# What the two byte counts on every page mean (routed traffic is why WAN bytes can be larger).
-BYTES_DEFINITION = ("<b>Bytes on the wire</b>: the payload of every transfer, counted once however many links it "
-                    "crosses (intra-region included). <b>WAN bytes</b>: bytes over WAN links, counted once per WAN "
-                    "link a transfer crosses; a transfer routed through a third region crosses two WAN links and "
-                    "counts twice, so WAN bytes can exceed bytes on the wire.")
-
-
-def wrap_title(text: str, width: int) -> list[str]:
-    """A figure title cut at spaces into lines of at most ``width`` characters (plotly does not
-    wrap titles: a long one runs under the toolbar or off the figure)."""
-    lines: list[str] = []
-    for word in str(text).split(" "):
-        if lines and len(lines[-1]) + 1 + len(word) <= width:
-            lines[-1] += " " + word
-        else:
-            lines.append(word)
-    return lines or [""]
-
-
-def fmt_s(s: float | None) -> str:
-    return "-" if s is None else f"{s:,.2f} s"
-
-
-def fmt_gbps(g: float | None) -> str:
-    return "-" if g is None else f"{g:,.3g} Gbit/s"
+from sim.report.style import CONFIG, CSS, PANEL_FONT_SIZE, TITLE_CHARS, TOOLBAR_PX, wrap_title
 
 
 def kv_table(rows: list[tuple[str, object]]) -> str:
@@ -110,11 +40,6 @@ def grid_table(header: list[str], rows: list[list[object]], table_id: str, raw_f
             tds.append(f"<td{cls}>{v if (raw_first and i == 0) else html.escape(str(v))}</td>")
         body.append("<tr>" + "".join(tds) + "</tr>")
     return f"<table class='grid' id='{table_id}'><thead><tr>{ths}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
-TOOLBAR_PX = 44  # plotly's toolbar (modebar) fills the top ~27 px at the right; a title anchored this far down
-# (plotly puts the text box ~14 px above its anchor) starts below it
-TITLE_CHARS = {False: 70, True: 150}  # characters per title line in a half-width / full-width figure
 
 
 def place_title(fig: go.Figure, wide: bool) -> None:
@@ -159,7 +84,7 @@ class Page:
     def figure(self, fig_id: str, fig: go.Figure, wide: bool = False) -> None:
         """Add a figure in its own div ``fig_id`` (the div the browser test looks for)."""
         self.figures[fig_id] = fig
-        fig.update_layout(template=_template(fig), font={"size": 12})
+        fig.update_layout(template=_template(fig), font={"size": PANEL_FONT_SIZE})
         place_title(fig, wide)
         div = fig.to_html(full_html=False, include_plotlyjs=self._first_fig, div_id=fig_id, config=CONFIG)
         self._first_fig = False

@@ -14,11 +14,10 @@ from pathlib import Path
 import pandas as pd
 import plotly.graph_objects as go
 
+from sim.report.style import FIGURE_HEIGHT, PALETTE, PLAIN_MARGIN
+
 METRICS = {"final_eval_loss": "final eval loss", "utilization": "compute utilization (CU)",
            "time_to_target_s": "simulated time to target (s)", "wan_bytes": "bytes over WAN links"}
-# The comparison page's method colours: none of them is a worker-state colour (page.STATE_COLORS).
-PALETTE = ["#1f77b4", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#393b79", "#7b4173", "#6b6ecf",
-           "#8c6d31"]
 
 
 def load_sweep(path: str | Path) -> tuple[pd.DataFrame, list[str]] | None:
@@ -74,6 +73,6 @@ def sweep_figures(index: pd.DataFrame, axes: list[str]) -> dict[str, go.Figure]:
                                          line={"color": color}, legendgroup=name))
             fig.update_layout(title=f"{label} vs {axis} (mean over seeds, band: min-max)",
                               xaxis={"title": axis, "type": "log" if logx else None}, yaxis_title=label,
-                              height=380, margin={"l": 60, "r": 20, "t": 50, "b": 50})
+                              height=FIGURE_HEIGHT, margin=dict(PLAIN_MARGIN))
             figs[f"sweep-{metric}-vs-{axis.replace('.', '_')}"] = fig
     return figs
