@@ -10,9 +10,10 @@ import sys
 import pytest
 
 from sim.bandwidth import search, steady_cu, timing_only
+from sim.hardware import GPU_PEAK_FLOPS
 from sim.metrics.tables import events_table
 from sim.runner import Simulation
-from sim.scenario import GPU_PEAK_FLOPS, load_scenario
+from sim.scenario import load_scenario
 from tests.conftest import TINY
 
 QS = "scenarios/quickstart.yaml"

@@ -13,7 +13,7 @@ This package's public face; its modules, in the order a scenario meets them:
 - ``yaml_io``: reading YAML safely (duplicate keys, ambiguous integers, non-plain values, size);
 - ``variants``: ``--set`` overrides and ``variants:`` merged into the base;
 - ``load``: file -> validated scenarios, paths resolved relative to the file;
-- the sections: ``topology`` (and the GPU table), ``training`` (model, data, optimizer),
+- the sections: ``topology`` (GPU names from ``sim.hardware``'s table), ``training`` (model, data, optimizer),
   ``algorithm`` (from the method registry), ``run`` (compute, timing proxy, run), ``faults``,
   and ``root`` (``Scenario``: the rules that span sections), all on ``base.StrictModel``;
 - ``files``: the CSV files a scenario names, parsed outside the models;
@@ -31,7 +31,7 @@ from sim.scenario.load import load_scenario, load_variants, parse_scenario
 from sim.scenario.root import Scenario
 from sim.scenario.run import Compute, FixedStepTime, FlopsStepTime, MeasuredStepTime, Run, StepTimeSpec, TimingProxy
 from sim.scenario.schema import json_schema, method_schema
-from sim.scenario.topology import GPU_PEAK_FLOPS, Link, LinkOutage, LinkSpec, Region, Server, Topology
+from sim.scenario.topology import Link, LinkOutage, LinkSpec, Region, Server, Topology
 from sim.scenario.training import (DataSpec, GPTModel, InnerOptimizer, MLPModel, ModelSpec, PluginData, PluginModel,
                                    SyntheticData, TextData)
 from sim.scenario.variants import apply_overrides, merge_variant
@@ -40,7 +40,7 @@ from sim.scenario.yaml_io import StrictYAMLError, check_plain, load_yaml_text, r
 __all__ = [
     "Scenario", "ScenarioError", "load_scenario", "load_variants", "parse_scenario", "read_yaml", "load_yaml_text",
     "check_plain", "StrictYAMLError", "apply_overrides", "merge_variant", "json_schema", "method_schema",
-    "Topology", "Region", "LinkSpec", "LinkOutage", "Link", "Server", "GPU_PEAK_FLOPS",
+    "Topology", "Region", "LinkSpec", "LinkOutage", "Link", "Server",
     "ModelSpec", "GPTModel", "MLPModel", "PluginModel", "DataSpec", "SyntheticData", "TextData", "PluginData",
     "InnerOptimizer", "AlgorithmSpec", "METHOD_SECTIONS",
     "StepTimeSpec", "FixedStepTime", "FlopsStepTime", "MeasuredStepTime", "Compute", "TimingProxy", "Run",

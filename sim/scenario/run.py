@@ -14,7 +14,8 @@ from pydantic import BeforeValidator, Field, model_validator
 
 from sim.algorithms.knobs import Int, PositiveFloat
 from sim.scenario.base import StrictModel
-from sim.scenario.topology import GPU_PEAK_FLOPS, GpuName
+from sim.hardware import GPU_PEAK_FLOPS
+from sim.scenario.topology import GpuName
 
 DEFAULT_MAX_EVENTS = 100_000_000  # run.max_events: beyond it the clock itself would take too long
 

@@ -1,6 +1,6 @@
 """The ``topology:`` section: regions of GPU nodes, the WAN links between them (with an
 optional bandwidth time series and scheduled outages), each node's link to its region's
-switch, and parameter servers; and the table of GPUs a region may name.
+switch, and parameter servers; and the GPU names a region may give (``sim.hardware``'s table).
 
 The checks that span the section (unique names, links that join known regions, a connected
 graph, at most ``MAX_WORKERS`` nodes) live on ``Topology``; the engine builds its network from it
@@ -15,22 +15,9 @@ from typing import Annotated
 from pydantic import AfterValidator, Field, model_validator
 
 from sim.algorithms.knobs import FieldError, Int, PositiveFloat
+from sim.hardware import GPU_PEAK_FLOPS
 from sim.scenario.files import read_bandwidth_csv
 from sim.scenario.base import StrictModel
-
-# Peak dense bf16 FLOP/s of common accelerators (vendor datasheets, no sparsity).
-GPU_PEAK_FLOPS: dict[str, float] = {
-    "A100": 312e12,
-    "H100": 989e12,
-    "H200": 989e12,
-    "B200": 2250e12,
-    "L40S": 362e12,
-    "A10G": 125e12,
-    "RTX4090": 165e12,
-    "V100": 125e12,
-    "TPUv5e": 197e12,
-}
-
 
 def _known_gpu(name: str) -> str:
     if name not in GPU_PEAK_FLOPS:
