@@ -31,6 +31,11 @@ __all__ = ["Progress", "Simulation", "run_to_dir", "write_json", "STATUS_RUNNING
            "STATUS_COMPLETED", "STATUS_INTERRUPTED", "STATUS_FAILED", "STATUS_DIVERGED"]
 
 
+def _read(part: str, name: str) -> property:
+    """A read-only attribute of the facade that is ``self.<part>.<name>``."""
+    return property(lambda self: getattr(getattr(self, part), name), doc=f"``{part}.{name}``")
+
+
 class Simulation:
     """One scenario's engine, numerics and algorithm, ready to run in virtual time (a facade
     over ``RunLoop`` and ``World`` for the CLI, notebooks and tests)."""
@@ -76,43 +81,18 @@ class Simulation:
         if a:
             a.start(self.algorithm, self.loop.diverge)
 
-    # ------------------------------------------------------------------ the world
-    @property
-    def graph(self):
-        return self.world.graph
-
-    @property
-    def nodes(self) -> list[str]:
-        return self.world.nodes
-
-    @property
-    def net(self):
-        return self.world.net
-
-    @property
-    def faults(self):
-        return self.world.faults
-
-    @property
-    def barrier(self):
-        return self.world.barrier
-
-    @property
-    def workers(self):
-        return self.world.workers
-
-    @property
-    def step_time_s(self) -> list[float]:
-        return self.world.step_time_s
-
-    # ------------------------------------------------------------------ what the run has done so far
-    @property
-    def stop(self):
-        return self.loop.stop
-
-    @property
-    def tokens(self) -> int:
-        return self.loop.tokens
+    # ------------------------------------------------------------------ the world, and what the run has done so far
+    graph = _read("world", "graph")
+    nodes = _read("world", "nodes")
+    net = _read("world", "net")
+    faults = _read("world", "faults")
+    barrier = _read("world", "barrier")
+    workers = _read("world", "workers")
+    step_time_s = _read("world", "step_time_s")
+    stop = _read("loop", "stop")
+    tokens = _read("loop", "tokens")
+    ended_early = _read("loop", "ended_early")
+    diverged = _read("loop", "diverged")
 
     @property
     def rounds(self) -> int:
@@ -121,14 +101,6 @@ class Simulation:
     @property
     def round_end_s(self) -> list[float]:
         return self.loop.counter.round_end_s
-
-    @property
-    def ended_early(self) -> str | None:
-        return self.loop.ended_early
-
-    @property
-    def diverged(self) -> dict | None:
-        return self.loop.diverged
 
     @property
     def state(self):
