@@ -170,3 +170,27 @@ def test_a_page_with_another_trace_type_draws_with_the_full_bundle(browser, tmp_
     check = _draw(browser, tmp_path / "page.html")
     _assert_drawn_with(check, tmp_path / "page.html", "full")
     assert [f["types"] for f in check["figures"]] == [["bar"], ["heatmap"]]
+
+
+def _screenshot(browser, path: Path) -> bytes:  # noqa: F811
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(path.resolve().as_uri(), wait_until="load")
+    page.wait_for_function("() => Array.from(document.querySelectorAll('.plotly-graph-div'))"
+                           ".every(d => d.querySelector('.main-svg') && d._fullLayout)", timeout=120_000)
+    page.wait_for_timeout(300)
+    shot = page.screenshot(full_page=True)
+    page.close()
+    return shot
+
+
+@pytest.mark.parametrize("name", ["dashboard", "compare", "bandwidth"])
+def test_the_basic_bundle_draws_the_same_pixels_as_the_full_one(browser, pages, name, tmp_path):  # noqa: F811
+    """A page drawn with the basic bundle is pixel for pixel the page drawn with plotly's full bundle
+    (the same file with the full bundle put in its place): the smaller bundle changes nothing visible."""
+    path = pages[name]
+    text = path.read_text(encoding="utf-8")
+    basic = basic_bundle()[1]
+    assert text.count(basic) == 1
+    full = tmp_path / f"{name}-full.html"
+    full.write_text(text.replace(basic, plotly.offline.get_plotlyjs()), encoding="utf-8")
+    assert _screenshot(browser, path) == _screenshot(browser, full)
