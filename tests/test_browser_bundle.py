@@ -148,8 +148,8 @@ def pages(tmp_path_factory) -> dict[str, Path]:
         "ddp": {"algorithm": {"name": "ddp", "payload_dtype": "bf16"}}, "diloco": {}}), sort_keys=False))
     assert main(["bandwidth", str(scenario), "--cu", "0.5,0.999", "--grid-min", "0.5", "--grid-max", "8",
                  "--grid-points", "5", "-o", str(out / "bandwidth.html")]) == 0
-    return {"dashboard": runs["diloco"] / "dashboard.html", "faults": make_fault_run(tmp_path_factory) / "dashboard.html",
-            "compare": out / "compare.html", "sweep": out / "sweep.html", "bandwidth": out / "bandwidth.html"}
+    return {"dashboard": runs["diloco"] / "dashboard.html",
+            "faults": make_fault_run(tmp_path_factory) / "dashboard.html", "compare": out / "compare.html", "sweep": out / "sweep.html", "bandwidth": out / "bandwidth.html"}
 
 
 @pytest.mark.parametrize("name", ["dashboard", "faults", "compare", "sweep", "bandwidth"])
