@@ -2,7 +2,8 @@
 sim/report/assets) for pages whose figures need nothing else, of the same plotly.js version as the
 plotly package's own full bundle; the full bundle otherwise. In a real headless Chromium, every figure
 of a run dashboard, a fault run's dashboard, a comparison, a sweep's comparison and a bandwidth chart
-draws with the basic bundle, and a page with another trace type draws with the full one.
+draws with the basic bundle, pixel for pixel as with the full bundle, and a page with another trace
+type draws with the full one.
 
 The browser tests need Playwright and the system's Chromium, as tests/test_browser.py (they skip
 without them, or fail under LOCOSIM_REQUIRE_BROWSER=1).
@@ -17,8 +18,8 @@ import plotly.offline
 import pytest
 
 from sim.report.page import BASIC_TRACES, Page, basic_bundle, plotlyjs_for
-from tests.test_browser import browser  # noqa: F401 (a fixture)
 from tests.conftest import ROOT, TINY
+from tests.test_browser import browser  # noqa: F401 (a fixture)
 
 FULL_BANNER = f"plotly.js v{plotly.offline.get_plotlyjs_version()}"  # the first line of the full bundle
 BASIC_BANNER = "plotly.js (basic - minified) v"
