@@ -1,7 +1,7 @@
-"""The dashboard of a 1,024-worker run in a real headless Chromium: under 5 MB (plotly.js,
-4.8 MB of it, included), no console errors, every figure drew its data, and the timeline's
-worker selector (its rows deduplicated in the page) adds a worker's own row. Its draw time is
-a benchmark (``bench/scale.py --only dashboard_1024``), not asserted here."""
+"""The dashboard of a 1,024-worker run in a real headless Chromium: under 5 MB (plotly.js included: its
+basic bundle, 1.2 MB, sim/report/page.py), no console errors, every figure drew its data, and the
+timeline's worker selector (its rows deduplicated in the page) adds a worker's own row. Its draw
+time is a benchmark (``bench/scale.py --only dashboard_1024``), not asserted here."""
 
 from __future__ import annotations
 

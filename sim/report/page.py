@@ -1,6 +1,12 @@
 """One self-contained HTML page of plotly figures (plotly.js embedded once, works offline),
 its HTML tables, and static PNG export of the same figures.
 
+plotly.js is most of a page's bytes and of the time a browser takes to draw it. A page whose
+figures use only the trace types of plotly.js's basic bundle (``scatter``, ``bar``, ``pie``:
+sim/report/assets, 1.2 MB) inlines that bundle instead of the full one the plotly package
+embeds (4.8 MB), provided both are the same plotly.js version, so that the figures' JSON means
+the same to either; any other page inlines the full bundle.
+
 Separate from what goes on a page (``dashboard``, ``compare``, ``bandwidth``) and from its look
 (``style``): this module only assembles sections and writes the file.
 
@@ -14,13 +20,44 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 import shutil
+from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 
 import plotly.graph_objects as go
 
 from sim.outputs import OutputError, check_png_dir, generator_meta, mark_png, write_atomic
 from sim.report.style import CONFIG, CSS, PANEL_FONT_SIZE, TITLE_CHARS, TOOLBAR_PX, wrap_title
+
+
+# The trace types plotly.js's basic bundle registers (its package README; the browser test reads
+# them from the bundle itself).
+BASIC_TRACES = frozenset({"scatter", "bar", "pie"})
+BASIC_BUNDLE = "plotly-basic.min.js"
+# What plotly's own to_html writes before plotly.js (no MathJax is loaded: plotly.js uses none).
+PLOTLY_CONFIG_JS = "<script>window.PlotlyConfig = {MathJaxConfig: 'local'};</script>"
+_SLOT = "<!-- plotly.js -->"  # where the first figure's div gets the bundle when the page is written
+
+
+@lru_cache(maxsize=None)
+def basic_bundle() -> tuple[str, str]:
+    """(the basic bundle's plotly.js version, its text), read from the package's assets."""
+    text = resources.files("sim.report").joinpath("assets", BASIC_BUNDLE).read_text(encoding="utf-8")
+    found = re.search(r"plotly\.js \(basic - minified\) v(\S+)", text[:300])
+    return (found.group(1) if found else ""), text
+
+
+def plotlyjs_for(trace_types: set[str]) -> tuple[str, str]:
+    """("basic" or "full", the plotly.js text) for a page whose figures have ``trace_types``: the
+    basic bundle when it registers all of them and is the plotly package's plotly.js version."""
+    import plotly.offline
+
+    version, text = basic_bundle()
+    if trace_types <= BASIC_TRACES and version == plotly.offline.get_plotlyjs_version():
+        return "basic", text
+    return "full", plotly.offline.get_plotlyjs()
 
 
 def kv_table(rows: list[tuple[str, object]]) -> str:
@@ -76,7 +113,7 @@ class Page:
         self.kind = kind  # the generator mark (sim.outputs): which output flag may replace the file
         self.parts: list[str] = []
         self.figures: dict[str, go.Figure] = {}
-        self._first_fig = True
+        self._plotlyjs_part: int | None = None  # the part holding the first figure: plotly.js goes in it
 
     def html(self, text: str) -> None:
         self.parts.append(text)
@@ -86,9 +123,17 @@ class Page:
         self.figures[fig_id] = fig
         fig.update_layout(template=_template(fig), font={"size": PANEL_FONT_SIZE})
         place_title(fig, wide)
-        div = fig.to_html(full_html=False, include_plotlyjs=self._first_fig, div_id=fig_id, config=CONFIG)
-        self._first_fig = False
+        # The first figure's div carries plotly.js, as plotly's include_plotlyjs=True would put it; which
+        # bundle is known only once every figure is in (write).
+        div = fig.to_html(full_html=False, include_plotlyjs=False, div_id=fig_id, config=CONFIG)
+        if self._plotlyjs_part is None:
+            self._plotlyjs_part = len(self.parts)
+            div = _SLOT + div
         self.parts.append(f"<div class='fig{' wide' if wide else ''}'>{div}</div>")
+
+    def plotlyjs(self) -> tuple[str, str]:
+        """("basic" or "full", the plotly.js text) this page inlines (``plotlyjs_for`` its figures)."""
+        return plotlyjs_for({t.type for fig in self.figures.values() for t in fig.data})
 
     def data(self, element_id: str, obj) -> None:
         """Embed JSON for scripts and tests (a <script type=application/json>)."""
@@ -98,10 +143,15 @@ class Page:
         self.parts.append(f"<script type='application/json' id='{element_id}'>{text}</script>")
 
     def write(self, path: Path) -> None:
+        parts = list(self.parts)
+        if self._plotlyjs_part is not None:
+            _, js = self.plotlyjs()
+            parts[self._plotlyjs_part] = parts[self._plotlyjs_part].replace(
+                _SLOT, f"{PLOTLY_CONFIG_JS}\n<script>{js}</script>", 1)
         page = (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
                 f"<meta name='viewport' content='width=device-width, initial-scale=1'>{generator_meta(self.kind)}"
                 f"<title>{html.escape(self.title)}</title><style>{CSS}</style></head><body>\n"
-                + "\n".join(self.parts) + "\n</body></html>\n")
+                + "\n".join(parts) + "\n</body></html>\n")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, page)
