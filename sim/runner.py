@@ -21,17 +21,15 @@ from kernels.formats import payload_bytes
 from sim.adapter import NumericsAdapter
 from sim.build import (build_faults, build_workers, build_world, nobody_leaves, payload_layout, proxy_layout,
                        scale_layout, step_times)
+from sim.collector import fewer_collections
 from sim.engine.clock import Clock
 from sim.engine.faults import fetch_bytes
 from sim.engine.sync import SyncBarrier
 from sim.result import RunResult, frozen_mapping, frozen_records
 from sim.rounds import RoundCounter
 from sim.scenario import Scenario
-from sim.writer import (STATUS_COMPLETED, STATUS_DIVERGED, STATUS_FAILED, STATUS_INTERRUPTED, STATUS_RUNNING,
-                        fewer_collections, run_to_dir, write_json)
 
-__all__ = ["Progress", "Simulation", "run_to_dir", "write_json", "scale_layout", "proxy_layout", "STATUS_RUNNING",
-           "STATUS_COMPLETED", "STATUS_INTERRUPTED", "STATUS_FAILED", "STATUS_DIVERGED"]
+__all__ = ["Progress", "Simulation", "scale_layout", "proxy_layout"]
 
 
 @dataclass

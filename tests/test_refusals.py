@@ -243,7 +243,7 @@ def test_sweep_grid_values_must_be_plain_yaml(tmp_path, grid):
 def test_sweep_seed_count_is_bounded(tmp_path):
     """`--seeds 0..100000000` is refused at once instead of planning a hundred million runs;
     so is a grid whose product is over the bound."""
-    from sim.sweep import MAX_RUNS, parse_seeds, plan_sweep
+    from sim.sweep.plan import MAX_RUNS, parse_seeds, plan_sweep
 
     t0 = time.monotonic()
     proc = cli("sweep", QUICKSTART, "--seeds", "0..100000000", "--out", str(tmp_path / "sw"), "--quiet")

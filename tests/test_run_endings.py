@@ -19,7 +19,7 @@ import pytest
 
 from sim.cli import main
 from sim.report.runs import load_run
-from sim.rundir import Terminated
+from sim.signals import Terminated
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIO = """\
@@ -94,12 +94,12 @@ def test_tables_are_written_before_the_network_replay(scenario, tmp_path, monkey
     """An interrupt while the links are rated (``run_rates``: the run's rate log, or a replay
     of the transfers where there is none; the derived part) finds events.parquet and
     metrics.parquet already on disk and listed."""
-    import sim.metrics.tables
+    import sim.writer
 
     def term(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sim.metrics.tables, "run_rates", term)
+    monkeypatch.setattr(sim.writer, "run_rates", term)
     out = tmp_path / "r"
     assert main(["run", str(scenario), "--out", str(out), "--quiet"]) == 130
     m = _manifest(out)

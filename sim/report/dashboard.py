@@ -36,7 +36,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from sim.metrics.tables import bytes_in_bins, network_rates, time_to_loss
+from sim.engine.replay import network_rates
+from sim.metrics.tables import bytes_in_bins, time_to_loss
 from sim.report.page import (BYTES_DEFINITION, STATE_COLORS, STATE_LABELS, Page, byte_unit, export_pngs, fmt_bytes,
                              fmt_gbps, fmt_s, grid_table, kv_table)
 from sim.report.asynchrony import async_figures
