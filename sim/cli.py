@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from sim.progress import RunProgress, SweepBar
+from sim.progress import num as _num
 from sim.progress import term as _term
 
 EXIT_BAD_INPUT = 2
@@ -95,19 +96,6 @@ def cmd_validate(args) -> int:
 
 def _plugin_exit(err: SystemExit) -> str:
     return f"plug-in code called sys.exit({err.code!r}); locosim does not exit on a plug-in's behalf"
-
-
-def _num(x: float | None, digits: int = 4) -> str:
-    """A number with ``digits`` significant digits, without a long tail or a bare exponent
-    for everyday magnitudes: 0.05, 12.35, 1,234, 1.23e+09."""
-    if x is None:
-        return "-"
-    if x != x or x in (float("inf"), float("-inf")):
-        return str(x)
-    if x == 0 or 1e-3 <= abs(x) < 1e6:
-        text = f"{x:,.{digits}g}" if abs(x) >= 1 else f"{x:.{digits}g}"
-        return text if "e" not in text else f"{x:,.{max(0, digits - len(str(int(abs(x)))))}f}"
-    return f"{x:.{digits - 1}e}"
 
 
 def _algorithm_label(sc) -> str:

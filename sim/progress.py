@@ -3,7 +3,7 @@
 ``RunProgress``: a rich bar with an ETA on a terminal; otherwise (a log file, a pipe, a batch
 job) one plain line every ``every_s`` wall seconds (``progress_line``), so a log is never
 silent. ``SweepBar``: one bar for a whole sweep. ``term``: text from a scenario made safe to
-print. The CLI (``sim.cli``) only chooses which to show.
+print; ``num``: a number as the commands print it. The CLI (``sim.cli``) only chooses what to show.
 """
 
 from __future__ import annotations
@@ -19,6 +19,19 @@ def term(text: str) -> str:
     """Text from a scenario made safe for a terminal: control characters (escape sequences,
     carriage returns, newlines) are shown as \\xNN instead of acting on the terminal."""
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+
+
+def num(x: float | None, digits: int = 4) -> str:
+    """A number with ``digits`` significant digits, without a long tail or a bare exponent
+    for everyday magnitudes: 0.05, 12.35, 1,234, 1.23e+09."""
+    if x is None:
+        return "-"
+    if x != x or x in (float("inf"), float("-inf")):
+        return str(x)
+    if x == 0 or 1e-3 <= abs(x) < 1e6:
+        text = f"{x:,.{digits}g}" if abs(x) >= 1 else f"{x:.{digits}g}"
+        return text if "e" not in text else f"{x:,.{max(0, digits - len(str(int(abs(x)))))}f}"
+    return f"{x:.{digits - 1}e}"
 
 
 def _fmt_wall(seconds: float | None) -> str:

@@ -394,7 +394,7 @@ def test_terminal_output_escapes_control_characters():
 
 def test_number_format_is_sensible():
     """Numbers keep 4 significant digits: no 0.0 for a millisecond, no 17-digit tails."""
-    from sim.cli import _num
+    from sim.progress import num as _num
 
     assert [_num(x) for x in (0.0123, 12.345678, 1234.5678, 0.5, 3e9, 0.0)] == \
         ["0.0123", "12.35", "1,235", "0.5", "3.000e+09", "0"]

@@ -4,7 +4,7 @@ the final write keeps the tables, lists them in ``files`` and says so; the table
 before anything derived from them; plug-in code that calls ``sys.exit()`` or changes the working
 directory fails or moves nothing; a sweep into an existing sweep directory adds to it.
 Runs are timing-only (no torch); signals are simulated by raising what the SIGTERM handler
-raises (``sim.rundir.Terminated``) at the moment under test."""
+raises (``sim.signals.Terminated``) at the moment under test."""
 
 from __future__ import annotations
 
@@ -69,13 +69,13 @@ def test_signal_during_the_final_write_keeps_the_tables_and_says_so(scenario, tm
     """SIGTERM while a completed run's directory is written: the manifest says interrupted, names
     the moment and the simulation's own ending, lists exactly the files that exist, and the
     summary (when written) agrees; the tables are readable."""
-    import sim.metrics.tables
+    import sim.metrics.summary
     import sim.report.dashboard
 
     def term(*a, **k):
         raise Terminated("terminated by SIGTERM")
 
-    monkeypatch.setattr(sim.report.dashboard if when == "write_dashboard" else sim.metrics.tables, when, term)
+    monkeypatch.setattr(sim.report.dashboard if when == "write_dashboard" else sim.metrics.summary, when, term)
     out = tmp_path / "r"
     assert main(["run", str(scenario), "--out", str(out), "--quiet"]) == 143
     m = _manifest(out)
