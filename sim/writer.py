@@ -5,7 +5,10 @@ The third of the runner's pieces (``sim.build``, ``sim.adapter``, this). ``manif
 written first (status running); on any ending -- completed, diverged, interrupted (Ctrl-C,
 SIGTERM) or failed -- whatever was recorded is frozen into a ``RunResult``, turned into the
 tables, the summary and the dashboard, and the manifest's status says which ending it was.
-Every file is written to a ``.tmp`` and renamed, so a full disk leaves no half file.
+Every file is written to a ``.tmp`` and renamed, so a full disk leaves no half file. What the
+directory holds -- file names, statuses, the typed ``Manifest`` and ``Summary``, strict JSON --
+is ``sim.rundir``'s; this module runs the simulation and fills it. Callers import
+``run_to_dir`` from here.
 """
 
 from __future__ import annotations
