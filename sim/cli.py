@@ -110,29 +110,16 @@ def _default_out(name: str) -> Path:
 
 
 def _claim_out(args, variants):
-    """Claim the run directory -- and for a file with variants each OUT/<variant> -- atomically,
-    before anything is built (``sim.rundir``): of two commands given the same --out at once exactly
-    one gets it; two started in the same second without --out get NAME-TIMESTAMP and
-    NAME-TIMESTAMP-2. Returns (the top claim, {variant or None: its run directory's claim})."""
-    from sim.rundir import RunDirError, claim_dir, claim_unique
+    """Claim the run directory -- and for a file with variants each OUT/<variant> -- before
+    anything is built (``sim.rundir.claim_variants``). Returns (the top claim, {variant or None:
+    its run directory's claim})."""
+    from sim.rundir import RunDirError, claim_variants
 
-    single = len(variants) == 1 and variants[0][0] is None
     default = None if args.out else _default_out(Path(args.file).stem if len(variants) > 1 else variants[0][1].name)
     try:
-        top = claim_dir(Path(args.out), placeholder=single) if args.out else claim_unique(default, placeholder=single)
+        return claim_variants(args.out, default, [name for name, _ in variants])
     except RunDirError as err:
-        raise BadInput(f"--out {args.out or default}: {err}") from None
-    if single:
-        return top, {None: top}
-    claims = {}
-    for name, _ in variants:  # same order in every process: whoever gets the first gets them all
-        try:
-            claims[name] = claim_dir(top.path / name, new_only=True)
-        except RunDirError as err:
-            for c in reversed([top, *claims.values()]):
-                c.release()
-            raise BadInput(f"--out {top.path / name}: {err}") from None
-    return top, claims
+        raise BadInput(f"--out {err}") from None
 
 
 def _shown_as(given) -> "Callable[[Path], Path]":

@@ -8,15 +8,16 @@
 This package's public face: import these names from ``sim.rundir``.
 """
 
-from sim.rundir.claims import (Claim, RunDirTaken, SweepLock, SweepLocked, claim_dir, claim_unique, is_run_dir,
-                               is_sweep_dir)
+from sim.rundir.claims import (Claim, RunDirTaken, SweepLock, SweepLocked, claim_dir, claim_unique, claim_variants,
+                               is_run_dir, is_sweep_dir)
 from sim.rundir.contract import (DASHBOARD, EVENTS, FINISHED, INDEX, LOCK, MANIFEST, MANIFEST_REQUIRED, METRICS, MODEL,
                                  RUN_FILES, STATUS_COMPLETED, STATUS_DIVERGED, STATUS_FAILED, STATUS_INTERRUPTED,
                                  STATUS_RUNNING, STATUS_STARTING, SUMMARY, SUMMARY_REQUIRED, SWEEP_FILES, SWEEP_JSON,
                                  Manifest, RunDirError, Summary, inf_as_text, read_manifest, restore_scenario, settle,
                                  status_of, write_json, write_json_in_place, write_manifest)
 
-__all__ = ["Claim", "RunDirTaken", "SweepLock", "SweepLocked", "claim_dir", "claim_unique", "is_run_dir",
+__all__ = ["Claim", "RunDirTaken", "SweepLock", "SweepLocked", "claim_dir", "claim_unique", "claim_variants",
+           "is_run_dir",
            "is_sweep_dir", "DASHBOARD", "EVENTS", "FINISHED", "INDEX", "LOCK", "MANIFEST", "MANIFEST_REQUIRED",
            "METRICS", "MODEL", "RUN_FILES", "STATUS_COMPLETED", "STATUS_DIVERGED", "STATUS_FAILED",
            "STATUS_INTERRUPTED", "STATUS_RUNNING", "STATUS_STARTING", "SUMMARY", "SUMMARY_REQUIRED", "SWEEP_FILES",

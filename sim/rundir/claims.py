@@ -130,6 +130,32 @@ def claim_unique(base: str | Path, placeholder: bool = True) -> Claim:
     raise RunDirError(f"{base}-2 ... -{MAX_SUFFIX - 1} are all taken; give --out")
 
 
+def claim_variants(out: str | Path | None, default: Path | None, variants: list[str | None]) -> tuple[Claim, dict]:
+    """Claim a run's directory, and for a file with variants each OUT/<variant> too, before
+    anything is built: ``out`` (a claim of a new or empty directory) or, without it, ``default``
+    made unique (``claim_unique``); of two commands given the same ``out`` at once exactly one
+    gets it. ``variants``: the names (``[None]`` for a file without variants), claimed in this
+    order in every process, so whoever gets the first gets them all. Returns (the top claim,
+    {variant: its run directory's claim}). RunDirError "PATH: reason" naming the path that
+    failed (``out`` as given); the claims made so far are released."""
+    single = variants == [None]
+    try:
+        top = claim_dir(Path(out), placeholder=single) if out else claim_unique(default, placeholder=single)
+    except RunDirError as err:
+        raise RunDirError(f"{out or default}: {err}") from None
+    if single:
+        return top, {None: top}
+    claims: dict = {}
+    for name in variants:
+        try:
+            claims[name] = claim_dir(top.path / name, new_only=True)
+        except RunDirError as err:
+            for c in reversed([top, *claims.values()]):
+                c.release()
+            raise RunDirError(f"{top.path / name}: {err}") from None
+    return top, claims
+
+
 def is_run_dir(path: Path) -> bool:
     return (path / MANIFEST).is_file()
 
