@@ -70,8 +70,8 @@ def test_run_to_dir_returns_the_summary_it_wrote(tmp_path):
     from sim.writer import run_to_dir
     from tests.conftest import ROOT, TINY
 
-    sc = load_scenario(ROOT / "scenarios" / "quickstart.yaml",
-                       TINY + ["run.device=cpu", "run.max_tokens=null", "run.eval_every_steps=null", "run.max_rounds=2"])
+    sc = load_scenario(ROOT / "scenarios" / "quickstart.yaml", TINY + ["run.device=cpu", "run.max_tokens=null",
+                                                                       "run.eval_every_steps=null", "run.max_rounds=2"])
     m = run_to_dir(Simulation(sc), tmp_path / "r")
     write_json(tmp_path / "again.json", m.summary)
     assert json.loads((tmp_path / "again.json").read_text()) == json.loads((tmp_path / "r" / SUMMARY).read_text())

@@ -199,7 +199,7 @@ def time_to_loss(metrics: pd.DataFrame, target: float | None) -> float | None:
 
 
 def bytes_in_bins(times: np.ndarray, rates: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Bytes a step function (``replay_rates``) carries in each bin [edges[k], edges[k+1])."""
+    """Bytes a step function (``sim.engine.replay.replay_rates``) carries in each bin [edges[k], edges[k+1])."""
     cum = np.concatenate([[0.0], np.cumsum(rates[:-1] * np.diff(times))])
     at_edges = np.interp(edges, times, cum, left=0.0, right=float(cum[-1]))
     return np.diff(at_edges)
