@@ -412,7 +412,7 @@ def cmd_sweep(args) -> int:
         check_runs(plan, here=args.ray is None)
     except ScenarioError as err:
         raise BadInput(str(err)) from None
-    from sim.rundir import RunDirError, claim_unique
+    from sim.rundir import SWEEP_JSON, RunDirError, claim_unique
     from sim.signals import handle_sigterm, was_terminated
 
     handle_sigterm()  # SIGTERM stops the sweep like Ctrl-C (runs in progress end interrupted), exit 143
@@ -428,7 +428,7 @@ def cmd_sweep(args) -> int:
             raise BadInput(f"--out {default}: {err}") from None
     if out.exists() and not out.is_dir():
         raise BadInput(f"--out {out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not (out / "sweep.json").exists():
+    if out.is_dir() and any(out.iterdir()) and not (out / SWEEP_JSON).exists():
         raise BadInput(f"--out {out}: a non-empty directory that is not a sweep; choose a new directory")
     bar = SweepBar(len(plan.runs), enabled=not args.quiet)
     try:

@@ -1,5 +1,6 @@
-"""What a run directory holds: its file names, its statuses, a typed manifest and summary, and
-how they are written (strict JSON, atomically) and settled.
+"""What a run directory holds: its file names, its statuses, a typed manifest (and the typed
+summary, ``sim.metrics.summary.Summary``, written next to it), and how they are written (strict
+JSON, atomically), read and settled.
 
 The writer (``sim.writer.run_to_dir``), the sweep (``sim.sweep``) and the reader
 (``sim.report.runs.load_run``) all go through here, so a file name, a status or a manifest field
@@ -208,6 +209,15 @@ def read_manifest(run_dir: Path) -> dict | None:
     """``run_dir/manifest.json`` as written (a JSON object), or None when missing or unreadable."""
     try:
         data = json.loads((Path(run_dir) / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_summary(run_dir: Path) -> dict | None:
+    """``run_dir/summary.json`` as written (a JSON object), or None when missing or unreadable."""
+    try:
+        data = json.loads((Path(run_dir) / SUMMARY).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None

@@ -13,7 +13,7 @@ import json
 import os
 from pathlib import Path
 
-from sim.rundir import FINISHED, INDEX, STATUS_FAILED, SUMMARY, SWEEP_JSON, status_of
+from sim.rundir import FINISHED, INDEX, STATUS_FAILED, SWEEP_JSON, read_summary, status_of
 from sim.sweep.plan import SweepPlan
 
 SUMMARY_KEYS = ("utilization", "final_eval_loss", "loss_floor", "sim_duration_s", "wan_bytes", "rounds", "tokens",
@@ -73,10 +73,7 @@ def write_index(plan: SweepPlan, out: Path, results: dict[str, dict], cache: dic
         row = {"run_id": r.run_id, "label": r.label, "dir": r.run_id, **r.params,
                "algorithm": r.scenario["algorithm"]["name"], "status": status_of(d) or "pending",
                "error": results.get(r.run_id, {}).get("error")}
-        try:
-            summary = json.loads((d / SUMMARY).read_text())
-        except (OSError, ValueError):
-            summary = {}
+        summary = read_summary(d) or {}
         for k in SUMMARY_KEYS:
             v = summary.get(k)
             row[k] = float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
