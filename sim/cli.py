@@ -18,7 +18,7 @@ import re
 import sys
 from pathlib import Path
 
-from sim.progress import RunProgress, SweepBar
+from sim.progress import RunProgress, SweepBar, ending_lines
 from sim.progress import num as _num
 from sim.progress import term as _term
 
@@ -35,15 +35,6 @@ class BadInput(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line instead of usage + error
         raise BadInput(f"{self.prog}: {message} (see --help)")
-
-
-def _load(path: str, overrides: list[str]):
-    from sim.scenario import ScenarioError, load_scenario
-
-    try:
-        return load_scenario(path, overrides)
-    except ScenarioError as err:
-        raise BadInput(str(err)) from None
 
 
 def _load_variants(path: str, overrides: list[str], only: str | None = None, default_run: dict | None = None):
@@ -210,19 +201,7 @@ def _run_one(sim, out: Path, args, png_sub: str | None = None, claim=None) -> in
     except Exception as err:  # the manifest records it; one line for the user
         print(f"run failed: {type(err).__name__}: {err} (details in {shown / 'manifest.json'})", file=sys.stderr)
         return EXIT_FAILED
-    summary = manifest.summary  # as written: not read back
-    floor, final = summary.loss_floor, summary.final_eval_loss
-    floor_txt = f" (floor {floor:.3f})" if floor is not None else ""
-    loss_txt = (f"final eval loss {_num(final)}{floor_txt}" if final is not None else
-                "final eval loss not finite" if summary.diverged else "timing only (no numerics)")
-    print(f"{_term(sc.name)}: {manifest.status} in {_num(manifest.wall_s, 3)} s wall, "
-          f"{_num(summary.sim_duration_s)} s simulated, {summary.rounds} rounds, "
-          f"utilization {summary.utilization:.1%}, {loss_txt}")
-    if summary.diverged:
-        print(f"diverged: {_term(summary.diverged['reason'])} (run.on_divergence: {sc.run.on_divergence})")
-    if summary.ended_early:
-        print(f"ended early at {_num(summary.sim_duration_s)} s simulated, before any stop condition: "
-              f"{_term(summary.ended_early)}")
+    print("\n".join(ending_lines(sc, manifest, manifest.summary)))  # the summary as written: not read back
     print(f"dashboard: {shown / 'dashboard.html'}")
     if getattr(args, "png", None):
         from sim.report.dashboard import export_run_pngs

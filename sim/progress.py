@@ -3,7 +3,8 @@
 ``RunProgress``: a rich bar with an ETA on a terminal; otherwise (a log file, a pipe, a batch
 job) one plain line every ``every_s`` wall seconds (``progress_line``), so a log is never
 silent. ``SweepBar``: one bar for a whole sweep. ``term``: text from a scenario made safe to
-print; ``num``: a number as the commands print it. The CLI (``sim.cli``) only chooses what to show.
+print; ``num``: a number as the commands print it; ``ending_lines``: what ``locosim run`` says
+of a run that ended. The CLI (``sim.cli``) only chooses what to show.
 """
 
 from __future__ import annotations
@@ -135,3 +136,22 @@ class SweepBar:
         if self.bar is not None:
             self.bar.__exit__(*exc)
         return False
+
+
+def ending_lines(sc, manifest, summary) -> list[str]:
+    """What ``locosim run`` prints of a finished run: status, wall and simulated time, rounds,
+    utilization and final loss; then why it diverged or ended early, if it did. From the
+    ``Manifest`` and ``Summary`` the run directory writer returned (nothing is read back)."""
+    floor, final = summary.loss_floor, summary.final_eval_loss
+    floor_txt = f" (floor {floor:.3f})" if floor is not None else ""
+    loss_txt = (f"final eval loss {num(final)}{floor_txt}" if final is not None else
+                "final eval loss not finite" if summary.diverged else "timing only (no numerics)")
+    lines = [f"{term(sc.name)}: {manifest.status} in {num(manifest.wall_s, 3)} s wall, "
+             f"{num(summary.sim_duration_s)} s simulated, {summary.rounds} rounds, "
+             f"utilization {summary.utilization:.1%}, {loss_txt}"]
+    if summary.diverged:
+        lines.append(f"diverged: {term(summary.diverged['reason'])} (run.on_divergence: {sc.run.on_divergence})")
+    if summary.ended_early:
+        lines.append(f"ended early at {num(summary.sim_duration_s)} s simulated, before any stop condition: "
+                     f"{term(summary.ended_early)}")
+    return lines
