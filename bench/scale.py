@@ -52,9 +52,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import cpu_machine  # noqa: E402
-from sim.runner import Simulation, run_to_dir  # noqa: E402
+from sim.collector import fewer_collections  # noqa: E402
+from sim.runner import Simulation  # noqa: E402
 from sim.scenario import parse_scenario  # noqa: E402
-from sim.writer import fewer_collections  # noqa: E402
+from sim.writer import run_to_dir  # noqa: E402
 
 
 def ring_scenario(workers: int, regions: int, algorithm: dict, run: dict, gbps: float = 10.0,

@@ -18,6 +18,10 @@ import re
 import sys
 from pathlib import Path
 
+from sim.progress import RunProgress, SweepBar, ending_lines
+from sim.progress import num as _num
+from sim.progress import term as _term
+
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
@@ -31,15 +35,6 @@ class BadInput(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line instead of usage + error
         raise BadInput(f"{self.prog}: {message} (see --help)")
-
-
-def _load(path: str, overrides: list[str]):
-    from sim.scenario import ScenarioError, load_scenario
-
-    try:
-        return load_scenario(path, overrides)
-    except ScenarioError as err:
-        raise BadInput(str(err)) from None
 
 
 def _load_variants(path: str, overrides: list[str], only: str | None = None, default_run: dict | None = None):
@@ -90,30 +85,8 @@ def cmd_validate(args) -> int:
     return 0
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
 def _plugin_exit(err: SystemExit) -> str:
     return f"plug-in code called sys.exit({err.code!r}); locosim does not exit on a plug-in's behalf"
-
-
-def _term(text: str) -> str:
-    """Text from a scenario made safe for a terminal: control characters (escape sequences,
-    carriage returns, newlines) are shown as \\xNN instead of acting on the terminal."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
-
-
-def _num(x: float | None, digits: int = 4) -> str:
-    """A number with ``digits`` significant digits, without a long tail or a bare exponent
-    for everyday magnitudes: 0.05, 12.35, 1,234, 1.23e+09."""
-    if x is None:
-        return "-"
-    if x != x or x in (float("inf"), float("-inf")):
-        return str(x)
-    if x == 0 or 1e-3 <= abs(x) < 1e6:
-        text = f"{x:,.{digits}g}" if abs(x) >= 1 else f"{x:.{digits}g}"
-        return text if "e" not in text else f"{x:,.{max(0, digits - len(str(int(abs(x)))))}f}"
-    return f"{x:.{digits - 1}e}"
 
 
 def _algorithm_label(sc) -> str:
@@ -128,29 +101,16 @@ def _default_out(name: str) -> Path:
 
 
 def _claim_out(args, variants):
-    """Claim the run directory -- and for a file with variants each OUT/<variant> -- atomically,
-    before anything is built (``sim.rundir``): of two commands given the same --out at once exactly
-    one gets it; two started in the same second without --out get NAME-TIMESTAMP and
-    NAME-TIMESTAMP-2. Returns (the top claim, {variant or None: its run directory's claim})."""
-    from sim.rundir import RunDirError, claim_dir, claim_unique
+    """Claim the run directory -- and for a file with variants each OUT/<variant> -- before
+    anything is built (``sim.rundir.claim_variants``). Returns (the top claim, {variant or None:
+    its run directory's claim})."""
+    from sim.rundir import RunDirError, claim_variants
 
-    single = len(variants) == 1 and variants[0][0] is None
     default = None if args.out else _default_out(Path(args.file).stem if len(variants) > 1 else variants[0][1].name)
     try:
-        top = claim_dir(Path(args.out), placeholder=single) if args.out else claim_unique(default, placeholder=single)
+        return claim_variants(args.out, default, [name for name, _ in variants])
     except RunDirError as err:
-        raise BadInput(f"--out {args.out or default}: {err}") from None
-    if single:
-        return top, {None: top}
-    claims = {}
-    for name, _ in variants:  # same order in every process: whoever gets the first gets them all
-        try:
-            claims[name] = claim_dir(top.path / name, new_only=True)
-        except RunDirError as err:
-            for c in reversed([top, *claims.values()]):
-                c.release()
-            raise BadInput(f"--out {top.path / name}: {err}") from None
-    return top, claims
+        raise BadInput(f"--out {err}") from None
 
 
 def _shown_as(given) -> "Callable[[Path], Path]":
@@ -163,8 +123,8 @@ def _shown_as(given) -> "Callable[[Path], Path]":
 
 
 def cmd_run(args) -> int:
-    from sim.rundir import Terminated, handle_sigterm
     from sim.runner import Simulation
+    from sim.signals import Terminated, handle_sigterm
 
     handle_sigterm()  # SIGTERM ends a run like Ctrl-C: tables written, manifest interrupted, exit 143
     every = args.progress_every
@@ -219,16 +179,16 @@ def cmd_run(args) -> int:
 
 
 def _run_one(sim, out: Path, args, png_sub: str | None = None, claim=None) -> int:
-    from sim.runner import run_to_dir
+    from sim.writer import run_to_dir
 
     sc = sim.sc
     shown = getattr(args, "shown", lambda p: p)(out)
-    progress = _progress_reporter(sc, enabled=not args.quiet, every_s=getattr(args, "progress_every", 30.0))
+    progress = RunProgress(sc, enabled=not args.quiet, every_s=getattr(args, "progress_every", 30.0))
     try:
         with progress:
             manifest = run_to_dir(sim, out, progress.update, source=str(args.file))
-    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (sim.rundir.Terminated)
-        from sim.rundir import Terminated
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (sim.signals.Terminated)
+        from sim.signals import Terminated
 
         what = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted"
         if getattr(err, "run_not_started", False):  # claimed, but the running manifest was never written
@@ -241,19 +201,7 @@ def _run_one(sim, out: Path, args, png_sub: str | None = None, claim=None) -> in
     except Exception as err:  # the manifest records it; one line for the user
         print(f"run failed: {type(err).__name__}: {err} (details in {shown / 'manifest.json'})", file=sys.stderr)
         return EXIT_FAILED
-    summary = json.loads((out / "summary.json").read_text())
-    floor, final = summary["loss_floor"], summary["final_eval_loss"]
-    floor_txt = f" (floor {floor:.3f})" if floor is not None else ""
-    loss_txt = (f"final eval loss {_num(final)}{floor_txt}" if final is not None else
-                "final eval loss not finite" if summary.get("diverged") else "timing only (no numerics)")
-    print(f"{_term(sc.name)}: {manifest['status']} in {_num(manifest['wall_s'], 3)} s wall, "
-          f"{_num(summary['sim_duration_s'])} s simulated, {summary['rounds']} rounds, "
-          f"utilization {summary['utilization']:.1%}, {loss_txt}")
-    if summary.get("diverged"):
-        print(f"diverged: {_term(summary['diverged']['reason'])} (run.on_divergence: {sc.run.on_divergence})")
-    if summary.get("ended_early"):
-        print(f"ended early at {_num(summary['sim_duration_s'])} s simulated, before any stop condition: "
-              f"{_term(summary['ended_early'])}")
+    print("\n".join(ending_lines(sc, manifest, manifest.summary)))  # the summary as written: not read back
     print(f"dashboard: {shown / 'dashboard.html'}")
     if getattr(args, "png", None):
         from sim.report.dashboard import export_run_pngs
@@ -264,86 +212,6 @@ def _run_one(sim, out: Path, args, png_sub: str | None = None, claim=None) -> in
         shown_png = given / png_sub if png_sub else given
         print(note or f"{len(written)} PNGs in {shown_png}", file=sys.stderr if note else sys.stdout)
     return 0
-
-
-def _fmt_wall(seconds: float | None) -> str:
-    """Wall seconds as 42s, 3m05s or 1h02m (what a progress line needs)."""
-    if seconds is None or seconds != seconds or seconds in (float("inf"), float("-inf")):
-        return "-"
-    s = int(round(seconds))
-    return f"{s}s" if s < 60 else f"{s // 60}m{s % 60:02d}s" if s < 3600 else f"{s // 3600}h{s % 3600 // 60:02d}m"
-
-
-def progress_fraction(p) -> float | None:
-    """How far a run is towards its nearest stop condition (rounds, simulated time, tokens),
-    0..1; None when it has none that can be measured."""
-    fracs = []
-    if p.max_rounds:
-        fracs.append(p.rounds / p.max_rounds)
-    if p.max_time_s:
-        fracs.append(p.time_s / p.max_time_s)
-    if p.max_tokens:
-        fracs.append(p.tokens / p.max_tokens)
-    return min(1.0, max(fracs)) if fracs else None
-
-
-def progress_line(p, wall_s: float) -> str:
-    """One line of a run's progress: simulated time, round, loss, wall time and ETA (the wall
-    time left if the rest goes as fast as the part done; '-' before there is a part done)."""
-    frac = progress_fraction(p)
-    eta = wall_s * (1 - frac) / frac if frac else None
-    loss = f"{p.loss:.3f}" if p.loss is not None else "-"
-    rounds = f"{p.rounds}/{p.max_rounds}" if p.max_rounds else f"{p.rounds}"
-    done = f" ({frac:.0%})" if frac is not None else ""
-    return (f"sim {p.time_s:,.1f} s | round {rounds} | loss {loss} | wall {_fmt_wall(wall_s)} | "
-            f"ETA {_fmt_wall(eta)}{done}")
-
-
-class _progress_reporter:
-    """Progress of a run on stderr: a rich bar with an ETA on a terminal; otherwise (a log file,
-    a pipe, a batch job) one plain line every ``every_s`` wall seconds, so a log is never silent."""
-
-    def __init__(self, sc, enabled: bool, every_s: float = 30.0):
-        self.sc = sc
-        self.tty = sys.stderr.isatty()
-        self.enabled = enabled
-        self.every_s = every_s
-        self.bar = None
-        self.started = self.last_line = None
-
-    def __enter__(self):
-        import time
-
-        self.started = self.last_line = time.monotonic()
-        if self.enabled and self.tty:
-            from rich.markup import escape
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-            self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
-                                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=False)
-            self.bar.__enter__()
-            self.task = self.bar.add_task(escape(_term(self.sc.name)), total=1.0, info="")  # no markup, no escapes
-        return self
-
-    def update(self, p) -> None:
-        if not self.enabled:
-            return
-        if self.bar is None:  # not a terminal: a plain line now and then
-            import time
-
-            now = time.monotonic()
-            if now - self.last_line >= self.every_s:
-                self.last_line = now
-                print(f"{_term(self.sc.name)}: {progress_line(p, now - self.started)}", file=sys.stderr, flush=True)
-            return
-        loss = f"{p.loss:.3f}" if p.loss is not None else "-"
-        self.bar.update(self.task, completed=progress_fraction(p) or 0.0,
-                        info=f"sim {p.time_s:,.1f} s | round {p.rounds} | loss {loss}")
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
-        return False
 
 
 def _floats(flag: str, text: str, lo: float, hi: float) -> list[float]:
@@ -503,7 +371,8 @@ def cmd_compare(args) -> int:
 
 def cmd_sweep(args) -> int:
     from sim.scenario import ScenarioError
-    from sim.sweep import apply_grid_flags, check_runs, parse_seeds, plan_sweep, run_sweep
+    from sim.sweep.plan import apply_grid_flags, check_runs, parse_seeds, plan_sweep
+    from sim.sweep.run import run_sweep
 
     if args.workers < 1:
         raise BadInput(f"--workers {args.workers}: need at least 1")
@@ -522,7 +391,8 @@ def cmd_sweep(args) -> int:
         check_runs(plan, here=args.ray is None)
     except ScenarioError as err:
         raise BadInput(str(err)) from None
-    from sim.rundir import RunDirError, claim_unique, handle_sigterm, was_terminated
+    from sim.rundir import SWEEP_JSON, RunDirError, claim_unique
+    from sim.signals import handle_sigterm, was_terminated
 
     handle_sigterm()  # SIGTERM stops the sweep like Ctrl-C (runs in progress end interrupted), exit 143
     if args.out:
@@ -537,9 +407,9 @@ def cmd_sweep(args) -> int:
             raise BadInput(f"--out {default}: {err}") from None
     if out.exists() and not out.is_dir():
         raise BadInput(f"--out {out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not (out / "sweep.json").exists():
+    if out.is_dir() and any(out.iterdir()) and not (out / SWEEP_JSON).exists():
         raise BadInput(f"--out {out}: a non-empty directory that is not a sweep; choose a new directory")
-    bar = _SweepBar(len(plan.runs), enabled=not args.quiet)
+    bar = SweepBar(len(plan.runs), enabled=not args.quiet)
     try:
         with bar:  # run_sweep holds OUT/sweep.lock: a second sweep here is refused while this one lives
             res = run_sweep(plan, out.absolute(), args.workers, args.ray, bar.update)  # a plug-in may chdir
@@ -553,33 +423,6 @@ def cmd_sweep(args) -> int:
         print(f"{what}: run the same command again to resume (completed runs are skipped)", file=sys.stderr)
         return EXIT_TERMINATED if was_terminated() else EXIT_INTERRUPTED
     return EXIT_FAILED if res.failed else 0
-
-
-class _SweepBar:
-    """One rich bar for the whole sweep: done / failed / skipped."""
-
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.enabled, self.bar = total, enabled and sys.stderr.isatty(), None
-
-    def __enter__(self):
-        if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.bar = Progress(TextColumn("[bold]sweep"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.fields[info]}"), TimeElapsedColumn())
-            self.bar.__enter__()
-            self.task = self.bar.add_task("sweep", total=self.total, info="")
-        return self
-
-    def update(self, done: int, failed: int, skipped: int, total: int) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, completed=done + failed + skipped,
-                            info=f"done {done} | failed {failed} | skipped {skipped}")
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
-        return False
 
 
 def cmd_schema(args) -> int:
@@ -737,7 +580,7 @@ def _main(argv: list[str] | None = None) -> int:
         print(f"error: {_term(_plugin_exit(err))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt as err:  # Ctrl-C (or SIGTERM) while importing or planning: nothing was started
-        from sim.rundir import Terminated
+        from sim.signals import Terminated
 
         if isinstance(err, Terminated):
             print("terminated (SIGTERM)", file=sys.stderr)

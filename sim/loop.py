@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from sim.rounds import RoundCounter
-from sim.writer import fewer_collections
+from sim.collector import fewer_collections
 
 if TYPE_CHECKING:
     import simpy
@@ -180,7 +180,7 @@ class RunLoop:
             self.env.timeout(run.max_sim_time_s).callbacks.append(self._time_up)
         last = time.monotonic()
         env = self.env
-        with fewer_collections():  # (a large run keeps ~10^5 records alive: see sim.writer)
+        with fewer_collections():  # (a large run keeps ~10^5 records alive: see sim.collector)
             while not self.stop.processed:
                 if math.isinf(env.peek()):
                     if self.world.faults.anyone_down:  # the workers left are gone for good: nothing more can happen

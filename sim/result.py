@@ -55,7 +55,7 @@ class RunResult:
     with unit); written to the manifest, drawn by the dashboards."""
     link_rates: Mapping | None = None
     """Bytes/s over time on every directed WAN link and region pair, as the run's network
-    logged them (``Network.rate_timeline``, the form of ``tables.network_rates``); None:
+    logged them (``Network.rate_timeline``, the form of ``sim.engine.replay.network_rates``); None:
     not logged (the report then replays the transfers)."""
 
     @property

@@ -24,11 +24,8 @@ from sim.loop import Progress, RunLoop
 from sim.metrics.records import Recorder
 from sim.result import RunResult, frozen_mapping, frozen_records
 from sim.scenario import Scenario
-from sim.writer import (STATUS_COMPLETED, STATUS_DIVERGED, STATUS_FAILED, STATUS_INTERRUPTED, STATUS_RUNNING,
-                        fewer_collections, run_to_dir, write_json)
 
-__all__ = ["Progress", "Simulation", "run_to_dir", "write_json", "STATUS_RUNNING",
-           "STATUS_COMPLETED", "STATUS_INTERRUPTED", "STATUS_FAILED", "STATUS_DIVERGED"]
+__all__ = ["Simulation"]
 
 
 def _read(part: str, name: str) -> property:

@@ -271,8 +271,9 @@ def test_compare_after_warm_up_in_chromium(browser, tmp_path_factory):
 def test_no_fairness_notice_for_equal_budgets_in_chromium(browser, tmp_path_factory):
     """Two runs that end at the same tokens and simulated time with different final losses: the page
     shows no fairness notice."""
-    from sim.runner import Simulation, run_to_dir
+    from sim.runner import Simulation
     from sim.scenario import load_scenario
+    from sim.writer import run_to_dir
     from tests.conftest import TINY
 
     root = tmp_path_factory.mktemp("equal")

@@ -13,8 +13,9 @@ from tests.test_browser import _assert_all_drawn, _open_and_check, browser  # no
 @pytest.fixture(scope="module")
 def big_dashboard(tmp_path_factory):
     from bench.scale import LAYER_METHODS, ring_scenario
-    from sim.runner import Simulation, run_to_dir
+    from sim.runner import Simulation
     from sim.scenario import parse_scenario
+    from sim.writer import run_to_dir
 
     sim = Simulation(parse_scenario(ring_scenario(1024, 8, LAYER_METHODS["diloco"], {"max_rounds": 2})))
     sim.run()

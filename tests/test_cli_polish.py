@@ -13,8 +13,9 @@ import sys
 import pytest
 import yaml
 
-from sim.cli import main, progress_line
-from sim.runner import Progress
+from sim.cli import main
+from sim.progress import progress_line
+from sim.loop import Progress
 from tests.conftest import ROOT
 from tests.test_bandwidth_cli import _pair, _write
 

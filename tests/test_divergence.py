@@ -87,7 +87,7 @@ def test_non_finite_global_parameters_are_caught_at_an_eval(monkeypatch):
 
 def test_write_json_never_writes_bare_nan(tmp_path):
     """Run files are strict JSON: NaN and inf (numpy's too) are written as null."""
-    from sim.runner import write_json
+    from sim.rundir import write_json
 
     p = tmp_path / "x.json"
     write_json(p, {"a": float("nan"), "b": [np.float64("inf"), 1.5], "c": {"d": -math.inf}})

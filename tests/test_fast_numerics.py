@@ -12,11 +12,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sim.runner import Simulation, run_to_dir
+from sim.runner import Simulation
 from sim.scenario import InnerOptimizer, ScenarioError, load_scenario
 from sim.training.memory import FLOAT_BYTES, STATE_COPIES, activation_floats, saved_tensor_bytes
 from sim.training.models import NextTokenMLP, TinyGPT
 from sim.training.replicas import Replicas, StackedReplicas
+from sim.writer import run_to_dir
 from tests.conftest import ROOT, TINY
 
 QUICK = str(ROOT / "scenarios/quickstart.yaml")

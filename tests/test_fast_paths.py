@@ -165,7 +165,7 @@ def test_fewer_collections_restores_the_collector():
     puts the previous thresholds back after it, also when the block raises."""
     import gc
 
-    from sim.writer import fewer_collections
+    from sim.collector import fewer_collections
 
     before = gc.get_threshold()
     with fewer_collections(gen0=123_456):

@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 
 from sim.engine.faults import SlowPeriods, Speed, fetch_bytes
 from sim.metrics.tables import events_table
-from sim.runner import Simulation, run_to_dir
+from sim.runner import Simulation
 from sim.scenario import load_scenario, parse_scenario
+from sim.writer import run_to_dir
 from tests.conftest import TINY
 
 QS = "scenarios/quickstart.yaml"

@@ -10,8 +10,9 @@ import shutil
 from pathlib import Path
 
 from sim.fingerprint import digest, differences, fingerprints, plugin_files, stale_reason
-from sim.runner import Simulation, run_to_dir
+from sim.runner import Simulation
 from sim.scenario import load_scenario
+from sim.writer import run_to_dir
 from tests.conftest import ROOT, TINY
 
 SMALL = TINY + ["run.device=cpu", "run.max_rounds=1", "algorithm.inner_steps=2"]
@@ -114,7 +115,8 @@ def test_a_sweep_after_an_edit_reruns_exactly_the_changed_runs(tmp_path, capsys)
     """Variants a (fa.py) and b (fb.py) over seeds 0, 1: after fa.py is edited, a second sweep
     reruns the two runs of a (saying so, with the new fingerprint in their manifests) and
     skips the two of b, whose directories are untouched."""
-    from sim.sweep import plan_sweep, run_sweep
+    from sim.sweep.plan import plan_sweep
+    from sim.sweep.run import run_sweep
 
     path = _method_scenario(tmp_path, variants=True)
     out = tmp_path / "sw"

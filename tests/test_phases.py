@@ -5,8 +5,9 @@ import json
 import pandas as pd
 import pytest
 
-from sim.runner import Simulation, run_to_dir
+from sim.runner import Simulation
 from sim.scenario import load_scenario
+from sim.writer import run_to_dir
 from tests.conftest import TINY
 
 N, H, WARM, ROUNDS = 4, 4, 3, 3

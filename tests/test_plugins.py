@@ -173,8 +173,8 @@ def test_save_model_writes_the_evaluated_parameters(tmp_path):
     model, its held-out loss is the run's final eval loss."""
     import torch
 
-    from sim.runner import run_to_dir
     from sim.training.models import build_model
+    from sim.writer import run_to_dir
 
     sc = load_scenario(QS, TINY + ["run.device=cpu", "run.max_rounds=2", "algorithm.inner_steps=3",
                                    "run.save_model=true"])

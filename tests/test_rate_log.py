@@ -9,7 +9,8 @@ import pytest
 import simpy
 
 from sim.engine.network import Network, build_graph
-from sim.metrics.tables import events_table, replay_rates
+from sim.engine.replay import replay_rates
+from sim.metrics.tables import events_table
 from sim.scenario import Link, Region, Topology
 
 
@@ -83,20 +84,22 @@ def test_a_run_directory_is_written_without_replaying_the_network(tmp_path, monk
     and equal the peaks of a replay of its transfers."""
     import json
 
+    import sim.engine.replay as replay
     import sim.metrics.tables as tables
-    from sim.runner import Simulation, run_to_dir
+    from sim.runner import Simulation
     from sim.scenario import load_scenario
+    from sim.writer import run_to_dir
     from tests.conftest import ROOT, TINY
 
     sim = Simulation(load_scenario(ROOT / "scenarios" / "flaky_transatlantic.yaml",
                                    TINY + ["run.device=cpu", "run.max_tokens=null", "run.eval_every_steps=null",
                                            "run.max_rounds=2"]))
-    real = tables.replay_rates
+    real = replay.replay_rates
 
     def refuse(*_a, **_k):
         raise AssertionError("replayed")
 
-    monkeypatch.setattr(tables, "replay_rates", refuse)
+    monkeypatch.setattr(replay, "replay_rates", refuse)
     run_to_dir(sim, tmp_path / "r")
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["peak_error"] is None and summary["peak_wan_gbps"] > 0

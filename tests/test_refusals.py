@@ -243,7 +243,7 @@ def test_sweep_grid_values_must_be_plain_yaml(tmp_path, grid):
 def test_sweep_seed_count_is_bounded(tmp_path):
     """`--seeds 0..100000000` is refused at once instead of planning a hundred million runs;
     so is a grid whose product is over the bound."""
-    from sim.sweep import MAX_RUNS, parse_seeds, plan_sweep
+    from sim.sweep.plan import MAX_RUNS, parse_seeds, plan_sweep
 
     t0 = time.monotonic()
     proc = cli("sweep", QUICKSTART, "--seeds", "0..100000000", "--out", str(tmp_path / "sw"), "--quiet")
@@ -394,7 +394,7 @@ def test_terminal_output_escapes_control_characters():
 
 def test_number_format_is_sensible():
     """Numbers keep 4 significant digits: no 0.0 for a millisecond, no 17-digit tails."""
-    from sim.cli import _num
+    from sim.progress import num as _num
 
     assert [_num(x) for x in (0.0123, 12.345678, 1234.5678, 0.5, 3e9, 0.0)] == \
         ["0.0123", "12.35", "1,235", "0.5", "3.000e+09", "0"]

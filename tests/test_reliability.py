@@ -26,9 +26,11 @@ import pytest
 
 from sim.cli import main
 from sim.rundir import RUN_FILES, SweepLock, SweepLocked
-from sim.runner import Simulation, run_to_dir
+from sim.runner import Simulation
 from sim.scenario import ScenarioError, load_scenario, load_variants
-from sim.sweep import plan_sweep, run_sweep
+from sim.sweep.plan import plan_sweep
+from sim.sweep.run import run_sweep
+from sim.writer import run_to_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 BAD_DOTDOT = ROOT / "tests" / "fixtures" / "bad" / "variant_name_dotdot.yaml"
@@ -242,7 +244,7 @@ def test_an_out_that_cannot_be_claimed_is_one_line(tmp_path, capsys, where):
 def test_sigterm_while_building_exits_143_and_leaves_nothing(tmp_path, monkeypatch, capsys):
     """SIGTERM (here raised as sim.rundir.Terminated, as the handler does) while the simulation is
     being built exits 143 with one line, and the claimed directory is released."""
-    from sim.rundir import Terminated
+    from sim.signals import Terminated
 
     def terminated(self, sc):
         raise Terminated("terminated by SIGTERM")

@@ -36,8 +36,9 @@ _CACHE: dict = {}
 def make_runs(tmp_path_factory) -> dict:
     """Run directories of METHODS under one sweep directory (cached for the session)."""
     if "runs" not in _CACHE:
-        from sim.runner import Simulation, run_to_dir
+        from sim.runner import Simulation
         from sim.scenario import load_scenario
+        from sim.writer import run_to_dir
 
         sweep = tmp_path_factory.mktemp("sweep")
         runs = {}
@@ -283,8 +284,9 @@ WARM_METHODS = {
 def make_warm_runs(tmp_path_factory):
     """Run directories of WARM_METHODS under one directory (cached for the session)."""
     if "warm" not in _CACHE:
-        from sim.runner import Simulation, run_to_dir
+        from sim.runner import Simulation
         from sim.scenario import load_scenario
+        from sim.writer import run_to_dir
 
         root = tmp_path_factory.mktemp("warm")
         for name, overrides in WARM_METHODS.items():
@@ -299,8 +301,9 @@ def make_fault_run(tmp_path_factory):
     """A spot_churn run (failures, churn, stragglers, a 2 s sync timeout; every replica evaluated),
     made once per session."""
     if "faults" not in _CACHE:
-        from sim.runner import Simulation, run_to_dir
+        from sim.runner import Simulation
         from sim.scenario import load_variants
+        from sim.writer import run_to_dir
 
         (_, sc), = [v for v in load_variants(ROOT / "scenarios/spot_churn.yaml",
                                              TINY + ["run.max_sim_time_s=40", "run.eval_replicas=true"])
@@ -315,8 +318,9 @@ def test_faults_panel_shows_every_fault_fetch_and_dropped_contribution(tmp_path_
     """A run with failures, churn, stragglers and a sync timeout gets a Faults section: one bar per
     fault span and parameter fetch in events.parquet, one marker per dropped contribution; a run
     without faults has no such section."""
-    from sim.runner import Simulation, run_to_dir
+    from sim.runner import Simulation
     from sim.scenario import load_scenario
+    from sim.writer import run_to_dir
 
     run = load_run(make_fault_run(tmp_path_factory))
     figs, _ = run_figures(run)
@@ -343,8 +347,9 @@ def make_timing_runs(tmp_path_factory):
     """scenarios/wan_1b.yaml's five timing-only variants (1B proxy, no numerics) on a short budget,
     in one directory, made once per session."""
     if "timing" not in _CACHE:
-        from sim.runner import Simulation, run_to_dir
+        from sim.runner import Simulation
         from sim.scenario import load_variants
+        from sim.writer import run_to_dir
 
         root = tmp_path_factory.mktemp("timing")
         for name, sc in load_variants(ROOT / "scenarios/wan_1b.yaml", ["run.max_rounds=3",
@@ -630,8 +635,9 @@ def test_tradeoff_exposed_and_round_charts_hold_each_methods_numbers(tmp_path_fa
 def test_fairness_notice_only_when_budgets_differ(tmp_path_factory, tmp_path):
     """Two runs with the same tokens and simulated time but different final losses (DiLoCo at two
     outer learning rates) get no fairness notice: their final losses are the fair comparison."""
-    from sim.runner import Simulation, run_to_dir
+    from sim.runner import Simulation
     from sim.scenario import load_scenario
+    from sim.writer import run_to_dir
 
     for name, lr in (("a", 0.7), ("b", 0.3)):
         sc = load_scenario(ROOT / "scenarios" / "quickstart.yaml",

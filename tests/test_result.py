@@ -12,12 +12,15 @@ import json
 import numpy as np
 import pytest
 
+from sim.engine.replay import network_rates
 from sim.metrics.records import LossPoint
-from sim.metrics.tables import events_table, metrics_table, network_rates, summarize
+from sim.metrics.summary import summarize
+from sim.metrics.tables import events_table, metrics_table
 from sim.report.runs import load_run, run_graph
-from sim.runner import Simulation, run_to_dir
+from sim.rundir import write_json
+from sim.runner import Simulation
 from sim.scenario import load_scenario
-from sim.writer import write_json
+from sim.writer import run_to_dir
 from tests.conftest import ROOT, TINY
 
 QS = ROOT / "scenarios" / "quickstart.yaml"

@@ -4,7 +4,7 @@ the final write keeps the tables, lists them in ``files`` and says so; the table
 before anything derived from them; plug-in code that calls ``sys.exit()`` or changes the working
 directory fails or moves nothing; a sweep into an existing sweep directory adds to it.
 Runs are timing-only (no torch); signals are simulated by raising what the SIGTERM handler
-raises (``sim.rundir.Terminated``) at the moment under test."""
+raises (``sim.signals.Terminated``) at the moment under test."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import pytest
 
 from sim.cli import main
 from sim.report.runs import load_run
-from sim.rundir import Terminated
+from sim.signals import Terminated
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIO = """\
@@ -69,13 +69,13 @@ def test_signal_during_the_final_write_keeps_the_tables_and_says_so(scenario, tm
     """SIGTERM while a completed run's directory is written: the manifest says interrupted, names
     the moment and the simulation's own ending, lists exactly the files that exist, and the
     summary (when written) agrees; the tables are readable."""
-    import sim.metrics.tables
+    import sim.metrics.summary
     import sim.report.dashboard
 
     def term(*a, **k):
         raise Terminated("terminated by SIGTERM")
 
-    monkeypatch.setattr(sim.report.dashboard if when == "write_dashboard" else sim.metrics.tables, when, term)
+    monkeypatch.setattr(sim.report.dashboard if when == "write_dashboard" else sim.metrics.summary, when, term)
     out = tmp_path / "r"
     assert main(["run", str(scenario), "--out", str(out), "--quiet"]) == 143
     m = _manifest(out)
@@ -94,12 +94,12 @@ def test_tables_are_written_before_the_network_replay(scenario, tmp_path, monkey
     """An interrupt while the links are rated (``run_rates``: the run's rate log, or a replay
     of the transfers where there is none; the derived part) finds events.parquet and
     metrics.parquet already on disk and listed."""
-    import sim.metrics.tables
+    import sim.writer
 
     def term(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sim.metrics.tables, "run_rates", term)
+    monkeypatch.setattr(sim.writer, "run_rates", term)
     out = tmp_path / "r"
     assert main(["run", str(scenario), "--out", str(out), "--quiet"]) == 130
     m = _manifest(out)

@@ -9,8 +9,9 @@ import time
 import pandas as pd
 import pytest
 
-from sim.runner import Simulation, run_to_dir
+from sim.runner import Simulation
 from sim.scenario import load_scenario, load_variants
+from sim.writer import run_to_dir
 from tests.conftest import TINY
 
 

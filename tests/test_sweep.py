@@ -12,7 +12,9 @@ import time
 import pandas as pd
 import pytest
 
-from sim.sweep import SUMMARY_KEYS, parse_seeds, plan_sweep, run_sweep
+from sim.sweep.index import SUMMARY_KEYS
+from sim.sweep.plan import parse_seeds, plan_sweep
+from sim.sweep.run import run_sweep
 from tests.conftest import TINY
 
 QS = "scenarios/quickstart.yaml"
@@ -106,7 +108,7 @@ def test_sweep_checks_skip_what_depends_on_the_machine_that_runs_it(root):
     """Planned here for a Ray cluster, a run asking for CUDA is not refused for this machine's lack
     of it (its workers may have one); a memory limit the scenario states is checked anyway."""
     from sim.scenario import ScenarioError
-    from sim.sweep import check_runs
+    from sim.sweep.plan import check_runs
 
     check_runs(plan_sweep(root / QS, {"run.device": ["cpu", "cuda"]}, [0, 1], SMALL), here=False)
     tight = plan_sweep(root / QS, {"run.memory_limit_gb": [0.000001]}, [0], SMALL)

@@ -23,10 +23,9 @@ import numpy as np
 import simpy
 
 from sim.engine.sync import SyncBarrier
-from sim.metrics.records import Recorder, StateSpan
+from sim.metrics.records import STATES, Recorder, StateSpan
 from sim.schedule import NOTHING, StepPlan
 
-STATES = ("compute", "comm_blocked", "straggler_wait", "down")
 
 FAST_STEPS = True
 """False: workers run ``Worker._train_reference``, the step loop as first written (tests

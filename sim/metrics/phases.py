@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from sim.engine.node import STATES
+from sim.metrics.records import STATES
 
 WARM_UP, METHOD = "warm_up", "method"
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+STATES = ("compute", "comm_blocked", "straggler_wait", "down")
+"""A worker's states, in the order tables and figures list them (a ``StateSpan``'s ``state``)."""
+
 
 @dataclass(slots=True)
 class StateSpan:

@@ -141,7 +141,7 @@ def build_dashboard(run: RunData) -> Page:
                 page.html(f"<div class='wide'>{selector_html(i, selector)}</div>")
         page.html("</div>")
     page.html("<p class='note'>Throughput: the run's transfers replayed through the same flow-level network "
-              "model (sim.metrics.tables.replay_rates); long runs are shown as means over equal time bins.</p>")
+              "model (sim.engine.replay.replay_rates); long runs are shown as means over equal time bins.</p>")
     page.data("locosim-summary", page_summary(s))
     return page
 
@@ -165,7 +165,7 @@ def page_summary(summary: dict) -> dict:
 def write_dashboard(path: Path, events: pd.DataFrame, metrics: pd.DataFrame, summary: dict, manifest: dict,
                     network: dict | None = None) -> None:
     """Write ``dashboard.html`` for a run that just finished, from the same tables the run
-    directory holds (and its ``tables.network_rates`` when the caller has replayed them already)."""
+    directory holds (and its ``sim.engine.replay.network_rates`` when the caller has replayed them already)."""
     run = RunData(Path(path).parent, manifest, summary, events, metrics, label=Path(path).parent.name,
                   network=network)
     build_dashboard(run).write(Path(path))

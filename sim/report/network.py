@@ -2,7 +2,7 @@
 bytes per link, peak vs mean bandwidth per WAN link against capacity, and a topology picture
 (links as wide as their bytes).
 
-Throughput comes from ``sim.metrics.tables.replay_rates`` (the run's transfers replayed
+Throughput comes from ``sim.engine.replay.replay_rates`` (the run's transfers replayed
 through the network model), the same function that gives the summary's peak bandwidth.
 """
 
@@ -13,7 +13,8 @@ import math
 import numpy as np
 import plotly.graph_objects as go
 
-from sim.metrics.tables import bytes_in_bins, network_rates
+from sim.engine.replay import network_rates
+from sim.metrics.tables import bytes_in_bins
 from sim.report.figure import figure
 from sim.report.runs import RunData, run_graph
 from sim.report.style import (EVAL_COLOR, FLOOR_COLOR, INTRA_COLOR, MEAN_BW_COLOR, REFERENCE_COLOR, REGION_FILL,
@@ -29,7 +30,7 @@ MAX_STEP_POINTS = 200  # more steps than this (e.g. ddp's bursts every step) mer
 
 def network_series(run: RunData) -> dict:
     """Throughput (bytes/s step functions) per directed WAN link and per ordered region pair
-    (``tables.replay_rates``), the run's end time and each WAN link's peak (Gbit/s)."""
+    (``sim.engine.replay.replay_rates``), the run's end time and each WAN link's peak (Gbit/s)."""
     duration = float(run.summary.get("sim_duration_s") or 0.0)
     net = run.network if run.network is not None else network_rates(run_graph(run), run.events)
     by_link, by_pair = net["links"], net["pairs"]  # (empty when the replay failed: summary's peak_error says why)

@@ -1,8 +1,9 @@
-"""Run directories as the report reads them, and what makes two runs comparable.
+"""Run directories as the report reads them (the one reader), and what makes two runs comparable.
 
 A dashboard is drawn from a run's files only (``manifest.json``, ``summary.json``,
-``events.parquet``, ``metrics.parquet``), so a page can be redrawn later and many runs
-can be put side by side. No plotly here: this module decides *which* runs go together
+``events.parquet``, ``metrics.parquet``: names, statuses and what each file must hold come from
+``sim.rundir``, which writes them), so a page can be redrawn later and many runs can be put
+side by side. No plotly here: this module decides *which* runs go together
 (replications: the same scenario except its seed) and *whether* they may be compared
 (the same data and model); ``compare`` draws them.
 """
@@ -15,12 +16,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from sim.rundir import (EVENTS, MANIFEST, MANIFEST_REQUIRED, METRICS, SUMMARY, SUMMARY_REQUIRED, RunDirError,
+                        restore_scenario)
+
 # Scenario sections that must be equal for two runs' losses to mean the same thing.
 COMPARABLE_SECTIONS = ("data", "model")
-
-
-class RunDirError(ValueError):
-    """A path is not a readable run directory; ``str(err)`` is one line."""
 
 
 class NotDrawable(RunDirError):
@@ -42,7 +42,7 @@ class RunData:
     metrics: pd.DataFrame
     label: str = ""
     network: dict | None = None
-    """The run's replayed rates (``tables.network_rates``) when its writer had them at hand;
+    """The run's replayed rates (``sim.engine.replay.network_rates``) when its writer had them at hand;
     None: replayed from the files when needed (``run_graph``)."""
 
     @property
@@ -57,39 +57,30 @@ class RunData:
 def load_run(path: str | Path) -> RunData:
     """Read a run directory; RunDirError (one line) when a file is missing or unreadable."""
     p = Path(path)
-    if not (p / "manifest.json").is_file():
-        raise RunDirError(f"{p}: not a run directory (no manifest.json)")
+    if not (p / MANIFEST).is_file():
+        raise RunDirError(f"{p}: not a run directory (no {MANIFEST})")
     try:
-        manifest = json.loads((p / "manifest.json").read_text(encoding="utf-8"))
+        manifest = json.loads((p / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise RunDirError(f"{p / 'manifest.json'}: unreadable ({type(err).__name__})") from None
-    _check_shape(p / "manifest.json", manifest, {"status": str})
-    from sim.writer import restore_scenario
-
+        raise RunDirError(f"{p / MANIFEST}: unreadable ({type(err).__name__})") from None
+    _check_shape(p / MANIFEST, manifest, {"status": str})
     manifest["scenario"] = restore_scenario(manifest.get("scenario"))  # "inf" back to infinity
-    missing = [f for f in ("summary.json", "events.parquet", "metrics.parquet") if not (p / f).is_file()]
+    missing = [f for f in (SUMMARY, EVENTS, METRICS) if not (p / f).is_file()]
     if missing:
         raise NotDrawable(f"{p}: run has no {', '.join(missing)} (status {manifest['status']}); nothing to draw",
                           manifest)
-    _check_shape(p / "manifest.json", manifest, MANIFEST_KEYS)
+    _check_shape(p / MANIFEST, manifest, MANIFEST_REQUIRED)
     try:
-        summary = json.loads((p / "summary.json").read_text(encoding="utf-8"))
+        summary = json.loads((p / SUMMARY).read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise RunDirError(f"{p / 'summary.json'}: unreadable ({type(err).__name__})") from None
-    _check_shape(p / "summary.json", summary, SUMMARY_KEYS)
+        raise RunDirError(f"{p / SUMMARY}: unreadable ({type(err).__name__})") from None
+    _check_shape(p / SUMMARY, summary, SUMMARY_REQUIRED)
     try:
-        events = pd.read_parquet(p / "events.parquet")
-        metrics = pd.read_parquet(p / "metrics.parquet")
+        events = pd.read_parquet(p / EVENTS)
+        metrics = pd.read_parquet(p / METRICS)
     except (OSError, ValueError) as err:
         raise RunDirError(f"{p}: unreadable run files ({type(err).__name__}: {str(err).splitlines()[0]})") from None
     return RunData(p, manifest, summary, events, metrics, label=p.name)
-
-
-# What the report reads from each file: a file without them was not written by a run.
-MANIFEST_KEYS = {"status": str, "scenario": dict}
-SUMMARY_KEYS = {"name": str, "workers": int, "utilization": (int, float), "state_fractions": dict,
-                "sim_duration_s": (int, float), "bytes_total": (int, float), "bytes_per_link": list,
-                "per_node": dict}
 
 
 def _check_shape(path: Path, obj, keys: dict) -> None:
@@ -117,10 +108,10 @@ def find_run_dirs(paths: list[str | Path]) -> list[Path]:
         p = Path(raw)
         if not p.exists():
             raise RunDirError(f"{p}: no such directory")
-        if (p / "manifest.json").is_file():
+        if (p / MANIFEST).is_file():
             found = [p]
         elif p.is_dir():
-            found = sorted(m.parent for m in p.rglob("manifest.json"))
+            found = sorted(m.parent for m in p.rglob(MANIFEST))
             if not found:
                 raise RunDirError(f"{p}: not a run directory and holds none (no manifest.json inside)")
         else:

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from sim.metrics.records import STATES as RECORDED_STATES
+
 # ---------------------------------------------------------------------- colours
 # One look for every page: compute green, comm red, waiting orange, down grey.
 STATE_COLORS = {"compute": "#2ca02c", "comm_blocked": "#d62728", "straggler_wait": "#ff7f0e", "down": "#7f7f7f"}
 STATE_LABELS = {"compute": "compute", "comm_blocked": "comm-blocked", "straggler_wait": "straggler-wait",
                 "down": "down"}
-STATES = list(STATE_COLORS)
+STATES = list(RECORDED_STATES)  # the order the records name them in
 
 # Colours of methods (runs) on the comparison, sweep and bandwidth pages: none of them is a state
 # colour, so a colour means one thing on the whole page.

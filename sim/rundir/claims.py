@@ -1,4 +1,4 @@
-"""Run and sweep directories are never lost or overwritten.
+"""Run and sweep directories are never lost or overwritten (claims and the sweep lock).
 
 * **Claims.** A run directory is claimed atomically before any work: an exclusive ``mkdir``
   (or, for an existing empty directory, an exclusive create of its ``manifest.json``), so of
@@ -11,7 +11,8 @@
   first's run in progress when "resuming" it); a lock left by a process that died is taken
   over with a note. The kernel drops an ``flock`` when its holder dies, so a stale lock is
   exactly one nobody holds; the pid in the file is what the messages name.
-* **SIGTERM** (a timeout, a Slurm cancel, ``kill``) ends a run or sweep the way Ctrl-C does.
+Separate from ``sim.rundir.contract`` (what a run directory holds) because this is about who
+may write a directory at all, before anything of a run exists.
 
 Not covered: two hosts sharing a network file system without working ``flock``.
 """
@@ -22,20 +23,12 @@ import datetime as _dt
 import json
 import os
 import platform
-import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# A run directory's own files, written by sim.runner.run_to_dir; a sweep directory's own files.
-RUN_FILES = ("manifest.json", "summary.json", "events.parquet", "metrics.parquet", "dashboard.html")
-SWEEP_FILES = ("sweep.json", "index.parquet", "sweep.lock")
-LOCK = "sweep.lock"
-STATUS_STARTING = "starting"  # a claimed run directory whose simulation is being built
+from sim.rundir.contract import INDEX, LOCK, MANIFEST, STATUS_STARTING, SWEEP_JSON, RunDirError
+
 MAX_SUFFIX = 1000  # runs/NAME-TIMESTAMP-2 ... -999: more runs in one second than anyone starts by hand
-
-
-class RunDirError(Exception):
-    """A directory that cannot be claimed; ``str(err)`` is one line (the reason, without the path)."""
 
 
 class RunDirTaken(RunDirError):
@@ -57,7 +50,7 @@ class Claim:
         """Remove the placeholder manifest (if it is still ours) and the directories the claim
         created, if they are empty; anything else is left alone."""
         if self.placeholder:
-            manifest = self.path / "manifest.json"
+            manifest = self.path / MANIFEST
             try:
                 if json.loads(manifest.read_text()).get("claim") == _owner():
                     manifest.unlink()
@@ -109,7 +102,7 @@ def claim_dir(path: str | Path, new_only: bool = False, placeholder: bool = True
             raise RunDirTaken("already exists and is not empty; choose a new directory (nothing is overwritten)")
         if placeholder:
             try:
-                fd = os.open(path / "manifest.json", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                fd = os.open(path / MANIFEST, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 raise RunDirTaken("another run claimed it at the same moment; choose a new directory") from None
             with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -137,12 +130,38 @@ def claim_unique(base: str | Path, placeholder: bool = True) -> Claim:
     raise RunDirError(f"{base}-2 ... -{MAX_SUFFIX - 1} are all taken; give --out")
 
 
+def claim_variants(out: str | Path | None, default: Path | None, variants: list[str | None]) -> tuple[Claim, dict]:
+    """Claim a run's directory, and for a file with variants each OUT/<variant> too, before
+    anything is built: ``out`` (a claim of a new or empty directory) or, without it, ``default``
+    made unique (``claim_unique``); of two commands given the same ``out`` at once exactly one
+    gets it. ``variants``: the names (``[None]`` for a file without variants), claimed in this
+    order in every process, so whoever gets the first gets them all. Returns (the top claim,
+    {variant: its run directory's claim}). RunDirError "PATH: reason" naming the path that
+    failed (``out`` as given); the claims made so far are released."""
+    single = variants == [None]
+    try:
+        top = claim_dir(Path(out), placeholder=single) if out else claim_unique(default, placeholder=single)
+    except RunDirError as err:
+        raise RunDirError(f"{out or default}: {err}") from None
+    if single:
+        return top, {None: top}
+    claims: dict = {}
+    for name in variants:
+        try:
+            claims[name] = claim_dir(top.path / name, new_only=True)
+        except RunDirError as err:
+            for c in reversed([top, *claims.values()]):
+                c.release()
+            raise RunDirError(f"{top.path / name}: {err}") from None
+    return top, claims
+
+
 def is_run_dir(path: Path) -> bool:
-    return (path / "manifest.json").is_file()
+    return (path / MANIFEST).is_file()
 
 
 def is_sweep_dir(path: Path) -> bool:
-    return (path / "sweep.json").is_file() or (path / "index.parquet").is_file()
+    return (path / SWEEP_JSON).is_file() or (path / INDEX).is_file()
 
 
 # ---------------------------------------------------------------------------------------- sweep lock
@@ -228,30 +247,3 @@ class SweepLock:
     def __exit__(self, *exc) -> bool:
         self.release()
         return False
-
-
-# ---------------------------------------------------------------------------------------- SIGTERM
-class Terminated(KeyboardInterrupt):
-    """SIGTERM arrived: the run or sweep ends as on Ctrl-C (tables written, status interrupted)."""
-
-
-_terminated = False
-
-
-def handle_sigterm() -> None:
-    """From now on the first SIGTERM raises Terminated in the main thread (later ones are
-    ignored, so the tables of an interrupted run get written; SIGKILL still stops everything)."""
-
-    def handler(signum, frame):
-        global _terminated
-        if _terminated:
-            return
-        _terminated = True
-        raise Terminated(f"terminated by {signal.Signals(signum).name}")
-
-    signal.signal(signal.SIGTERM, handler)
-
-
-def was_terminated() -> bool:
-    """Whether a SIGTERM arrived since ``handle_sigterm``."""
-    return _terminated
