@@ -133,7 +133,8 @@ def pages(tmp_path_factory) -> dict[str, Path]:
 
     from sim.cli import main
     from sim.report.compare import write_compare
-    from sim.sweep import plan_sweep, run_sweep
+    from sim.sweep.plan import plan_sweep
+    from sim.sweep.run import run_sweep
     from tests.test_bandwidth_cli import _pair
     from tests.test_report import make_fault_run, make_runs
 
