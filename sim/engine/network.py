@@ -52,7 +52,7 @@ import heapq
 import math
 from dataclasses import dataclass, field
 from collections import Counter
-from itertools import chain, islice
+from itertools import accumulate, chain, islice
 from pathlib import Path
 from typing import Iterable
 
@@ -73,6 +73,10 @@ FLOW_CLASSES = True
 # Flows of one shape fewer than this stay plain flows: a class of a few members costs more
 # (its arrays, its symmetry checks) than the flows it stands for (NoLoCo's gossip pairs).
 _MIN_CLASS = 16
+# Whether ``_solve_large`` rates the flows of one route (the same link ids: NoLoCo's gossip
+# pairs send a flow per layer over one route) once, as one column with a count; the same
+# floats as a column each (False: a column each, the switch the equivalence tests turn off).
+ROUTE_BUNDLES = True
 _Q = 65536.0  # the rate log counts rates in 2^-16 bytes/s (exact integer sums up to ~1.4e14 bytes/s)
 
 
@@ -104,7 +108,7 @@ class Flow:
     tag: str
     start_s: float
     done: simpy.Event
-    rate: float = 0.0  # bytes/s now
+    rate: float = 0.0  # bytes/s now (in_arrays: as of leaving the arrays; the column holds it)
     seq: int = 0
     route: list[str] = field(default_factory=list)
     ready: simpy.Event | None = None
@@ -136,6 +140,20 @@ class Flow:
     sym_epoch: int = -1  # the network epoch of its last symmetry answer, and the answer
     sym: bool = False
     cancelled: bool = False  # called off (Network.cancel): never delivered
+    net: "Network | None" = None  # the network whose arrays hold its column (set with its slot)
+
+
+def _flow_rate(f: Flow) -> float:
+    return float(f.net._rate[f.slot]) if f.in_arrays else f._r
+
+
+def _set_flow_rate(f: Flow, rate: float) -> None:
+    f._r = rate
+
+
+# ``rate`` of a flow in the arrays is its column's (``_solve_large`` writes the column, not
+# thousands of objects); other flows keep it in ``_r``.
+Flow.rate = property(_flow_rate, _set_flow_rate)
 
 
 class Network:
@@ -202,6 +220,9 @@ class Network:
         self._remaining = np.zeros(0)
         self._updated = np.zeros(0)
         self._finish = np.zeros(0)
+        self._inarr = np.zeros(0, dtype=bool)  # per slot: its flow is in_arrays
+        self._rno = np.zeros(0, dtype=np.int64)  # per slot: its route's number (_route_no)
+        self._route_no: dict[tuple[int, ...], int] = {}  # link ids -> a number per distinct route
         # A flow rated by the numpy path keeps its progress and finish time in the arrays
         # (in_arrays); one rated in plain Python keeps them in its own fields, its finish
         # time in a heap with lazy invalidation: few flows never touch numpy. A flow gets
@@ -224,6 +245,7 @@ class Network:
         self.flows_started = 0
         self.rate_recomputations = 0
         self.rate_recomputed_flows = 0  # summed component sizes: the work the recomputations did
+        self.rate_recomputed_columns = 0  # the numpy path's columns rated (a route's flows are one: ROUTE_BUNDLES)
         self.capacity_changes = 0
         self.classes_started = 0  # flow classes started (transfer_group), and split into members
         self.classes_split = 0
@@ -613,6 +635,12 @@ class Network:
                 new = np.full(n, _INF)
                 new[:old.size] = old
                 setattr(self, name, new)
+            inarr = np.zeros(n, dtype=bool)
+            inarr[:self._inarr.size] = self._inarr
+            self._inarr = inarr
+            rno = np.zeros(n, dtype=np.int64)
+            rno[:self._rno.size] = self._rno
+            self._rno = rno
             q = np.zeros(n, dtype=np.int64)
             q[:self._q.size] = self._q
             self._q = q
@@ -633,6 +661,11 @@ class Network:
             self._rk[i, s] = k
         self._slot_flow[s] = flow
         flow.slot = s
+        flow.net = self
+        no = self._route_no.get(ids)
+        if no is None:
+            no = self._route_no[ids] = len(self._route_no)
+        self._rno[s] = no
         self._hi = max(self._hi, s + 1)
 
     def _free_slot(self, s: int) -> None:
@@ -644,7 +677,9 @@ class Network:
         self._q[s] = 0
         self._rk[:, s] = self._rdummy
         if flow.in_arrays:
+            flow._r = float(self._rate[s])  # its rate, as the column held it
             flow.in_arrays = False
+            self._inarr[s] = False
             self._finish[s] = _INF
             self._in_arrays -= 1
         flow.slot = -1
@@ -858,12 +893,13 @@ class Network:
         earliest = _INF
         for f in comp:
             rate = got.get(f, _INF)
-            before = f.rate
+            s = f.slot
+            before = float(self._rate[s]) if f.in_arrays else f._r
             if rate == before and f.version:
                 continue  # same rate: its progress and its finish time stay valid
-            s = f.slot
             if f.in_arrays:  # its progress moves from its column to its fields
                 f.in_arrays = False
+                self._inarr[s] = False
                 f.q = int(self._q[s])
                 f.remaining = float(self._remaining[s])
                 f.updated_s = float(self._updated[s])
@@ -1030,7 +1066,19 @@ class Network:
         hops = self._hops.take(slots, axis=1)
         if self._inf_links:  # an infinite-capacity link never limits a flow: leave it out
             hops = np.where(self._cap.take(hops) < _INF, hops, self._pad)
-        rate = _progressive_filling(hops, self._cap)
+        if ROUTE_BUNDLES:
+            # Flows over one route cross the same links: progressive filling freezes them in
+            # one pop at one share, so one column with their count stands for them all.
+            routes, first, inverse, count = np.unique(self._rno.take(slots), return_index=True,
+                                                      return_inverse=True, return_counts=True)
+            self.rate_recomputed_columns += routes.size
+            if routes.size < slots.size:
+                rate = _progressive_filling(hops.take(first, axis=1), self._cap, count).take(inverse)
+            else:
+                rate = _progressive_filling(hops, self._cap)
+        else:
+            self.rate_recomputed_columns += slots.size
+            rate = _progressive_filling(hops, self._cap)
         old = self._rate.take(slots)
         changed = rate != old  # same rate: its progress and finish time stay valid (nan: new)
         idx = slots.compress(changed)
@@ -1052,14 +1100,18 @@ class Network:
         self._finish[idx] = finish
         if self._log_on:  # the rate log: each changed flow's count moves by (new - old) on each of its keys
             self._log_moves(idx, rate)
-        flows = self._slot_flow
-        for s, r in zip(idx.tolist(), rate.tolist()):
-            f = flows[s]
-            f.rate = r
-            if not f.in_arrays:  # its heap entry, if any, is stale from now on
+        # The flows that move into the arrays now (their heap entries, if any, are stale from
+        # now on); the others' rates live in their columns (``Flow.rate`` is read from there).
+        inarr = self._inarr
+        new = idx.compress(~inarr.take(idx))
+        if new.size:
+            inarr[new] = True
+            flows = self._slot_flow
+            for s in new.tolist():
+                f = flows[s]
                 f.in_arrays = True
                 f.version += 1
-                self._in_arrays += 1
+            self._in_arrays += new.size
         return float(finish.min())
 
     def _log_moves(self, idx: np.ndarray, rate: np.ndarray) -> None:
@@ -1456,8 +1508,14 @@ def _heap_filling(users, routes, left: dict[int, float], count: dict[int, int],
     return rate
 
 
-def _progressive_filling(hops: np.ndarray, cap: np.ndarray) -> np.ndarray:
+def _progressive_filling(hops: np.ndarray, cap: np.ndarray, mult: np.ndarray | None = None) -> np.ndarray:
     """``_heap_filling`` for many flows, vectorized; the same floats.
+
+    ``mult`` (optional): column j stands for ``mult[j]`` flows over the same links (a
+    bundle); the result is each column's rate, the one each of its flows gets when they are
+    columns of their own (they are frozen in one pop, at one share, and each takes that
+    share from every link it crosses: the bundle takes it ``mult[j]`` times, one rounding
+    each, in the same pop order).
 
     ``hops`` is ``[max hops, k]``: the finite-capacity links of each of k flows by id,
     padded with the last id (``cap[-1]``, a placeholder never counted); ``cap`` is bytes/s
@@ -1473,7 +1531,10 @@ def _progressive_filling(hops: np.ndarray, cap: np.ndarray) -> np.ndarray:
     """
     width, k = hops.shape
     pad = cap.size - 1
-    count = np.bincount(hops.ravel(), minlength=cap.size)
+    if mult is None:
+        count = np.bincount(hops.ravel(), minlength=cap.size)
+    else:  # counts are integers below 2**53: exact as floats
+        count = np.bincount(hops.ravel(), weights=np.tile(mult, width), minlength=cap.size).astype(np.intp)
     count[pad] = 0
     left = cap.copy()
     live = (count > 0).nonzero()[0]
@@ -1482,12 +1543,16 @@ def _progressive_filling(hops: np.ndarray, cap: np.ndarray) -> np.ndarray:
     order = live.take(np.argsort(entries, kind="stable"))
     rate = np.full(k, _INF)
     open_ = None  # the flows not frozen yet (None: all)
-    n_open = k
+    n_open = k if mult is None else int(mult.sum())  # flows not frozen yet (a bundle's each)
     pos = np.empty(cap.size, dtype=np.intp)
     while order.size:
         if n_open <= _SMALL:
             flows = np.arange(k) if open_ is None else open_.nonzero()[0]
             routes = hops.take(flows, axis=1).T.tolist()
+            if mult is not None:  # the heap rates flows: a bundle's flows each (its first one's rate is its own)
+                per = mult.take(flows).tolist()
+                at = list(accumulate(per, initial=0))[:-1]
+                routes = [r for r, c in zip(routes, per) for _ in range(c)]
             ids = order.tolist()
             users: dict[int, list[int]] = {l: [] for l in ids}
             for j, links in enumerate(routes):
@@ -1497,7 +1562,10 @@ def _progressive_filling(hops: np.ndarray, cap: np.ndarray) -> np.ndarray:
             heap = list(zip(share.take(order).tolist(), ids))  # sorted, so already a heap
             got = _heap_filling(users, routes, dict(zip(ids, left.take(order).tolist())),
                                 dict(zip(ids, count.take(order).tolist())), heap)
-            rate[flows] = [got.get(j, _INF) for j in range(len(routes))]
+            if mult is not None:
+                rate[flows] = [got.get(j, _INF) for j in at]
+            else:
+                rate[flows] = [got.get(j, _INF) for j in range(len(routes))]
             break
         pushed = share.take(order)
         n = order.size
@@ -1536,9 +1604,13 @@ def _progressive_filling(hops: np.ndarray, cap: np.ndarray) -> np.ndarray:
         if open_ is None:
             open_ = np.ones(k, dtype=bool)
         open_[frozen] = False
-        n_open -= frozen.size
+        n_open -= frozen.size if mult is None else int(mult.take(frozen).sum())
         crossed = hops.take(frozen, axis=1)
-        count -= np.bincount(crossed.ravel(), minlength=cap.size)
+        if mult is None:
+            count -= np.bincount(crossed.ravel(), minlength=cap.size)
+        else:
+            count -= np.bincount(crossed.ravel(), weights=np.tile(mult.take(frozen), width),
+                                 minlength=cap.size).astype(np.intp)
         count[pad] = 0
         # Take each frozen flow's share from its links that keep open flows (the others are
         # done with), in pop order; flows popped together have the same share.
@@ -1546,7 +1618,11 @@ def _progressive_filling(hops: np.ndarray, cap: np.ndarray) -> np.ndarray:
         if j.size:
             by_pop = np.argsort(first.take(j), kind="stable")
             hop, j = hop.take(by_pop), j.take(by_pop)
-            np.subtract.at(left, crossed[hop, j], s.take(j))
+            if mult is None:
+                np.subtract.at(left, crossed[hop, j], s.take(j))
+            else:  # a bundle takes its share once per flow
+                times = mult.take(frozen).take(j)
+                np.subtract.at(left, np.repeat(crossed[hop, j], times), np.repeat(s.take(j), times))
         order = order.compress(count.take(order) > 0)
     return rate
 
