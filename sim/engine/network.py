@@ -1069,11 +1069,17 @@ class Network:
         if ROUTE_BUNDLES:
             # Flows over one route cross the same links: progressive filling freezes them in
             # one pop at one share, so one column with their count stands for them all.
-            routes, first, inverse, count = np.unique(self._rno.take(slots), return_index=True,
-                                                      return_inverse=True, return_counts=True)
+            rno = self._rno.take(slots)
+            count = np.bincount(rno, minlength=len(self._route_no))
+            routes = count.nonzero()[0]  # in route order
             self.rate_recomputed_columns += routes.size
             if routes.size < slots.size:
-                rate = _progressive_filling(hops.take(first, axis=1), self._cap, count).take(inverse)
+                column = np.empty(count.size, dtype=np.intp)
+                column[routes] = np.arange(routes.size)
+                first = np.empty(routes.size, dtype=np.intp)  # a flow of each route (any: one hop column)
+                first[column.take(rno)] = np.arange(slots.size)
+                rate = _progressive_filling(hops.take(first, axis=1), self._cap,
+                                            count.take(routes)).take(column.take(rno))
             else:
                 rate = _progressive_filling(hops, self._cap)
         else:
@@ -1122,9 +1128,22 @@ class Network:
         if moved.any():
             self._q[idx] = nq
             keys = self._rk.take(idx.compress(moved), axis=1)
-            scratch = self._rscratch
-            np.add.at(scratch, keys, np.broadcast_to(d.compress(moved), keys.shape))
+            d = d.compress(moved)
             touched, tot = self._rtouched, self._rtot
+            n_keys = len(tot)
+            if keys.size < 2**20 and int(np.abs(d).max()) < 2**52:
+                # Exact integer sums by bincount: each move split into 26-bit halves, whose
+                # sums (below 2**20 terms of under 2**27 each) are exact in floats.
+                flat = keys.ravel()
+                dd = np.broadcast_to(d, keys.shape).ravel()
+                lo = np.bincount(flat, weights=dd & 0x3FFFFFF, minlength=n_keys)
+                hi = np.bincount(flat, weights=dd >> 26, minlength=n_keys)
+                for k in np.bincount(flat, minlength=n_keys).nonzero()[0].tolist():
+                    tot[k] += (int(hi[k]) << 26) + int(lo[k])
+                    touched[k] = None
+                return
+            scratch = self._rscratch
+            np.add.at(scratch, keys, np.broadcast_to(d, keys.shape))
             for k in np.unique(keys).tolist():
                 tot[k] += int(scratch[k])
                 scratch[k] = 0
