@@ -17,7 +17,9 @@ from hypothesis import strategies as st
 
 import sim.engine.network as network
 from sim.engine.collectives import COLLECTIVES
-from sim.engine.network import Network, build_graph
+from sim.engine.maxmin import progressive_filling
+from sim.engine.network import Network
+from sim.engine.topology import build_graph
 from sim.metrics.tables import events_table
 from sim.runner import Simulation
 from sim.scenario import Link, Region, Topology, parse_scenario
@@ -291,9 +293,9 @@ def test_a_bundle_of_flows_over_one_route_gets_each_flows_rate_bit_for_bit(case)
 
     cap, routes, mult = case
     capv = np.array(cap + [math.inf])
-    got = network._progressive_filling(_hop_table(cap, routes), capv, np.array(mult)).tolist()
+    got = progressive_filling(_hop_table(cap, routes), capv, np.array(mult)).tolist()
     expanded = [r for r, m in zip(routes, mult) for _ in range(m)]
-    per_flow = network._progressive_filling(_hop_table(cap, expanded), capv).tolist()
+    per_flow = progressive_filling(_hop_table(cap, expanded), capv).tolist()
     reference = _heap_reference(expanded, cap)
     at = 0
     for j, m in enumerate(mult):
