@@ -25,19 +25,21 @@ How rates stay cheap to maintain (the result is the exact max-min allocation):
   frozen, so stale heap entries are re-pushed lazily: O((F·h + L) log L) per component of
   F flows with h hops over L links, instead of O(L²).
 * A component of more than ``_SMALL`` flows is found and rated with numpy, over arrays
-  with a column per flow (route as link ids, rate, progress, finish time): the same heap
-  pops, many per vectorized pass, and the same floats, bit for bit (see
-  ``maxmin.progressive_filling``). Smaller ones stay in plain Python, which is faster for them.
+  with a column per flow (``flow_table``; flows over one route share a column,
+  ``ROUTE_BUNDLES``): the same heap pops, many per vectorized pass, and the same floats,
+  bit for bit (``maxmin.progressive_filling``). Smaller ones stay in plain Python.
 * Only the flows whose rate changed get a new finish time (in the arrays or in a heap with
-  lazy invalidation); one SimPy timer waits for the earliest.
-
+  lazy invalidation); one SimPy timer waits for the earliest (``arrivals``).
 * Flows a collective starts together with one route shape form a *flow class*
-  (``transfer_group``): one entity with multiplicities while it is symmetric, split into
-  its member flows when it is not; the same rates, finish times and records as one flow
-  each, at a cost per class (see ``transfer_group``; ``FLOW_CLASSES`` turns it off).
-* Each WAN link's and region pair's summed rate is logged as it changes (exact integer
-  totals in 2^-16 bytes/s), so reports read the run's own rates (``rate_timeline``), and
-  link windows are looked up by bisection (``LinkTimeline``).
+  (``transfer_group``, ``flow_classes``): one entity with multiplicities while it is
+  symmetric, split into its member flows when it is not; the same rates, finish times and
+  records as one flow each, at a cost per class (``FLOW_CLASSES`` turns it off).
+* Each WAN link's and region pair's summed rate is logged as it changes (``rate_log``).
+
+Where the rest lives: the graph and routes in ``topology``, link dynamics in ``links``,
+the max-min filling as pure functions in ``maxmin``; ``Network``'s own parts over its one
+state in ``flow_table``, ``flow_classes``, ``rate_log`` and ``arrivals``. This module keeps
+what starts flows and decides when and over what rates are recomputed.
 
 Modelled: bandwidth sharing, multi-hop routes, propagation latency, bandwidth that
 changes at given times, outages.
