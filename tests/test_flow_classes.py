@@ -303,14 +303,15 @@ def test_a_bundle_of_flows_over_one_route_gets_each_flows_rate_bit_for_bit(case)
         at += m
 
 
-def _gossip_churn(monkeypatch, bundles: bool):
+def _gossip_churn(monkeypatch, bundles: bool, small: int = 0):
     """Pairs of workers on 3 regions each sending a flow per 'layer' a few ms apart (what
     NoLoCo's layer-grain gossip does), with a bandwidth change now and then, all on the numpy
-    path: (records, probed rates by start order, recomputations, flows and columns rated)."""
+    path (``small`` 0; a huge one: the plain-Python path): (records, probed rates by start
+    order, recomputations, flows and columns rated, the rate log's timeline)."""
     import numpy as np
 
     monkeypatch.setattr(network, "ROUTE_BUNDLES", bundles)
-    monkeypatch.setattr(network, "_SMALL", 0)
+    monkeypatch.setattr(network, "_SMALL", small)
     topo = Topology(regions=[Region(name="us", nodes=12), Region(name="eu", nodes=12), Region(name="ap", nodes=12)],
                     links=[Link(a="us", b="eu", bandwidth_gbps=1.0, latency_s=0.04),
                            Link(a="eu", b="ap", bandwidth_gbps=1.0, latency_s=0.05),
@@ -337,7 +338,8 @@ def _gossip_churn(monkeypatch, bundles: bool):
     env.process(layers())
     env.run()
     rows = [(t.src, t.dst, t.payload_bytes, t.start_s, t.end_s, t.tag, t.route) for t in net.recorder.transfers]
-    return rows, probes, net.rate_recomputations, net.rate_recomputed_flows, net.rate_recomputed_columns
+    return (rows, probes, net.rate_recomputations, net.rate_recomputed_flows, net.rate_recomputed_columns,
+            net.rate_timeline())
 
 
 def test_route_bundles_keep_the_per_column_timeline_bit_for_bit(monkeypatch):
@@ -351,6 +353,19 @@ def test_route_bundles_keep_the_per_column_timeline_bit_for_bit(monkeypatch):
     assert bundled[1] == per_column[1]
     assert bundled[2:4] == per_column[2:4] and per_column[4] == per_column[3]
     assert bundled[4] * 2 <= per_column[4]
+
+
+def test_the_rate_log_summed_per_route_equals_the_flow_by_flow_log(monkeypatch):
+    """The same layers of pair exchanges: the rate log of the numpy path (each recomputation's
+    moves summed per route, then per link and region pair) is the plain-Python path's (each
+    flow's move added on its own), every step of every link and pair, to the bit."""
+    numpy_path = _gossip_churn(monkeypatch, True)[5]
+    python_path = _gossip_churn(monkeypatch, True, small=10**9)[5]
+    assert numpy_path["links"].keys() == python_path["links"].keys() and numpy_path["links"]
+    assert numpy_path["pairs"].keys() == python_path["pairs"].keys() and numpy_path["pairs"]
+    for kind in ("links", "pairs"):
+        for k, (t, r) in python_path[kind].items():
+            assert t.tolist() == numpy_path[kind][k][0].tolist() and r.tolist() == numpy_path[kind][k][1].tolist(), k
 
 
 @pytest.mark.parametrize("grain", ["step", "layer"])

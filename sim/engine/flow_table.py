@@ -62,6 +62,9 @@ class FlowTable:
             rno = np.zeros(n, dtype=np.int64)
             rno[:self._rno.size] = self._rno
             self._rno = rno
+            used = np.zeros(n, dtype=bool)
+            used[:self._used.size] = self._used
+            self._used = used
             q = np.zeros(n, dtype=np.int64)
             q[:self._q.size] = self._q
             self._q = q
@@ -86,8 +89,26 @@ class FlowTable:
         no = self._route_no.get(ids)
         if no is None:
             no = self._route_no[ids] = len(self._route_no)
+            self._new_route(no, ids)
         self._rno[s] = no
+        self._route_live[no] += 1
+        self._used[s] = True
         self._hi = max(self._hi, s + 1)
+
+    def _new_route(self, no: int, ids: tuple[int, ...]) -> None:
+        """Route number ``no`` (link ids ``ids``) gets its column in the route table."""
+        table = self._route_hops
+        if no >= table.shape[1] or len(ids) > table.shape[0]:
+            n = max(table.shape[1], 64)
+            while n <= no:
+                n *= 2
+            grown = np.full((max(len(ids), table.shape[0]), n), self._pad, dtype=np.intp)
+            grown[:table.shape[0], :table.shape[1]] = table
+            self._route_hops = table = grown
+            live = np.zeros(n, dtype=np.intp)
+            live[:self._route_live.size] = self._route_live
+            self._route_live = live
+        table[:len(ids), no] = ids
 
     def _free_slot(self, s: int) -> None:
         """Give a finished flow's column back: no links, no finish time."""
@@ -97,6 +118,8 @@ class FlowTable:
             hops[i, s] = pad
         self._q[s] = 0
         self._rk[:, s] = self._rdummy
+        self._route_live[self._rno[s]] -= 1
+        self._used[s] = False
         if flow.in_arrays:
             flow._r = float(self._rate[s])  # its rate, as the column held it
             flow.in_arrays = False
@@ -111,7 +134,9 @@ class FlowTable:
 
     def _large_component(self) -> np.ndarray:
         """Slots of the active flows connected, through shared directed links, to a dirty flow
-        or link (ascending): breadth-first over the hop table, one level per pass.
+        or link (ascending): breadth-first over the routes of the active flows (the route
+        table: a column per distinct route, however many flows take it), one level per pass;
+        a flow belongs to the component its route belongs to.
 
         Most passes are saved by remembering the last component found when it is known to
         be connected (``_last_links``: its links then). When a seed is one of those links,
@@ -129,7 +154,8 @@ class FlowTable:
         last = self._last_links
         if last is not None and (reached & last).any():
             reached |= last
-        hops = self._hops[:, :self._hi]
+        live = self._route_live.nonzero()[0]
+        hops = self._route_hops.take(live, axis=1)
         members = reached.take(hops).any(axis=0)
         n = np.count_nonzero(members)
         while n:
@@ -145,7 +171,10 @@ class FlowTable:
             last = self._last_links = np.zeros(self._cap.size, dtype=bool)
             last[hops.compress(members, axis=1)] = True
             last[self._pad] = False
-        return members.nonzero()[0]
+        in_comp = np.zeros(self._route_live.size, dtype=bool)
+        in_comp[live.compress(members)] = True
+        hi = self._hi
+        return (in_comp.take(self._rno[:hi]) & self._used[:hi]).nonzero()[0]
 
     def _seeds_connected(self, flows: list[Flow], links: list[int]) -> bool:
         """Whether the dirty flows and links (with flows) are surely in one component: each

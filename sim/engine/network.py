@@ -146,6 +146,11 @@ class Network(FlowTable, FlowClasses, RateLog, Arrivals):
         self._inarr = np.zeros(0, dtype=bool)  # per slot: its flow is in_arrays
         self._rno = np.zeros(0, dtype=np.int64)  # per slot: its route's number (_route_no)
         self._route_no: dict[tuple[int, ...], int] = {}  # link ids -> a number per distinct route
+        self._used = np.zeros(0, dtype=bool)  # per slot: in use
+        # The route table: a column of link ids per route number (padded with _pad), and the
+        # number of slots in use on each route (components are found over live routes).
+        self._route_hops = np.full((0, 0), self._pad, dtype=np.intp)
+        self._route_live = np.zeros(0, dtype=np.intp)
         # A flow rated by the numpy path keeps its progress and finish time in the arrays
         # (in_arrays); one rated in plain Python keeps them in its own fields, its finish
         # time in a heap with lazy invalidation: few flows never touch numpy. A flow gets

@@ -96,21 +96,31 @@ class RateLog:
         moved = d != 0
         if moved.any():
             self._q[idx] = nq
-            keys = self._rk.take(idx.compress(moved), axis=1)
+            slots = idx.compress(moved)
             d = d.compress(moved)
             touched, tot = self._rtouched, self._rtot
             n_keys = len(tot)
-            if keys.size < 2**20 and int(np.abs(d).max()) < 2**52:
+            if slots.size * self._rk.shape[0] < 2**20 and int(np.abs(d).max()) < 2**52:
                 # Exact integer sums by bincount: each move split into 26-bit halves, whose
-                # sums (below 2**20 terms of under 2**27 each) are exact in floats.
+                # sums (below 2**20 terms of under 2**27 each) are exact in floats. The flows
+                # of one route count toward the same keys: their moves are summed per route
+                # first, then per key over the routes (one column of keys each).
+                rno = self._rno.take(slots)
+                n_routes = self._route_live.size
+                lo_r = np.bincount(rno, weights=d & 0x3FFFFFF, minlength=n_routes)
+                hi_r = np.bincount(rno, weights=d >> 26, minlength=n_routes)
+                routes = np.bincount(rno, minlength=n_routes).nonzero()[0]
+                rep = np.empty(n_routes, dtype=np.intp)  # a moved flow's column per route
+                rep[rno] = np.arange(rno.size)
+                keys = self._rk.take(slots.take(rep.take(routes)), axis=1)
                 flat = keys.ravel()
-                dd = np.broadcast_to(d, keys.shape).ravel()
-                lo = np.bincount(flat, weights=dd & 0x3FFFFFF, minlength=n_keys)
-                hi = np.bincount(flat, weights=dd >> 26, minlength=n_keys)
+                lo = np.bincount(flat, weights=np.broadcast_to(lo_r.take(routes), keys.shape).ravel(), minlength=n_keys)
+                hi = np.bincount(flat, weights=np.broadcast_to(hi_r.take(routes), keys.shape).ravel(), minlength=n_keys)
                 for k in np.bincount(flat, minlength=n_keys).nonzero()[0].tolist():
                     tot[k] += (int(hi[k]) << 26) + int(lo[k])
                     touched[k] = None
                 return
+            keys = self._rk.take(slots, axis=1)
             scratch = self._rscratch
             np.add.at(scratch, keys, np.broadcast_to(d, keys.shape))
             for k in np.unique(keys).tolist():
