@@ -1,6 +1,7 @@
 """The network's flow table: its flows' state as numpy arrays, one column (slot) per flow
-(route as link ids, rate, progress, finish time), and the components of many flows found
-over it. ``FlowTable`` is a part of ``sim.engine.network.Network`` (a base class of it,
+(route as link ids, rate, progress, finish time) and a route table (a column per distinct
+route), the components of many flows found over them, and the flows in flight as a list
+(``flows_in_flight``). ``FlowTable`` is a part of ``sim.engine.network.Network`` (a base class of it,
 over the same state): the network rates large components over these arrays
 (``Network._solve_large``).
 """
@@ -20,6 +21,24 @@ _INF = math.inf
 
 class FlowTable:
     """Slots of the flow arrays and the components found over them (see ``Network``)."""
+
+    @property
+    def active_flows(self) -> int:
+        return self._members
+
+    def flows_in_flight(self) -> list[Flow]:
+        """The flows sending now (each with its current ``rate`` in bytes/s and ``links``); a
+        flow class's members each as a flow of their own (with the class's rate)."""
+        out = []
+        for f in self._flows:
+            if f.members is None:
+                out.append(f)
+                continue
+            for src, dst, path, ids, seq in f.members:
+                out.append(Flow(src, dst, f.size, list(zip(path, path[1:])), f.latency_s, f.tag, f.start_s, f.done,
+                                rate=f.rate, seq=seq, route=path, link_ids=ids, remaining=f.remaining,
+                                updated_s=f.updated_s))
+        return out
 
     def _sync_arrays(self) -> None:
         """Before a large recomputation: every active flow has a column, up to date."""

@@ -380,24 +380,6 @@ class Network(FlowTable, FlowClasses, RateLog, Arrivals):
         self._unslotted[flow] = None
         self._dirty_flows[flow] = None
 
-    @property
-    def active_flows(self) -> int:
-        return self._members
-
-    def flows_in_flight(self) -> list[Flow]:
-        """The flows sending now (each with its current ``rate`` in bytes/s and ``links``); a
-        flow class's members each as a flow of their own (with the class's rate)."""
-        out = []
-        for f in self._flows:
-            if f.members is None:
-                out.append(f)
-                continue
-            for src, dst, path, ids, seq in f.members:
-                out.append(Flow(src, dst, f.size, list(zip(path, path[1:])), f.latency_s, f.tag, f.start_s, f.done,
-                                rate=f.rate, seq=seq, route=path, link_ids=ids, remaining=f.remaining,
-                                updated_s=f.updated_s))
-        return out
-
     def set_bandwidth_gbps(self, u: str, v: str, bandwidth_gbps: float) -> None:
         """Set both directions of edge u-v to ``bandwidth_gbps`` now (0 = down); rates follow at once."""
         if not bandwidth_gbps >= 0:
