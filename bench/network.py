@@ -37,7 +37,8 @@ import simpy  # noqa: E402
 from bench.machine import cpu_machine  # noqa: E402
 from sim.rng import rng  # noqa: E402
 from sim.engine.collectives import COLLECTIVES  # noqa: E402
-from sim.engine.network import Network, build_graph, gbps_to_bytes_per_s  # noqa: E402
+from sim.engine.network import Network  # noqa: E402
+from sim.engine.topology import build_graph, gbps_to_bytes_per_s  # noqa: E402
 from sim.scenario import Link, Region, Topology  # noqa: E402
 
 PAYLOAD_BYTES = 4e9  # 1B parameters in fp32

@@ -14,7 +14,8 @@ Workloads (issue 16), each timed in this process unless said otherwise:
   ``locosim run`` command in a fresh process (imports, simulation, tables, summary and
   dashboard), next to ``simpy_1m_timeouts_s``: one million raw SimPy timeouts, measured in
   the same run (the issue's yardstick: the command should cost at most ~2x of it).
-  ``--methods`` picks some; ``--no-command`` skips the fresh-process runs.
+  ``--methods`` picks some; ``--no-command`` skips the fresh-process runs; ``--rounds`` sets
+  the rounds (10).
 * ``dashboard_1024``: the dashboard of the ``layer_1024`` DiLoCo run (10 rounds) opened in
   headless Chromium (Playwright and /usr/bin/chromium or $LOCOSIM_CHROMIUM; skipped with a
   reason without them): ``dashboard_bytes`` and ``draw_s``, from navigation start to every
@@ -32,7 +33,7 @@ Workloads (issue 16), each timed in this process unless said otherwise:
 
 Run: ``python bench/scale.py [--only diloco_1024,layer_1024,dashboard_1024,barrier_1024,async_1024,threads]
 [--grain step|layer] [--barrier-rounds 250] [--async-rounds 10] [--draws 3] [--methods diloco,streaming_diloco,noloco]
-[--no-command]``. The network's own workloads (``churn_congested``) are in
+[--no-command] [--rounds 10]``. The network's own workloads (``churn_congested``) are in
 bench/network.py; the engine overhead with numerics on in bench/overhead.py.
 """
 
@@ -160,15 +161,19 @@ def _command(data: dict) -> float:
         return time.perf_counter() - t0
 
 
-def layer_1024(methods: list[str], command: bool) -> dict:
-    out: dict = {"workers": 1024, "rounds": 10, "sync_grain": "layer", "simpy_1m_timeouts_s": simpy_timeouts()}
+def layer_1024(methods: list[str], command: bool, rounds: int = 10) -> dict:
+    out: dict = {"workers": 1024, "rounds": rounds, "sync_grain": "layer", "simpy_1m_timeouts_s": simpy_timeouts()}
     for name in methods:
-        data = ring_scenario(1024, 8, LAYER_METHODS[name], {"max_rounds": 10})
+        data = ring_scenario(1024, 8, LAYER_METHODS[name], {"max_rounds": rounds})
         sim, simulate, report, size = _timed_run(data)
         entry = {"simulate_s": simulate, "report_s": report, "total_s": simulate + report,
                  "inner_steps": sum(w.steps_done for w in sim.workers), "transfers": len(sim.recorder.transfers),
                  "flow_classes": getattr(sim.net, "classes_started", None),
                  "flow_classes_split": getattr(sim.net, "classes_split", None),
+                 "rate_recomputations": sim.net.rate_recomputations,
+                 "rate_recomputed_flows": sim.net.rate_recomputed_flows,
+                 "rate_recomputed_columns": getattr(sim.net, "rate_recomputed_columns", None),
+                 "sim_time_s": float(sim.env.now),
                  "dashboard_bytes": size}
         if command:
             entry["command_s"] = _command(data)
@@ -276,13 +281,14 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=3, help="dashboard_1024: page loads (median reported)")
     ap.add_argument("--methods", default=",".join(LAYER_METHODS), help="layer_1024's methods")
     ap.add_argument("--no-command", action="store_true", help="layer_1024 without the fresh-process command runs")
+    ap.add_argument("--rounds", type=int, default=10, help="layer_1024's rounds")
     args = ap.parse_args()
     only = set(args.only.split(","))
     result: dict = {}
     if "diloco_1024" in only:
         result["diloco_1024"] = diloco_1024(args.grain)
     if "layer_1024" in only:
-        result["layer_1024"] = layer_1024(args.methods.split(","), not args.no_command)
+        result["layer_1024"] = layer_1024(args.methods.split(","), not args.no_command, args.rounds)
     if "dashboard_1024" in only:
         result["dashboard_1024"] = dashboard_1024(args.draws)
     if "barrier_1024" in only:

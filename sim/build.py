@@ -19,7 +19,8 @@ import networkx as nx
 import simpy
 
 from sim.engine.faults import FaultModel, apply_link_windows
-from sim.engine.network import Network, add_servers, build_graph
+from sim.engine.network import Network
+from sim.engine.topology import add_servers, build_graph
 from sim.engine.node import Worker
 from sim.engine.servers import Router
 from sim.engine.sync import SyncBarrier

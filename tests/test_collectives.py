@@ -9,7 +9,8 @@ import pytest
 import simpy
 
 from sim.engine.collectives import COLLECTIVES
-from sim.engine.network import Network, gbps_to_bytes_per_s
+from sim.engine.network import Network
+from sim.engine.topology import gbps_to_bytes_per_s
 
 BW, LAT, SIZE = 8.0, 0.01, 1e9  # 8 Gbit/s = 1e9 bytes/s per direction
 B = gbps_to_bytes_per_s(BW)
@@ -230,7 +231,7 @@ def test_group_exchange_complete_graph_and_star(n):
 # ---------------------------------------------------------------------------- scale without timing
 def test_ring_of_1024_across_three_regions_touches_each_flow_a_bounded_number_of_times():
     """A 1,024-member pipelined ring over 3 regions starts 1,024 flows, recomputes rates over at most 2 flows per flow (no quadratic work), and matches the bottleneck formula."""
-    from sim.engine.network import build_graph
+    from sim.engine.topology import build_graph
     from sim.scenario import Link, Region, Topology
 
     topo = Topology(regions=[Region(name="us", nodes=342), Region(name="eu", nodes=341), Region(name="asia", nodes=341)],

@@ -17,10 +17,13 @@ from hypothesis import strategies as st
 
 import sim.engine.network as network
 from sim.engine.collectives import COLLECTIVES
-from sim.engine.network import Network, build_graph
+from sim.engine.maxmin import progressive_filling
+from sim.engine.network import Network
+from sim.engine.topology import build_graph
 from sim.metrics.tables import events_table
 from sim.runner import Simulation
 from sim.scenario import Link, Region, Topology, parse_scenario
+from tests.test_network import _heap_reference
 
 REL = 1e-12  # the stated tolerance: finish times and rates agree to 1e-12 relative (most are bit for bit)
 GROUPED = ["ring_allreduce", "ring_allgather", "hierarchical_allreduce", "exchange"]
@@ -253,3 +256,131 @@ def test_events_are_identical_with_flow_classes_on_and_off(algo, monkeypatch):
         started[classes] = sim.net.classes_started
     pd.testing.assert_frame_equal(tables[False], tables[True], check_exact=True)
     assert started[False] == 0 and started[True] > 0  # the classes really ran
+
+
+# ---------------------------------------------------------------------- route bundles (numpy path)
+@st.composite
+def _bundle_cases(draw):
+    """Link capacities (ties, 0 and inf among them), distinct routes and how many flows take
+    each (a bundle of 1 to 30)."""
+    n_links = draw(st.integers(1, 10))
+    cap = [draw(st.sampled_from([0.0, 1.0, 3.0, 10.0, 1e9 / 3, math.inf])) for _ in range(n_links)]
+    routes = draw(st.lists(st.lists(st.integers(0, n_links - 1), min_size=1, max_size=4, unique=True).map(tuple),
+                           min_size=1, max_size=40, unique=True))
+    mult = [draw(st.integers(1, 30)) for _ in routes]
+    return cap, [list(r) for r in routes], mult
+
+
+def _hop_table(cap, routes):
+    import numpy as np
+
+    width = max(len(r) for r in routes)
+    hops = np.full((width, len(routes)), len(cap), dtype=np.intp)
+    for j, links in enumerate(routes):
+        finite = [l for l in links if not math.isinf(cap[l])]
+        hops[:len(finite), j] = finite
+    return hops
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_bundle_cases())
+def test_a_bundle_of_flows_over_one_route_gets_each_flows_rate_bit_for_bit(case):
+    """Progressive filling over one column per distinct route with its flow count (bundles of
+    1 to 30, up to 40 routes: both the vectorized passes and the heap's finish run) gives every
+    route the rate that each of its flows gets as a column of its own, and that the
+    flow-by-flow heap reference gives it, to the bit."""
+    import numpy as np
+
+    cap, routes, mult = case
+    capv = np.array(cap + [math.inf])
+    got = progressive_filling(_hop_table(cap, routes), capv, np.array(mult)).tolist()
+    expanded = [r for r, m in zip(routes, mult) for _ in range(m)]
+    per_flow = progressive_filling(_hop_table(cap, expanded), capv).tolist()
+    reference = _heap_reference(expanded, cap)
+    at = 0
+    for j, m in enumerate(mult):
+        assert per_flow[at:at + m] == [got[j]] * m and reference[at:at + m] == [got[j]] * m, (j, got[j])
+        at += m
+
+
+def _gossip_churn(monkeypatch, bundles: bool, small: int = 0):
+    """Pairs of workers on 3 regions each sending a flow per 'layer' a few ms apart (what
+    NoLoCo's layer-grain gossip does), with a bandwidth change now and then, all on the numpy
+    path (``small`` 0; a huge one: the plain-Python path): (records, probed rates by start
+    order, recomputations, flows and columns rated, the rate log's timeline)."""
+    import numpy as np
+
+    monkeypatch.setattr(network, "ROUTE_BUNDLES", bundles)
+    monkeypatch.setattr(network, "_SMALL", small)
+    topo = Topology(regions=[Region(name="us", nodes=12), Region(name="eu", nodes=12), Region(name="ap", nodes=12)],
+                    links=[Link(a="us", b="eu", bandwidth_gbps=1.0, latency_s=0.04),
+                           Link(a="eu", b="ap", bandwidth_gbps=1.0, latency_s=0.05),
+                           Link(a="us", b="ap", bandwidth_gbps=2.0, latency_s=0.2)],
+                    intra_region={"bandwidth_gbps": 10.0, "latency_s": 1e-4})
+    g, workers = build_graph(topo)
+    env = simpy.Environment()
+    net = Network(env, g)
+    r = np.random.default_rng(7)
+    order = r.permutation(len(workers))
+    pairs = [(workers[a], workers[b]) for a, b in zip(order[0::2], order[1::2])]
+    probes = []
+
+    def layers():
+        for layer in range(12):
+            yield env.timeout(float(r.exponential(5e-3)))
+            for a, b in pairs:
+                net.transfer(a, b, 3e6 * (1 + layer % 3), f"l{layer}")
+                net.transfer(b, a, 3e6 * (1 + layer % 3), f"l{layer}")
+            if layer % 4 == 3:
+                net.set_bandwidth_gbps("us", "eu", 0.5 if layer % 8 else 1.0)
+            probes.append(sorted((f.seq, f.rate) for f in net.flows_in_flight()))
+
+    env.process(layers())
+    env.run()
+    rows = [(t.src, t.dst, t.payload_bytes, t.start_s, t.end_s, t.tag, t.route) for t in net.recorder.transfers]
+    return (rows, probes, net.rate_recomputations, net.rate_recomputed_flows, net.rate_recomputed_columns,
+            net.rate_timeline())
+
+
+def test_route_bundles_keep_the_per_column_timeline_bit_for_bit(monkeypatch):
+    """Layer after layer of pair exchanges over 36 workers in 3 regions (12 flows per route in
+    flight at most), bandwidth changes between layers: rating each route once with its count
+    gives the same transfer records, probed rates and recomputations as a column per flow, to
+    the bit, while rating at most half the columns."""
+    per_column = _gossip_churn(monkeypatch, False)
+    bundled = _gossip_churn(monkeypatch, True)
+    assert bundled[0] == per_column[0]
+    assert bundled[1] == per_column[1]
+    assert bundled[2:4] == per_column[2:4] and per_column[4] == per_column[3]
+    assert bundled[4] * 2 <= per_column[4]
+
+
+def test_the_rate_log_summed_per_route_equals_the_flow_by_flow_log(monkeypatch):
+    """The same layers of pair exchanges: the rate log of the numpy path (each recomputation's
+    moves summed per route, then per link and region pair) is the plain-Python path's (each
+    flow's move added on its own), every step of every link and pair, to the bit."""
+    numpy_path = _gossip_churn(monkeypatch, True)[5]
+    python_path = _gossip_churn(monkeypatch, True, small=10**9)[5]
+    assert numpy_path["links"].keys() == python_path["links"].keys() and numpy_path["links"]
+    assert numpy_path["pairs"].keys() == python_path["pairs"].keys() and numpy_path["pairs"]
+    for kind in ("links", "pairs"):
+        for k, (t, r) in python_path[kind].items():
+            assert t.tolist() == numpy_path[kind][k][0].tolist() and r.tolist() == numpy_path[kind][k][1].tolist(), k
+
+
+@pytest.mark.parametrize("grain", ["step", "layer"])
+def test_noloco_events_are_identical_with_route_bundles_on_and_off(grain, monkeypatch):
+    """NoLoCo (gossip pairs) at step and layer grain, with stragglers and a bandwidth window,
+    every component on the numpy path: the events table is the same to the bit with route
+    bundles on and off, and with flow classes on and off."""
+    tables = {}
+    monkeypatch.setattr(network, "_SMALL", 0)
+    for bundles, classes in ((False, False), (True, False), (True, True)):
+        monkeypatch.setattr(network, "ROUTE_BUNDLES", bundles)
+        monkeypatch.setattr(network, "FLOW_CLASSES", classes)
+        sim = Simulation(parse_scenario(_method_data({"name": "noloco", "inner_steps": 4, "sync_grain": grain})))
+        sim.run()
+        sim.close_records()
+        tables[(bundles, classes)] = events_table(sim.recorder)
+    pd.testing.assert_frame_equal(tables[(False, False)], tables[(True, False)], check_exact=True)
+    pd.testing.assert_frame_equal(tables[(False, False)], tables[(True, True)], check_exact=True)

@@ -10,7 +10,8 @@ import pytest
 import simpy
 
 from sim.engine.faults import apply_link_windows
-from sim.engine.network import LinkTimeline, Network
+from sim.engine.links import LinkTimeline
+from sim.engine.network import Network
 
 
 def _scan(d: dict, t: float) -> float:

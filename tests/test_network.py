@@ -12,7 +12,8 @@ from hypothesis import given, settings, HealthCheck
 from hypothesis import strategies as st
 
 from sim.engine.collectives import ring_allreduce
-from sim.engine.network import Network, gbps_to_bytes_per_s
+from sim.engine.network import Network
+from sim.engine.topology import gbps_to_bytes_per_s
 
 GBPS_1E9 = 8.0  # 8 Gbit/s == 1e9 bytes/s
 ROOT = Path(__file__).resolve().parents[1]
@@ -303,7 +304,7 @@ def test_scenario_bandwidth_csv_and_outages_reach_the_graph(tmp_path):
     """load_scenario resolves bandwidth_csv relative to the scenario file; build_graph puts the series and outages on the WAN edge."""
     import yaml
 
-    from sim.engine.network import build_graph
+    from sim.engine.topology import build_graph
     from sim.scenario import load_scenario
 
     data = yaml.safe_load((ROOT / "scenarios" / "quickstart.yaml").read_text())
@@ -393,7 +394,7 @@ def test_rate_change_propagates_along_a_chain_of_shared_links():
 
 def test_leaf_routes_are_shortest_paths():
     """Routes from and to degree-1 nodes (workers on a switch) have the latency of networkx's shortest path."""
-    from sim.engine.network import build_graph
+    from sim.engine.topology import build_graph
     from sim.scenario import Link, Region, Topology
 
     topo = Topology(regions=[Region(name="us", nodes=3), Region(name="eu", nodes=2), Region(name="ap", nodes=2)],
@@ -570,7 +571,7 @@ def test_vectorized_progressive_filling_gives_the_heaps_floats(case):
     """The numpy progressive filling (many flows, some passes, stale entries, ties, links at 0 and inf) returns exactly the floats of the heap loop, flow by flow."""
     import numpy as np
 
-    from sim.engine.network import _progressive_filling
+    from sim.engine.maxmin import progressive_filling as _progressive_filling
 
     cap, routes = case
     width = max(len(r) for r in routes)
@@ -588,7 +589,7 @@ def test_large_components_give_the_small_paths_timeline(monkeypatch):
     import numpy as np
 
     import sim.engine.network as network
-    from sim.engine.network import build_graph
+    from sim.engine.topology import build_graph
     from sim.scenario import Link, Region, Topology
 
     topo = Topology(regions=[Region(name="us", nodes=40), Region(name="eu", nodes=40), Region(name="ap", nodes=40)],

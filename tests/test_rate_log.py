@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import simpy
 
-from sim.engine.network import Network, build_graph
+from sim.engine.network import Network
 from sim.engine.replay import replay_rates
+from sim.engine.topology import build_graph
 from sim.metrics.tables import events_table
 from sim.scenario import Link, Region, Topology
 

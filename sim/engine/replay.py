@@ -21,7 +21,7 @@ from sim.metrics.records import Recorder
 
 
 def wan_links(graph) -> list[tuple[str, str]]:
-    """Both directions of every WAN edge of a topology graph (``engine.network.build_graph``)."""
+    """Both directions of every WAN edge of a topology graph (``engine.topology.build_graph``)."""
     out = []
     for u, v, d in graph.edges(data=True):
         if d.get("kind") == "wan":

@@ -222,9 +222,9 @@ def split_note(groups: list[Group]) -> str | None:
 
 
 def topology_graph(topology: dict):
-    """The network graph of a manifest's topology (``engine.network.build_graph``). A link's
+    """The network graph of a manifest's topology (``engine.topology.build_graph``). A link's
     bandwidth_csv that can no longer be read is dropped (nominal bandwidth instead)."""
-    from sim.engine.network import build_graph
+    from sim.engine.topology import build_graph
     from sim.scenario import Topology
 
     topo = Topology.model_validate(topology)
@@ -261,7 +261,7 @@ def _add_method_servers(graph, scenario: dict) -> None:
     manifest's topology does not list: put back on their regions' switches."""
     try:
         from sim.algorithms import algorithm_class
-        from sim.engine.network import add_servers
+        from sim.engine.topology import add_servers
         from sim.scenario import parse_scenario
 
         sc = parse_scenario(scenario)

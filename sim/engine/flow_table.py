@@ -1,0 +1,217 @@
+"""The network's flow table: its flows' state as numpy arrays, one column (slot) per flow
+(route as link ids, rate, progress, finish time) and a route table (a column per distinct
+route), the components of many flows found over them, and the flows in flight as a list
+(``flows_in_flight``). ``FlowTable`` is a part of ``sim.engine.network.Network`` (a base class of it,
+over the same state): the network rates large components over these arrays
+(``Network._solve_large``).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from itertools import islice
+
+import numpy as np
+
+from sim.engine.flow import Flow
+
+_INF = math.inf
+
+
+class FlowTable:
+    """Slots of the flow arrays and the components found over them (see ``Network``)."""
+
+    @property
+    def active_flows(self) -> int:
+        return self._members
+
+    def flows_in_flight(self) -> list[Flow]:
+        """The flows sending now (each with its current ``rate`` in bytes/s and ``links``); a
+        flow class's members each as a flow of their own (with the class's rate)."""
+        out = []
+        for f in self._flows:
+            if f.members is None:
+                out.append(f)
+                continue
+            for src, dst, path, ids, seq in f.members:
+                out.append(Flow(src, dst, f.size, list(zip(path, path[1:])), f.latency_s, f.tag, f.start_s, f.done,
+                                rate=f.rate, seq=seq, route=path, link_ids=ids, remaining=f.remaining,
+                                updated_s=f.updated_s))
+        return out
+
+    def _sync_arrays(self) -> None:
+        """Before a large recomputation: every active flow has a column, up to date."""
+        for f in self._unslotted:
+            self._take_slot(f)
+        self._unslotted = {}
+        rate, remaining, updated = self._rate, self._remaining, self._updated
+        q = self._q
+        for f in self._unsynced:
+            s = f.slot
+            q[s] = f.q
+            rate[s] = f.rate
+            remaining[s] = f.remaining
+            updated[s] = f.updated_s
+        self._unsynced = {}
+
+    def _take_slot(self, flow: Flow) -> None:
+        """Give ``flow`` a column in the flow arrays, with its fields; no finish time."""
+        ids = flow.link_ids
+        if self._free:
+            s = heapq.heappop(self._free)
+        else:
+            s = len(self._slot_flow)
+            self._slot_flow.append(None)
+        if s >= self._rate.size or len(ids) > self._hops.shape[0]:
+            n = max(self._rate.size, 64)
+            while n <= s:
+                n *= 2
+            hops = np.full((max(len(ids), self._hops.shape[0]), n), self._pad, dtype=np.intp)
+            hops[:self._hops.shape[0], :self._hops.shape[1]] = self._hops
+            self._hops = hops
+            for name in ("_rate", "_remaining", "_updated", "_finish"):
+                old = getattr(self, name)
+                new = np.full(n, _INF)
+                new[:old.size] = old
+                setattr(self, name, new)
+            inarr = np.zeros(n, dtype=bool)
+            inarr[:self._inarr.size] = self._inarr
+            self._inarr = inarr
+            rno = np.zeros(n, dtype=np.int64)
+            rno[:self._rno.size] = self._rno
+            self._rno = rno
+            used = np.zeros(n, dtype=bool)
+            used[:self._used.size] = self._used
+            self._used = used
+            q = np.zeros(n, dtype=np.int64)
+            q[:self._q.size] = self._q
+            self._q = q
+        if s >= self._rk.shape[1] or len(flow.rkeys) > self._rk.shape[0]:
+            rk = np.full((max(len(flow.rkeys), self._rk.shape[0], 1), self._rate.size), self._rdummy, dtype=np.intp)
+            rk[:self._rk.shape[0], :self._rk.shape[1]] = self._rk
+            self._rk = rk
+        hops = self._hops
+        for i, l in enumerate(ids):
+            hops[i, s] = l
+        # never rated: nan, unequal to any rate, so that the first rating counts
+        self._rate[s] = flow.rate if flow.version else math.nan
+        self._remaining[s] = flow.remaining
+        self._updated[s] = flow.updated_s
+        self._finish[s] = _INF
+        self._q[s] = flow.q
+        for i, k in enumerate(flow.rkeys):
+            self._rk[i, s] = k
+        self._slot_flow[s] = flow
+        flow.slot = s
+        flow.net = self
+        no = self._route_no.get(ids)
+        if no is None:
+            no = self._route_no[ids] = len(self._route_no)
+            self._new_route(no, ids)
+        self._rno[s] = no
+        self._route_live[no] += 1
+        self._used[s] = True
+        self._hi = max(self._hi, s + 1)
+
+    def _new_route(self, no: int, ids: tuple[int, ...]) -> None:
+        """Route number ``no`` (link ids ``ids``) gets its column in the route table."""
+        table = self._route_hops
+        if no >= table.shape[1] or len(ids) > table.shape[0]:
+            n = max(table.shape[1], 64)
+            while n <= no:
+                n *= 2
+            grown = np.full((max(len(ids), table.shape[0]), n), self._pad, dtype=np.intp)
+            grown[:table.shape[0], :table.shape[1]] = table
+            self._route_hops = table = grown
+            live = np.zeros(n, dtype=np.intp)
+            live[:self._route_live.size] = self._route_live
+            self._route_live = live
+        table[:len(ids), no] = ids
+
+    def _free_slot(self, s: int) -> None:
+        """Give a finished flow's column back: no links, no finish time."""
+        flow = self._slot_flow[s]
+        hops, pad = self._hops, self._pad
+        for i in range(len(flow.link_ids)):
+            hops[i, s] = pad
+        self._q[s] = 0
+        self._rk[:, s] = self._rdummy
+        self._route_live[self._rno[s]] -= 1
+        self._used[s] = False
+        if flow.in_arrays:
+            flow._r = float(self._rate[s])  # its rate, as the column held it
+            flow.in_arrays = False
+            self._inarr[s] = False
+            self._finish[s] = _INF
+            self._in_arrays -= 1
+        flow.slot = -1
+        self._slot_flow[s] = None
+        heapq.heappush(self._free, s)
+        while self._hi and self._slot_flow[self._hi - 1] is None:  # scans stop at the last in use
+            self._hi -= 1
+
+    def _large_component(self) -> np.ndarray:
+        """Slots of the active flows connected, through shared directed links, to a dirty flow
+        or link (ascending): breadth-first over the routes of the active flows (the route
+        table: a column per distinct route, however many flows take it), one level per pass;
+        a flow belongs to the component its route belongs to.
+
+        Most passes are saved by remembering the last component found when it is known to
+        be connected (``_last_links``: its links then). When a seed is one of those links,
+        its flows still active all belong to the new component: all flows on its links were
+        its own (a flush that touches those links replaces or forgets it), and a flow of it
+        that finished since left every link it shared with another one dirty -- a seed now,
+        as finishes are flushed at once -- so each remaining piece touches a seed.
+        """
+        lf = self._link_flows
+        self._sync_arrays()
+        flows = [f for f in self._dirty_flows if f in self._flows]
+        links = [l for l in self._dirty_links if lf[l]]  # a link left without flows reaches none
+        reached = np.zeros(self._cap.size, dtype=bool)
+        reached[[l for f in flows for l in f.link_ids] + links] = True
+        last = self._last_links
+        if last is not None and (reached & last).any():
+            reached |= last
+        live = self._route_live.nonzero()[0]
+        hops = self._route_hops.take(live, axis=1)
+        members = reached.take(hops).any(axis=0)
+        n = np.count_nonzero(members)
+        while n:
+            reached[hops.compress(members, axis=1)] = True
+            reached[self._pad] = False  # padding is no link: it must not join every short route
+            members = reached.take(hops).any(axis=0)
+            m = np.count_nonzero(members)
+            if m == n:
+                break
+            n = m
+        self._last_links = None
+        if self._seeds_connected(flows, links):
+            last = self._last_links = np.zeros(self._cap.size, dtype=bool)
+            last[hops.compress(members, axis=1)] = True
+            last[self._pad] = False
+        in_comp = np.zeros(self._route_live.size, dtype=bool)
+        in_comp[live.compress(members)] = True
+        hi = self._hi
+        return (in_comp.take(self._rno[:hi]) & self._used[:hi]).nonzero()[0]
+
+    def _seeds_connected(self, flows: list[Flow], links: list[int]) -> bool:
+        """Whether the dirty flows and links (with flows) are surely in one component: each
+        crosses, or has a flow that crosses, one hub link. Every piece of the component
+        found from them holds one of them, so then it is connected. (False: not known.)"""
+        if not flows and not links:
+            return False
+        lf = self._link_flows
+        hub = flows[0].link_ids[0] if flows else max(links, key=lambda l: len(lf[l]))
+        if any(hub not in f.link_ids for f in flows):
+            return False
+        for l in links:
+            if l != hub and not any(hub in f.link_ids for f in islice(lf[l], 8)):
+                return False
+        return True
+
+    def _forget_last(self, comp: list[Flow]) -> None:
+        """A small component on a link of the last large one: that one is stale now."""
+        last = self._last_links
+        if last is not None and last[[l for f in comp for l in f.link_ids]].any():
+            self._last_links = None

@@ -1,0 +1,189 @@
+"""The network's rate log: every directed WAN link's and every ordered region pair's summed
+rate, logged whenever it changes, exactly (integer counts of 2^-16 bytes/s), so that the
+reports read the run's own rates (``rate_timeline``) instead of replaying the transfers.
+``RateLog`` is a part of ``sim.engine.network.Network`` (a base class of it, over the same
+state).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from sim.engine.flow import Flow
+from sim.engine.topology import region_name
+
+_INF = math.inf
+_Q = 65536.0  # the rate log counts rates in 2^-16 bytes/s (exact integer sums up to ~1.4e14 bytes/s)
+
+
+class RateLog:
+    """The rate-log side of ``Network`` (see the module docstring)."""
+
+    def _init_rate_log(self, graph, links: list) -> None:
+        # The rate log (see rate_timeline): every directed WAN link's and every ordered pair
+        # of regions' summed rate, one entry whenever it changes. Each flow counts its rate
+        # as an integer number of 2^-16 bytes/s (``q``), added to the integer totals of its
+        # keys (its WAN links, its region pair) whenever it changes: exact and independent of
+        # the order of the changes, O(1) per change (vectorized on the numpy path), and
+        # logged once per instant (_log_rates). Keys: a WAN link's id, or one per pair.
+        self._wan_links = {self._link_id[l]: l for l in links if graph.edges[l].get("kind") == "wan"}
+        self._region_of = {n: d.get("region") or region_name(n) for n, d in graph.nodes(data=True)}
+        regions = sorted(set(self._region_of.values()), key=str)
+        self._key_name: dict[int, object] = dict(self._wan_links)
+        self._pair_key: dict[tuple, int] = {}
+        for a in regions:
+            for b in regions:
+                if a != b:
+                    k = self._pair_key[(a, b)] = len(links) + 1 + len(self._pair_key)
+                    self._key_name[k] = ("pair", a, b)
+        n_keys = len(links) + 2 + len(self._pair_key)
+        self._rtot = [0] * n_keys  # Python ints: exact, and cheap one at a time
+        self._rscratch = np.zeros(n_keys, dtype=np.int64)  # the numpy path's sums, folded into _rtot
+        self._rdummy = n_keys - 1  # pads the per-slot key table
+        self._rtouched: dict[int, None] = {}
+        self._q = np.zeros(0, dtype=np.int64)  # per slot: the quantized rate it counts (in_arrays flows)
+        self._rk = np.full((0, 0), self._rdummy, dtype=np.intp)  # per slot: its keys, padded
+        self._logged: dict = {}  # key (a link, or ("pair", a, b)) -> rate last logged
+        self._log_on = True  # off (keep_rate_log(False)): no keys, no counts, rate_timeline() None
+        self._log: list[tuple[float, object, float]] = []
+
+    def keep_rate_log(self, on: bool) -> None:
+        """Whether the network logs its link and region-pair rates (``rate_timeline``); on by
+        default. A caller that writes no report (the bandwidth search: only the workers'
+        states are read) turns it off and saves its bookkeeping on every flow and rate change.
+        Only before the first flow starts."""
+        if self._started:
+            raise RuntimeError("keep_rate_log: flows have started; set it before the run")
+        self._log_on = bool(on)
+
+    def _set_keys(self, flow: Flow) -> None:
+        """The rate log's keys of a plain flow: its WAN links and its region pair."""
+        if not self._log_on:
+            return
+        wan = self._wan_links
+        keys = [l for l in flow.link_ids if l in wan] if wan else []
+        a, b = self._region_of[flow.src], self._region_of[flow.dst]
+        if a != b:
+            keys.append(self._pair_key[(a, b)])
+        flow.rkeys = tuple(keys)
+
+    def _count_rate(self, f: Flow, d: int) -> None:
+        """Add ``d`` (2^-16 bytes/s) to the totals of the keys of ``f`` (times its members there)."""
+        tot, touched = self._rtot, self._rtouched
+        if f.members is None:
+            for k in f.rkeys:
+                tot[k] += d
+                touched[k] = None
+        else:
+            for k, m in f.rkm:
+                tot[k] += d * m
+                touched[k] = None
+
+    def _requant(self, f: Flow, rate: float) -> None:
+        """``f`` now sends at ``rate``: move its count in the rate log's totals."""
+        q = round(rate * _Q) if 0 < rate < _INF else 0
+        d = q - f.q
+        if d:
+            f.q = q
+            self._count_rate(f, d)
+
+    def _log_moves(self, idx: np.ndarray, rate: np.ndarray) -> None:
+        """The rate log's side of ``_solve_large``: flows in slots ``idx`` now send at ``rate``."""
+        nq = np.where((rate > 0) & (rate < _INF), np.rint(rate * _Q), 0.0).astype(np.int64)
+        d = nq - self._q.take(idx)
+        moved = d != 0
+        if moved.any():
+            self._q[idx] = nq
+            slots = idx.compress(moved)
+            d = d.compress(moved)
+            touched, tot = self._rtouched, self._rtot
+            n_keys = len(tot)
+            if slots.size * self._rk.shape[0] < 2**20 and int(np.abs(d).max()) < 2**52:
+                # Exact integer sums by bincount: each move split into 26-bit halves, whose
+                # sums (below 2**20 terms of under 2**27 each) are exact in floats. The flows
+                # of one route count toward the same keys: their moves are summed per route
+                # first, then per key over the routes (one column of keys each).
+                rno = self._rno.take(slots)
+                n_routes = self._route_live.size
+                lo_r = np.bincount(rno, weights=d & 0x3FFFFFF, minlength=n_routes)
+                hi_r = np.bincount(rno, weights=d >> 26, minlength=n_routes)
+                routes = np.bincount(rno, minlength=n_routes).nonzero()[0]
+                rep = np.empty(n_routes, dtype=np.intp)  # a moved flow's column per route
+                rep[rno] = np.arange(rno.size)
+                keys = self._rk.take(slots.take(rep.take(routes)), axis=1)
+                flat = keys.ravel()
+                lo = np.bincount(flat, weights=np.broadcast_to(lo_r.take(routes), keys.shape).ravel(), minlength=n_keys)
+                hi = np.bincount(flat, weights=np.broadcast_to(hi_r.take(routes), keys.shape).ravel(), minlength=n_keys)
+                for k in np.bincount(flat, minlength=n_keys).nonzero()[0].tolist():
+                    tot[k] += (int(hi[k]) << 26) + int(lo[k])
+                    touched[k] = None
+                return
+            keys = self._rk.take(slots, axis=1)
+            scratch = self._rscratch
+            np.add.at(scratch, keys, np.broadcast_to(d, keys.shape))
+            for k in np.unique(keys).tolist():
+                tot[k] += int(scratch[k])
+                scratch[k] = 0
+                touched[k] = None
+
+    def _log_rates(self) -> None:
+        """Log the totals of the keys whose flows changed rate, where they moved."""
+        if not self._rtouched:
+            return
+        now = self.env.now
+        logged, log, tot, names = self._logged, self._log, self._rtot, self._key_name
+        for k in self._rtouched:
+            name = names.get(k)
+            if name is None:  # the padding key
+                continue
+            total = tot[k] / _Q
+            if logged.get(name, 0.0) != total:
+                logged[name] = total
+                log.append((now, name, total))
+        self._rtouched = {}
+
+    def rate_timeline(self) -> dict:
+        """The logged rates as step functions, in ``sim.engine.replay.replay_rates``' form:
+        ``{"links": {link: (times, rates)}, "pairs": {(src_region, dst_region): (times,
+        rates)}, "error": None}`` (bytes/s; ``rates[i]`` on [times[i], times[i+1]); one
+        time axis, 0 and then every instant at which some sum changed; links that never
+        carried anything left out); None when the log was off (``keep_rate_log``)."""
+        if not self._log_on:
+            return None
+        links = sorted(self._wan_links.values(), key=lambda l: self._link_id[l])
+        col = {l: i for i, l in enumerate(links)}
+        times: list[float] = [0.0]
+        link_rows: list[list[float]] = [[0.0] * len(links)]
+        pair_rows: list[dict] = [{}]
+        cur_links = [0.0] * len(links)
+        cur_pairs: dict = {}
+        log = self._log
+        i = 0
+        while i < len(log):
+            now = log[i][0]
+            while i < len(log) and log[i][0] == now:
+                _, key, value = log[i]
+                if key[0] == "pair" and len(key) == 3 and key not in col:
+                    if value:
+                        cur_pairs[key[1:]] = value
+                    else:
+                        cur_pairs.pop(key[1:], None)
+                else:
+                    cur_links[col[key]] = value
+                i += 1
+            if cur_links == link_rows[-1] and cur_pairs == pair_rows[-1]:
+                continue
+            if now == times[-1]:
+                link_rows[-1], pair_rows[-1] = list(cur_links), dict(cur_pairs)
+            else:
+                times.append(now)
+                link_rows.append(list(cur_links))
+                pair_rows.append(dict(cur_pairs))
+        t = np.array(times)
+        arr = np.array(link_rows).reshape(len(times), len(links))
+        by_link = {l: (t, arr[:, j]) for j, l in enumerate(links) if arr[:, j].any()}
+        pairs = sorted({k for pr in pair_rows for k in pr})
+        by_pair = {k: (t, np.array([pr.get(k, 0.0) for pr in pair_rows])) for k in pairs}
+        return {"links": by_link, "pairs": by_pair, "error": None}
