@@ -205,22 +205,23 @@ def write_manifest(run_dir: Path, manifest: Manifest, in_place_if_full: bool = F
 
 
 # ---------------------------------------------------------------------------------------- reading, settling
-def read_manifest(run_dir: Path) -> dict | None:
-    """``run_dir/manifest.json`` as written (a JSON object), or None when missing or unreadable."""
+def _read_object(path: Path) -> dict | None:
+    """The JSON object in ``path``, or None when it is missing, unreadable or not an object."""
     try:
-        data = json.loads((Path(run_dir) / MANIFEST).read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def read_manifest(run_dir: Path) -> dict | None:
+    """``run_dir/manifest.json`` as written (a JSON object), or None when missing or unreadable."""
+    return _read_object(Path(run_dir) / MANIFEST)
 
 
 def read_summary(run_dir: Path) -> dict | None:
     """``run_dir/summary.json`` as written (a JSON object), or None when missing or unreadable."""
-    try:
-        data = json.loads((Path(run_dir) / SUMMARY).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    return _read_object(Path(run_dir) / SUMMARY)
 
 
 def status_of(run_dir: Path) -> str | None:
