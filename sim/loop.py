@@ -11,13 +11,14 @@ everything it asks a method goes through the ``sim.algorithms.base.Algorithm`` h
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from sim.rounds import RoundCounter
+from simpy.core import EmptySchedule
+
 from sim.collector import fewer_collections
+from sim.rounds import RoundCounter
 
 if TYPE_CHECKING:
     import simpy
@@ -26,6 +27,17 @@ if TYPE_CHECKING:
     from sim.algorithms.base import Algorithm
     from sim.build import World
     from sim.scenario import Scenario
+
+
+_BATCH = 256  # events processed between two looks at the wall clock (progress)
+
+
+class _Stopped(Exception):
+    """Raised by the stop event's last callback: the run loop ends in the step that processed it."""
+
+
+def _stopped(_event) -> None:
+    raise _Stopped
 
 
 @dataclass
@@ -179,20 +191,27 @@ class RunLoop:
         if run.max_sim_time_s is not None:
             self.env.timeout(run.max_sim_time_s).callbacks.append(self._time_up)
         last = time.monotonic()
-        env = self.env
+        step = self.env.step
+        if not self.stop.processed:
+            self.stop.callbacks.append(_stopped)  # the last thing the stop event does: end the loop below
         with fewer_collections():  # (a large run keeps ~10^5 records alive: see sim.collector)
-            while not self.stop.processed:
-                if math.isinf(env.peek()):
-                    if self.world.faults.anyone_down:  # the workers left are gone for good: nothing more can happen
-                        self.ended_early = ("no events left: no worker is up, or those up wait only for workers gone for "
-                                            "good (" + self.stall_reason() + ")")
-                        break
-                    raise RuntimeError("simulation ran out of events before a stop condition was met: "
-                                       + self.stall_reason())
-                env.step()
-                if on_progress is not None and time.monotonic() - last > progress_every_s:
-                    last = time.monotonic()
-                    on_progress(self.progress())
+            try:
+                while True:  # events in batches; the stop event ends the loop inside the step that processes it
+                    try:
+                        for _ in range(_BATCH):
+                            step()
+                    except EmptySchedule:
+                        if self.world.faults.anyone_down:  # the workers left are gone for good: nothing more can happen
+                            self.ended_early = ("no events left: no worker is up, or those up wait only for workers "
+                                                "gone for good (" + self.stall_reason() + ")")
+                            break
+                        raise RuntimeError("simulation ran out of events before a stop condition was met: "
+                                           + self.stall_reason()) from None
+                    if on_progress is not None and time.monotonic() - last > progress_every_s:
+                        last = time.monotonic()
+                        on_progress(self.progress())
+            except _Stopped:
+                pass
         self.finish()
         if on_progress is not None:
             on_progress(self.progress())

@@ -214,15 +214,14 @@ def apply_link_windows(graph, link_faults) -> list[FaultSpan]:
 
 # ---------------------------------------------------------------------- the faults of one run
 class FaultModel:
-    """Builds and runs one scenario's faults around already-built workers.
+    """One scenario's faults: the step work, slow periods and rejoin its workers are built with, and
+    the processes that fail them and the links (``start``).
 
     ``on_fetch(worker, peer, step)``: a worker starts fetching ``peer``'s parameters (None:
     nobody is up; it keeps its own) and will go on after ``step`` (numerics snapshot the
     peer now); ``on_rejoined(worker)``: it has them and computes again (the run's events,
     ``sim.engine.events.RunEvents``). ``home(worker)``: the server a returning worker fetches
-    the current model from (methods with servers; None: a live peer). Workers are built with
-    this model's ``step_work``, ``elapsed`` and ``rejoin``; ``start`` then runs the processes
-    that fail them and the links.
+    the current model from (methods with servers; None: a live peer).
     """
 
     def __init__(self, env: simpy.Environment, seed: int, faults, nodes: list[str], region_of: dict[str, str],
