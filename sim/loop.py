@@ -190,13 +190,22 @@ class RunLoop:
             self.env.process(self._eval_timer())
         if run.max_sim_time_s is not None:
             self.env.timeout(run.max_sim_time_s).callbacks.append(self._time_up)
+        if not self.stop.processed:  # (a run that has already stopped stays stopped)
+            self._step_until_stopped(on_progress, progress_every_s)
+        self.finish()
+        if on_progress is not None:
+            on_progress(self.progress())
+
+    def _step_until_stopped(self, on_progress: Callable[[Progress], None] | None, progress_every_s: float) -> None:
+        """Process events until the stop event has been processed (its last callback raises
+        ``_Stopped`` inside that step), or none are left; events go in batches, with a look at the
+        wall clock for ``on_progress`` between batches."""
         last = time.monotonic()
         step = self.env.step
-        if not self.stop.processed:
-            self.stop.callbacks.append(_stopped)  # the last thing the stop event does: end the loop below
+        self.stop.callbacks.append(_stopped)
         with fewer_collections():  # (a large run keeps ~10^5 records alive: see sim.collector)
             try:
-                while True:  # events in batches; the stop event ends the loop inside the step that processes it
+                while True:
                     try:
                         for _ in range(_BATCH):
                             step()
@@ -204,17 +213,14 @@ class RunLoop:
                         if self.world.faults.anyone_down:  # the workers left are gone for good: nothing more can happen
                             self.ended_early = ("no events left: no worker is up, or those up wait only for workers "
                                                 "gone for good (" + self.stall_reason() + ")")
-                            break
+                            return
                         raise RuntimeError("simulation ran out of events before a stop condition was met: "
                                            + self.stall_reason()) from None
                     if on_progress is not None and time.monotonic() - last > progress_every_s:
                         last = time.monotonic()
                         on_progress(self.progress())
             except _Stopped:
-                pass
-        self.finish()
-        if on_progress is not None:
-            on_progress(self.progress())
+                return
 
     def stall_reason(self) -> str:
         """Why nothing more can happen (one line): the links whose zero bandwidth holds transfers
