@@ -49,7 +49,6 @@ class Simulation:
         self.recorder = Recorder()
         n = self.n_workers = workers_in(sc.topology)
         self.numerics_on = sc.numerics
-        self.tokens_per_step = sc.compute.batch_size * sc.model.seq_len
         self.algorithm = make_algorithm(sc.algorithm, n, sc.seed)
         self.algorithm.kernels = sc.run.kernels
 
@@ -88,6 +87,7 @@ class Simulation:
     step_time_s = _read("world", "step_time_s")
     stop = _read("loop", "stop")
     tokens = _read("loop", "tokens")
+    tokens_per_step = _read("loop", "tokens_per_step")
     ended_early = _read("loop", "ended_early")
     diverged = _read("loop", "diverged")
 

@@ -70,23 +70,12 @@ class FlowTable:
             hops = np.full((max(len(ids), self._hops.shape[0]), n), self._pad, dtype=np.intp)
             hops[:self._hops.shape[0], :self._hops.shape[1]] = self._hops
             self._hops = hops
-            for name in ("_rate", "_remaining", "_updated", "_finish"):
+            for name, fill in (("_rate", _INF), ("_remaining", _INF), ("_updated", _INF), ("_finish", _INF),
+                               ("_inarr", False), ("_rno", 0), ("_used", False), ("_q", 0)):
                 old = getattr(self, name)
-                new = np.full(n, _INF)
+                new = np.full(n, fill, dtype=old.dtype)  # the new slots' fill, the old slots kept
                 new[:old.size] = old
                 setattr(self, name, new)
-            inarr = np.zeros(n, dtype=bool)
-            inarr[:self._inarr.size] = self._inarr
-            self._inarr = inarr
-            rno = np.zeros(n, dtype=np.int64)
-            rno[:self._rno.size] = self._rno
-            self._rno = rno
-            used = np.zeros(n, dtype=bool)
-            used[:self._used.size] = self._used
-            self._used = used
-            q = np.zeros(n, dtype=np.int64)
-            q[:self._q.size] = self._q
-            self._q = q
         if s >= self._rk.shape[1] or len(flow.rkeys) > self._rk.shape[0]:
             rk = np.full((max(len(flow.rkeys), self._rk.shape[0], 1), self._rate.size), self._rdummy, dtype=np.intp)
             rk[:self._rk.shape[0], :self._rk.shape[1]] = self._rk
