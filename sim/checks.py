@@ -302,7 +302,10 @@ def check_before_work(sc, here: bool = True) -> Prework:
         check_method(sc, None)
         return Prework(est)
     check_events(estimate_events(sc), sc.run.max_events)  # cheap first, before torch (flops mode: steps only)
-    import torch
+    from sim.signals import interrupts_held
+
+    with interrupts_held():  # (an interrupt inside torch's first import would abort the process)
+        import torch
 
     from kernels.backend import resolve_backend
     from sim.algorithms import algorithm_class

@@ -9,7 +9,9 @@ knows nothing of either: it imports nothing of locosim.
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import threading
 
 
 class Terminated(KeyboardInterrupt):
@@ -36,3 +38,25 @@ def handle_sigterm() -> None:
 def was_terminated() -> bool:
     """Whether a SIGTERM arrived since ``handle_sigterm``."""
     return _terminated
+
+
+@contextlib.contextmanager
+def interrupts_held():
+    """Ctrl-C (SIGINT) and SIGTERM held back while the block runs, then delivered as they would
+    have been (their handlers as they were: ``KeyboardInterrupt``, ``Terminated``). For the first
+    import of torch: its C++ start-up calls back into Python, and an interrupt raised there is an
+    exception C++ cannot pass on, so the process aborts (SIGABRT) with nothing said or written.
+    Outside the main thread (where handlers cannot be set) the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    kinds = (signal.SIGINT, signal.SIGTERM)
+    before = {sig: signal.signal(sig, lambda signum, _frame: held.append(signum)) for sig in kinds}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(held):  # each kind once, in the order they came
+            signal.raise_signal(sig)
