@@ -140,6 +140,28 @@ def test_flow_classes_give_the_per_flow_records_rates_and_finish_times(world, mo
     assert net_a.classes_started == 0 and net_a.active_flows == net_b.active_flows
 
 
+
+def test_flows_that_finish_within_an_ulp_leave_in_start_order_with_or_without_classes(monkeypatch):
+    """A 7-member ring over three regions in a line (r0: 3 workers, r1: 1, r2: 3): each WAN link
+    carries 3 flows, so every flow's max-min rate is 1/3 of 1 Gbit/s, but flow by flow the link
+    popped second gets (cap - 2 s) / 1, the same share but for its last ulp, so one flow finishes
+    an ulp before the others. Flows due within 1e-12 relative finish together, in start order:
+    the per-flow records come in the ring's order, as the flow class's do (before, the per-flow
+    run wrote the hop r1/0 -> r2/0 first; found by a local hypothesis run of the test above)."""
+    world = ({"regions": [{"name": "r0", "nodes": 3}, {"name": "r1", "nodes": 1}, {"name": "r2", "nodes": 3}],
+              "links": [{"a": "r0", "b": "r1", "bandwidth_gbps": 1.0, "latency_s": 0.0},
+                        {"a": "r1", "b": "r2", "bandwidth_gbps": 1.0, "latency_s": 0.0}],
+              "intra_region": {"bandwidth_gbps": 10.0, "latency_s": 1e-4}},
+             [("ring_allreduce", 0.0, [0, 3, 4, 1, 5, 2, 6], 1e7)], [], [], [("r0", "r1"), ("r1", "r2")])
+    share = 1e9 / 8 / 3
+    assert 1e9 / 8 - share - share != share  # the near-tie this test is about
+    plain, grouped = _play(world, False, monkeypatch), _play(world, True, monkeypatch)
+    ring = ["r0/0", "r1/0", "r2/0", "r0/1", "r2/1", "r0/2", "r2/2"]
+    first = [(src, dst) for src, dst, *_ in plain[0][:7]]
+    assert first == list(zip(ring, ring[1:] + ring[:1]))
+    assert [r[:4] for r in plain[0]] == [r[:4] for r in grouped[0]]
+    assert grouped[3].classes_started > 0 and plain[3].classes_started == 0
+
 def _ring_world(per_region: int, regions: int = 8):
     topo = Topology(regions=[Region(name=f"r{i}", nodes=per_region) for i in range(regions)],
                     links=[Link(a=f"r{i}", b=f"r{(i + 1) % regions}", bandwidth_gbps=10.0, latency_s=0.02)

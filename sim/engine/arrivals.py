@@ -17,8 +17,8 @@ from sim.metrics.records import Transfer
 _INF = math.inf
 
 
-def _time_then_start(item: tuple) -> tuple:
-    return item[0], item[1]
+def _start(item: tuple) -> int:
+    return item[1]
 
 
 class Arrivals:
@@ -53,8 +53,11 @@ class Arrivals:
         if fired:
             self._timer_at = _INF
             self._timer_event = None
-        # Flows due within a relative 1e-12 of now finish together: equal flows whose
-        # finish times differ only by rounding cost one recomputation, not several.
+        # Flows due within a relative 1e-12 of now finish together, in start order: equal
+        # flows whose finish times differ only by rounding cost one recomputation, not
+        # several, and leave in one order whether their rates were found flow by flow (where
+        # a link popped after another of the same share can get that share's last ulp) or as
+        # one flow class.
         horizon = now + 1e-12 * max(1.0, abs(now))
         due: list[tuple[float, int, Flow]] = []
         heap = self._finish_heap
@@ -68,7 +71,8 @@ class Arrivals:
             if slots.size:
                 flows = self._slot_flow
                 due.extend((t, flows[s].seq, flows[s]) for s, t in zip(slots.tolist(), finish.take(slots).tolist()))
-                due.sort()  # in order of finish time, then of start
+        if len(due) > 1:
+            due.sort(key=_start)
         classes = self._classes and any(f.members is not None for _, _, f in due)
         self._epoch += 1
         for _, _, f in due:
@@ -89,7 +93,7 @@ class Arrivals:
 
     def _deliver_all(self, due: list) -> None:
         """Deliver due flows and flow classes' members in the order their own flows would be
-        (finish time, then start): plain flows one by one, and each run of class members with
+        (start order): plain flows one by one, and each run of class members with
         one latency through one timer (back-to-back timers at one instant run back to back,
         so the records, the bytes and the done events come in the same order)."""
         link_bytes, sent, received = self.link_bytes, self.sent_bytes, self.received_bytes
@@ -112,7 +116,7 @@ class Arrivals:
             else:
                 self._landing[f] = None
                 items.extend((t, m[4], f, m) for m in f.members)
-        items.sort(key=_time_then_start)
+        items.sort(key=_start)
         run: list = []
         run_latency = None
         for _, _, f, m in items:
