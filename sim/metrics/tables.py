@@ -9,12 +9,12 @@ step function carries per time bin.
 
 from __future__ import annotations
 
-import operator
 from dataclasses import fields
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from sim.metrics.records import STATES, Recorder
 from sim.result import RunResult
@@ -45,19 +45,24 @@ def events_table(rec: Recorder) -> pd.DataFrame:
     one kind keep the order they were appended in). Built column by column from the record
     lists (a 1,024-worker layer-grain run has ~250K transfer rows)."""
     n = 0
-    cols: dict[str, list] = {c: [] for c in EVENT_COLUMNS if c != "duration_s"}
+    # Each column as segments, one per kind of record: arrays made from the records' values,
+    # or all-missing ones (no Python list of Nones), joined once.
+    parts: dict[str, list] = {c: [] for c in EVENT_COLUMNS if c != "duration_s"}
 
     def add(kind: str, count: int, **given: list) -> None:
         nonlocal n
         if not count:
             return
-        for c, values in cols.items():
+        for c, segments in parts.items():
+            dtype = EVENT_COLUMNS[c]
             if c == "kind":
-                values.extend([kind] * count)
+                segments.append(pa.repeat(pa.scalar(kind, pa.large_string()), count))
             elif c in given:
-                values.extend(given[c])
+                segments.append(_arrow(given[c], dtype))
+            elif dtype == "float64":
+                segments.append(np.full(count, np.nan))
             else:
-                values.extend([None] * count)
+                segments.append(pa.nulls(count, pa.large_string() if dtype == "string" else pa.int64()))
         n += count
 
     st = rec.states
@@ -88,40 +93,62 @@ def events_table(rec: Recorder) -> pd.DataFrame:
         src=[s.sender for s in sv], dst=[s.server for s in sv], tag=[s.stream for s in sv],
         round=[s.round for s in sv], start_s=[s.start_s for s in sv], end_s=[s.end_s for s in sv],
         step=[s.version for s in sv])
-    if n > 1:  # sorted before the columns are made: a gather of Python lists, not of arrow arrays
-        order = np.lexsort([_sort_codes(cols[c]) for c in ("dst", "src", "worker", "kind")]
-                           + [np.array(cols["start_s"], dtype=float)])
-        pick = operator.itemgetter(*order.tolist())
-        cols = {c: list(pick(values)) for c, values in cols.items()}
+    arrays = {c: _join(segments, EVENT_COLUMNS[c]) for c, segments in parts.items()}
+    if n > 1:  # sorted as arrays (a gather in C), by codes that order each key as pandas' sort_values does
+        order = np.lexsort([_sort_codes(arrays[c]) for c in ("dst", "src", "worker", "kind")]
+                           + [arrays["start_s"]])
+        arrays = {c: a.take(order) for c, a in arrays.items()}
     data = {}
     for c, dtype in EVENT_COLUMNS.items():
         if c == "duration_s":
             data[c] = data["end_s"] - data["start_s"]
         else:
-            data[c] = _column(cols[c], dtype)
+            data[c] = _pandas(arrays[c], dtype)
     return pd.DataFrame(data, columns=list(EVENT_COLUMNS))
 
 
-def _sort_codes(values: list) -> np.ndarray:
-    """Integer codes that sort ``values`` (strings or ints, None last) as pandas' ``sort_values``
-    orders the column: by value, missing values after all others."""
-    distinct = sorted({v for v in values if v is not None})
-    code = {v: i for i, v in enumerate(distinct)}
-    code[None] = len(distinct)
-    return np.fromiter(map(code.__getitem__, values), dtype=np.int64, count=len(values))
-
-
-def _column(values: list, dtype: str):
-    """``values`` (None where missing) as the pandas array ``pd.array(values, dtype)`` gives,
-    through pyarrow (many times faster for strings and nullable integers)."""
+def _arrow(values: list, dtype: str):
+    """A column's ``values`` (None where missing) as an array to sort and gather: numpy floats
+    for ``float64``, a pyarrow array for strings and nullable integers (many times faster than
+    pandas' own conversion of Python lists)."""
     if dtype == "float64":
         return np.array(values, dtype=float) if values else np.zeros(0)
+    return pa.array(values, type=pa.large_string() if dtype == "string" else pa.int64())
+
+
+def _join(segments: list, dtype: str):
+    """A column's segments as one ``_arrow`` array (an empty one when there are none)."""
+    if not segments:
+        return _arrow([], dtype)
+    if dtype == "float64":
+        return np.concatenate(segments) if len(segments) > 1 else segments[0]
+    return pa.concat_arrays(segments) if len(segments) > 1 else segments[0]
+
+
+def _pandas(arr, dtype: str):
+    """An ``_arrow`` column as the pandas array ``pd.array(values, dtype)`` gives."""
+    if dtype == "float64":
+        return arr
     if dtype == "string":
-        return pd.array(pa.array(values, type=pa.large_string()), dtype="string")
-    if dtype == "Int64":
-        arr = pa.array(values, type=pa.int64())
-        return pd.arrays.IntegerArray(arr.fill_null(0).to_numpy(), arr.is_null().to_numpy(zero_copy_only=False))
-    return pd.array(values, dtype=dtype)
+        return pd.array(arr, dtype="string")
+    return pd.arrays.IntegerArray(arr.fill_null(0).to_numpy(), arr.is_null().to_numpy(zero_copy_only=False))
+
+
+def _sort_codes(arr) -> np.ndarray:
+    """Integer codes that sort an ``_arrow`` column of strings or ints (nulls last) as pandas'
+    ``sort_values`` orders it: by value, missing values after all others (strings by code
+    point, which is their UTF-8 bytes' order)."""
+    if pa.types.is_integer(arr.type):
+        values = arr.fill_null(0).to_numpy()
+        if not arr.null_count:
+            return values
+        return np.where(arr.is_null().to_numpy(zero_copy_only=False), values.max(initial=0) + 1, values)
+    encoded = arr.dictionary_encode()
+    words = encoded.dictionary
+    rank = np.empty(len(words) + 1, dtype=np.int64)
+    rank[pc.array_sort_indices(words).to_numpy()] = np.arange(len(words))
+    rank[len(words)] = len(words)  # null: after every word
+    return rank.take(encoded.indices.fill_null(len(words)).to_numpy().astype(np.int64))
 
 
 def _events_table_rows(rec: Recorder) -> pd.DataFrame:
