@@ -15,8 +15,11 @@ from itertools import islice
 import numpy as np
 
 from sim.engine.flow import Flow
+from sim.engine.maxmin import entity_filling
 
 _INF = math.inf
+# ``_reduced_rates`` rates at most this many entities in plain Python (more: the numpy filling).
+_MAX_ENTITIES = 96
 
 
 class FlowTable:
@@ -103,8 +106,20 @@ class FlowTable:
         self._used[s] = True
         self._hi = max(self._hi, s + 1)
 
+    def _init_reduced(self, graph, links: list) -> None:
+        """Which directed links belong to a leaf node (a worker's or server's own link: only its
+        own flows cross it), and the entities of ``_reduced_rates``: per route number, the
+        number of its links that are not a leaf's (-1: it has none), and those links by number."""
+        self._leaf_link = np.array([graph.degree(u) == 1 or graph.degree(v) == 1 for u, v in links] + [True])
+        self._route_red = np.zeros(0, dtype=np.intp)
+        self._red_no: dict[tuple[int, ...], int] = {}
+        self._red_links: list[tuple[int, ...]] = []
+        self._route_ids: list[tuple[int, ...]] = []  # per route number, its link ids
+        self.reduced_solves = 0  # large recomputations rated by _reduced_rates (the others: every link)
+
     def _new_route(self, no: int, ids: tuple[int, ...]) -> None:
-        """Route number ``no`` (link ids ``ids``) gets its column in the route table."""
+        """Route number ``no`` (link ids ``ids``) gets its column in the route table, and its
+        entity of ``_reduced_rates``."""
         table = self._route_hops
         if no >= table.shape[1] or len(ids) > table.shape[0]:
             n = max(table.shape[1], 64)
@@ -113,10 +128,68 @@ class FlowTable:
             grown = np.full((max(len(ids), table.shape[0]), n), self._pad, dtype=np.intp)
             grown[:table.shape[0], :table.shape[1]] = table
             self._route_hops = table = grown
-            live = np.zeros(n, dtype=np.intp)
-            live[:self._route_live.size] = self._route_live
-            self._route_live = live
+            for name in ("_route_live", "_route_red"):
+                old = getattr(self, name)
+                new = np.zeros(n, dtype=np.intp)
+                new[:old.size] = old
+                setattr(self, name, new)
         table[:len(ids), no] = ids
+        self._route_ids.extend([()] * (no + 1 - len(self._route_ids)))
+        self._route_ids[no] = ids
+        key = tuple([l for l in ids if not self._leaf_link[l]])
+        red = -1
+        if key:
+            red = self._red_no.get(key)
+            if red is None:
+                red = self._red_no[key] = len(self._red_links)
+                self._red_links.append(key)
+        self._route_red[no] = red
+
+    def _reduced_rates(self, routes: np.ndarray, counts: np.ndarray, route_hops: np.ndarray) -> np.ndarray | None:
+        """Max-min rates of the bundles ``routes`` (``counts`` flows each, link ids in the
+        columns of ``route_hops``) found over the links that can limit them; None when that
+        is not known to give the whole filling's floats (then the caller runs it).
+
+        A leaf's link carries only that node's flows. Leave such links out and rate the rest
+        with bundles over the same other links as one entity (``maxmin.entity_filling``).
+        If then every left-out link's fair share at the start is above every rate (by 1e-9
+        relative), the whole filling never pops one of them before its flows are frozen
+        elsewhere (a link's share only grows as flows freeze, and pops come in share order),
+        so it pops the same links in the same order with the same subtractions: the same
+        floats, bit for bit. Routes that are all within a leaf pair's links are rated as they
+        are. Some routes without other links beside routes with them, many entities, or a
+        left-out link that could limit: None.
+        """
+        red = self._route_red.take(routes)
+        if red.min() < 0:
+            if red.max() >= 0:
+                return None
+            # Only routes between leaves of one switch (a pair in a region): nothing to leave
+            # out, each route an entity.
+            if routes.size > _MAX_ENTITIES:
+                return None
+            ids = self._route_ids
+            rate = entity_filling([ids[r] for r in routes.tolist()], counts.tolist(), self._caps)
+            self.reduced_solves += 1
+            return np.array(rate)
+        total = np.bincount(red, weights=counts)
+        ents = total.nonzero()[0]
+        if ents.size > _MAX_ENTITIES:
+            return None
+        where = np.empty(total.size, dtype=np.intp)
+        where[ents] = np.arange(ents.size)
+        inv = where.take(red)
+        per = total.take(ents).astype(np.int64).tolist()  # integers below 2**53: exact
+        rate = entity_filling([self._red_links[e] for e in ents.tolist()], per, self._caps)
+        top = max(rate)
+        width = route_hops.shape[0]
+        n = np.bincount(route_hops.ravel(), weights=np.tile(counts, width), minlength=self._cap.size)
+        n[self._pad] = 0
+        out = (n > 0) & self._leaf_link
+        if out.any() and not (self._cap[out] / n[out]).min() > top * (1 + 1e-9):
+            return None
+        self.reduced_solves += 1
+        return np.array(rate).take(inv)
 
     def _free_slot(self, s: int) -> None:
         """Give a finished flow's column back: no links, no finish time."""

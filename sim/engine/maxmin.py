@@ -5,6 +5,9 @@ no network object): what ``sim.engine.network`` calls whenever rates change.
 * ``progressive_filling``: the same, vectorized with numpy over a hop table, for many
   flows (optionally one column per route with a count); the same floats.
 * ``cell_filling``: the same over cells of links with multiplicities, for flow classes.
+* ``entity_filling``: the same over entities (a set of links and a count of flows over
+  them), for a component whose flows over links that never limit them were left out; its
+  repeated subtractions by ``subtract_times``, one rounding each in O(binades crossed).
 
 Separate so that the filling can be read and unit-tested against references on hand-made
 inputs, apart from the flows' bookkeeping and events.
@@ -215,4 +218,99 @@ def cell_filling(users: dict, routes: dict, left: dict, count: dict, rep_link: l
                         x -= share
                     left[m] = x
                     count[m] -= d
+    return rate
+
+
+def subtract_times(x: float, s: float, k: int) -> float:
+    """``x`` after ``k`` subtractions of ``s``, each rounded to nearest (what the loop
+    ``for _ in range(k): x -= s`` gives, bit for bit), in O(binades crossed) instead of O(k).
+
+    While ``x`` stays in one binade [lo, 2 lo) its neighbours are u apart, so ``x - s`` rounds
+    to ``x - Q u`` with Q = s / u rounded (s / u is exact: u is a power of two), as long as
+    ``x - s`` itself stays at or above lo + u/2 and s / u is not a tie (a tie rounds to even:
+    it depends on x). Those steps are taken at once, exactly (integers times u); the one that
+    leaves the binade, a tie, and anything outside positive normal numbers are taken one by one.
+    """
+    while k > 0:
+        if k <= 4 or not (x > 0.0 and s > 0.0) or x == _INF or s == _INF:
+            for _ in range(k):
+                x -= s
+            return x
+        _, e = math.frexp(x)  # x = m 2^e with 0.5 <= m < 1: x in [lo, 2 lo)
+        if e < -1000:  # near the subnormals: one by one
+            for _ in range(k):
+                x -= s
+            return x
+        lo = math.ldexp(0.5, e)
+        u = math.ldexp(1.0, e - 53)  # the spacing of doubles in [lo, 2 lo)
+        t = s / u
+        if t >= 2.0 ** 53:  # s is as large as x: each step leaves the binade
+            x -= s
+            k -= 1
+            continue
+        q = math.floor(t)
+        frac = t - q
+        big_x = int((x - lo) / u)  # x - lo is exact (both on the grid of u)
+        if frac == 0.5 or big_x == 0:  # a tie, or x at the binade's foot: one step
+            x -= s
+            k -= 1
+            continue
+        big_q = int(q) + (frac > 0.5)
+        if big_q == 0:  # s < u/2 and x - s > lo: every step rounds back to x
+            return x
+        n = min(k, (big_x - 1) // big_q)  # steps j with x - j Q u >= lo + u
+        if n:
+            x = lo + (big_x - n * big_q) * u
+            k -= n
+        if k:
+            x -= s
+            k -= 1
+    return x
+
+
+def entity_filling(links: list, counts: list, cap) -> list:
+    """``heap_filling``'s rates for entities: entity e stands for ``counts[e]`` flows over the
+    link ids ``links[e]`` (every flow on those links is one of them; links of the flows that
+    are left out must never limit them). Flows of one entity are frozen in one pop at one
+    share; freezing takes the share from each link once per flow crossing it, one rounding
+    each (``subtract_times``), in pop order: the floats the flows get one by one. Returns each
+    entity's rate (inf for one without links)."""
+    n: dict[int, int] = {}
+    users: dict[int, list[int]] = {}
+    for e, (ls, c) in enumerate(zip(links, counts)):
+        for l in ls:
+            if l in n:
+                n[l] += c
+                users[l].append(e)
+            else:
+                n[l] = c
+                users[l] = [e]
+    left = {l: float(cap[l]) for l in n}
+    heap = [(left[l] / c, l) for l, c in n.items()]
+    heapq.heapify(heap)
+    rate: list = [_INF] * len(links)
+    frozen = [False] * len(links)
+    while heap:
+        share, l = heapq.heappop(heap)
+        c = n[l]
+        if c == 0:
+            continue
+        current = left[l] / c
+        if current != share:  # stale: l lost flows frozen elsewhere since it was pushed
+            heapq.heappush(heap, (current, l))
+            continue
+        r = share if share > 0 else 0.0
+        took: dict[int, int] = {}
+        for e in users[l]:
+            if frozen[e]:
+                continue
+            frozen[e] = True
+            rate[e] = r
+            k = counts[e]
+            for m in links[e]:
+                n[m] -= k
+                took[m] = took.get(m, 0) + k
+        for m, k in took.items():
+            if n[m]:  # a link left without unfrozen flows is never read again
+                left[m] = subtract_times(left[m], share, k)
     return rate

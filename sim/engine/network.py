@@ -83,6 +83,11 @@ _MIN_CLASS = 16
 # pairs send a flow per layer over one route) once, as one column with a count; the same
 # floats as a column each (False: a column each, the switch the equivalence tests turn off).
 ROUTE_BUNDLES = True
+# Whether ``_solve_large`` rates bundles by the links that can limit them: the links of a leaf
+# node (a worker's or a server's own link) left out while their fair share is above every rate
+# (checked after; else the whole filling), bundles over the same other links as one entity
+# (``FlowTable._reduced_rates``); the same floats (False: the filling over every link).
+REDUCED_FILLING = True
 
 
 class Network(FlowTable, FlowClasses, RateLog, Arrivals):
@@ -178,6 +183,7 @@ class Network(FlowTable, FlowClasses, RateLog, Arrivals):
         self.classes_started = 0  # flow classes started (transfer_group), and split into members
         self.classes_split = 0
         self._init_rate_log(graph, links)
+        self._init_reduced(graph, links)
         self._classes = 0  # active flow classes
         self._down = sum(1 for c in self._caps if c <= 0)  # links at capacity 0
         self._caps_key: dict[tuple, tuple] = {}  # link ids -> their capacities (cleared when one changes)
@@ -554,13 +560,19 @@ class Network(FlowTable, FlowClasses, RateLog, Arrivals):
             count = np.bincount(rno, minlength=len(self._route_no))
             routes = count.nonzero()[0]  # in route order
             self.rate_recomputed_columns += routes.size
-            if routes.size < slots.size:
-                column = np.empty(count.size, dtype=np.intp)
-                column[routes] = np.arange(routes.size)
-                first = np.empty(routes.size, dtype=np.intp)  # a flow of each route (any: one hop column)
-                first[column.take(rno)] = np.arange(slots.size)
-                rate = progressive_filling(hops.take(first, axis=1), self._cap,
-                                            count.take(routes)).take(column.take(rno))
+            column = np.empty(count.size, dtype=np.intp)
+            column[routes] = np.arange(routes.size)
+            at = column.take(rno)  # each flow's route column
+            first = np.empty(routes.size, dtype=np.intp)  # a flow of each route (any: one hop column)
+            first[at] = np.arange(slots.size)
+            route_hops = hops.take(first, axis=1)
+            per_route = None
+            if REDUCED_FILLING and not self._inf_links:
+                per_route = self._reduced_rates(routes, count.take(routes), route_hops)
+            if per_route is not None:
+                rate = per_route.take(at)
+            elif routes.size < slots.size:
+                rate = progressive_filling(route_hops, self._cap, count.take(routes)).take(at)
             else:
                 rate = progressive_filling(hops, self._cap)
         else:
