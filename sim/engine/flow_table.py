@@ -152,44 +152,69 @@ class FlowTable:
 
         A leaf's link carries only that node's flows. Leave such links out and rate the rest
         with bundles over the same other links as one entity (``maxmin.entity_filling``).
-        If then every left-out link's fair share at the start is above every rate (by 1e-9
-        relative), the whole filling never pops one of them before its flows are frozen
-        elsewhere (a link's share only grows as flows freeze, and pops come in share order),
-        so it pops the same links in the same order with the same subtractions: the same
-        floats, bit for bit. Routes that are all within a leaf pair's links are rated as they
-        are. Some routes without other links beside routes with them, many entities, or a
-        left-out link that could limit: None.
+        If then every left-out link's fair share at the start is above the rates of the flows
+        that cross it (by 1e-9 relative; checked against every rate first, then link by link),
+        the whole filling never pops one of them before its flows are frozen elsewhere (a
+        link's share only grows as flows freeze, and pops come in share order), so it pops
+        the same links in the same order with the same subtractions: the same floats, bit
+        for bit. The links of a route that crosses only leaves' links (a pair in
+        one region) are kept, for every route that crosses them. Many entities, or a left-out
+        link that could limit: None.
         """
         red = self._route_red.take(routes)
-        if red.min() < 0:
-            if red.max() >= 0:
+        kept = None  # leaf links kept: those of routes that cross no other link
+        if red.min() >= 0:
+            total = np.bincount(red, weights=counts)
+            ents = total.nonzero()[0]
+            if ents.size > _MAX_ENTITIES:
                 return None
-            # Only routes between leaves of one switch (a pair in a region): nothing to leave
-            # out, each route an entity.
-            if routes.size > _MAX_ENTITIES:
+            where = np.empty(total.size, dtype=np.intp)
+            where[ents] = np.arange(ents.size)
+            inv = where.take(red)
+            links = [self._red_links[e] for e in ents.tolist()]
+            per = total.take(ents).astype(np.int64).tolist()  # integers below 2**53: exact
+        else:
+            # Routes between leaves of one switch (a pair in a region) keep their links, and
+            # every route crossing one of those keeps it too (its flows count there).
+            if routes.size > 16 * _MAX_ENTITIES:
                 return None
-            ids = self._route_ids
-            rate = entity_filling([ids[r] for r in routes.tolist()], counts.tolist(), self._caps)
-            self.reduced_solves += 1
-            return np.array(rate)
-        total = np.bincount(red, weights=counts)
-        ents = total.nonzero()[0]
-        if ents.size > _MAX_ENTITIES:
-            return None
-        where = np.empty(total.size, dtype=np.intp)
-        where[ents] = np.arange(ents.size)
-        inv = where.take(red)
-        per = total.take(ents).astype(np.int64).tolist()  # integers below 2**53: exact
-        rate = entity_filling([self._red_links[e] for e in ents.tolist()], per, self._caps)
-        top = max(rate)
+            ids, red_links = self._route_ids, self._red_links
+            kept_set = {l for r in routes.compress(red < 0).tolist() for l in ids[r]}
+            kept = np.fromiter(kept_set, dtype=np.intp, count=len(kept_set))
+            touch = np.isin(route_hops, kept).any(axis=0).tolist()
+            keys: dict[tuple, int] = {}
+            at = []
+            for r, e, t in zip(routes.tolist(), red.tolist(), touch):
+                if e < 0:
+                    key = ids[r]
+                elif t:
+                    key = red_links[e] + tuple([l for l in ids[r] if l in kept_set])
+                else:
+                    key = red_links[e]
+                at.append(keys.setdefault(key, len(keys)))
+            if len(keys) > _MAX_ENTITIES:
+                return None
+            inv = np.array(at, dtype=np.intp)
+            links = list(keys)
+            per = np.bincount(inv, weights=counts).astype(np.int64).tolist()
+        rate = np.array(entity_filling(links, per, self._caps)).take(inv)  # per route
         width = route_hops.shape[0]
         n = np.bincount(route_hops.ravel(), weights=np.tile(counts, width), minlength=self._cap.size)
         n[self._pad] = 0
         out = (n > 0) & self._leaf_link
-        if out.any() and not (self._cap[out] / n[out]).min() > top * (1 + 1e-9):
-            return None
+        if kept is not None:
+            out[kept] = False
+        if out.any():
+            share = self._cap[out] / n[out]
+            if not share.min() > rate.max() * (1 + 1e-9):
+                # Link by link: a left-out link whose share is above the rates of its own
+                # flows is never popped before they are frozen (pops come in share order).
+                top = np.zeros(self._cap.size)
+                np.maximum.at(top, route_hops.ravel(), np.tile(rate, width))
+                if not (share > top[out] * (1 + 1e-9)).all():
+                    return None
         self.reduced_solves += 1
-        return np.array(rate).take(inv)
+        return rate
 
     def _free_slot(self, s: int) -> None:
         """Give a finished flow's column back: no links, no finish time."""
