@@ -19,7 +19,9 @@ Workloads (issue 16), each timed in this process unless said otherwise:
 * ``dashboard_1024``: the dashboard of the ``layer_1024`` DiLoCo run (10 rounds) opened in
   headless Chromium (Playwright and /usr/bin/chromium or $LOCOSIM_CHROMIUM; skipped with a
   reason without them): ``dashboard_bytes`` and ``draw_s``, from navigation start to every
-  figure drawn (the page's own clock), the median of ``--draws`` loads.
+  figure drawn (the page's own clock), the median of ``--draws`` loads; ``draw_main_thread_cpu_s``,
+  the CPU seconds of the page's main thread over the same span (Chromium's trace, ``--draws``
+  more loads), which other processes on a busy machine disturb less than ``draw_s``.
 * ``barrier_1024``: the NoLoCo-vs-DiLoCo barrier study: 1,024 workers, lognormal per-step
   stragglers (sigma 0.5), no communication cost (infinite bandwidth, no latency),
   H = 100, ``--barrier-rounds`` outer steps (250 in the issue): simulate seconds each.
@@ -204,7 +206,7 @@ def dashboard_1024(draws: int) -> dict:
         run_to_dir(sim, Path(d) / "run")
         page_path = Path(d) / "run" / "dashboard.html"
         out["dashboard_bytes"] = page_path.stat().st_size
-        times = []
+        times, cpu = [], []
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
             for _ in range(draws):
@@ -213,10 +215,33 @@ def dashboard_1024(draws: int) -> dict:
                 page.wait_for_function(DRAWN, polling=10, timeout=120_000)
                 times.append(page.evaluate("() => performance.now()") / 1000)
                 page.close()
+            for _ in range(draws):  # separate loads: tracing slows the page a little
+                cpu.append(_draw_main_thread_cpu_s(browser, page_path))
             browser.close()
     out["draw_s"] = sorted(times)[len(times) // 2]
     out["draws_s"] = times
+    out["draw_main_thread_cpu_s"] = sorted(cpu)[len(cpu) // 2]
+    out["draws_main_thread_cpu_s"] = cpu
     return out
+
+
+def _draw_main_thread_cpu_s(browser, page_path: Path) -> float:
+    """CPU seconds of the page's main thread (the renderer thread that parses, runs scripts and lays
+    out) from navigation to every figure drawn, from Chromium's trace (the thread time of its tasks):
+    less sensitive than ``draw_s`` to other processes on a busy machine."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto("about:blank")
+    browser.start_tracing(page=page, categories=["disabled-by-default-devtools.timeline"])
+    page.goto(page_path.resolve().as_uri(), wait_until="load")
+    page.wait_for_function(DRAWN, polling=10, timeout=120_000)
+    events = json.loads(browser.stop_tracing())["traceEvents"]
+    page.close()
+    per_thread: dict = {}
+    for e in events:
+        if e.get("name") == "RunTask" and e.get("ph") == "X":
+            key = (e["pid"], e["tid"])
+            per_thread[key] = per_thread.get(key, 0) + e.get("tdur", 0)
+    return max(per_thread.values()) / 1e6  # the busiest thread is the page's main thread
 
 
 def barrier_1024(rounds: int) -> dict:

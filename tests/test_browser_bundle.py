@@ -11,13 +11,15 @@ without them, or fail under LOCOSIM_REQUIRE_BROWSER=1).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import plotly.graph_objects as go
 import plotly.offline
 import pytest
 
-from sim.report.page import BASIC_TRACES, Page, basic_bundle, plotlyjs_for
+from sim.report.page import (BASIC_TRACES, PLOTLY_CONFIG_JS, Page, basic_bundle, plotlyjs_for,
+                             split_figure_html)
 from tests.conftest import ROOT, TINY
 from tests.test_browser import browser  # noqa: F401 (a fixture)
 
@@ -82,6 +84,30 @@ def test_a_page_without_figures_inlines_no_plotlyjs(tmp_path):
     """A page with no figure carries no plotly.js at all."""
     _, text = _page(tmp_path, [])
     assert BASIC_BANNER not in text and FULL_BANNER not in text
+
+
+def test_every_figure_is_drawn_by_one_script_after_plotlyjs_at_the_end_of_the_page(tmp_path):
+    """A page's figure divs and HTML all come before plotly.js, and after plotly.js one script draws
+    every figure, in page order: the browser lays the page out once and draws the figures in one
+    task (no rendering pass between figures)."""
+    page, text = _page(tmp_path, ["scatter", "bar", "scatter"])
+    ids = list(page.figures)
+    bundle_at = text.index(BASIC_BANNER)
+    assert all(text.index(f'id="{i}"') < bundle_at for i in ids)
+    scripts = re.findall(r"<script>(.*?)</script>", text[bundle_at:], re.S)  # the ones after the bundle's own
+    assert len(scripts) == 1
+    calls = re.findall(r'Plotly\.newPlot\(\s*"([^"]+)"', scripts[0])
+    assert calls == ids and text.count("Plotly.newPlot(") == len(ids)
+    assert text[text.index(scripts[0]) + len(scripts[0]):] == "</script>\n</body></html>\n"
+
+
+def test_split_figure_html_refuses_plotly_html_without_exactly_one_script():
+    """The div/script split of plotly's figure HTML names what it found when plotly's output is not
+    one div and one script (another plotly version's layout would otherwise drop a figure silently)."""
+    with pytest.raises(ValueError, match="found 0"):
+        split_figure_html("<div id='a'></div>")
+    div, draw = split_figure_html(go.Figure().to_html(full_html=False, include_plotlyjs=False, div_id="f"))
+    assert 'id="f"' in div and "<script" not in div and draw.count("Plotly.newPlot(") == 1
 
 
 # ------------------------------------------------------------------------------------------- in Chromium
@@ -174,6 +200,23 @@ def test_a_page_with_another_trace_type_draws_with_the_full_bundle(browser, tmp_
     assert [f["types"] for f in check["figures"]] == [["bar"], ["heatmap"]]
 
 
+def test_a_figure_whose_drawing_throws_leaves_the_others_drawn(browser, tmp_path):  # noqa: F811
+    """One script draws every figure, yet a figure whose drawing throws does not stop the figures
+    after it: they draw, and the error reaches the browser's console."""
+    page = Page("throwing figure")
+    for i in range(3):
+        page.figure(f"fig-{i}", _figure("bar"))
+    page.draws[1] = "throw new Error('figure 1 failed');"
+    page.write(tmp_path / "page.html")
+    errors: list[str] = []
+    tab = browser.new_page(viewport={"width": 1400, "height": 1000})
+    tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    tab.goto((tmp_path / "page.html").resolve().as_uri(), wait_until="load")
+    drawn = tab.evaluate("() => ['fig-0', 'fig-1', 'fig-2'].map(i => !!document.querySelector('#' + i + ' .main-svg'))")
+    tab.close()
+    assert drawn == [True, False, True] and any("figure 1 failed" in e for e in errors), (drawn, errors)
+
+
 def _screenshot(browser, path: Path) -> bytes:  # noqa: F811
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(path.resolve().as_uri(), wait_until="load")
@@ -196,3 +239,31 @@ def test_the_basic_bundle_draws_the_same_pixels_as_the_full_one(browser, pages, 
     full = tmp_path / f"{name}-full.html"
     full.write_text(text.replace(basic, plotly.offline.get_plotlyjs()), encoding="utf-8")
     assert _screenshot(browser, path) == _screenshot(browser, full)
+
+
+def _drawn_where_they_stand(text: str) -> str:
+    """The same page laid out as plotly's own ``to_html`` does: plotly.js just before the first
+    figure and each figure's script right after its div (drawn one at a time as the page loads)."""
+    head, _, tail = text.partition(PLOTLY_CONFIG_JS + "\n<script>")
+    bundle, _, rest = tail.partition("</script>\n<script>\n")
+    draws, _, end = rest.partition("\n</script>")
+    assert bundle and draws and end == "\n</body></html>\n"
+    for n, draw in enumerate(draws.split("\n")):
+        fig_id = re.search(r'Plotly\.newPlot\(\s*"([^"]+)"', draw).group(1)
+        div = re.search(r'<div id="%s" class="plotly-graph-div"[^>]*></div>' % re.escape(fig_id), head).group(0)
+        before = f"{PLOTLY_CONFIG_JS}\n<script>{bundle}</script>" if n == 0 else ""
+        head = head.replace(div, f"{before}{div}<script>{draw}</script>", 1)
+    return head + end
+
+
+@pytest.mark.parametrize("name", ["dashboard", "faults", "compare"])
+def test_one_drawing_script_draws_the_same_pixels_as_one_script_per_figure(browser, pages, name, tmp_path):  # noqa: F811
+    """Drawing every figure from one script at the end of the page shows, once drawn, exactly the
+    pixels of the same page with plotly.js before its first figure and each figure drawn by its own
+    script where it stands (plotly's to_html layout, which pages had before)."""
+    path = pages[name]
+    old = tmp_path / f"{name}-per-figure.html"
+    old.write_text(_drawn_where_they_stand(path.read_text(encoding="utf-8")), encoding="utf-8")
+    assert old.read_text(encoding="utf-8").count("Plotly.newPlot(") == path.read_text(encoding="utf-8").count(
+        "Plotly.newPlot(") > 0
+    assert _screenshot(browser, path) == _screenshot(browser, old)

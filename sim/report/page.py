@@ -7,6 +7,17 @@ sim/report/assets, 1.2 MB) inlines that bundle instead of the full one the plotl
 embeds (4.8 MB), provided both are the same plotly.js version, so that the figures' JSON means
 the same to either; any other page inlines the full bundle.
 
+plotly.js and the scripts that draw the figures come last in the page, all figures drawn by one
+script: the browser lays out and paints the page's text and the figures' empty boxes once, then
+draws every figure in one task, instead of a rendering pass between figures (each figure was its
+own script, placed where it is drawn). What the page shows once drawn is the same.
+
+Not done on purpose: giving plotly each figure's final margins. Where tick labels are wider than
+a figure's margins, plotly (``automargin``) draws the figure a second time with the margins it
+measured (5 of the 9 figures of a 1,024-worker dashboard; ~20% of its draw time). Those margins
+depend on the viewer's fonts and, the figures being responsive, on the window's width, so a page
+written without a browser cannot know them; a guess would move the plots by a few pixels.
+
 Separate from what goes on a page (``dashboard``, ``compare``, ``bandwidth``) and from its look
 (``style``): this module only assembles sections and writes the file.
 
@@ -38,7 +49,7 @@ BASIC_TRACES = frozenset({"scatter", "bar", "pie"})
 BASIC_BUNDLE = "plotly-basic.min.js"
 # What plotly's own to_html writes before plotly.js (no MathJax is loaded: plotly.js uses none).
 PLOTLY_CONFIG_JS = "<script>window.PlotlyConfig = {MathJaxConfig: 'local'};</script>"
-_SLOT = "<!-- plotly.js -->"  # where the first figure's div gets the bundle when the page is written
+_SCRIPT = re.compile(r"<script[^>]*>(.*?)</script>", re.S)
 
 
 @lru_cache(maxsize=None)
@@ -58,6 +69,16 @@ def plotlyjs_for(trace_types: set[str]) -> tuple[str, str]:
     if trace_types <= BASIC_TRACES and version == plotly.offline.get_plotlyjs_version():
         return "basic", text
     return "full", plotly.offline.get_plotlyjs()
+
+
+def split_figure_html(div: str) -> tuple[str, str]:
+    """(the figure's div, the script that draws it) of plotly's ``to_html(full_html=False,
+    include_plotlyjs=False)``: one div and one script (its JSON escapes ``</``, so no script ends
+    early)."""
+    scripts = _SCRIPT.findall(div)
+    if len(scripts) != 1:
+        raise ValueError(f"expected one <script> in plotly's figure HTML, found {len(scripts)}")
+    return _SCRIPT.sub("", div, count=1), scripts[0].strip()
 
 
 def kv_table(rows: list[tuple[str, object]]) -> str:
@@ -106,14 +127,15 @@ def _template(fig: go.Figure) -> go.layout.Template:
 
 
 class Page:
-    """Sections of HTML and figures, written as one file with plotly.js inlined once."""
+    """Sections of HTML and figures, written as one file with plotly.js inlined once, after the
+    page's HTML, followed by one script that draws every figure."""
 
     def __init__(self, title: str, kind: str = "page"):
         self.title = title
         self.kind = kind  # the generator mark (sim.outputs): which output flag may replace the file
         self.parts: list[str] = []
         self.figures: dict[str, go.Figure] = {}
-        self._plotlyjs_part: int | None = None  # the part holding the first figure: plotly.js goes in it
+        self.draws: list[str] = []  # per figure, in page order, the script that draws it
 
     def html(self, text: str) -> None:
         self.parts.append(text)
@@ -123,12 +145,11 @@ class Page:
         self.figures[fig_id] = fig
         fig.update_layout(template=_template(fig), font={"size": PANEL_FONT_SIZE})
         place_title(fig, wide)
-        # The first figure's div carries plotly.js, as plotly's include_plotlyjs=True would put it; which
-        # bundle is known only once every figure is in (write).
-        div = fig.to_html(full_html=False, include_plotlyjs=False, div_id=fig_id, config=CONFIG)
-        if self._plotlyjs_part is None:
-            self._plotlyjs_part = len(self.parts)
-            div = _SLOT + div
+        # The div goes here; the script that draws it goes to the end of the page, after plotly.js (which
+        # bundle is known only once every figure is in: write).
+        div, draw = split_figure_html(fig.to_html(full_html=False, include_plotlyjs=False, div_id=fig_id,
+                                                  config=CONFIG))
+        self.draws.append(draw)
         self.parts.append(f"<div class='fig{' wide' if wide else ''}'>{div}</div>")
 
     def plotlyjs(self) -> tuple[str, str]:
@@ -144,10 +165,10 @@ class Page:
 
     def write(self, path: Path) -> None:
         parts = list(self.parts)
-        if self._plotlyjs_part is not None:
+        if self.draws:  # plotly.js, then one script drawing every figure; one that throws leaves the others drawn
             _, js = self.plotlyjs()
-            parts[self._plotlyjs_part] = parts[self._plotlyjs_part].replace(
-                _SLOT, f"{PLOTLY_CONFIG_JS}\n<script>{js}</script>", 1)
+            draws = "\n".join(f"try {{ {d} }} catch (e) {{ console.error(e); }}" for d in self.draws)
+            parts.append(f"{PLOTLY_CONFIG_JS}\n<script>{js}</script>\n<script>\n{draws}\n</script>")
         page = (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
                 f"<meta name='viewport' content='width=device-width, initial-scale=1'>{generator_meta(self.kind)}"
                 f"<title>{html.escape(self.title)}</title><style>{CSS}</style></head><body>\n"
