@@ -545,14 +545,16 @@ class Network(FlowTable, FlowClasses, RateLog, Arrivals):
                 earliest = t
         return earliest
 
+    def _slot_hops(self, slots: np.ndarray) -> np.ndarray:
+        """The hop table of the flows in ``slots`` (infinite-capacity links as padding: they never limit)."""
+        hops = self._hops.take(slots, axis=1)
+        return np.where(self._cap.take(hops) < _INF, hops, self._pad) if self._inf_links else hops
+
     def _solve_large(self, slots: np.ndarray) -> float:
         """``_solve_small`` over the flow arrays, for many flows; the same floats."""
         self.rate_recomputations += 1
         self.rate_recomputed_flows += slots.size
         now = self.env.now
-        hops = self._hops.take(slots, axis=1)
-        if self._inf_links:  # an infinite-capacity link never limits a flow: leave it out
-            hops = np.where(self._cap.take(hops) < _INF, hops, self._pad)
         if ROUTE_BUNDLES:
             # Flows over one route cross the same links: progressive filling freezes them in
             # one pop at one share, so one column with their count stands for them all.
@@ -563,21 +565,22 @@ class Network(FlowTable, FlowClasses, RateLog, Arrivals):
             column = np.empty(count.size, dtype=np.intp)
             column[routes] = np.arange(routes.size)
             at = column.take(rno)  # each flow's route column
-            first = np.empty(routes.size, dtype=np.intp)  # a flow of each route (any: one hop column)
-            first[at] = np.arange(slots.size)
-            route_hops = hops.take(first, axis=1)
             per_route = None
             if REDUCED_FILLING and not self._inf_links:
-                per_route = self._reduced_rates(routes, count.take(routes), route_hops)
+                per_route = self._reduced_rates(routes, count.take(routes), self._route_hops.take(routes, axis=1))
             if per_route is not None:
                 rate = per_route.take(at)
-            elif routes.size < slots.size:
-                rate = progressive_filling(route_hops, self._cap, count.take(routes)).take(at)
             else:
-                rate = progressive_filling(hops, self._cap)
+                hops = self._slot_hops(slots)
+                if routes.size < slots.size:
+                    first = np.empty(routes.size, dtype=np.intp)  # a flow of each route (any: one hop column)
+                    first[at] = np.arange(slots.size)
+                    rate = progressive_filling(hops.take(first, axis=1), self._cap, count.take(routes)).take(at)
+                else:
+                    rate = progressive_filling(hops, self._cap)
         else:
             self.rate_recomputed_columns += slots.size
-            rate = progressive_filling(hops, self._cap)
+            rate = progressive_filling(self._slot_hops(slots), self._cap)
         old = self._rate.take(slots)
         changed = rate != old  # same rate: its progress and finish time stay valid (nan: new)
         idx = slots.compress(changed)
