@@ -22,6 +22,7 @@ from typing import Callable, Generator
 import numpy as np
 import simpy
 
+from sim.engine.lazy import delay_to as _delay_to, point_order as _point_order, train_lazy
 from sim.engine.sync import SyncBarrier
 from sim.metrics.records import STATES, Recorder, StateSpan
 from sim.schedule import NOTHING, StepPlan
@@ -30,19 +31,6 @@ from sim.schedule import NOTHING, StepPlan
 FAST_STEPS = True
 """False: workers run ``Worker._train_reference``, the step loop as first written (tests
 compare the two: the same events to the bit)."""
-
-_BLOCK = 8
-"""Quiet stretches at least this long take their end times from the step-time block at once
-(numpy) in ``Worker._train_lazy``; shorter ones go step by step (cheaper for a few)."""
-
-_LEAD = 512
-"""``Worker._train_lazy`` wakes at least once every this many steps, even where nothing happens
-(a run stopped by ``env.run(until=...)`` finds it at most that far ahead)."""
-
-
-def _point_order(point: tuple) -> tuple:
-    return point[0], point[1]
-
 
 class StateTracker:
     """Keeps one worker's current state and appends a span whenever it changes."""
@@ -54,10 +42,10 @@ class StateTracker:
         self.step = 0
 
     def set(self, state: str) -> None:
+        if state == self.state:  # (always a known one)
+            return
         if state not in STATES:
             raise ValueError(f"unknown state '{state}'; states: {', '.join(STATES)}")
-        if state == self.state:
-            return
         self._close()
         self.state, self.since = state, self.env.now
 
@@ -292,7 +280,7 @@ class Worker:
             yield from self._train_reference()
             return
         if self.quiet is not None and self.on_quiet is not None and not self._watchers:
-            yield from self._train_lazy()
+            yield from train_lazy(self)
             return
         # The same waits as ``_train_reference``, yielded at the same moments (so every event
         # is created, and every tie in time broken, as there), with the per-point work cut:
@@ -365,153 +353,6 @@ class Worker:
                     continue
                 yield from self._wait_for(need)
 
-    def _advance(self, deltas: list[float], vt: float) -> Generator:
-        """Bring the clock to ``vt`` (``env.now`` plus ``deltas`` added one at a time, the plain
-        loop's timeouts) in one timeout that lands on it exactly (else in those timeouts, one
-        each), then report the steps ended by then (``catch_up``)."""
-        if deltas:
-            d = deltas[0] if len(deltas) == 1 else _delay_to(self.env.now, vt)
-            if d is None:
-                for x in deltas:
-                    yield self.env.timeout(x)
-            else:
-                yield self.env.timeout(d)
-            deltas.clear()
-        ends = self._stretch
-        if ends:  # all of them have ended by now (catch_up, without the search)
-            done = len(ends)
-            first = self._steps_done + 1
-            self.computed += done
-            self._steps_done += done
-            self.tracker.step = self._steps_done
-            self.on_quiet(self.index, first, ends[:])
-            ends.clear()
-
-    def _train_lazy(self) -> Generator:
-        """``_train`` where nobody looks at a step as it ends (``quiet`` set: timing-only runs,
-        no token budget, no failures): the worker wakes only where it acts on the world -- to
-        release a send, or at a need whose result had not arrived when it got there in virtual
-        time -- and computes everything between two such points as one timeout. Between them
-        it keeps a virtual clock ``vt``: each timeout the plain loop would yield is added to it,
-        one at a time, as SimPy adds a timeout to ``now`` (so every time is the plain loop's to
-        the bit); the steps that end on the way are reported at the next wake (``catch_up``,
-        ``on_quiet``). A need whose collective had completed (its events processed) before the
-        wake is met later too, so it is passed without waking. Nothing lazy reaches the run's
-        time budget (``horizon``): a timeout that would end at or past it is yielded as the plain
-        loop yields it. Quiet stretches of ``_BLOCK`` or more steps take their end times from the
-        step-time block, as ``_quiet_stretch`` does. The same wakes, times and records as
-        ``_train``, with fewer SimPy events (tests/test_scale.py, tests/test_fast_paths.py)."""
-        env, index, tracker, in_flight = self.env, self.index, self.tracker, self.in_flight
-        timeout, arrive, elapsed = env.timeout, self.barrier.arrive, self.elapsed
-        quiet, plan_of, step_time = self.quiet, self.plan, self.step_time_s
-        block = step_time.block if elapsed is None and hasattr(step_time, "block") else None
-        horizon = math.inf if self.horizon is None else self.horizon()
-        ends = self._stretch  # end times of steps done in virtual time, not reported yet
-        deltas: list[float] = []  # the plain loop's timeouts from env.now to vt, in order
-        vt = env.now
-        step = self._steps_done + len(ends) + 1
-        computed = self.computed + len(ends)
-        carried: list = []  # needs of the last step that this one waits for mid-step (layer grain)
-        known_quiet = 0  # steps from ``step`` on known to have empty plans (a stretch of 2 or more)
-        while True:
-            if tracker.state != "compute":
-                tracker.set("compute")
-            if not carried and not known_quiet:
-                known_quiet = quiet(index, step)
-                if known_quiet >= _BLOCK and block is not None:
-                    new = np.cumsum(np.concatenate([[vt], block(computed, known_quiet)]))
-                    n = int(np.searchsorted(new[1:], horizon, side="left"))
-                    if n:  # (the steps that end before the horizon)
-                        new = new[:n + 1].tolist()
-                        ends.extend(new[1:])
-                        deltas.extend(w for w in block(computed, n).tolist() if w > 0)  # (a fallback's timeouts)
-                        vt = new[-1]
-                        step += n
-                        computed += n
-                        known_quiet -= n
-                        if len(ends) >= _LEAD:
-                            yield from self._advance(deltas, vt)
-                        continue
-                if known_quiet < 2:  # (one step: asked of the plan itself, as the plain loop does)
-                    known_quiet = 0
-            if known_quiet:
-                known_quiet -= 1
-                plan = NOTHING
-            else:
-                plan = plan_of(index, step)
-            work = step_time(computed)
-            points = [(f, 1, send) for f, send in plan.during] if plan.during else ()
-            if carried:
-                points = sorted([(need.at, 0, need) for need in carried] + list(points), key=_point_order)
-                carried = []
-            t0 = vt
-            w0 = 0.0  # work done before the current stretch began
-            done_s = 0.0
-            for fraction, is_send, item in points:
-                offset = fraction * work - w0
-                if elapsed is not None:
-                    offset = elapsed(t0, offset)
-                if offset > done_s:
-                    d = offset - done_s
-                    if vt + d >= horizon:  # as the plain loop: never lazily at or past the budget
-                        yield from self._advance(deltas, vt)
-                        yield timeout(d)
-                    else:
-                        deltas.append(d)
-                    vt += d
-                    done_s = offset
-                key = (item.stream, item.round, item.part)
-                if is_send:  # e.g. a layer's part released as its backward is done: at its time
-                    yield from self._advance(deltas, vt)
-                    in_flight[key] = arrive(item, index, step)
-                    self.sent_step = step
-                    continue
-                got = in_flight.get(key)
-                if got is None or got[0].callbacks is not None or got[1].callbacks is not None:
-                    yield from self._advance(deltas, vt)  # not here yet: look again at its time
-                    got = in_flight.get(key)
-                if got is not None and got[0].callbacks is None and got[1].callbacks is None:
-                    del in_flight[key]  # started and done (processed): nothing to wait for
-                    continue
-                before = env.now
-                yield from self._wait_for(item)
-                tracker.set("compute")
-                vt = env.now
-                if vt > before:  # stalled: the rest of the step starts now
-                    t0, w0, done_s = vt, fraction * work, 0.0
-            duration = work - w0
-            if elapsed is not None:
-                duration = elapsed(t0, duration)
-            if duration > done_s:
-                d = duration - done_s
-                if vt + d >= horizon:
-                    yield from self._advance(deltas, vt)
-                    yield timeout(d)
-                else:
-                    deltas.append(d)
-                vt += d
-            ends.append(vt)  # this step is done at vt (reported at the next wake)
-            computed += 1
-            if plan.sends or len(ends) >= _LEAD:  # (a worker that never acts still wakes now and then)
-                yield from self._advance(deltas, vt)
-                for send in plan.sends:
-                    in_flight[(send.stream, send.round, send.part)] = arrive(send, index, step)
-            for need in plan.needs:
-                if need.at > 0:  # needed only at a layer's forward in the next step
-                    carried.append(need)
-                    continue
-                key = (need.stream, need.round, need.part)
-                got = in_flight.get(key)
-                if got is None or got[0].callbacks is not None or got[1].callbacks is not None:
-                    yield from self._advance(deltas, vt)
-                    got = in_flight.get(key)
-                if got is not None and got[0].callbacks is None and got[1].callbacks is None:
-                    del in_flight[key]
-                    continue
-                yield from self._wait_for(need)
-                vt = env.now
-            step += 1
-
     def _train_reference(self) -> Generator:
         """``_train`` as first written (``FAST_STEPS = False``): the same yields, with a
         ``_wait_for`` generator and a state call at every need and a closure call at every
@@ -568,14 +409,3 @@ class Worker:
                     carried.append(need)
                     continue
                 yield from self._wait_for(need)
-
-
-def _delay_to(now: float, end: float) -> float | None:
-    """A delay d with now + d == end exactly in floating point (what a timeout adds), or None."""
-    d = end - now
-    for _ in range(4):
-        got = now + d
-        if got == end:
-            return d
-        d = math.nextafter(d, math.inf if got < end else -math.inf)
-    return None
