@@ -95,6 +95,7 @@ def train_lazy(w) -> Generator:
     timeout, arrive, elapsed = env.timeout, w.barrier.arrive, w.elapsed
     quiet, plan_of, step_time = w.quiet, w.plan, w.step_time_s
     block = step_time.block if elapsed is None and hasattr(step_time, "block") else None
+    same = step_time.base_s if getattr(step_time, "factors", None) == [] else None  # every step's work, when equal
     horizon = math.inf if w.horizon is None else w.horizon()
     ends = w._stretch  # end times of steps done in virtual time, not reported yet
     deltas: list[float] = []  # the plain loop's timeouts from env.now to vt, in order
@@ -114,7 +115,7 @@ def train_lazy(w) -> Generator:
                 if n:  # (the steps that end before the horizon)
                     new = new[:n + 1].tolist()
                     ends.extend(new[1:])
-                    deltas.extend(w for w in block(computed, n).tolist() if w > 0)  # (a fallback's timeouts)
+                    deltas.extend(x for x in block(computed, n).tolist() if x > 0)  # (a fallback's timeouts)
                     vt = new[-1]
                     step += n
                     computed += n
@@ -129,7 +130,7 @@ def train_lazy(w) -> Generator:
             plan = NOTHING
         else:
             plan = plan_of(index, step)
-        work = step_time(computed)
+        work = step_time(computed) if same is None else same
         if plan is NOTHING and not carried:  # a step that only takes its time
             d = work if elapsed is None else elapsed(vt, work)
             if d > 0:

@@ -46,8 +46,10 @@ class StateTracker:
             return
         if state not in STATES:
             raise ValueError(f"unknown state '{state}'; states: {', '.join(STATES)}")
-        self._close()
-        self.state, self.since = state, self.env.now
+        now = self.env.now
+        if now > self.since:  # (_close, inline: a state changes twice at every wait)
+            self.recorder.states.append(StateSpan(self.worker, self.node, self.state, self.since, now, self.step))
+        self.state, self.since = state, now
 
     def _close(self) -> None:
         if self.env.now > self.since:
