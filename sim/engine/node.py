@@ -193,7 +193,10 @@ class Worker:
                         self.barrier.member_up(self.index, self.steps_done)
                     phase = "up"
                     self.rejoins += 1
-                yield from self._train()
+                if FAST_STEPS and self.quiet is not None and self.on_quiet is not None and not self._watchers:
+                    yield from train_lazy(self)  # (nobody looks at a step as it ends: sim.engine.lazy)
+                else:
+                    yield from self._train()
             except simpy.Interrupt:
                 if phase == "down":  # failed again before it ran after its revival: still down, told once
                     continue
@@ -280,9 +283,6 @@ class Worker:
     def _train(self) -> Generator:
         if not FAST_STEPS:
             yield from self._train_reference()
-            return
-        if self.quiet is not None and self.on_quiet is not None and not self._watchers:
-            yield from train_lazy(self)
             return
         # The same waits as ``_train_reference``, yielded at the same moments (so every event
         # is created, and every tie in time broken, as there), with the per-point work cut:
