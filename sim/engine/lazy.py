@@ -78,19 +78,21 @@ def report(w) -> None:
 
 
 def train_lazy(w) -> Generator:
-    """``_train`` where nobody looks at a step as it ends (``quiet`` set: timing-only runs,
+    """``Worker._train`` where nobody looks at a step as it ends (``quiet`` set: timing-only runs,
     no token budget, no failures): the worker wakes only where it acts on the world -- to
     release a send, or at a need whose result had not arrived when it got there in virtual
     time -- and computes everything between two such points as one timeout. Between them
     it keeps a virtual clock ``vt``: each timeout the plain loop would yield is added to it,
     one at a time, as SimPy adds a timeout to ``now`` (so every time is the plain loop's to
-    the bit); the steps that end on the way are reported at the next wake (``catch_up``,
-    ``on_quiet``). A need whose collective had completed (its events processed) before the
+    the bit); the steps that end on the way are reported in batches (``report``: at step-end
+    sends and every ``_LEAD`` steps; the tracker's step count is set at every wake, and
+    ``Worker.steps_done`` reports the steps ended by now when read). A need whose collective had completed (its events processed) before the
     wake is met later too, so it is passed without waking. Nothing lazy reaches the run's
     time budget (``horizon``): a timeout that would end at or past it is yielded as the plain
     loop yields it. Quiet stretches of ``_BLOCK`` or more steps take their end times from the
     step-time block, as ``_quiet_stretch`` does. The same wakes, times and records as
-    ``_train``, with fewer SimPy events (tests/test_scale.py, tests/test_fast_paths.py)."""
+    ``Worker._train``, with fewer SimPy events (tests/test_scale.py, tests/test_fast_paths.py,
+    tests/test_lazy_steps.py)."""
     env, index, tracker, in_flight = w.env, w.index, w.tracker, w.in_flight
     timeout, arrive, elapsed = env.timeout, w.barrier.arrive, w.elapsed
     quiet, plan_of, step_time = w.quiet, w.plan, w.step_time_s
