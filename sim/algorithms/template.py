@@ -177,6 +177,8 @@ class Periodic(OuterMethod):
             self._send_at.setdefault(st.offset % H, []).append(st)
             self._apply_at.setdefault((st.offset + self.lag) % H, []).append(st)
         self._early_quiet: dict[int, int] = {}
+        # everyone syncs with everyone (``group_of`` not drawn): a step's plan is every worker's
+        self._by_step: dict[int, StepPlan] | None = {} if type(self).group_of is Periodic.group_of else None
 
     def group_of(self, round_: int, worker: int) -> tuple[int, ...]:
         """The workers ``worker`` syncs with in round ``round_`` (sorted): everyone by default."""
@@ -196,6 +198,16 @@ class Periodic(OuterMethod):
     def method_plan(self, worker: int, step: int) -> StepPlan:
         if step % self.H not in self._busy:
             return NOTHING
+        by_step = self._by_step
+        if by_step is not None:  # (the same plan for every worker: looked up once a step)
+            plan = by_step.get(step)
+            if plan is None:
+                plan = by_step[step] = self._plan(worker, step)
+                by_step.pop(step - 2 * self.H, None)
+            return plan
+        return self._plan(worker, step)
+
+    def _plan(self, worker: int, step: int) -> StepPlan:
         sent = self._sent(step)
         applied = [(s, j) for s, j in self._applied(step) if j >= 0]
         if not (sent or applied):

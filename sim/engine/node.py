@@ -22,6 +22,7 @@ from typing import Callable, Generator
 import numpy as np
 import simpy
 
+from sim.engine.lazy import delay_to as _delay_to, point_order as _point_order, train_lazy
 from sim.engine.sync import SyncBarrier
 from sim.metrics.records import STATES, Recorder, StateSpan
 from sim.schedule import NOTHING, StepPlan
@@ -30,11 +31,6 @@ from sim.schedule import NOTHING, StepPlan
 FAST_STEPS = True
 """False: workers run ``Worker._train_reference``, the step loop as first written (tests
 compare the two: the same events to the bit)."""
-
-
-def _point_order(point: tuple) -> tuple:
-    return point[0], point[1]
-
 
 class StateTracker:
     """Keeps one worker's current state and appends a span whenever it changes."""
@@ -46,12 +42,14 @@ class StateTracker:
         self.step = 0
 
     def set(self, state: str) -> None:
+        if state == self.state:  # (always a known one)
+            return
         if state not in STATES:
             raise ValueError(f"unknown state '{state}'; states: {', '.join(STATES)}")
-        if state == self.state:
-            return
-        self._close()
-        self.state, self.since = state, self.env.now
+        now = self.env.now
+        if now > self.since:  # (_close, inline: a state changes twice at every wait)
+            self.recorder.states.append(StateSpan(self.worker, self.node, self.state, self.since, now, self.step))
+        self.state, self.since = state, now
 
     def _close(self) -> None:
         if self.env.now > self.since:
@@ -108,7 +106,7 @@ class Worker:
         self.barrier = barrier
         self.on_step = on_step
         self.tracker = StateTracker(env, index, node, recorder)
-        self.steps_done = 0
+        self._steps_done = 0
         self.computed = 0  # steps actually computed here (a rejoin may jump steps_done ahead)
         self.sent_step = 0  # the latest step it sent anything for (ddp buckets leave mid-step)
         self.up = True
@@ -134,6 +132,18 @@ class Worker:
         self._revived = self.env.event()
         self.process.interrupt("down")
         self._notify()
+
+    @property
+    def steps_done(self) -> int:
+        """Steps done by now (the steps of a lazy or quiet stretch that have ended are reported
+        first: ``catch_up``)."""
+        if self._stretch:
+            self.catch_up()
+        return self._steps_done
+
+    @steps_done.setter
+    def steps_done(self, value: int) -> None:
+        self._steps_done = value
 
     @property
     def progress(self) -> int:
@@ -183,7 +193,10 @@ class Worker:
                         self.barrier.member_up(self.index, self.steps_done)
                     phase = "up"
                     self.rejoins += 1
-                yield from self._train()
+                if FAST_STEPS and self.quiet is not None and self.on_quiet is not None and not self._watchers:
+                    yield from train_lazy(self)  # (nobody looks at a step as it ends: sim.engine.lazy)
+                else:
+                    yield from self._train()
             except simpy.Interrupt:
                 if phase == "down":  # failed again before it ran after its revival: still down, told once
                     continue
@@ -235,10 +248,10 @@ class Worker:
         done = bisect.bisect_right(ends, self.env.now)
         if not done:
             return
-        first = self.steps_done + 1
+        first = self._steps_done + 1
         self.computed += done
-        self.steps_done += done
-        self.tracker.step = self.steps_done
+        self._steps_done += done
+        self.tracker.step = self._steps_done
         if self.on_quiet is not None:
             self.on_quiet(self.index, first, ends[:done])
         else:
@@ -398,14 +411,3 @@ class Worker:
                     carried.append(need)
                     continue
                 yield from self._wait_for(need)
-
-
-def _delay_to(now: float, end: float) -> float | None:
-    """A delay d with now + d == end exactly in floating point (what a timeout adds), or None."""
-    d = end - now
-    for _ in range(4):
-        got = now + d
-        if got == end:
-            return d
-        d = math.nextafter(d, math.inf if got < end else -math.inf)
-    return None

@@ -102,6 +102,7 @@ class SyncBarrier:
         # tuple's identity first (the sends of one collective share their group tuple).
         self._groups: dict[tuple, _Group] = {}
         self._group_by_id: dict[int, tuple[tuple, _Group]] = {}
+        self._keys_by_id: dict[int, tuple[object, tuple[tuple, tuple]]] = {}
 
     def _group(self, members: tuple) -> _Group:
         hit = self._group_by_id.get(id(members))
@@ -116,9 +117,17 @@ class SyncBarrier:
         return g
 
     def _keys(self, send) -> tuple[tuple, tuple]:
-        """(logical key, part key) of a send, with its group as a _Group."""
+        """(logical key, part key) of a send, with its group as a _Group (found by the send's
+        identity first: the workers of one collective share its Send when their plans are one)."""
+        hit = self._keys_by_id.get(id(send))
+        if hit is not None and hit[0] is send:
+            return hit[1]
         g = self._group(send.group)
-        return (send.stream, send.round, g), (send.stream, send.round, g, send.part)
+        keys = (send.stream, send.round, g), (send.stream, send.round, g, send.part)
+        if len(self._keys_by_id) > 65536:  # (keeps the sends alive: bounded)
+            self._keys_by_id.clear()
+        self._keys_by_id[id(send)] = (send, keys)
+        return keys
 
     # ------------------------------------------------------------------ membership
     def member_down(self, worker: int) -> None:
