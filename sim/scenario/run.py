@@ -77,8 +77,9 @@ class Run(StrictModel):
         "Write the final global parameters to model.pt in the run directory (torch.save of a dict by parameter "
         "name; load with build_model(...).load_state_dict(torch.load(...)))."))
     coalesce: bool = Field(default=True, description=(
-        "Timing-only runs: compute a worker's steps that send and need nothing as one event (the timeline is "
-        "identical, only faster; off where a token budget or failures need every step as it ends)."))
+        "Timing-only runs: a worker wakes only to send or at a need not yet met, computing the steps between as "
+        "one event (the timeline is identical, only faster; off where a token budget or failures need every step "
+        "as it ends)."))
     engine: Literal["auto", "vmap", "stacked"] = Field(default="auto", description=(
         "How replicas are stepped together: vmap (torch.func over the model, any model kind) or stacked (the GPT "
         "written with a replica dimension, one batched matmul per layer and one autograd pass; gpt only). "
