@@ -117,12 +117,13 @@ def _arrow(values: list, dtype: str):
 
 
 def _join(segments: list, dtype: str):
-    """A column's segments as one ``_arrow`` array (an empty one when there are none)."""
+    """A column's segments as one ``_arrow`` array (an empty one when there are none; pyarrow
+    segments as a chunked array: not copied until the rows are gathered)."""
     if not segments:
         return _arrow([], dtype)
     if dtype == "float64":
         return np.concatenate(segments) if len(segments) > 1 else segments[0]
-    return pa.concat_arrays(segments) if len(segments) > 1 else segments[0]
+    return pa.chunked_array(segments) if len(segments) > 1 else segments[0]  # (copied once: by the gather)
 
 
 def _pandas(arr, dtype: str):
@@ -143,6 +144,8 @@ def _sort_codes(arr) -> np.ndarray:
         if not arr.null_count:
             return values
         return np.where(arr.is_null().to_numpy(zero_copy_only=False), values.max(initial=0) + 1, values)
+    if isinstance(arr, pa.ChunkedArray):  # one dictionary for the whole column
+        arr = arr.combine_chunks()
     encoded = arr.dictionary_encode()
     words = encoded.dictionary
     rank = np.empty(len(words) + 1, dtype=np.int64)

@@ -42,6 +42,14 @@ def _occupied_in_bins(starts: np.ndarray, ends: np.ndarray, edges: np.ndarray) -
     return np.diff(occupied)
 
 
+def _positions(values: pd.Series, index: dict) -> np.ndarray:
+    """Each value's position in ``index`` (-1 where it is missing or not a key), looked up once
+    per distinct value (``Series.map`` on pyarrow strings goes value by value)."""
+    codes, uniques = pd.factorize(values)
+    lookup = np.array([index.get(u, -1) for u in uniques.tolist()] + [-1], dtype=np.int64)
+    return lookup.take(codes)  # a missing value's code, -1, takes the last entry
+
+
 def state_times_by_node(st: pd.DataFrame, nodes: list[str], edges: np.ndarray) -> dict[str, np.ndarray]:
     """Seconds each state occupies in each bin, per node ({node: array [n_states, n_bins]}),
     for every node at once: one sort of all spans by (node, state,
@@ -50,13 +58,10 @@ def state_times_by_node(st: pd.DataFrame, nodes: list[str], edges: np.ndarray) -
     out = {n: np.zeros((len(STATES), len(edges) - 1)) for n in nodes}
     if st.empty:
         return out
-    node_idx = {n: i for i, n in enumerate(nodes)}
-    state_idx = {s: k for k, s in enumerate(STATES)}
-    ni = st["node"].map(node_idx).to_numpy()
-    known = ~pd.isna(ni)
-    si = st["state"].map(state_idx).to_numpy()
-    known &= ~pd.isna(si)
-    ni, si = ni[known].astype(np.int64), si[known].astype(np.int64)
+    ni = _positions(st["node"], {n: i for i, n in enumerate(nodes)})
+    si = _positions(st["state"], {s: k for k, s in enumerate(STATES)})
+    known = (ni >= 0) & (si >= 0)
+    ni, si = ni[known], si[known]
     starts, ends = st["start_s"].to_numpy(float)[known], st["end_s"].to_numpy(float)[known]
     order = np.lexsort((starts, si, ni))
     ni, si, starts, ends = ni[order], si[order], starts[order], ends[order]
