@@ -84,9 +84,9 @@ _MIN_CLASS = 16
 # floats as a column each (False: a column each, the switch the equivalence tests turn off).
 ROUTE_BUNDLES = True
 # Whether ``_solve_large`` rates bundles by the links that can limit them: the links of a leaf
-# node (a worker's or a server's own link) left out while their fair share is above every rate
-# (checked after; else the whole filling), bundles over the same other links as one entity
-# (``FlowTable._reduced_rates``); the same floats (False: the filling over every link).
+# node (a worker's or a server's own link) left out while their fair share is above the rates
+# of their flows (checked after; else the whole filling), bundles over the same other links as
+# one entity (``FlowTable._reduced_rates``); the same floats (False: the filling over every link).
 REDUCED_FILLING = True
 
 
