@@ -18,7 +18,11 @@ _INF = math.inf
 
 
 def _start(item: tuple) -> int:
-    return item[1]
+    return item[0]
+
+
+def _seq(f: Flow) -> int:
+    return f.seq
 
 
 class Arrivals:
@@ -59,23 +63,22 @@ class Arrivals:
         # a link popped after another of the same share can get that share's last ulp) or as
         # one flow class.
         horizon = now + 1e-12 * max(1.0, abs(now))
-        due: list[tuple[float, int, Flow]] = []
+        due: list[Flow] = []
         heap = self._finish_heap
         while heap and heap[0][0] <= horizon:
-            t, seq, version, f = heapq.heappop(heap)
+            _, _, version, f = heapq.heappop(heap)
             if version == f.version:
-                due.append((t, seq, f))
+                due.append(f)
         if self._in_arrays:
-            finish = self._finish[:self._hi]
-            slots = (finish <= horizon).nonzero()[0]
+            slots = (self._finish[:self._hi] <= horizon).nonzero()[0]
             if slots.size:
                 flows = self._slot_flow
-                due.extend((t, flows[s].seq, flows[s]) for s, t in zip(slots.tolist(), finish.take(slots).tolist()))
+                due.extend([flows[s] for s in slots.tolist()])
         if len(due) > 1:
-            due.sort(key=_start)
-        classes = self._classes and any(f.members is not None for _, _, f in due)
+            due.sort(key=_seq)
+        classes = self._classes and any(f.members is not None for f in due)
         self._epoch += 1
-        for _, _, f in due:
+        for f in due:
             # A symmetric class leaves the same users on every link of a hop: one link per hop
             # reaches them all (asked while its fingerprint is still on the links).
             reps = {h[0] for h in f.hops} if f.members is not None and self._symmetric(f) else None
@@ -98,8 +101,8 @@ class Arrivals:
         so the records, the bytes and the done events come in the same order)."""
         link_bytes, sent, received = self.link_bytes, self.sent_bytes, self.received_bytes
         by_id = self._links_by_id
-        if len(due) == 1 and due[0][2].members is not None:  # one class (a ring's LAN hops): members in start order
-            f = due[0][2]
+        if len(due) == 1 and due[0].members is not None:  # one class (a ring's LAN hops): members in start order
+            f = due[0]
             size = f.size
             for src, dst, path, ids, seq in f.members:
                 for l in ids:
@@ -110,16 +113,16 @@ class Arrivals:
             self._arrive_later([(f, m) for m in f.members], f.latency_s)
             return
         items = []
-        for t, _, f in due:
+        for f in due:
             if f.members is None:
-                items.append((t, f.seq, f, None))
+                items.append((f.seq, f, None))
             else:
                 self._landing[f] = None
-                items.extend((t, m[4], f, m) for m in f.members)
+                items.extend((m[4], f, m) for m in f.members)
         items.sort(key=_start)
         run: list = []
         run_latency = None
-        for _, _, f, m in items:
+        for _, f, m in items:
             if m is None:
                 if run:
                     self._arrive_later(run, run_latency)
