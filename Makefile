@@ -6,7 +6,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PIP_FLAGS ?=
-TEST_EXTRAS ?= test,browser,ray,notebooks,triton
+TEST_EXTRAS ?= test,browser,ray,notebooks,triton,fast
 
 .PHONY: setup setup-test demo test test-fast clean
 
@@ -19,7 +19,7 @@ $(BIN)/locosim: pyproject.toml
 	touch $(BIN)/locosim
 
 # The test extras (pytest, hypothesis, Playwright and kaleido for the browser tests, Ray, the notebook
-# runner, Triton), on top of the core install; the stamp records which extras were installed.
+# runner, Triton, numba for the compiled network kernel), on top of the core install; the stamp records which extras were installed.
 $(VENV)/.test-extras: $(BIN)/locosim pyproject.toml
 	$(BIN)/pip install -q $(PIP_FLAGS) -e ".[$(TEST_EXTRAS)]"
 	echo "$(TEST_EXTRAS)" > $@

@@ -14,6 +14,7 @@ from itertools import islice
 
 import numpy as np
 
+from sim.engine import compiled
 from sim.engine.flow import Flow
 from sim.engine.maxmin import entity_filling
 
@@ -216,6 +217,11 @@ class FlowTable:
         self.reduced_solves += 1
         return rate
 
+    def _slot_hops(self, slots: np.ndarray) -> np.ndarray:
+        """The hop table of the flows in ``slots`` (infinite-capacity links as padding: they never limit)."""
+        hops = self._hops.take(slots, axis=1)
+        return np.where(self._cap.take(hops) < _INF, hops, self._pad) if self._inf_links else hops
+
     def _free_slot(self, s: int) -> None:
         """Give a finished flow's column back: no links, no finish time."""
         flow = self._slot_flow[s]
@@ -260,6 +266,10 @@ class FlowTable:
         last = self._last_links
         if last is not None and (reached & last).any():
             reached |= last
+        connected = self._seeds_connected(flows, links)
+        got = compiled.find_component(self, reached, connected)
+        if got is not None:
+            return got
         live = self._route_live.nonzero()[0]
         hops = self._route_hops.take(live, axis=1)
         members = reached.take(hops).any(axis=0)
@@ -273,7 +283,7 @@ class FlowTable:
                 break
             n = m
         self._last_links = None
-        if self._seeds_connected(flows, links):
+        if connected:
             last = self._last_links = np.zeros(self._cap.size, dtype=bool)
             last[hops.compress(members, axis=1)] = True
             last[self._pad] = False

@@ -58,6 +58,7 @@ import networkx as nx
 import numpy as np
 import simpy
 
+from sim.engine import compiled
 from sim.engine.arrivals import Arrivals
 from sim.engine.flow import Flow
 from sim.engine.flow_classes import FlowClasses, mix64
@@ -545,15 +546,12 @@ class Network(FlowTable, FlowClasses, RateLog, Arrivals):
                 earliest = t
         return earliest
 
-    def _slot_hops(self, slots: np.ndarray) -> np.ndarray:
-        """The hop table of the flows in ``slots`` (infinite-capacity links as padding: they never limit)."""
-        hops = self._hops.take(slots, axis=1)
-        return np.where(self._cap.take(hops) < _INF, hops, self._pad) if self._inf_links else hops
-
     def _solve_large(self, slots: np.ndarray) -> float:
         """``_solve_small`` over the flow arrays, for many flows; the same floats."""
         self.rate_recomputations += 1
         self.rate_recomputed_flows += slots.size
+        if ROUTE_BUNDLES and REDUCED_FILLING and (got := compiled.solve_large(self, slots)) is not None:
+            return got  # the same floats, by the compiled kernel (numba installed)
         now = self.env.now
         if ROUTE_BUNDLES:
             # Flows over one route cross the same links: progressive filling freezes them in

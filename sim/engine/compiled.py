@@ -1,0 +1,444 @@
+"""Large rate recomputations compiled with numba (issue 26; the optional extra ``fast``).
+
+``Network._solve_large``'s common case -- the reduced filling (``FlowTable._reduced_rates``:
+leaves' links left out, bundles over the same other links as one entity, the left-out links
+checked after), each changed flow's progress, rate and finish time, and the rate log's integer
+counts -- as one loop over the component's flows (``solve_large``), in the order and with the
+float operations of the numpy path, so the floats are the same, bit for bit: the same
+entities in the same order, the same heap pops (one entry per link, popped by (share, link
+id)), the same subtractions (``maxmin.subtract_times``, ported line by line), then per flow
+``remaining - before * (now - updated)`` and ``now + max(remaining, 0) / rate``. numba
+compiles without fast-math, so every operation is one IEEE double operation, as numpy's.
+
+Where the numpy path would take another branch -- a route between leaves of one switch, more
+than ``_MAX_ENTITIES`` entities, a left-out link that could limit its flows -- the kernel
+changes nothing and returns None: the numpy path runs. The rate log's moves are summed per
+key in int64, as the numpy path's scratch does for many flows: each key's partial sums stay
+below its links' capacities times 2^16 (twice: the old rates and the new), far inside int64.
+
+numba is imported at the first large recomputation after ``AFTER`` of them (its import and
+the cached machine code cost ~0.3 s; compiling, the first time on a machine, a few seconds,
+cached in ``__pycache__`` from then on), so short runs never pay for it. Without numba (the
+extra not installed) or with ``ENABLED = False`` the numpy path runs every time. ``kernel``
+without numba is the same function in plain Python: the tests hold it to the numpy path on
+machines without numba too.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+# Whether large recomputations use the compiled kernel when numba is installed (False: the
+# numpy path always; the switch the equivalence tests turn off).
+ENABLED = True
+# A network's large recomputations made in numpy before numba is loaded (a run with fewer never
+# imports it: DiLoCo and Streaming DiLoCo at 1,024 workers make a few hundred, NoLoCo ~276,000).
+AFTER = 1000
+_INF = math.inf
+_MAX_ENTITIES = 96  # as FlowTable's: more entities, the numpy path (its full filling)
+
+_compiled = None  # the jitted kernel, once loaded
+_component = None  # the jitted component search, loaded with it
+_missing = False  # numba could not be imported
+
+
+def _subtract_times(x, s, k):
+    """``maxmin.subtract_times``, line by line (its docstring says why it is exact)."""
+    while k > 0:
+        if k <= 4 or not (x > 0.0 and s > 0.0) or x == _INF or s == _INF:
+            for _ in range(k):
+                x -= s
+            return x
+        _, e = math.frexp(x)
+        if e < -1000:
+            for _ in range(k):
+                x -= s
+            return x
+        lo = math.ldexp(0.5, e)
+        u = math.ldexp(1.0, e - 53)
+        t = s / u
+        if t >= 2.0 ** 53:
+            x -= s
+            k -= 1
+            continue
+        q = math.floor(t)
+        frac = t - q
+        big_x = int((x - lo) / u)
+        if frac == 0.5 or big_x == 0:
+            x -= s
+            k -= 1
+            continue
+        big_q = int(q) + (1 if frac > 0.5 else 0)
+        if big_q == 0:
+            return x
+        n = min(k, (big_x - 1) // big_q)
+        if n:
+            x = lo + (big_x - n * big_q) * u
+            k -= n
+        if k:
+            x -= s
+            k -= 1
+    return x
+
+
+def _less(hs, hl, a, b):
+    return hs[a] < hs[b] or (hs[a] == hs[b] and hl[a] < hl[b])
+
+
+def _push(hs, hl, size, share, link):
+    """Add (share, link) to the heap of ``size`` entries in hs/hl; returns the new size."""
+    i = size
+    hs[i] = share
+    hl[i] = link
+    while i > 0:
+        parent = (i - 1) // 2
+        if _less(hs, hl, i, parent):
+            hs[i], hs[parent] = hs[parent], hs[i]
+            hl[i], hl[parent] = hl[parent], hl[i]
+            i = parent
+        else:
+            break
+    return size + 1
+
+
+def _pop(hs, hl, size):
+    """Remove the least (share, link) of the heap into slot ``size - 1``; returns the new size."""
+    last = size - 1
+    hs[0], hs[last] = hs[last], hs[0]
+    hl[0], hl[last] = hl[last], hl[0]
+    i = 0
+    while True:
+        c = 2 * i + 1
+        if c >= last:
+            break
+        if c + 1 < last and _less(hs, hl, c + 1, c):
+            c += 1
+        if _less(hs, hl, c, i):
+            hs[i], hs[c] = hs[c], hs[i]
+            hl[i], hl[c] = hl[c], hl[i]
+            i = c
+        else:
+            break
+    return last
+
+
+def kernel(slots, rno, n_routes, route_red, red_links, red_len, cap, leaf_link, rows, pad,
+           rate, remaining, updated, finish, q, inarr, rk, now, quantum, log_on,
+           key_delta, key_touched, new_out):
+    """The reduced filling and the updates of ``_solve_large`` for the flows in ``slots``
+    (ascending). Returns (status, earliest finish that changed or inf, flows new to the
+    arrays (their slots in ``new_out``), routes rated); status 1: nothing changed, the numpy
+    path must run. The rate log's moves are added to ``key_delta`` (touched keys marked)."""
+    count = np.zeros(n_routes, np.int64)
+    for i in range(slots.size):
+        count[rno[slots[i]]] += 1
+    n_ent = red_len.size
+    total = np.zeros(n_ent, np.int64)
+    n_rated = 0
+    for r in range(n_routes):
+        if count[r]:
+            n_rated += 1
+            e = route_red[r]
+            if e < 0:  # a route over leaves' links only: the numpy path keeps its links
+                return 1, _INF, 0, n_rated
+            total[e] += count[r]
+    where = np.full(n_ent, -1, np.int64)
+    ents = 0
+    for e in range(n_ent):
+        if total[e]:
+            where[e] = ents
+            ents += 1
+    if ents > _MAX_ENTITIES:
+        return 1, _INF, 0, n_rated
+    ent_of = np.empty(ents, np.int64)
+    for e in range(n_ent):
+        if total[e]:
+            ent_of[where[e]] = e
+    # maxmin.entity_filling over the entities, in their order.
+    n_links = cap.size
+    n = np.zeros(n_links, np.int64)
+    deg = np.zeros(n_links, np.int64)
+    for j in range(ents):
+        e = ent_of[j]
+        for h in range(red_len[e]):
+            l = red_links[e, h]
+            n[l] += total[e]
+            deg[l] += 1
+    start = np.zeros(n_links + 1, np.int64)
+    for l in range(n_links):
+        start[l + 1] = start[l] + deg[l]
+    fill = start[:-1].copy()
+    users = np.empty(start[n_links], np.int64)
+    for j in range(ents):  # each link's entities in entity order
+        e = ent_of[j]
+        for h in range(red_len[e]):
+            l = red_links[e, h]
+            users[fill[l]] = j
+            fill[l] += 1
+    left = np.zeros(n_links)
+    hs = np.empty(n_links)
+    hl = np.empty(n_links, np.int64)
+    size = 0
+    for l in range(n_links):
+        if deg[l]:
+            left[l] = cap[l]
+            size = _push(hs, hl, size, left[l] / n[l], l)
+    erate = np.full(ents, _INF)
+    frozen = np.zeros(ents, np.bool_)
+    took = np.zeros(n_links, np.int64)
+    took_list = np.empty(n_links, np.int64)
+    while size:
+        size = _pop(hs, hl, size)
+        share = hs[size]
+        l = hl[size]
+        c = n[l]
+        if c == 0:
+            continue
+        current = left[l] / c
+        if current != share:  # stale: l lost flows frozen elsewhere since it was pushed
+            size = _push(hs, hl, size, current, l)
+            continue
+        r = share if share > 0 else 0.0
+        n_took = 0
+        for u in range(start[l], start[l + 1]):
+            j = users[u]
+            if frozen[j]:
+                continue
+            frozen[j] = True
+            erate[j] = r
+            e = ent_of[j]
+            k = total[e]
+            for h in range(red_len[e]):
+                m = red_links[e, h]
+                n[m] -= k
+                if took[m] == 0:
+                    took_list[n_took] = m
+                    n_took += 1
+                took[m] += k
+        for t in range(n_took):
+            m = took_list[t]
+            if n[m]:
+                left[m] = _subtract_times(left[m], share, took[m])
+            took[m] = 0
+    # The left-out links: each one's share above the rates of the flows crossing it.
+    width = rows.shape[1]
+    route_rate = np.zeros(n_routes)
+    top_rate = 0.0
+    nl = np.zeros(n_links)
+    for r in range(n_routes):
+        if count[r]:
+            x = erate[where[route_red[r]]]
+            route_rate[r] = x
+            if x > top_rate:
+                top_rate = x
+            for h in range(width):
+                nl[rows[r, h]] += count[r]
+    nl[pad] = 0.0
+    margin = 1 + 1e-9
+    low = _INF
+    for l in range(n_links):
+        if nl[l] > 0 and leaf_link[l]:
+            low = min(low, cap[l] / nl[l])
+    if low < _INF and not low > top_rate * margin:
+        top = np.zeros(n_links)
+        for r in range(n_routes):
+            if count[r]:
+                for h in range(width):
+                    m = rows[r, h]
+                    if route_rate[r] > top[m]:
+                        top[m] = route_rate[r]
+        for l in range(n_links):
+            if nl[l] > 0 and leaf_link[l] and not cap[l] / nl[l] > top[l] * margin:
+                return 1, _INF, 0, n_rated
+    earliest = _INF
+    nan = False
+    n_new = 0
+    n_moved = 0
+    moved = np.empty(slots.size, np.int64)
+    moves = np.empty(slots.size, np.int64)
+    for i in range(slots.size):
+        s = slots[i]
+        x = route_rate[rno[s]]
+        before = rate[s]
+        if x == before:  # same rate: its progress and finish time stay valid (nan: new)
+            continue
+        rem = remaining[s]
+        if math.isfinite(before):
+            rem = rem - before * (now - updated[s])
+        if x > 0:
+            m = rem if rem != rem or rem > 0.0 else 0.0  # numpy's maximum(rem, 0): nan stays nan
+            f = now + m / x
+        else:
+            f = _INF
+        remaining[s] = rem
+        updated[s] = now
+        rate[s] = x
+        finish[s] = f
+        if f != f:  # numpy's min of the finish times: nan if one is nan
+            nan = True
+        elif f < earliest:
+            earliest = f
+        if log_on:
+            nq = np.int64(np.rint(x * quantum)) if 0 < x < _INF else np.int64(0)
+            d = nq - q[s]
+            if d != 0:
+                q[s] = nq
+                moved[n_moved] = s
+                moves[n_moved] = d
+                n_moved += 1
+        if not inarr[s]:
+            inarr[s] = True
+            new_out[n_new] = s
+            n_new += 1
+    for h in range(rk.shape[0]):  # row by row: the key table is (keys, slots)
+        for i in range(n_moved):
+            key = rk[h, moved[i]]
+            key_delta[key] += moves[i]
+            key_touched[key] = True
+    return 0, math.nan if nan else earliest, n_new, n_rated
+
+
+def component(reached, route_live, rows, pad, rno, used, hi, last):
+    """``FlowTable._large_component``'s search: the routes with live flows connected to the
+    links marked in ``reached`` (grown in place to their links), and the slots of their
+    flows (ascending). ``rows``: each route's link ids (a row per route number, padded).
+    ``last`` (one entry per link, or empty) gets the links of those routes marked: the
+    component's links, for the next search."""
+    width = rows.shape[1]
+    live = np.nonzero(route_live)[0]
+    member = np.zeros(route_live.size, np.bool_)
+    grew = True
+    while grew:  # to the fixed point: every live route touching a reached link, and its links
+        grew = False
+        for r in live:
+            if member[r]:
+                continue
+            touch = False
+            for h in range(width):
+                m = rows[r, h]
+                if reached[m] and m != pad:
+                    touch = True
+                    break
+            if touch:
+                member[r] = True
+                grew = True
+                for h in range(width):
+                    reached[rows[r, h]] = True
+                reached[pad] = False
+    if last.size:
+        for r in live:
+            if member[r]:
+                for h in range(width):
+                    last[rows[r, h]] = True
+        last[pad] = False
+    out = np.empty(hi, np.int64)
+    k = 0
+    for s in range(hi):
+        if used[s] and member[rno[s]]:
+            out[k] = s
+            k += 1
+    return out[:k]
+
+
+def _rows(net) -> np.ndarray:
+    """The route table with a row per route number (``FlowTable._route_hops`` has a column
+    each): the kernels read a route's links side by side. Routes are only ever added and
+    their links never change, so new ones are appended (the table rebuilt if routes grew
+    longer)."""
+    table = net._route_hops
+    n = len(net._route_no)
+    got = getattr(net, "_route_rows", None)
+    if got is None or got[1].shape[1] != table.shape[0] or got[1].shape[0] < n:
+        rows = np.full((max(table.shape[1], 64), table.shape[0]), net._pad, dtype=np.int64)
+        rows[:n] = table[:, :n].T
+        got = net._route_rows = [n, rows]
+    elif got[0] < n:
+        got[1][got[0]:n] = table[:, got[0]:n].T
+        got[0] = n
+    return got[1]
+
+
+def find_component(net, reached: np.ndarray, keep_last: bool) -> np.ndarray | None:
+    """``component`` for ``net`` by the compiled kernel, once loaded (None: the numpy search
+    runs); sets ``net._last_links`` when ``keep_last``."""
+    if _compiled is None or not ENABLED:
+        return None
+    last = np.zeros(net._cap.size if keep_last else 0, dtype=bool)
+    slots = _component(reached, net._route_live, _rows(net), net._pad, net._rno, net._used, net._hi, last)
+    net._last_links = last if keep_last else None
+    return slots
+
+
+def _load():
+    """The jitted kernel (numba's own cache keeps its machine code between runs), or None."""
+    global _compiled, _component, _missing, _subtract_times, _less, _push, _pop
+    if _compiled is not None or _missing:
+        return _compiled
+    try:
+        import numba
+    except ImportError:
+        _missing = True
+        return None
+    jit = numba.njit(cache=True)
+    # The kernel calls its helpers by their global names: those must be jitted first.
+    _subtract_times, _less, _push, _pop = (jit(_subtract_times), jit(_less), jit(_push), jit(_pop))
+    _component = jit(component)
+    _compiled = jit(kernel)
+    return _compiled
+
+
+def _red_table(net) -> tuple[np.ndarray, np.ndarray]:
+    """The reduced filling's entities as arrays: their link ids (rows, padded) and counts."""
+    links = net._red_links
+    got = getattr(net, "_red_arrays", None)
+    if got is None or got[0] != len(links):
+        width = max((len(x) for x in links), default=1)
+        table = np.full((len(links), max(width, 1)), -1, dtype=np.int64)
+        for e, x in enumerate(links):
+            table[e, :len(x)] = x
+        got = net._red_arrays = (len(links), table, np.array([len(x) for x in links], dtype=np.int64))
+    return got[1], got[2]
+
+
+def solve_large(net, slots: np.ndarray, run=None) -> float | None:
+    """``Network._solve_large`` for ``slots`` by the kernel (``run``: the function to call,
+    the jitted one by default): the earliest finish time that changed (inf: none), or None
+    when the numpy path must run (nothing changed then)."""
+    if run is None:
+        if not ENABLED or net._inf_links:
+            return None
+        net._large_seen = seen = getattr(net, "_large_seen", 0) + 1
+        if seen <= AFTER:
+            return None
+        run = _load()
+        if run is None:
+            return None
+    n_keys = len(net._rtot)
+    key_delta = np.zeros(n_keys, dtype=np.int64)
+    touched = np.zeros(n_keys, dtype=np.bool_)
+    new_out = np.empty(slots.size, dtype=np.int64)
+    red_links, red_len = _red_table(net)
+    status, earliest, n_new, n_rated = run(
+        slots.astype(np.int64, copy=False), net._rno, len(net._route_no), net._route_red, red_links, red_len,
+        net._cap, net._leaf_link, _rows(net), net._pad, net._rate, net._remaining, net._updated,
+        net._finish, net._q, net._inarr, net._rk, float(net.env.now), 65536.0, net._log_on,
+        key_delta, touched, new_out)
+    if status:
+        return None
+    net.reduced_solves += 1
+    net.rate_recomputed_columns += n_rated
+    if net._log_on:
+        tot, rtouched = net._rtot, net._rtouched
+        for k in touched.nonzero()[0].tolist():
+            tot[k] += int(key_delta[k])
+            rtouched[k] = None
+    if n_new:
+        flows = net._slot_flow
+        for s in new_out[:n_new].tolist():
+            f = flows[s]
+            f.in_arrays = True
+            f.version += 1
+        net._in_arrays += n_new
+    return earliest

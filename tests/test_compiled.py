@@ -1,0 +1,188 @@
+"""Large rate recomputations by the compiled kernel (issue 26, ``sim.engine.compiled``): the
+reduced filling, each changed flow's progress and finish time, the rate log's counts and the
+component search, in one loop each. It must give the numpy path's floats, bit for bit: checked
+against the numpy path (the switch off) on the gossip timeline, NoLoCo's events and random
+worlds, for the kernel as plain Python (every machine) and as numba's machine code (where the
+extra ``fast`` is installed)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+
+import sim.engine.compiled as compiled
+import sim.engine.network as network
+from sim.engine.maxmin import subtract_times
+from sim.metrics.tables import events_table
+from sim.runner import Simulation
+from sim.scenario import parse_scenario
+from tests.test_flow_classes import _method_data, _play, _worlds
+from tests.test_reduced_filling import _gossip, _subtractions
+
+MODES = ["interpreted", pytest.param("jitted", marks=pytest.mark.slow)]
+
+
+def _use(monkeypatch, mode: str) -> None:
+    """Large recomputations from the first one on: by the kernel (``mode``) or by numpy ("off")."""
+    monkeypatch.setattr(compiled, "AFTER", 0)
+    monkeypatch.setattr(compiled, "ENABLED", mode != "off")
+    if mode == "interpreted":
+        monkeypatch.setattr(compiled, "_compiled", compiled.kernel)
+        monkeypatch.setattr(compiled, "_component", compiled.component)
+    else:
+        pytest.importorskip("numba")
+        assert compiled._load() is not None
+
+
+def _counting(monkeypatch) -> dict:
+    """Count the recomputations the kernel rated (status 0) and the component searches it made."""
+    calls = {"solved": 0, "searched": 0}
+    solve, find = compiled.solve_large, compiled.find_component
+
+    def solve_large(net, slots, run=None):
+        got = solve(net, slots, run)
+        calls["solved"] += got is not None
+        return got
+
+    def find_component(net, reached, keep_last):
+        got = find(net, reached, keep_last)
+        calls["searched"] += got is not None
+        return got
+
+    monkeypatch.setattr(compiled, "solve_large", solve_large)
+    monkeypatch.setattr(compiled, "find_component", find_component)
+    return calls
+
+
+@settings(max_examples=300, deadline=None)
+@given(_subtractions())
+@example((1.25e9, 1.25e9 / 3, 3))
+@example((1.0, math.ulp(1.0) / 2, 100))
+def test_the_kernels_subtractions_are_the_loop_bit_for_bit(case):
+    """The kernel's port of ``subtract_times`` gives what ``maxmin.subtract_times`` gives (held
+    to the loop of single subtractions by tests/test_reduced_filling.py), bit for bit."""
+    x, s, k = case
+    got, want = compiled._subtract_times(x, s, k), subtract_times(x, s, k)
+    assert got == want and math.copysign(1, got) == math.copysign(1, want)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("access_gbps", [10.0, 0.05])
+def test_the_kernel_keeps_the_gossip_timeline_bit_for_bit(mode, access_gbps, monkeypatch):
+    """Layer after layer of pair exchanges over three regions, bandwidth changes, a WAN link down
+    and back, every component on the large path: the kernel gives the numpy path's transfer
+    records, probed rates, rate log, recomputations and reduced solves, to the bit. With 10
+    Gbit/s access links it rates most of them; with 0.05 Gbit/s ones (a worker's own link
+    limits) it hands every one back to numpy, which then runs its whole filling."""
+    _use(monkeypatch, "off")
+    whole = _gossip(monkeypatch, True, access_gbps)
+    _use(monkeypatch, mode)
+    calls = _counting(monkeypatch)
+    fast = _gossip(monkeypatch, True, access_gbps)
+    assert fast[0] == whole[0] and fast[1] == whole[1]
+    for kind in ("links", "pairs"):
+        assert fast[2][kind].keys() == whole[2][kind].keys()
+        for k, (t, v) in whole[2][kind].items():
+            assert t.tolist() == fast[2][kind][k][0].tolist() and v.tolist() == fast[2][kind][k][1].tolist()
+    net_w, net_f = whole[3], fast[3]
+    for name in ("rate_recomputations", "reduced_solves", "rate_recomputed_columns", "rate_recomputed_flows"):
+        assert getattr(net_f, name) == getattr(net_w, name), name
+    assert calls["searched"] > 0
+    if access_gbps > 1:
+        assert calls["solved"] > net_f.rate_recomputations / 2
+    else:
+        assert calls["solved"] == 0
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_noloco_events_are_identical_with_the_kernel_on_and_off(mode, monkeypatch):
+    """NoLoCo at layer grain with stragglers and a bandwidth window, every component on the
+    large path: the events table is the same to the bit with the kernel and with numpy, and
+    the kernel rated some of the recomputations."""
+    monkeypatch.setattr(network, "_SMALL", 0)
+    tables = {}
+    calls = None
+    for m in ("off", mode):
+        _use(monkeypatch, m)
+        if m != "off":
+            calls = _counting(monkeypatch)
+        sim = Simulation(parse_scenario(_method_data({"name": "noloco", "inner_steps": 4, "sync_grain": "layer"})))
+        sim.run()
+        sim.close_records()
+        tables[m] = events_table(sim.recorder)
+    pd.testing.assert_frame_equal(tables["off"], tables[mode], check_exact=True)
+    assert calls["solved"] > 0
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(world=_worlds())
+def test_the_kernel_keeps_random_worlds_bit_for_bit(world, monkeypatch):
+    """On random rings, trees and meshes of regions, with collectives over random members at
+    random times, competing transfers, outages and bandwidth set mid-flight, every component
+    on the large path: the kernel (as plain Python) gives the numpy path's transfer records,
+    collective ends, probed rates and recomputations, to the bit."""
+    monkeypatch.setattr(network, "_SMALL", 0)
+    runs = {}
+    for mode in ("off", "interpreted"):
+        _use(monkeypatch, mode)
+        rows, ends, probes, net = _play(world, False, monkeypatch)
+        runs[mode] = (rows, ends, probes, net.rate_recomputations, net.reduced_solves)
+    assert runs["interpreted"] == runs["off"]
+
+
+@pytest.mark.slow
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(world=_worlds())
+def test_the_jitted_kernel_keeps_random_worlds_bit_for_bit(world, monkeypatch):
+    """The same random worlds with the kernel as numba's machine code (no fast-math: one IEEE
+    operation per Python one): the numpy path's records, ends, rates and recomputations."""
+    pytest.importorskip("numba")
+    monkeypatch.setattr(network, "_SMALL", 0)
+    runs = {}
+    for mode in ("off", "jitted"):
+        _use(monkeypatch, mode)
+        rows, ends, probes, net = _play(world, False, monkeypatch)
+        runs[mode] = (rows, ends, probes, net.rate_recomputations, net.reduced_solves)
+    assert runs["jitted"] == runs["off"]
+
+
+def test_without_numba_the_numpy_path_runs(monkeypatch):
+    """Where numba cannot be imported the kernel is never loaded: ``solve_large`` and
+    ``find_component`` hand every recomputation to numpy, and the gossip timeline is the
+    numpy path's."""
+    monkeypatch.setattr(compiled, "_compiled", None)
+    monkeypatch.setattr(compiled, "_component", None)
+    monkeypatch.setattr(compiled, "_missing", True)
+    monkeypatch.setattr(compiled, "AFTER", 0)
+    calls = _counting(monkeypatch)
+    rows, probes, timeline, net = _gossip(monkeypatch, True, 10.0)
+    assert calls == {"solved": 0, "searched": 0}
+    assert net.reduced_solves > 0 and compiled._compiled is None
+
+
+def test_a_refused_recomputation_changes_nothing(monkeypatch):
+    """When the kernel hands a recomputation back (a worker's own link may limit: 0.05 Gbit/s
+    access links) the flow arrays and the rate log's totals are as they were: numpy starts from
+    the same state."""
+    monkeypatch.setattr(compiled, "ENABLED", False)
+    seen = []
+    solve = network.Network._solve_large
+
+    def probe(net, slots):
+        state = [a.copy() for a in (net._rate, net._remaining, net._updated, net._finish, net._q, net._inarr)]
+        tot = list(net._rtot)
+        got = compiled.solve_large(net, slots, compiled.kernel)
+        seen.append(got)
+        assert got is None
+        for before, after in zip(state, (net._rate, net._remaining, net._updated, net._finish, net._q, net._inarr)):
+            np.testing.assert_array_equal(before, after)
+        assert net._rtot == tot
+        return solve(net, slots)
+
+    monkeypatch.setattr(network.Network, "_solve_large", probe)
+    _gossip(monkeypatch, True, 0.05)
+    assert len(seen) > 10
