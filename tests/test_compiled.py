@@ -186,3 +186,27 @@ def test_a_refused_recomputation_changes_nothing(monkeypatch):
     monkeypatch.setattr(network.Network, "_solve_large", probe)
     _gossip(monkeypatch, True, 0.05)
     assert len(seen) > 10
+
+
+def test_a_kernel_that_cannot_load_leaves_numpy_in_charge(monkeypatch):
+    """numba not importable, or compiled kernels that disagree with the plain ones on one flow:
+    ``_load`` gives None, marks numba missing and leaves the kernel's helpers plain Python."""
+    import sys
+
+    helpers = (compiled._subtract_times, compiled._push)
+    monkeypatch.setattr(compiled, "_compiled", None)
+    monkeypatch.setattr(compiled, "_component", None)
+    monkeypatch.setattr(compiled, "_missing", False)
+    real = sys.modules.get("numba")
+    monkeypatch.setitem(sys.modules, "numba", None)  # import numba raises ImportError
+    assert compiled._load() is None and compiled._missing
+    if real is not None:
+        monkeypatch.setitem(sys.modules, "numba", real)
+    else:
+        monkeypatch.delitem(sys.modules, "numba")
+    pytest.importorskip("numba")
+    monkeypatch.setattr(compiled, "_missing", False)
+    answers = iter([("plain",), ("compiled",)])
+    monkeypatch.setattr(compiled, "_tiny", lambda run, find: next(answers))
+    assert compiled._load() is None and compiled._missing and compiled._compiled is None
+    assert (compiled._subtract_times, compiled._push) == helpers

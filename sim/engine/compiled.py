@@ -371,21 +371,53 @@ def find_component(net, reached: np.ndarray, keep_last: bool) -> np.ndarray | No
     return slots
 
 
+def _tiny(run, find):
+    """One flow on one link, rated by ``run`` and found by ``find``: (status, earliest, new
+    flows, routes, rate, remaining, finish, counts moved, slots found) -- the same by the
+    plain Python kernels and the compiled ones, or the compiled ones are not used."""
+    rate, remaining, updated, finish = np.array([math.nan]), np.array([1e6]), np.zeros(1), np.array([_INF])
+    q, inarr, delta = np.zeros(1, np.int64), np.zeros(1, np.bool_), np.zeros(2, np.int64)
+    rows = np.zeros((1, 1), np.int64)
+    got = run(np.zeros(1, np.int64), np.zeros(1, np.int64), 1, np.zeros(1, np.intp), np.zeros((1, 1), np.int64),
+              np.ones(1, np.int64), np.array([1e9, _INF]), np.array([False, True]), rows, 1, rate, remaining,
+              updated, finish, q, inarr, np.zeros((1, 1), np.intp), 0.5, 65536.0, True, delta,
+              np.zeros(2, np.bool_), np.empty(1, np.int64))
+    found = find(np.array([True, False]), np.ones(1, np.intp), rows, 1, np.zeros(1, np.int64), np.ones(1, np.bool_),
+                 1, np.zeros(2, np.bool_))
+    return tuple(got) + (rate[0], remaining[0], finish[0], q[0], delta[0], found.tolist())
+
+
 def _load():
-    """The jitted kernel (numba's own cache keeps its machine code between runs), or None."""
+    """The jitted kernel (numba's own cache keeps its machine code between runs), or None:
+    numba missing, or it fails to compile or to give the plain kernels' answer on one flow
+    (then the numpy path runs, as without numba)."""
     global _compiled, _component, _missing, _subtract_times, _less, _push, _pop
     if _compiled is not None or _missing:
         return _compiled
+    _missing = True  # until the compiled kernels have given the right answer
     try:
         import numba
-    except ImportError:
-        _missing = True
+    except Exception:  # not installed, or broken against this numpy
         return None
-    jit = numba.njit(cache=True)
-    # The kernel calls its helpers by their global names: those must be jitted first.
-    _subtract_times, _less, _push, _pop = (jit(_subtract_times), jit(_less), jit(_push), jit(_pop))
-    _component = jit(component)
-    _compiled = jit(kernel)
+    want = _tiny(kernel, component)
+    helpers = (_subtract_times, _less, _push, _pop)
+    try:
+        try:
+            jit = numba.njit(cache=True)
+            # The kernel calls its helpers by their global names: those are jitted first.
+            _subtract_times, _less, _push, _pop = (jit(f) for f in helpers)
+            fns = jit(kernel), jit(component)
+        except RuntimeError:  # no place to cache the machine code: compiled each run
+            jit = numba.njit
+            _subtract_times, _less, _push, _pop = (jit(f) for f in helpers)
+            fns = jit(kernel), jit(component)
+        if _tiny(*fns) != want:
+            raise ArithmeticError("compiled kernels disagree with the plain ones")
+    except Exception:
+        _subtract_times, _less, _push, _pop = helpers
+        return None
+    _compiled, _component = fns
+    _missing = False
     return _compiled
 
 
