@@ -10,9 +10,10 @@ id)), the same subtractions (``maxmin.subtract_times``, ported line by line), th
 ``remaining - before * (now - updated)`` and ``now + max(remaining, 0) / rate``. numba
 compiles without fast-math, so every operation is one IEEE double operation, as numpy's.
 
-Where the numpy path would take another branch -- a route between leaves of one switch, more
-than ``_MAX_ENTITIES`` entities, a left-out link that could limit its flows -- the kernel
-changes nothing and returns None: the numpy path runs. The rate log's moves are summed per
+Routes between leaves of one switch (a pair in one region) keep their links, as in numpy's
+second branch. Where the numpy path would run its whole filling -- more than
+``_MAX_ENTITIES`` entities, a left-out link that could limit its flows -- the kernel changes
+nothing and returns None: the numpy path runs. The rate log's moves are summed per
 key in int64, as the numpy path's scratch does for many flows: each key's partial sums stay
 below its links' capacities times 2^16 (twice: the old rates and the new), far inside int64.
 
@@ -124,47 +125,130 @@ def _pop(hs, hl, size):
     return last
 
 
-def kernel(slots, rno, n_routes, route_red, red_links, red_len, cap, leaf_link, rows, pad,
+def kernel(slots, rno, pos, route_red, red_links, red_len, cap, leaf_link, rows, pad,
            rate, remaining, updated, finish, q, inarr, rk, now, quantum, log_on,
            key_delta, key_touched, new_out):
     """The reduced filling and the updates of ``_solve_large`` for the flows in ``slots``
     (ascending). Returns (status, earliest finish that changed or inf, flows new to the
     arrays (their slots in ``new_out``), routes rated); status 1: nothing changed, the numpy
-    path must run. The rate log's moves are added to ``key_delta`` (touched keys marked)."""
-    count = np.zeros(n_routes, np.int64)
-    for i in range(slots.size):
-        count[rno[slots[i]]] += 1
-    n_ent = red_len.size
-    total = np.zeros(n_ent, np.int64)
+    path must run. The rate log's moves are added to ``key_delta`` (touched keys marked).
+    ``pos``: -1 for every route number, on entry and on return (scratch)."""
+    # The component's routes, each once, with its flows counted (pos: route -> its index).
+    routes = np.empty(slots.size, np.int64)
+    count = np.zeros(slots.size, np.int64)
     n_rated = 0
-    for r in range(n_routes):
-        if count[r]:
+    for i in range(slots.size):
+        r = rno[slots[i]]
+        j = pos[r]
+        if j < 0:
+            j = pos[r] = n_rated
+            routes[n_rated] = r
             n_rated += 1
-            e = route_red[r]
-            if e < 0:  # a route over leaves' links only: the numpy path keeps its links
-                return 1, _INF, 0, n_rated
-            total[e] += count[r]
-    where = np.full(n_ent, -1, np.int64)
-    ents = 0
-    for e in range(n_ent):
-        if total[e]:
-            where[e] = ents
-            ents += 1
-    if ents > _MAX_ENTITIES:
-        return 1, _INF, 0, n_rated
-    ent_of = np.empty(ents, np.int64)
-    for e in range(n_ent):
-        if total[e]:
-            ent_of[where[e]] = e
-    # maxmin.entity_filling over the entities, in their order.
+        count[j] += 1
+    status, earliest, n_new = _rate(slots, rno, pos, routes[:n_rated], count[:n_rated], route_red, red_links,
+                                    red_len, cap, leaf_link, rows, pad, rate, remaining, updated, finish, q,
+                                    inarr, rk, now, quantum, log_on, key_delta, key_touched, new_out)
+    for j in range(n_rated):
+        pos[routes[j]] = -1
+    return status, earliest, n_new, n_rated
+
+
+def _rate(slots, rno, pos, routes, count, route_red, red_links, red_len, cap, leaf_link, rows, pad,
+          rate, remaining, updated, finish, q, inarr, rk, now, quantum, log_on, key_delta, key_touched, new_out):
+    """``kernel``'s work over the component's ``routes`` (``count`` flows each)."""
     n_links = cap.size
+    width = rows.shape[1]
+    # Routes between leaves of one switch (no other link) keep their links, for every route
+    # that crosses them (FlowTable._reduced_rates' second branch).
+    kept = np.zeros(n_links, np.bool_)
+    any_kept = False
+    for j in range(routes.size):
+        r = routes[j]
+        if route_red[r] < 0:
+            any_kept = True
+            for h in range(width):
+                if rows[r, h] != pad:
+                    kept[rows[r, h]] = True
+    # The entities: their links, flows, and each route's entity.
+    elinks = np.empty((_MAX_ENTITIES, red_links.shape[1] + 2), np.int64)
+    elen = np.zeros(_MAX_ENTITIES, np.int64)
+    ecount = np.zeros(_MAX_ENTITIES, np.int64)
+    route_ent = np.empty(routes.size, np.int64)
+    ents = 0
+    if not any_kept:  # bundles over the same other links: one entity per such set, in its order
+        n_ent = red_len.size
+        total = np.zeros(n_ent, np.int64)
+        for j in range(routes.size):
+            total[route_red[routes[j]]] += count[j]
+        where = np.full(n_ent, -1, np.int64)
+        for e in range(n_ent):
+            if total[e]:
+                if ents == _MAX_ENTITIES:
+                    return 1, _INF, 0
+                where[e] = ents
+                for h in range(red_len[e]):
+                    elinks[ents, h] = red_links[e, h]
+                elen[ents] = red_len[e]
+                ecount[ents] = total[e]
+                ents += 1
+        for j in range(routes.size):
+            route_ent[j] = where[route_red[routes[j]]]
+    else:
+        if routes.size > 16 * _MAX_ENTITIES:
+            return 1, _INF, 0
+        # A route's kept links are its first and last (a leaf's link opens or closes a route):
+        # an entity is the other links' set and those, in route order (numpy's key).
+        keys = np.empty((_MAX_ENTITIES, 3), np.int64)
+        for j in range(routes.size):
+            r = routes[j]
+            e = route_red[r]
+            a = -1
+            b = -1
+            nk = 0
+            for h in range(width):
+                m = rows[r, h]
+                if m != pad and kept[m]:
+                    if nk == 0:
+                        a = m
+                    else:
+                        b = m
+                    nk += 1
+            if nk > 2:
+                return 1, _INF, 0
+            found = -1
+            for x in range(ents):
+                if keys[x, 0] == e and keys[x, 1] == a and keys[x, 2] == b:
+                    found = x
+                    break
+            if found < 0:
+                if ents == _MAX_ENTITIES:
+                    return 1, _INF, 0
+                found = ents
+                keys[found, 0] = e
+                keys[found, 1] = a
+                keys[found, 2] = b
+                k = 0
+                if e >= 0:
+                    for h in range(red_len[e]):
+                        elinks[found, k] = red_links[e, h]
+                        k += 1
+                if a >= 0:
+                    elinks[found, k] = a
+                    k += 1
+                if b >= 0:
+                    elinks[found, k] = b
+                    k += 1
+                elen[found] = k
+                ents += 1
+            route_ent[j] = found
+            ecount[found] += count[j]
+    # maxmin.entity_filling over the entities.
     n = np.zeros(n_links, np.int64)
     deg = np.zeros(n_links, np.int64)
     for j in range(ents):
-        e = ent_of[j]
-        for h in range(red_len[e]):
-            l = red_links[e, h]
-            n[l] += total[e]
+        for h in range(elen[j]):
+            l = elinks[j, h]
+            n[l] += ecount[j]
             deg[l] += 1
     start = np.zeros(n_links + 1, np.int64)
     for l in range(n_links):
@@ -172,9 +256,8 @@ def kernel(slots, rno, n_routes, route_red, red_links, red_len, cap, leaf_link, 
     fill = start[:-1].copy()
     users = np.empty(start[n_links], np.int64)
     for j in range(ents):  # each link's entities in entity order
-        e = ent_of[j]
-        for h in range(red_len[e]):
-            l = red_links[e, h]
+        for h in range(elen[j]):
+            l = elinks[j, h]
             users[fill[l]] = j
             fill[l] += 1
     left = np.zeros(n_links)
@@ -208,10 +291,9 @@ def kernel(slots, rno, n_routes, route_red, red_links, red_len, cap, leaf_link, 
                 continue
             frozen[j] = True
             erate[j] = r
-            e = ent_of[j]
-            k = total[e]
-            for h in range(red_len[e]):
-                m = red_links[e, h]
+            k = ecount[j]
+            for h in range(elen[j]):
+                m = elinks[j, h]
                 n[m] -= k
                 if took[m] == 0:
                     took_list[n_took] = m
@@ -223,35 +305,34 @@ def kernel(slots, rno, n_routes, route_red, red_links, red_len, cap, leaf_link, 
                 left[m] = _subtract_times(left[m], share, took[m])
             took[m] = 0
     # The left-out links: each one's share above the rates of the flows crossing it.
-    width = rows.shape[1]
-    route_rate = np.zeros(n_routes)
+    route_rate = np.empty(routes.size)
     top_rate = 0.0
     nl = np.zeros(n_links)
-    for r in range(n_routes):
-        if count[r]:
-            x = erate[where[route_red[r]]]
-            route_rate[r] = x
-            if x > top_rate:
-                top_rate = x
-            for h in range(width):
-                nl[rows[r, h]] += count[r]
+    for j in range(routes.size):
+        r = routes[j]
+        x = erate[route_ent[j]]
+        route_rate[j] = x
+        if x > top_rate:
+            top_rate = x
+        for h in range(width):
+            nl[rows[r, h]] += count[j]
     nl[pad] = 0.0
     margin = 1 + 1e-9
     low = _INF
     for l in range(n_links):
-        if nl[l] > 0 and leaf_link[l]:
+        if nl[l] > 0 and leaf_link[l] and not kept[l]:
             low = min(low, cap[l] / nl[l])
     if low < _INF and not low > top_rate * margin:
         top = np.zeros(n_links)
-        for r in range(n_routes):
-            if count[r]:
-                for h in range(width):
-                    m = rows[r, h]
-                    if route_rate[r] > top[m]:
-                        top[m] = route_rate[r]
+        for j in range(routes.size):
+            r = routes[j]
+            for h in range(width):
+                m = rows[r, h]
+                if route_rate[j] > top[m]:
+                    top[m] = route_rate[j]
         for l in range(n_links):
-            if nl[l] > 0 and leaf_link[l] and not cap[l] / nl[l] > top[l] * margin:
-                return 1, _INF, 0, n_rated
+            if nl[l] > 0 and leaf_link[l] and not kept[l] and not cap[l] / nl[l] > top[l] * margin:
+                return 1, _INF, 0
     earliest = _INF
     nan = False
     n_new = 0
@@ -260,7 +341,7 @@ def kernel(slots, rno, n_routes, route_red, red_links, red_len, cap, leaf_link, 
     moves = np.empty(slots.size, np.int64)
     for i in range(slots.size):
         s = slots[i]
-        x = route_rate[rno[s]]
+        x = route_rate[pos[rno[s]]]
         before = rate[s]
         if x == before:  # same rate: its progress and finish time stay valid (nan: new)
             continue
@@ -297,7 +378,7 @@ def kernel(slots, rno, n_routes, route_red, red_links, red_len, cap, leaf_link, 
             key = rk[h, moved[i]]
             key_delta[key] += moves[i]
             key_touched[key] = True
-    return 0, math.nan if nan else earliest, n_new, n_rated
+    return 0, math.nan if nan else earliest, n_new
 
 
 def component(reached, route_live, rows, pad, rno, used, hi, last):
@@ -378,7 +459,7 @@ def _tiny(run, find):
     rate, remaining, updated, finish = np.array([math.nan]), np.array([1e6]), np.zeros(1), np.array([_INF])
     q, inarr, delta = np.zeros(1, np.int64), np.zeros(1, np.bool_), np.zeros(2, np.int64)
     rows = np.zeros((1, 1), np.int64)
-    got = run(np.zeros(1, np.int64), np.zeros(1, np.int64), 1, np.zeros(1, np.intp), np.zeros((1, 1), np.int64),
+    got = run(np.zeros(1, np.int64), np.zeros(1, np.int64), np.full(1, -1, np.int64), np.zeros(1, np.intp), np.zeros((1, 1), np.int64),
               np.ones(1, np.int64), np.array([1e9, _INF]), np.array([False, True]), rows, 1, rate, remaining,
               updated, finish, q, inarr, np.zeros((1, 1), np.intp), 0.5, 65536.0, True, delta,
               np.zeros(2, np.bool_), np.empty(1, np.int64))
@@ -391,7 +472,7 @@ def _load():
     """The jitted kernel (numba's own cache keeps its machine code between runs), or None:
     numba missing, or it fails to compile or to give the plain kernels' answer on one flow
     (then the numpy path runs, as without numba)."""
-    global _compiled, _component, _missing, _subtract_times, _less, _push, _pop
+    global _compiled, _component, _missing, _subtract_times, _less, _push, _pop, _rate
     if _compiled is not None or _missing:
         return _compiled
     _missing = True  # until the compiled kernels have given the right answer
@@ -400,21 +481,21 @@ def _load():
     except Exception:  # not installed, or broken against this numpy
         return None
     want = _tiny(kernel, component)
-    helpers = (_subtract_times, _less, _push, _pop)
+    helpers = (_subtract_times, _less, _push, _pop, _rate)
     try:
         try:
             jit = numba.njit(cache=True)
             # The kernel calls its helpers by their global names: those are jitted first.
-            _subtract_times, _less, _push, _pop = (jit(f) for f in helpers)
+            _subtract_times, _less, _push, _pop, _rate = (jit(f) for f in helpers)
             fns = jit(kernel), jit(component)
         except RuntimeError:  # no place to cache the machine code: compiled each run
             jit = numba.njit
-            _subtract_times, _less, _push, _pop = (jit(f) for f in helpers)
+            _subtract_times, _less, _push, _pop, _rate = (jit(f) for f in helpers)
             fns = jit(kernel), jit(component)
         if _tiny(*fns) != want:
             raise ArithmeticError("compiled kernels disagree with the plain ones")
     except Exception:
-        _subtract_times, _less, _push, _pop = helpers
+        _subtract_times, _less, _push, _pop, _rate = helpers
         return None
     _compiled, _component = fns
     _missing = False
@@ -432,6 +513,14 @@ def _red_table(net) -> tuple[np.ndarray, np.ndarray]:
             table[e, :len(x)] = x
         got = net._red_arrays = (len(links), table, np.array([len(x) for x in links], dtype=np.int64))
     return got[1], got[2]
+
+
+def _positions(net) -> np.ndarray:
+    """The kernel's scratch per route number: -1 each (it puts back what it writes)."""
+    pos = getattr(net, "_route_pos", None)
+    if pos is None or pos.size < len(net._route_no):
+        pos = net._route_pos = np.full(max(net._route_hops.shape[1], 64), -1, dtype=np.int64)
+    return pos
 
 
 def solve_large(net, slots: np.ndarray, run=None) -> float | None:
@@ -453,7 +542,7 @@ def solve_large(net, slots: np.ndarray, run=None) -> float | None:
     new_out = np.empty(slots.size, dtype=np.int64)
     red_links, red_len = _red_table(net)
     status, earliest, n_new, n_rated = run(
-        slots.astype(np.int64, copy=False), net._rno, len(net._route_no), net._route_red, red_links, red_len,
+        slots.astype(np.int64, copy=False), net._rno, _positions(net), net._route_red, red_links, red_len,
         net._cap, net._leaf_link, _rows(net), net._pad, net._rate, net._remaining, net._updated,
         net._finish, net._q, net._inarr, net._rk, float(net.env.now), 65536.0, net._log_on,
         key_delta, touched, new_out)
