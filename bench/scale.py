@@ -176,6 +176,7 @@ def layer_1024(methods: list[str], command: bool, rounds: int = 10) -> dict:
                  "rate_recomputed_flows": sim.net.rate_recomputed_flows,
                  "rate_recomputed_columns": getattr(sim.net, "rate_recomputed_columns", None),
                  "reduced_solves": getattr(sim.net, "reduced_solves", None),
+                 "compiled_solves": getattr(sim.net, "compiled_solves", None),
                  "sim_time_s": float(sim.env.now),
                  "dashboard_bytes": size}
         if command:

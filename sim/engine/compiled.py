@@ -549,6 +549,7 @@ def solve_large(net, slots: np.ndarray, run=None) -> float | None:
     if status:
         return None
     net.reduced_solves += 1
+    net.compiled_solves += 1
     net.rate_recomputed_columns += n_rated
     if net._log_on:
         tot, rtouched = net._rtot, net._rtouched

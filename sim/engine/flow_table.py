@@ -117,6 +117,7 @@ class FlowTable:
         self._red_links: list[tuple[int, ...]] = []
         self._route_ids: list[tuple[int, ...]] = []  # per route number, its link ids
         self.reduced_solves = 0  # large recomputations rated by _reduced_rates (the others: every link)
+        self.compiled_solves = 0  # of those, rated by the compiled kernel (sim.engine.compiled)
 
     def _new_route(self, no: int, ids: tuple[int, ...]) -> None:
         """Route number ``no`` (link ids ``ids``) gets its column in the route table, and its
