@@ -336,9 +336,10 @@ def _rate(slots, rno, pos, routes, count, route_red, red_links, red_len, cap, le
     earliest = _INF
     nan = False
     n_new = 0
-    n_moved = 0
-    moved = np.empty(slots.size, np.int64)
-    moves = np.empty(slots.size, np.int64)
+    # The rate log's moves summed per route (its flows count toward the same keys: its WAN
+    # links and its region pair), and a flow of each route that moved, whose keys those are.
+    route_move = np.zeros(routes.size, np.int64)
+    route_flow = np.full(routes.size, -1, np.int64)
     for i in range(slots.size):
         s = slots[i]
         x = route_rate[pos[rno[s]]]
@@ -366,17 +367,19 @@ def _rate(slots, rno, pos, routes, count, route_red, red_links, red_len, cap, le
             d = nq - q[s]
             if d != 0:
                 q[s] = nq
-                moved[n_moved] = s
-                moves[n_moved] = d
-                n_moved += 1
+                j = pos[rno[s]]
+                route_move[j] += d
+                route_flow[j] = s
         if not inarr[s]:
             inarr[s] = True
             new_out[n_new] = s
             n_new += 1
-    for h in range(rk.shape[0]):  # row by row: the key table is (keys, slots)
-        for i in range(n_moved):
-            key = rk[h, moved[i]]
-            key_delta[key] += moves[i]
+    for h in range(rk.shape[0]):  # each moved route's sum to its keys
+        for j in range(routes.size):
+            if route_flow[j] < 0:
+                continue
+            key = rk[h, route_flow[j]]
+            key_delta[key] += route_move[j]
             key_touched[key] = True
     return 0, math.nan if nan else earliest, n_new
 
