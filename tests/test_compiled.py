@@ -111,10 +111,12 @@ def test_the_kernel_keeps_the_gossip_timeline_bit_for_bit(mode, access_gbps, mon
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_noloco_events_are_identical_with_the_kernel_on_and_off(mode, monkeypatch):
+@pytest.mark.parametrize("log", [True, False], ids=["log", "no-log"])
+def test_noloco_events_are_identical_with_the_kernel_on_and_off(mode, log, monkeypatch):
     """NoLoCo at layer grain with stragglers and a bandwidth window, every component on the
-    large path: the events table is the same to the bit with the kernel and with numpy, and
-    the kernel rated some of the recomputations."""
+    large path, with the rate log on and off (the bandwidth search's runs): the events table
+    is the same to the bit with the kernel and with numpy, and the kernel rated some of the
+    recomputations."""
     monkeypatch.setattr(network, "_SMALL", 0)
     tables = {}
     calls = None
@@ -123,6 +125,7 @@ def test_noloco_events_are_identical_with_the_kernel_on_and_off(mode, monkeypatc
         if m != "off":
             calls = _counting(monkeypatch)
         sim = Simulation(parse_scenario(_method_data({"name": "noloco", "inner_steps": 4, "sync_grain": "layer"})))
+        sim.net.keep_rate_log(log)
         sim.run()
         sim.close_records()
         tables[m] = events_table(sim.recorder)
