@@ -33,7 +33,7 @@ def _use(monkeypatch, mode: str) -> None:
     if mode == "interpreted":
         monkeypatch.setattr(compiled, "_compiled", compiled.kernel)
         monkeypatch.setattr(compiled, "_component", compiled.component)
-    else:
+    elif mode == "jitted":
         pytest.importorskip("numba")
         assert compiled._load() is not None
 
