@@ -127,11 +127,13 @@ def _pop(hs, hl, size):
 
 def kernel(slots, rno, pos, route_red, red_links, red_len, cap, leaf_link, rows, pad,
            rate, remaining, updated, finish, q, inarr, rk, now, quantum, log_on,
-           key_delta, key_touched, new_out):
+           key_delta, key_touched, touched, deltas, new_out):
     """The reduced filling and the updates of ``_solve_large`` for the flows in ``slots``
     (ascending). Returns (status, earliest finish that changed or inf, flows new to the
     arrays (their slots in ``new_out``), routes rated); status 1: nothing changed, the numpy
-    path must run. The rate log's moves are added to ``key_delta`` (touched keys marked).
+    path must run. The rate log's moves: the keys they touched, ascending, in ``touched`` and
+    their summed moves in ``deltas`` (``key_delta`` and ``key_touched``: zeros on entry and on
+    return, scratch). Returns also how many keys were touched.
     ``pos``: -1 for every route number, on entry and on return (scratch)."""
     # The component's routes, each once, with its flows counted (pos: route -> its index).
     routes = np.empty(slots.size, np.int64)
@@ -145,16 +147,18 @@ def kernel(slots, rno, pos, route_red, red_links, red_len, cap, leaf_link, rows,
             routes[n_rated] = r
             n_rated += 1
         count[j] += 1
-    status, earliest, n_new = _rate(slots, rno, pos, routes[:n_rated], count[:n_rated], route_red, red_links,
-                                    red_len, cap, leaf_link, rows, pad, rate, remaining, updated, finish, q,
-                                    inarr, rk, now, quantum, log_on, key_delta, key_touched, new_out)
+    status, earliest, n_new, n_touched = _rate(slots, rno, pos, routes[:n_rated], count[:n_rated], route_red,
+                                               red_links, red_len, cap, leaf_link, rows, pad, rate, remaining,
+                                               updated, finish, q, inarr, rk, now, quantum, log_on, key_delta,
+                                               key_touched, touched, deltas, new_out)
     for j in range(n_rated):
         pos[routes[j]] = -1
-    return status, earliest, n_new, n_rated
+    return status, earliest, n_new, n_rated, n_touched
 
 
 def _rate(slots, rno, pos, routes, count, route_red, red_links, red_len, cap, leaf_link, rows, pad,
-          rate, remaining, updated, finish, q, inarr, rk, now, quantum, log_on, key_delta, key_touched, new_out):
+          rate, remaining, updated, finish, q, inarr, rk, now, quantum, log_on, key_delta, key_touched, touched, deltas,
+          new_out):
     """``kernel``'s work over the component's ``routes`` (``count`` flows each)."""
     n_links = cap.size
     width = rows.shape[1]
@@ -184,7 +188,7 @@ def _rate(slots, rno, pos, routes, count, route_red, red_links, red_len, cap, le
         for e in range(n_ent):
             if total[e]:
                 if ents == _MAX_ENTITIES:
-                    return 1, _INF, 0
+                    return 1, _INF, 0, 0
                 where[e] = ents
                 for h in range(red_len[e]):
                     elinks[ents, h] = red_links[e, h]
@@ -195,7 +199,7 @@ def _rate(slots, rno, pos, routes, count, route_red, red_links, red_len, cap, le
             route_ent[j] = where[route_red[routes[j]]]
     else:
         if routes.size > 16 * _MAX_ENTITIES:
-            return 1, _INF, 0
+            return 1, _INF, 0, 0
         # A route's kept links are its first and last (a leaf's link opens or closes a route):
         # an entity is the other links' set and those, in route order (numpy's key).
         keys = np.empty((_MAX_ENTITIES, 3), np.int64)
@@ -214,7 +218,7 @@ def _rate(slots, rno, pos, routes, count, route_red, red_links, red_len, cap, le
                         b = m
                     nk += 1
             if nk > 2:
-                return 1, _INF, 0
+                return 1, _INF, 0, 0
             found = -1
             for x in range(ents):
                 if keys[x, 0] == e and keys[x, 1] == a and keys[x, 2] == b:
@@ -222,7 +226,7 @@ def _rate(slots, rno, pos, routes, count, route_red, red_links, red_len, cap, le
                     break
             if found < 0:
                 if ents == _MAX_ENTITIES:
-                    return 1, _INF, 0
+                    return 1, _INF, 0, 0
                 found = ents
                 keys[found, 0] = e
                 keys[found, 1] = a
@@ -332,7 +336,7 @@ def _rate(slots, rno, pos, routes, count, route_red, red_links, red_len, cap, le
                     top[m] = route_rate[j]
         for l in range(n_links):
             if nl[l] > 0 and leaf_link[l] and not kept[l] and not cap[l] / nl[l] > top[l] * margin:
-                return 1, _INF, 0
+                return 1, _INF, 0, 0
     earliest = _INF
     nan = False
     n_new = 0
@@ -374,14 +378,25 @@ def _rate(slots, rno, pos, routes, count, route_red, red_links, red_len, cap, le
             inarr[s] = True
             new_out[n_new] = s
             n_new += 1
+    n_touched = 0
     for h in range(rk.shape[0]):  # each moved route's sum to its keys
         for j in range(routes.size):
             if route_flow[j] < 0:
                 continue
             key = rk[h, route_flow[j]]
             key_delta[key] += route_move[j]
-            key_touched[key] = True
-    return 0, math.nan if nan else earliest, n_new
+            if not key_touched[key]:
+                key_touched[key] = True
+                touched[n_touched] = key
+                n_touched += 1
+    # The touched keys in order, with their sums; the scratch back to zeros.
+    touched[:n_touched].sort()
+    for i in range(n_touched):
+        key = touched[i]
+        deltas[i] = key_delta[key]
+        key_delta[key] = 0
+        key_touched[key] = False
+    return 0, math.nan if nan else earliest, n_new, n_touched
 
 
 def component(reached, route_live, rows, pad, rno, used, hi, last):
@@ -457,18 +472,19 @@ def find_component(net, reached: np.ndarray, keep_last: bool) -> np.ndarray | No
 
 def _tiny(run, find):
     """One flow on one link, rated by ``run`` and found by ``find``: (status, earliest, new
-    flows, routes, rate, remaining, finish, counts moved, slots found) -- the same by the
+    flows, routes, keys touched, rate, remaining, finish, count, its move and key, slots
+    found) -- the same by the
     plain Python kernels and the compiled ones, or the compiled ones are not used."""
     rate, remaining, updated, finish = np.array([math.nan]), np.array([1e6]), np.zeros(1), np.array([_INF])
-    q, inarr, delta = np.zeros(1, np.int64), np.zeros(1, np.bool_), np.zeros(2, np.int64)
+    q, inarr, delta, touched = np.zeros(1, np.int64), np.zeros(1, np.bool_), np.zeros(2, np.int64), np.zeros(2, np.int64)
     rows = np.zeros((1, 1), np.int64)
     got = run(np.zeros(1, np.int64), np.zeros(1, np.int64), np.full(1, -1, np.int64), np.zeros(1, np.intp), np.zeros((1, 1), np.int64),
               np.ones(1, np.int64), np.array([1e9, _INF]), np.array([False, True]), rows, 1, rate, remaining,
-              updated, finish, q, inarr, np.zeros((1, 1), np.intp), 0.5, 65536.0, True, delta,
-              np.zeros(2, np.bool_), np.empty(1, np.int64))
+              updated, finish, q, inarr, np.zeros((1, 1), np.intp), 0.5, 65536.0, True, np.zeros(2, np.int64),
+              np.zeros(2, np.bool_), touched, delta, np.empty(1, np.int64))
     found = find(np.array([True, False]), np.ones(1, np.intp), rows, 1, np.zeros(1, np.int64), np.ones(1, np.bool_),
                  1, np.zeros(2, np.bool_))
-    return tuple(got) + (rate[0], remaining[0], finish[0], q[0], delta[0], found.tolist())
+    return tuple(got) + (rate[0], remaining[0], finish[0], q[0], delta[0], touched[0], found.tolist())
 
 
 def _load():
@@ -539,25 +555,28 @@ def solve_large(net, slots: np.ndarray, run=None) -> float | None:
         run = _load()
         if run is None:
             return None
-    n_keys = len(net._rtot)
-    key_delta = np.zeros(n_keys, dtype=np.int64)
-    touched = np.zeros(n_keys, dtype=np.bool_)
-    new_out = np.empty(slots.size, dtype=np.int64)
+    scratch = getattr(net, "_kernel_scratch", None)
+    if scratch is None or scratch[4].size < slots.size:
+        n_keys = len(net._rtot)  # sums and marks per key (zeros between calls), keys touched, flows new
+        scratch = net._kernel_scratch = (np.zeros(n_keys, np.int64), np.zeros(n_keys, np.bool_),
+                                         np.empty(n_keys, np.int64), np.empty(n_keys, np.int64),
+                                         np.empty(max(net._rate.size, slots.size), np.int64))
+    key_delta, key_touched, touched, deltas, new_out = scratch
     red_links, red_len = _red_table(net)
-    status, earliest, n_new, n_rated = run(
+    status, earliest, n_new, n_rated, n_touched = run(
         slots.astype(np.int64, copy=False), net._rno, _positions(net), net._route_red, red_links, red_len,
         net._cap, net._leaf_link, _rows(net), net._pad, net._rate, net._remaining, net._updated,
         net._finish, net._q, net._inarr, net._rk, float(net.env.now), 65536.0, net._log_on,
-        key_delta, touched, new_out)
+        key_delta, key_touched, touched, deltas, new_out)
     if status:
         return None
     net.reduced_solves += 1
     net.compiled_solves += 1
     net.rate_recomputed_columns += n_rated
-    if net._log_on:
+    if n_touched:
         tot, rtouched = net._rtot, net._rtouched
-        for k in touched.nonzero()[0].tolist():
-            tot[k] += int(key_delta[k])
+        for k, d in zip(touched[:n_touched].tolist(), deltas[:n_touched].tolist()):
+            tot[k] += d
             rtouched[k] = None
     if n_new:
         flows = net._slot_flow
