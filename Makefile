@@ -19,7 +19,8 @@ $(BIN)/locosim: pyproject.toml
 	touch $(BIN)/locosim
 
 # The test extras (pytest, hypothesis, Playwright and kaleido for the browser tests, Ray, the notebook
-# runner, Triton, numba for the compiled network kernel), on top of the core install; the stamp records which extras were installed.
+# runner, Triton, numba for the compiled network kernel), on top of the core install; the stamp records
+# which extras were installed.
 $(VENV)/.test-extras: $(BIN)/locosim pyproject.toml
 	$(BIN)/pip install -q $(PIP_FLAGS) -e ".[$(TEST_EXTRAS)]"
 	echo "$(TEST_EXTRAS)" > $@

@@ -133,7 +133,8 @@ def test_noloco_events_are_identical_with_the_kernel_on_and_off(mode, log, monke
     assert calls["solved"] > 0
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(world=_worlds())
 def test_the_kernel_keeps_random_worlds_bit_for_bit(world, monkeypatch):
     """On random rings, trees and meshes of regions, with collectives over random members at
@@ -150,7 +151,8 @@ def test_the_kernel_keeps_random_worlds_bit_for_bit(world, monkeypatch):
 
 
 @pytest.mark.slow
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(world=_worlds())
 def test_the_jitted_kernel_keeps_random_worlds_bit_for_bit(world, monkeypatch):
     """The same random worlds with the kernel as numba's machine code (no fast-math: one IEEE

@@ -473,13 +473,14 @@ def find_component(net, reached: np.ndarray, keep_last: bool) -> np.ndarray | No
 def _tiny(run, find):
     """One flow on one link, rated by ``run`` and found by ``find``: (status, earliest, new
     flows, routes, keys touched, rate, remaining, finish, count, its move and key, slots
-    found) -- the same by the
-    plain Python kernels and the compiled ones, or the compiled ones are not used."""
+    found) -- the same by the plain Python kernels and the compiled ones, or the compiled
+    ones are not used."""
     rate, remaining, updated, finish = np.array([math.nan]), np.array([1e6]), np.zeros(1), np.array([_INF])
-    q, inarr, delta, touched = np.zeros(1, np.int64), np.zeros(1, np.bool_), np.zeros(2, np.int64), np.zeros(2, np.int64)
+    q, inarr = np.zeros(1, np.int64), np.zeros(1, np.bool_)
+    delta, touched = np.zeros(2, np.int64), np.zeros(2, np.int64)
     rows = np.zeros((1, 1), np.int64)
-    got = run(np.zeros(1, np.int64), np.zeros(1, np.int64), np.full(1, -1, np.int64), np.zeros(1, np.intp), np.zeros((1, 1), np.int64),
-              np.ones(1, np.int64), np.array([1e9, _INF]), np.array([False, True]), rows, 1, rate, remaining,
+    got = run(np.zeros(1, np.int64), np.zeros(1, np.int64), np.full(1, -1, np.int64), np.zeros(1, np.intp),
+              np.zeros((1, 1), np.int64), np.ones(1, np.int64), np.array([1e9, _INF]), np.array([False, True]), rows, 1, rate, remaining,
               updated, finish, q, inarr, np.zeros((1, 1), np.intp), 0.5, 65536.0, True, np.zeros(2, np.int64),
               np.zeros(2, np.bool_), touched, delta, np.empty(1, np.int64))
     found = find(np.array([True, False]), np.ones(1, np.intp), rows, 1, np.zeros(1, np.int64), np.ones(1, np.bool_),

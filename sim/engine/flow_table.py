@@ -257,6 +257,7 @@ class FlowTable:
         its own (a flush that touches those links replaces or forgets it), and a flow of it
         that finished since left every link it shared with another one dirty -- a seed now,
         as finishes are flushed at once -- so each remaining piece touches a seed.
+        Once numba's kernels are loaded, ``compiled.component`` searches the same routes.
         """
         lf = self._link_flows
         self._sync_arrays()
