@@ -5,8 +5,9 @@ leaves' links left out, bundles over the same other links as one entity, the lef
 checked after), each changed flow's progress, rate and finish time, and the rate log's integer
 counts -- as one loop over the component's flows (``solve_large``), in the order and with the
 float operations of the numpy path, so the floats are the same, bit for bit: the same
-entities in the same order, the same heap pops (one entry per link, popped by (share, link
-id)), the same subtractions (``maxmin.subtract_times``, ported line by line), then per flow
+entities (their order changes nothing: the entities one pop freezes all get its share, and
+each link's subtractions come after), the same heap pops (one entry per link, popped by (share, link
+id)), the same subtractions (``maxmin.subtract_times`` itself, compiled), then per flow
 ``remaining - before * (now - updated)`` and ``now + max(remaining, 0) / rate``. numba
 compiles without fast-math, so every operation is one IEEE double operation, as numpy's.
 
@@ -17,9 +18,9 @@ nothing and returns None: the numpy path runs. The rate log's moves are summed p
 key in int64, as the numpy path's scratch does for many flows: each key's partial sums stay
 below its links' capacities times 2^16 (twice: the old rates and the new), far inside int64.
 
-numba is imported at the first large recomputation after ``AFTER`` of them (its import and
-the cached machine code cost ~0.3 s; compiling, the first time on a machine, a few seconds,
-cached in ``__pycache__`` from then on), so short runs never pay for it. Without numba (the
+numba is imported at the first large recomputation after ``AFTER`` of them (its import, the
+cached machine code and a check on one flow cost ~0.5 s; compiling, the first time on a
+machine, ~5-8 s, cached in ``__pycache__`` from then on), so short runs never pay for it. Without numba (the
 extra not installed) or with ``ENABLED = False`` the numpy path runs every time. ``kernel``
 without numba is the same function in plain Python: the tests hold it to the numpy path on
 machines without numba too.
@@ -30,6 +31,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+from sim.engine.maxmin import subtract_times as _subtract_times
 
 # Whether large recomputations use the compiled kernel when numba is installed (False: the
 # numpy path always; the switch the equivalence tests turn off).
@@ -43,45 +46,6 @@ _MAX_ENTITIES = 96  # as FlowTable's: more entities, the numpy path (its full fi
 _compiled = None  # the jitted kernel, once loaded
 _component = None  # the jitted component search, loaded with it
 _missing = False  # numba could not be imported
-
-
-def _subtract_times(x, s, k):
-    """``maxmin.subtract_times``, line by line (its docstring says why it is exact)."""
-    while k > 0:
-        if k <= 4 or not (x > 0.0 and s > 0.0) or x == _INF or s == _INF:
-            for _ in range(k):
-                x -= s
-            return x
-        _, e = math.frexp(x)
-        if e < -1000:
-            for _ in range(k):
-                x -= s
-            return x
-        lo = math.ldexp(0.5, e)
-        u = math.ldexp(1.0, e - 53)
-        t = s / u
-        if t >= 2.0 ** 53:
-            x -= s
-            k -= 1
-            continue
-        q = math.floor(t)
-        frac = t - q
-        big_x = int((x - lo) / u)
-        if frac == 0.5 or big_x == 0:
-            x -= s
-            k -= 1
-            continue
-        big_q = int(q) + (1 if frac > 0.5 else 0)
-        if big_q == 0:
-            return x
-        n = min(k, (big_x - 1) // big_q)
-        if n:
-            x = lo + (big_x - n * big_q) * u
-            k -= n
-        if k:
-            x -= s
-            k -= 1
-    return x
 
 
 def _less(hs, hl, a, b):
