@@ -42,7 +42,7 @@ class Arrivals:
                 heapq.heappop(heap)
             t = heap[0][0] if heap else _INF
             if self._in_arrays:
-                t = min(t, float(self._finish.min()))  # a free slot's is inf
+                t = min(t, float(self._finish[:self._hi].min()))  # a free slot's is inf (all above _hi are free)
         if t < self._timer_at:
             self._timer_at = t
             timer = self.env.timeout(max(t - self.env.now, 0.0))
