@@ -161,56 +161,58 @@ class RateLog:
             return None
         link_keys = sorted(self._wan_links)  # link ids, in the order of the links' ids
         pair_keys = sorted(self._pair_key.values(), key=lambda k: self._key_name[k][1:])
-        t = np.frombuffer(self._log_t, dtype=np.float64).copy()
-        k = np.frombuffer(self._log_k, dtype=np.int64).copy()
-        v = np.frombuffer(self._log_r, dtype=np.float64).copy()
-        # The log's instants: one group per distinct time (the clock never goes back), 1..G;
-        # a key logged twice at one instant counts its last value.
+        keys = link_keys + pair_keys  # the timeline's columns, in order
+        col_of = np.zeros(len(self._rtot), dtype=np.int16 if len(keys) < 2**15 else np.int32)
+        col_of[keys] = np.arange(len(keys))  # (every logged key is a WAN link's or a pair's)
+        t = np.frombuffer(self._log_t, dtype=np.float64)  # (views: nothing appends while this runs)
+        v = np.frombuffer(self._log_r, dtype=np.float64)
+        c = col_of.take(np.frombuffer(self._log_k, dtype=np.int64))
+        # The log's instants: one group per distinct time (the clock never goes back), 1..G.
         first = np.ones(t.size, dtype=bool)
         np.not_equal(t[1:], t[:-1], out=first[1:])
         gid = np.cumsum(first)
         group_t = t[first]
-        order = np.argsort(k, kind="stable")  # per key, in the log's order
-        k, gid, v = k[order], gid[order], v[order]
-        last = np.ones(k.size, dtype=bool)
-        np.logical_or(k[1:] != k[:-1], gid[1:] != gid[:-1], out=last[:-1])
-        k, gid, v = k[last], gid[last], v[last]
-        present, starts = np.unique(k, return_index=True)
-        bounds = dict(zip(present.tolist(), zip(starts.tolist(), np.append(starts[1:], k.size).tolist())))
+        # Per column in the log's order (a stable sort of small integers: a radix sort), and
+        # of the entries a column has at one instant the last, which is what it holds after it.
+        order = np.argsort(c, kind="stable")
+        c, gid, v = c.take(order), gid.take(order), v.take(order)
+        last = np.ones(c.size, dtype=bool)
+        np.logical_or(c[1:] != c[:-1], gid[1:] != gid[:-1], out=last[:-1])
+        c, gid, v = c[last], gid[last], v[last]
+        counts = np.bincount(c, minlength=len(keys))
+        ends = np.cumsum(counts)
+        # An instant where no sum leaves the value it had before (0 before its first entry)
+        # adds no breakpoint: the sums after it are those of the row before.
+        before = np.empty_like(v)
+        before[0:1] = 0.0
+        before[1:] = v[:-1]
+        before[(ends - counts)[counts > 0]] = 0.0
         n = group_t.size + 1  # row 0: every sum 0 at time 0, before the first instant
-
-        def column(key: int) -> np.ndarray:
-            """The key's sum after each instant (row 0: before the first), as a step function."""
-            if key not in bounds:
-                return None
-            a, b = bounds[key]
-            g = gid[a:b]
-            at = np.zeros(n, dtype=np.intp)
-            at[g] = g
-            np.maximum.accumulate(at, out=at)
-            col = np.zeros(n)
-            col[g] = v[a:b]
-            return col.take(at)
-
-        # An instant that leaves every sum where the previous one left it adds no breakpoint.
-        cols = {key: column(key) for key in link_keys + pair_keys}
-        moved = np.zeros(n - 1, dtype=bool)
-        for col in cols.values():
-            if col is not None:
-                moved |= col[1:] != col[:-1]
-        rows = moved.nonzero()[0] + 1
+        moved = np.zeros(n, dtype=bool)
+        moved[gid[v != before]] = True
+        rows = moved.nonzero()[0]
         if rows.size and group_t[rows[0] - 1] == 0.0:  # the first instant is time 0: it is row 0
             times = group_t.take(rows - 1)
         else:
             rows = np.concatenate(([0], rows))
             times = np.concatenate(([0.0], group_t.take(rows[1:] - 1)))
+        at = np.empty(n, dtype=np.intp)
+
+        def column(j: int) -> np.ndarray:
+            """Column ``j``'s sum at each row: its last entry at or before the row's instant."""
+            g = gid[ends[j] - counts[j]:ends[j]]
+            at.fill(0)
+            at[g] = np.arange(1, g.size + 1)
+            np.maximum.accumulate(at, out=at)
+            values = np.concatenate(([0.0], v[ends[j] - counts[j]:ends[j]]))
+            return values.take(at.take(rows))
+
+        cols = {key: column(j) for j, key in enumerate(keys) if counts[j]}
         by_link, by_pair = {}, {}
         for key in link_keys:
-            col = cols[key]
-            if col is not None and (col := col.take(rows)).any():
-                by_link[self._key_name[key]] = (times, col)
+            if key in cols and cols[key].any():
+                by_link[self._key_name[key]] = (times, cols[key])
         for key in pair_keys:
-            col = cols[key]
-            if col is not None and (col := col.take(rows)).any():
-                by_pair[self._key_name[key][1:]] = (times, col)
+            if key in cols and cols[key].any():
+                by_pair[self._key_name[key][1:]] = (times, cols[key])
         return {"links": by_link, "pairs": by_pair, "error": None}
