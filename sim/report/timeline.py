@@ -139,7 +139,7 @@ def majority_runs(times: np.ndarray, edges: np.ndarray, rounded_edges: list[floa
 def timeline(run: RunData) -> tuple[go.Figure, dict | None]:
     """The Gantt of worker states, and (above MAX_GANTT_ROWS workers) the per-worker
     segments the page's selector can add as a row."""
-    st = run.events[run.events["kind"] == "state"][["node", "state", "start_s", "end_s"]].copy()
+    st = run.events.loc[run.events["kind"] == "state", ["node", "state", "start_s", "end_s"]].copy()
     st["node"] = st["node"].astype(str)
     st["state"] = st["state"].astype(str)
     nodes = list(run.summary.get("per_node") or dict.fromkeys(st["node"].unique()))
@@ -245,7 +245,7 @@ def steps_figure(run: RunData) -> go.Figure | None:
     """Inner steps completed per worker over simulated time (one line per worker; above
     ``MAX_GANTT_ROWS`` workers, each region's slowest and fastest worker): where heterogeneous
     or asynchronous workers drift apart."""
-    st = run.events[run.events["kind"] == "state"]
+    st = run.events.loc[run.events["kind"] == "state", ["node", "start_s", "end_s", "step"]]  # (the columns read)
     if not len(st):
         return None
     nodes = list(run.summary.get("per_node") or dict.fromkeys(st["node"].astype(str).unique()))
