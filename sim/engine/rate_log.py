@@ -156,7 +156,9 @@ class RateLog:
         ``{"links": {link: (times, rates)}, "pairs": {(src_region, dst_region): (times,
         rates)}, "error": None}`` (bytes/s; ``rates[i]`` on [times[i], times[i+1]); one
         time axis, 0 and then every instant at which some sum changed; links that never
-        carried anything left out); None when the log was off (``keep_rate_log``)."""
+        carried anything left out); None when the log was off (``keep_rate_log``). Read with
+        array operations (a 1,024-worker NoLoCo run logs ~5M entries): the same step functions,
+        bit for bit, as reading the log entry by entry (tests/test_rate_timeline.py)."""
         if not self._log_on:
             return None
         link_keys = sorted(self._wan_links)  # link ids, in the order of the links' ids
