@@ -55,3 +55,31 @@ def test_the_selector_of_a_large_run_equals_binning_its_workers_again():
     for n in nodes:
         merged = [[round(a, 6), round(b, 6), s] for a, b, s, _ in segments_from_bins(binned[n], edges)]
         assert selector["workers"][n] == merged
+
+
+def test_the_page_template_built_once_per_trace_types_is_each_figures_own_copy():
+    """A figure placed on a page gets plotly_white with only its own trace types' defaults (the
+    same JSON as building the template afresh), and changing one figure's template changes
+    neither another figure's nor the next page's."""
+    import plotly.graph_objects as go
+    import plotly.io as pio
+
+    from sim.report.page import Page
+
+    def fresh(types):
+        base = pio.templates["plotly_white"]
+        return go.layout.Template(layout=base.layout,
+                                  data={k: v for k, v in base.data.to_plotly_json().items() if k in types})
+
+    page = Page("t")
+    a = go.Figure(go.Scatter(x=[1, 2], y=[3, 4]))
+    b = go.Figure([go.Scatter(x=[1], y=[2]), go.Bar(x=[1], y=[2])])
+    page.figure("a", a)
+    page.figure("b", b)
+    assert a.layout.template.to_plotly_json() == fresh({"scatter"}).to_plotly_json()
+    assert b.layout.template.to_plotly_json() == fresh({"scatter", "bar"}).to_plotly_json()
+    a.layout.template.layout.font.size = 99
+    c = go.Figure(go.Scatter(x=[1], y=[2]))
+    Page("u").figure("c", c)
+    assert c.layout.template.layout.font.size != 99
+    assert c.layout.template.to_plotly_json() == fresh({"scatter"}).to_plotly_json()
