@@ -122,3 +122,16 @@ def test_a_run_logs_the_reference_timeline():
     for part in ("links", "pairs"):
         for key, (t, rates) in ref[part].items():
             assert np.array_equal(mine[part][key][0], t) and np.array_equal(mine[part][key][1], rates)
+
+
+def test_reading_the_timeline_mid_run_leaves_the_log_growing():
+    """``rate_timeline`` read while the log still grows (it reads the log's columns in place)
+    holds no lock on them: entries logged after a read are appended and the next read has them."""
+    net = _network()
+    key = sorted(net._wan_links)[0]
+    for i in range(3):
+        net._log_t.append(float(i))
+        net._log_k.append(key)
+        net._log_r.append(float(i + 1))
+        times, rates = net.rate_timeline()["links"][net._wan_links[key]]
+        assert times.tolist() == [float(j) for j in range(i + 1)] and rates.tolist() == [float(j + 1) for j in range(i + 1)]
