@@ -212,7 +212,7 @@ def metrics_table(result: RunResult) -> pd.DataFrame:
 
 def utilization(events: pd.DataFrame, duration_s: float, nodes: list[str]) -> pd.DataFrame:
     """Seconds and fraction of the run per worker in each state; rows in worker order."""
-    st = events[events["kind"] == "state"]
+    st = events.loc[events["kind"] == "state", ["node", "state", "duration_s"]]  # (the columns read)
     secs = st.pivot_table(index="node", columns="state", values="duration_s", aggfunc="sum", fill_value=0.0)
     secs = secs.reindex(index=nodes, columns=list(STATES), fill_value=0.0)
     frac = secs / duration_s if duration_s > 0 else secs * 0.0

@@ -118,10 +118,16 @@ def place_title(fig: go.Figure, wide: bool) -> None:
 def _template(fig: go.Figure) -> go.layout.Template:
     """plotly_white with trace defaults for the figure's own trace types only: the page writes
     the template into every figure, and its defaults for ~30 trace types are 4 kB a figure."""
+    return _template_for(frozenset(t.type for t in fig.data))
+
+
+@lru_cache(maxsize=None)
+def _template_for(types: frozenset) -> go.layout.Template:
+    """``_template`` of a figure with these trace types, built once per set (a figure given it
+    keeps its own copy: plotly copies a template object it is assigned)."""
     import plotly.io as pio
 
     base = pio.templates["plotly_white"]
-    types = {t.type for t in fig.data}
     return go.layout.Template(layout=base.layout,
                               data={k: v for k, v in base.data.to_plotly_json().items() if k in types})
 

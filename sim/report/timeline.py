@@ -114,10 +114,11 @@ def segments_from_bins(times: np.ndarray, edges: np.ndarray) -> list[tuple[float
     return [(a, b, st, acc / acc.sum()) for a, b, st, acc in segs]
 
 
-def majority_runs(times: np.ndarray, edges: np.ndarray) -> list[list]:
+def majority_runs(times: np.ndarray, edges: np.ndarray, rounded_edges: list[float] | None = None) -> list[list]:
     """``[[start, end, state], ...]`` (times rounded to 6 decimals) of ``segments_from_bins``,
     found with numpy: runs of consecutive bins with time in them and one majority state (the
-    selector's row of one worker; 1,024 of them in a large run)."""
+    selector's row of one worker; 1,024 of them in a large run). ``rounded_edges``: the edges
+    rounded to 6 decimals already (the caller rounds the grid its workers share once)."""
     total = times.sum(axis=0)
     major = np.argmax(times, axis=0)
     b = np.flatnonzero(total > 0)
@@ -128,6 +129,9 @@ def majority_runs(times: np.ndarray, edges: np.ndarray) -> list[list]:
     start[1:] = (np.diff(b) != 1) | (major[b[1:]] != major[b[:-1]])
     first = b[start]
     last = b[np.r_[np.flatnonzero(start)[1:] - 1, b.size - 1]]
+    if rounded_edges is not None:
+        return [[rounded_edges[i], rounded_edges[j], s] for i, j, s in zip(first.tolist(), (last + 1).tolist(),
+                                                                             major[first].tolist())]
     return [[round(a, 6), round(e, 6), s] for a, e, s in zip(edges[first].tolist(), edges[last + 1].tolist(),
                                                                major[first].tolist())]
 
@@ -135,7 +139,7 @@ def majority_runs(times: np.ndarray, edges: np.ndarray) -> list[list]:
 def timeline(run: RunData) -> tuple[go.Figure, dict | None]:
     """The Gantt of worker states, and (above MAX_GANTT_ROWS workers) the per-worker
     segments the page's selector can add as a row."""
-    st = run.events[run.events["kind"] == "state"][["node", "state", "start_s", "end_s"]].copy()
+    st = run.events.loc[run.events["kind"] == "state", ["node", "state", "start_s", "end_s"]].copy()
     st["node"] = st["node"].astype(str)
     st["state"] = st["state"].astype(str)
     nodes = list(run.summary.get("per_node") or dict.fromkeys(st["node"].unique()))
@@ -170,8 +174,11 @@ def timeline(run: RunData) -> tuple[go.Figure, dict | None]:
                     bars.append((label, a, b, s, why))
             coarse = np.linspace(0.0, edges[-1], min(n_bins, 200) + 1)
             selector = {"rows": rows, "states": STATES, "workers": {}}
-            for n, t in state_times_by_node(st, nodes, coarse).items():
-                selector["workers"][n] = majority_runs(t, coarse)
+            # the selector's grid is most often the slices' own: their times are not binned again
+            by_node = per_node if np.array_equal(coarse, edges) else state_times_by_node(st, nodes, coarse)
+            rounded = [round(x, 6) for x in coarse.tolist()]
+            for n, t in by_node.items():
+                selector["workers"][n] = majority_runs(t, coarse, rounded)
         else:
             rows = nodes
             for n in nodes:
@@ -238,7 +245,7 @@ def steps_figure(run: RunData) -> go.Figure | None:
     """Inner steps completed per worker over simulated time (one line per worker; above
     ``MAX_GANTT_ROWS`` workers, each region's slowest and fastest worker): where heterogeneous
     or asynchronous workers drift apart."""
-    st = run.events[run.events["kind"] == "state"]
+    st = run.events.loc[run.events["kind"] == "state", ["node", "start_s", "end_s", "step"]]  # (the columns read)
     if not len(st):
         return None
     nodes = list(run.summary.get("per_node") or dict.fromkeys(st["node"].astype(str).unique()))
