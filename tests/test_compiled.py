@@ -231,3 +231,19 @@ def test_a_kernel_that_cannot_load_leaves_numpy_in_charge(monkeypatch):
     monkeypatch.setattr(compiled, "_tiny", lambda run, find: next(answers))
     assert compiled._load() is None and compiled._missing and compiled._compiled is None
     assert (compiled._subtract_times, compiled._push) == helpers
+
+
+def test_a_short_run_never_loads_numba(monkeypatch):
+    """A run with fewer large recomputations than ``AFTER`` never asks for the kernel (numba's
+    import and cached code cost more than they would save): the gossip timeline's ~100 large
+    recomputations with the default threshold run in numpy alone."""
+    monkeypatch.setattr(compiled, "_compiled", None)
+    monkeypatch.setattr(compiled, "_component", None)
+    monkeypatch.setattr(compiled, "ENABLED", True)
+
+    def refuse():
+        raise AssertionError("the kernel was loaded")
+
+    monkeypatch.setattr(compiled, "_load", refuse)
+    rows, probes, timeline, net = _gossip(monkeypatch, True, 10.0)
+    assert 0 < net._large_seen <= compiled.AFTER and net.compiled_solves == 0 and net.reduced_solves > 0
