@@ -92,13 +92,12 @@ def _pop(hs, hl, size):
 def kernel(slots, rno, pos, route_red, red_links, red_len, cap, leaf_link, rows, pad,
            rate, remaining, updated, finish, q, inarr, rk, now, quantum, log_on,
            key_delta, key_touched, touched, deltas, new_out):
-    """The reduced filling and the updates of ``_solve_large`` for the flows in ``slots``
-    (ascending). Returns (status, earliest finish that changed or inf, flows new to the
-    arrays (their slots in ``new_out``), routes rated); status 1: nothing changed, the numpy
+    """The reduced filling and the updates of ``_solve_large`` for the flows in ``slots``.
+    Returns (status, earliest finish that changed or inf, flows new to the arrays (their
+    slots in ``new_out``), routes rated, keys touched); status 1: nothing changed, the numpy
     path must run. The rate log's moves: the keys they touched, ascending, in ``touched`` and
-    their summed moves in ``deltas`` (``key_delta`` and ``key_touched``: zeros on entry and on
-    return, scratch). Returns also how many keys were touched.
-    ``pos``: -1 for every route number, on entry and on return (scratch)."""
+    their summed moves in ``deltas``. Scratch, the same on return as on entry: ``pos`` (-1 per
+    route number), ``key_delta`` and ``key_touched`` (zeros)."""
     # The component's routes, each once, with its flows counted (pos: route -> its index).
     routes = np.empty(slots.size, np.int64)
     count = np.zeros(slots.size, np.int64)
@@ -121,8 +120,8 @@ def kernel(slots, rno, pos, route_red, red_links, red_len, cap, leaf_link, rows,
 
 
 def _rate(slots, rno, pos, routes, count, route_red, red_links, red_len, cap, leaf_link, rows, pad,
-          rate, remaining, updated, finish, q, inarr, rk, now, quantum, log_on, key_delta, key_touched, touched, deltas,
-          new_out):
+          rate, remaining, updated, finish, q, inarr, rk, now, quantum, log_on, key_delta, key_touched,
+          touched, deltas, new_out):
     """``kernel``'s work over the component's ``routes`` (``count`` flows each)."""
     n_links = cap.size
     width = rows.shape[1]
@@ -444,9 +443,9 @@ def _tiny(run, find):
     delta, touched = np.zeros(2, np.int64), np.zeros(2, np.int64)
     rows = np.zeros((1, 1), np.int64)
     got = run(np.zeros(1, np.int64), np.zeros(1, np.int64), np.full(1, -1, np.int64), np.zeros(1, np.intp),
-              np.zeros((1, 1), np.int64), np.ones(1, np.int64), np.array([1e9, _INF]), np.array([False, True]), rows, 1, rate, remaining,
-              updated, finish, q, inarr, np.zeros((1, 1), np.intp), 0.5, 65536.0, True, np.zeros(2, np.int64),
-              np.zeros(2, np.bool_), touched, delta, np.empty(1, np.int64))
+              np.zeros((1, 1), np.int64), np.ones(1, np.int64), np.array([1e9, _INF]), np.array([False, True]),
+              rows, 1, rate, remaining, updated, finish, q, inarr, np.zeros((1, 1), np.intp), 0.5, 65536.0, True,
+              np.zeros(2, np.int64), np.zeros(2, np.bool_), touched, delta, np.empty(1, np.int64))
     found = find(np.array([True, False]), np.ones(1, np.intp), rows, 1, np.zeros(1, np.int64), np.ones(1, np.bool_),
                  1, np.zeros(2, np.bool_))
     return tuple(got) + (rate[0], remaining[0], finish[0], q[0], delta[0], touched[0], found.tolist())
