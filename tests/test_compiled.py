@@ -137,38 +137,23 @@ def test_noloco_events_are_identical_with_the_kernel_on_and_off(mode, log, monke
     assert calls["solved"] > 0
 
 
+@pytest.mark.parametrize("mode", MODES)
 @settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(world=_worlds())
-def test_the_kernel_keeps_random_worlds_bit_for_bit(world, monkeypatch):
+def test_the_kernel_keeps_random_worlds_bit_for_bit(mode, world, monkeypatch):
     """On random rings, trees and meshes of regions, with collectives over random members at
     random times, competing transfers, outages and bandwidth set mid-flight, every component
-    on the large path: the kernel (as plain Python) gives the numpy path's transfer records,
-    collective ends, probed rates and recomputations, to the bit."""
+    on the large path: the kernel, as plain Python and as numba's machine code (no fast-math:
+    one IEEE operation per Python one), gives the numpy path's transfer records, collective
+    ends, probed rates and recomputations, to the bit."""
     monkeypatch.setattr(network, "_SMALL", 0)
     runs = {}
-    for mode in ("off", "interpreted"):
-        _use(monkeypatch, mode)
+    for m in ("off", mode):
+        _use(monkeypatch, m)
         rows, ends, probes, net = _play(world, False, monkeypatch)
-        runs[mode] = (rows, ends, probes, net.rate_recomputations, net.reduced_solves)
-    assert runs["interpreted"] == runs["off"]
-
-
-@pytest.mark.slow
-@settings(max_examples=40, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(world=_worlds())
-def test_the_jitted_kernel_keeps_random_worlds_bit_for_bit(world, monkeypatch):
-    """The same random worlds with the kernel as numba's machine code (no fast-math: one IEEE
-    operation per Python one): the numpy path's records, ends, rates and recomputations."""
-    pytest.importorskip("numba")
-    monkeypatch.setattr(network, "_SMALL", 0)
-    runs = {}
-    for mode in ("off", "jitted"):
-        _use(monkeypatch, mode)
-        rows, ends, probes, net = _play(world, False, monkeypatch)
-        runs[mode] = (rows, ends, probes, net.rate_recomputations, net.reduced_solves)
-    assert runs["jitted"] == runs["off"]
+        runs[m] = (rows, ends, probes, net.rate_recomputations, net.reduced_solves)
+    assert runs[mode] == runs["off"]
 
 
 def test_without_numba_the_numpy_path_runs(monkeypatch):

@@ -52,6 +52,11 @@ def _less(hs, hl, a, b):
     return hs[a] < hs[b] or (hs[a] == hs[b] and hl[a] < hl[b])
 
 
+def _swap(hs, hl, a, b):
+    hs[a], hs[b] = hs[b], hs[a]
+    hl[a], hl[b] = hl[b], hl[a]
+
+
 def _push(hs, hl, size, share, link):
     """Add (share, link) to the heap of ``size`` entries in hs/hl; returns the new size."""
     i = size
@@ -59,20 +64,17 @@ def _push(hs, hl, size, share, link):
     hl[i] = link
     while i > 0:
         parent = (i - 1) // 2
-        if _less(hs, hl, i, parent):
-            hs[i], hs[parent] = hs[parent], hs[i]
-            hl[i], hl[parent] = hl[parent], hl[i]
-            i = parent
-        else:
+        if not _less(hs, hl, i, parent):
             break
+        _swap(hs, hl, i, parent)
+        i = parent
     return size + 1
 
 
 def _pop(hs, hl, size):
     """Remove the least (share, link) of the heap into slot ``size - 1``; returns the new size."""
     last = size - 1
-    hs[0], hs[last] = hs[last], hs[0]
-    hl[0], hl[last] = hl[last], hl[0]
+    _swap(hs, hl, 0, last)
     i = 0
     while True:
         c = 2 * i + 1
@@ -80,12 +82,10 @@ def _pop(hs, hl, size):
             break
         if c + 1 < last and _less(hs, hl, c + 1, c):
             c += 1
-        if _less(hs, hl, c, i):
-            hs[i], hs[c] = hs[c], hs[i]
-            hl[i], hl[c] = hl[c], hl[i]
-            i = c
-        else:
+        if not _less(hs, hl, c, i):
             break
+        _swap(hs, hl, i, c)
+        i = c
     return last
 
 
@@ -455,7 +455,7 @@ def _load():
     """The jitted kernel (numba's own cache keeps its machine code between runs), or None:
     numba missing, or it fails to compile or to give the plain kernels' answer on one flow
     (then the numpy path runs, as without numba)."""
-    global _compiled, _component, _missing, _subtract_times, _less, _push, _pop, _rate
+    global _compiled, _component, _missing, _subtract_times, _less, _swap, _push, _pop, _rate
     if _compiled is not None or _missing:
         return _compiled
     _missing = True  # until the compiled kernels have given the right answer
@@ -464,21 +464,21 @@ def _load():
     except Exception:  # not installed, or broken against this numpy
         return None
     want = _tiny(kernel, component)
-    helpers = (_subtract_times, _less, _push, _pop, _rate)
+    helpers = (_subtract_times, _less, _swap, _push, _pop, _rate)
     try:
         try:
             jit = numba.njit(cache=True)
             # The kernel calls its helpers by their global names: those are jitted first.
-            _subtract_times, _less, _push, _pop, _rate = (jit(f) for f in helpers)
+            _subtract_times, _less, _swap, _push, _pop, _rate = (jit(f) for f in helpers)
             fns = jit(kernel), jit(component)
         except RuntimeError:  # no place to cache the machine code: compiled each run
             jit = numba.njit
-            _subtract_times, _less, _push, _pop, _rate = (jit(f) for f in helpers)
+            _subtract_times, _less, _swap, _push, _pop, _rate = (jit(f) for f in helpers)
             fns = jit(kernel), jit(component)
         if _tiny(*fns) != want:
             raise ArithmeticError("compiled kernels disagree with the plain ones")
     except Exception:
-        _subtract_times, _less, _push, _pop, _rate = helpers
+        _subtract_times, _less, _swap, _push, _pop, _rate = helpers
         return None
     _compiled, _component = fns
     _missing = False
