@@ -236,7 +236,7 @@ class Network(FlowTable, FlowClasses, RateLog, Arrivals):
         flow = Flow(src, dst, float(nbytes), links, latency, tag, now, self.env.event(),
                     seq=self._started, route=path, ready=ready, remaining=float(nbytes), updated_s=now)
         self.flows_started += 1
-        if nbytes == 0 or all(math.isinf(self.capacity[l]) for l in links):
+        if nbytes == 0 or not links or (self._inf_links and all(math.isinf(self.capacity[l]) for l in links)):
             self._deliver(flow)
             return flow.done
         self._add_flow(flow, ids)
