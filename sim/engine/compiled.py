@@ -411,7 +411,7 @@ def _rows(net) -> np.ndarray:
     longer)."""
     table = net._route_hops
     n = len(net._route_no)
-    got = getattr(net, "_route_rows", None)
+    got = net._route_rows
     if got is None or got[1].shape[1] != table.shape[0] or got[1].shape[0] < n:
         rows = np.full((max(table.shape[1], 64), table.shape[0]), net._pad, dtype=np.int64)
         rows[:n] = table[:, :n].T
@@ -488,7 +488,7 @@ def _load():
 def _red_table(net) -> tuple[np.ndarray, np.ndarray]:
     """The reduced filling's entities as arrays: their link ids (rows, padded) and counts."""
     links = net._red_links
-    got = getattr(net, "_red_arrays", None)
+    got = net._red_arrays
     if got is None or got[0] != len(links):
         width = max((len(x) for x in links), default=1)
         table = np.full((len(links), max(width, 1)), -1, dtype=np.int64)
@@ -500,7 +500,7 @@ def _red_table(net) -> tuple[np.ndarray, np.ndarray]:
 
 def _positions(net) -> np.ndarray:
     """The kernel's scratch per route number: -1 each (it puts back what it writes)."""
-    pos = getattr(net, "_route_pos", None)
+    pos = net._route_pos
     if pos is None or pos.size < len(net._route_no):
         pos = net._route_pos = np.full(max(net._route_hops.shape[1], 64), -1, dtype=np.int64)
     return pos
@@ -513,13 +513,13 @@ def solve_large(net, slots: np.ndarray, run=None) -> float | None:
     if run is None:
         if not ENABLED or net._inf_links:
             return None
-        net._large_seen = seen = getattr(net, "_large_seen", 0) + 1
+        net._large_seen = seen = net._large_seen + 1
         if seen <= AFTER:
             return None
         run = _load()
         if run is None:
             return None
-    scratch = getattr(net, "_kernel_scratch", None)
+    scratch = net._kernel_scratch
     if scratch is None or scratch[4].size < slots.size:
         n_keys = len(net._rtot)  # sums and marks per key (zeros between calls), keys touched, flows new
         scratch = net._kernel_scratch = (np.zeros(n_keys, np.int64), np.zeros(n_keys, np.bool_),

@@ -118,6 +118,10 @@ class FlowTable:
         self._route_ids: list[tuple[int, ...]] = []  # per route number, its link ids
         self.reduced_solves = 0  # large recomputations rated by _reduced_rates (the others: every link)
         self.compiled_solves = 0  # of those, rated by the compiled kernel (sim.engine.compiled)
+        # sim.engine.compiled's state for this network: large recomputations seen (it loads numba
+        # after AFTER of them), and its tables and scratch, built at its first call.
+        self._large_seen = 0
+        self._route_rows = self._red_arrays = self._route_pos = self._kernel_scratch = None
 
     def _new_route(self, no: int, ids: tuple[int, ...]) -> None:
         """Route number ``no`` (link ids ``ids``) gets its column in the route table, and its
