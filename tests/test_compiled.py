@@ -20,7 +20,7 @@ from sim.engine.maxmin import subtract_times
 from sim.metrics.tables import events_table
 from sim.runner import Simulation
 from sim.scenario import parse_scenario
-from tests.test_flow_classes import _method_data, _play, _worlds
+from tests.test_flow_classes import METHODS, _grains, _method_data, _play, _worlds
 from tests.test_reduced_filling import _gossip, _subtractions
 
 MODES = ["interpreted", pytest.param("jitted", marks=pytest.mark.slow)]
@@ -130,6 +130,29 @@ def test_noloco_events_are_identical_with_the_kernel_on_and_off(mode, log, monke
             calls = _counting(monkeypatch)
         sim = Simulation(parse_scenario(_method_data({"name": "noloco", "inner_steps": 4, "sync_grain": "layer"})))
         sim.net.keep_rate_log(log)
+        sim.run()
+        sim.close_records()
+        tables[m] = events_table(sim.recorder)
+    pd.testing.assert_frame_equal(tables["off"], tables[mode], check_exact=True)
+    assert calls["solved"] > 0
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("algo", [a for m in METHODS for a in _grains(m)],
+                         ids=lambda a: f"{a['name']}-{a.get('sync_grain', 'none')}")
+def test_every_method_has_the_same_events_with_the_kernel_on_and_off(algo, mode, monkeypatch):
+    """Every method locosim ships, at each grain it has (the asynchronous ones' pushes and
+    answers included), with lognormal stragglers and a bandwidth window, every component on
+    the large path: the events table is the same to the bit with the kernel and with numpy,
+    and the kernel rated some of the recomputations."""
+    monkeypatch.setattr(network, "_SMALL", 0)
+    tables = {}
+    calls = None
+    for m in ("off", mode):
+        _use(monkeypatch, m)
+        if m != "off":
+            calls = _counting(monkeypatch)
+        sim = Simulation(parse_scenario(_method_data(algo)))
         sim.run()
         sim.close_records()
         tables[m] = events_table(sim.recorder)

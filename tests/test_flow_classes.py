@@ -236,14 +236,28 @@ METHODS = [
     {"name": "sparta"},
     {"name": "sparta_diloco", "inner_steps": 4},
     {"name": "demo"},
+    # the asynchronous methods: point-to-point pushes and answers through parameter servers
+    {"name": "async_local_sgd"},
+    {"name": "halos", "inner_steps": 4, "global_server": "ps"},
+    {"name": "fedbuff", "inner_steps": 4, "buffer_size": 3},
 ]
+SERVED = {"async_local_sgd": ["eu"], "halos": ["eu", "us"], "fedbuff": ["eu"]}  # their servers' regions
+
+
+def test_the_method_list_holds_every_shipped_method():
+    """The every-method tests (here and in tests/test_compiled.py) run every method locosim ships."""
+    from sim.algorithms import METHODS as SHIPPED
+
+    assert sorted(a["name"] for a in METHODS) == sorted(SHIPPED)
 
 
 def _method_data(algo: dict) -> dict:
+    servers = [{"name": "ps" if i == 0 else f"ps{i + 1}", "region": r} for i, r in enumerate(SERVED.get(algo["name"], []))]
     return {"seed": 5, "numerics": False, "timing": {"params": 4.0e6, "layers": 4, "step_time_s": 0.05},
             "topology": {"regions": [{"name": "us", "nodes": 5}, {"name": "eu", "nodes": 4}, {"name": "ap", "nodes": 3}],
                          "links": [{"a": "us", "b": "eu", "bandwidth_gbps": 1.0, "latency_s": 0.03},
-                                   {"a": "eu", "b": "ap", "bandwidth_gbps": 2.0, "latency_s": 0.05}]},
+                                   {"a": "eu", "b": "ap", "bandwidth_gbps": 2.0, "latency_s": 0.05}],
+                         **({"servers": servers} if servers else {})},
             "algorithm": algo, "run": {"max_sim_time_s": 3.0}, "faults": STRAGGLERS_AND_WINDOWS}
 
 
@@ -265,7 +279,8 @@ def _grains(algo: dict) -> list[dict]:
 def test_events_are_identical_with_flow_classes_on_and_off(algo, monkeypatch):
     """Every method at each grain it has, with lognormal stragglers and a bandwidth window on
     a WAN link, 12 workers in 3 regions: the events table (every state span, transfer, sync
-    and fault) is the same to the bit with flow classes on and off."""
+    and fault) is the same to the bit with flow classes on and off. (The asynchronous methods
+    send point to point, never a group: no class starts, and the switch changes nothing.)"""
     tables = {}
     started = {}
     for classes in (False, True):
@@ -277,7 +292,8 @@ def test_events_are_identical_with_flow_classes_on_and_off(algo, monkeypatch):
         tables[classes] = events_table(sim.recorder)
         started[classes] = sim.net.classes_started
     pd.testing.assert_frame_equal(tables[False], tables[True], check_exact=True)
-    assert started[False] == 0 and started[True] > 0  # the classes really ran
+    assert started[False] == 0
+    assert (started[True] > 0) == (algo["name"] not in SERVED)  # the classes really ran where groups send
 
 
 # ---------------------------------------------------------------------- route bundles (numpy path)
