@@ -91,8 +91,8 @@ def test_the_kernel_keeps_the_gossip_timeline_bit_for_bit(mode, access_gbps, mon
     if mode == "interpreted":  # which of the kernel's solves had a pair within one region
         rate = compiled._rate
 
-        def noting(slots, rno, pos, routes, count, route_red, *rest):
-            got = rate(slots, rno, pos, routes, count, route_red, *rest)
+        def noting(routes, count, route_red, *rest):
+            got = rate(routes, count, route_red, *rest)
             kept.append(got[0] == 0 and bool((route_red[routes] < 0).any()))
             return got
 
@@ -177,6 +177,143 @@ def test_the_kernel_keeps_random_worlds_bit_for_bit(mode, world, monkeypatch):
         rows, ends, probes, net = _play(world, False, monkeypatch)
         runs[m] = (rows, ends, probes, net.rate_recomputations, net.reduced_solves)
     assert runs[mode] == runs["off"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("small", [2, 6, 20])
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(world=_worlds())
+def test_the_route_walk_follows_flows_rated_elsewhere(mode, small, world, monkeypatch):
+    """The kernel walks only the routes whose rate changed or that are marked: a flow added,
+    synced from a plain-Python rating (components of at most ``small`` flows are rated in
+    plain Python, larger ones by the kernel, so a flow goes back and forth) or rated by numpy
+    (the kernel refuses every third recomputation: numpy rates those) marks its route. On
+    random worlds the records, collective ends, probed rates and recomputations are the numpy
+    path's, to the bit."""
+    monkeypatch.setattr(network, "_SMALL", small)
+    runs = {}
+    for m in ("off", mode):
+        _use(monkeypatch, m)
+        if m != "off":
+            solve = compiled.solve_large
+            calls = [0]
+
+            def refusing(net, slots, run=None):
+                calls[0] += 1
+                return None if calls[0] % 3 == 0 else solve(net, slots, run)
+
+            monkeypatch.setattr(compiled, "solve_large", refusing)
+        rows, ends, probes, net = _play(world, False, monkeypatch)
+        runs[m] = (rows, ends, probes, net.rate_recomputations)
+    assert runs[mode] == runs["off"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_route_rated_in_plain_python_between_two_kernel_ratings_is_walked_again(mode, monkeypatch):
+    """Four flows on one route rated by the kernel (a quarter of the WAN each), two of them
+    finish and plain Python rates the two left (a half each: a small component), then two
+    flows on another route join them: the kernel gives the first route a quarter again, the
+    rate it last gave it, and must still walk it (its flows were synced from plain Python):
+    the records are the numpy path's."""
+    import simpy
+
+    from sim.engine.network import Network
+    from sim.engine.topology import build_graph
+    from sim.scenario import Topology
+
+    monkeypatch.setattr(network, "_SMALL", 4)  # (the walk counts a link's users before it knows them all)
+    topo = Topology.model_validate({"regions": [{"name": "a", "nodes": 2}, {"name": "b", "nodes": 2}],
+                                    "links": [{"a": "a", "b": "b", "bandwidth_gbps": 1.0, "latency_s": 0.01}]})
+    out = {}
+    for m in ("off", mode):
+        _use(monkeypatch, m)
+        g, workers = build_graph(topo)
+        env = simpy.Environment()
+        net = Network(env, g)
+
+        def later():
+            yield env.timeout(0.05)
+            for _ in range(2):
+                net.transfer(workers[1], workers[3], 4e7)
+
+        for size in (1e6, 1e6, 5e7, 5e7):
+            net.transfer(workers[0], workers[2], size)
+        env.process(later())
+        env.run()
+        out[m] = [(r.src, r.dst, r.start_s, r.end_s) for r in net.recorder.transfers]
+    assert out[mode] == out["off"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_flow_joining_a_route_whose_share_stays_is_rated(mode, monkeypatch):
+    """One flow on a route and two on another share the WAN (a third each); in one instant a
+    flow of the second is called off and a flow joins the first: the share stays a third,
+    the rate the kernel last gave the first route, and the new flow must still be rated (its
+    route is marked): the records are the numpy path's."""
+    import simpy
+
+    from sim.engine.network import Network
+    from sim.engine.topology import build_graph
+    from sim.scenario import Topology
+
+    monkeypatch.setattr(network, "_SMALL", 0)
+    topo = Topology.model_validate({"regions": [{"name": "a", "nodes": 2}, {"name": "b", "nodes": 2}],
+                                    "links": [{"a": "a", "b": "b", "bandwidth_gbps": 1.0, "latency_s": 0.01}]})
+    out = {}
+    for m in ("off", mode):
+        _use(monkeypatch, m)
+        g, workers = build_graph(topo)
+        env = simpy.Environment()
+        net = Network(env, g)
+        net.transfer(workers[0], workers[2], 5e7)
+        second = [net.transfer(workers[1], workers[3], 5e7) for _ in range(2)]
+
+        def swap():
+            yield env.timeout(0.05)
+            net.cancel(second[0])
+            net.transfer(workers[0], workers[2], 2e7)
+
+        env.process(swap())
+        env.run()
+        out[m] = sorted((r.src, r.dst, r.start_s, r.end_s) for r in net.recorder.transfers)
+    assert len(out["off"]) == 4 and out[mode] == out["off"]  # (the one called off has its record too)
+
+
+def test_a_routes_flows_are_listed_as_slots_come_and_go():
+    """Each route's list of slots (what the kernel walks) holds exactly the slots in use on it,
+    as flows take and give back slots in any order; a route given a flow is marked."""
+    import simpy
+
+    from sim.engine.network import Network
+    from sim.engine.topology import build_graph
+    from sim.scenario import Topology
+
+    g, workers = build_graph(Topology.model_validate({"regions": [{"name": "a", "nodes": 3}, {"name": "b", "nodes": 3}],
+                                                      "links": [{"a": "a", "b": "b", "bandwidth_gbps": 1.0,
+                                                                 "latency_s": 0.01}]}))
+    net = Network(simpy.Environment(), g)
+    r = np.random.default_rng(3)
+    held = []
+    for step in range(400):
+        if held and r.random() < 0.45:
+            f = held.pop(int(r.integers(len(held))))
+            net._free_slot(f.slot)
+        else:
+            a, b = r.choice(len(workers), 2, replace=False)
+            net._rmixed[:] = False
+            net.transfer(workers[a], workers[b], 1e6)
+            f = next(reversed(net._flows))
+            net._sync_arrays()
+            assert net._rmixed[net._rno[f.slot]]
+            held.append(f)
+        for no in range(len(net._route_no)):
+            walked, s = [], int(net._rhead[no])
+            while s >= 0:
+                walked.append(s)
+                s = int(net._snext[s])
+            want = sorted(f.slot for f in held if net._rno[f.slot] == no)
+            assert sorted(walked) == want and len(walked) == net._route_live[no]
 
 
 def test_without_numba_the_numpy_path_runs(monkeypatch):

@@ -3,13 +3,20 @@
 ``Network._solve_large``'s common case -- the reduced filling (``FlowTable._reduced_rates``:
 leaves' links left out, bundles over the same other links as one entity, the left-out links
 checked after), each changed flow's progress, rate and finish time, and the rate log's integer
-counts -- as one loop over the component's flows (``solve_large``), in the order and with the
+counts -- as one loop over the component's routes (``solve_large``), in the order and with the
 float operations of the numpy path, so the floats are the same, bit for bit: the same
 entities (their order changes nothing: the entities one pop freezes all get its share, and
 each link's subtractions come after), the same heap pops (one entry per link, popped by (share, link
 id)), the same subtractions (``maxmin.subtract_times`` itself, compiled), then per flow
 ``remaining - before * (now - updated)`` and ``now + max(remaining, 0) / rate``. numba
 compiles without fast-math, so every operation is one IEEE double operation, as numpy's.
+
+The component search gives the component's routes (``Found``), not its flows: the kernel
+walks a route's flows (each route keeps a list of its slots, ``FlowTable._take_slot``) only
+where the route's rate changed or some of its flows may have another rate (added, synced, or
+rated by numpy since the kernel last rated the route), so a recomputation costs its routes
+and its changed flows, not every flow in the component; the numpy path gets the slots
+(``Found.slots``) when it runs.
 
 Routes between leaves of one switch (a pair in one region) keep their links, as in numpy's
 second branch. Where the numpy path would run its whole filling -- more than
@@ -89,37 +96,30 @@ def _pop(hs, hl, size):
     return last
 
 
-def kernel(slots, rno, pos, route_red, red_links, red_len, cap, leaf_link, rows, pad,
-           rate, remaining, updated, finish, q, inarr, rk, now, quantum, log_on,
-           key_delta, key_touched, touched, deltas, new_out):
-    """The reduced filling and the updates of ``_solve_large`` for the flows in ``slots``.
-    Returns (status, earliest finish that changed or inf, flows new to the arrays (their
-    slots in ``new_out``), routes rated, keys touched); status 1: nothing changed, the numpy
-    path must run. The rate log's moves: the keys they touched, ascending, in ``touched`` and
-    their summed moves in ``deltas``. Scratch, the same on return as on entry: ``pos`` (-1 per
-    route number), ``key_delta`` and ``key_touched`` (zeros)."""
-    # The component's routes, each once, with its flows counted (pos: route -> its index).
-    routes = np.empty(slots.size, np.int64)
-    count = np.zeros(slots.size, np.int64)
-    n_rated = 0
-    for i in range(slots.size):
-        r = rno[slots[i]]
-        j = pos[r]
-        if j < 0:
-            j = pos[r] = n_rated
-            routes[n_rated] = r
-            n_rated += 1
-        count[j] += 1
-    status, earliest, n_new, n_touched = _rate(slots, rno, pos, routes[:n_rated], count[:n_rated], route_red,
-                                               red_links, red_len, cap, leaf_link, rows, pad, rate, remaining,
-                                               updated, finish, q, inarr, rk, now, quantum, log_on, key_delta,
-                                               key_touched, touched, deltas, new_out)
-    for j in range(n_rated):
-        pos[routes[j]] = -1
-    return status, earliest, n_new, n_rated, n_touched
+def kernel(routes, route_live, head, nxt, rrate, rmixed, route_red, red_links, red_len, cap, leaf_link, rows,
+           pad, rate, remaining, updated, finish, q, inarr, rk, now, quantum, log_on, key_delta, key_touched,
+           touched, deltas, new_out):
+    """The reduced filling and the updates of ``_solve_large`` for the flows of the component's
+    ``routes`` (route numbers, each once; every slot in use on them is in the component).
+    Returns (status, earliest finish that changed or inf, flows new to the arrays (their slots
+    in ``new_out``), routes rated, keys touched); status 1: nothing changed, the numpy path
+    must run. A route's flows are found through its list of slots (``head``, ``nxt``) and
+    looked at only when its rate changed (``rrate``: the rate last given to them all) or when
+    it is marked (``rmixed``: a flow added, synced or rated by numpy since); both are brought
+    up to date. The rate log's moves: the keys they touched, ascending, in ``touched`` and
+    their summed moves in ``deltas``. Scratch, the same on return as on entry: ``key_delta``
+    and ``key_touched`` (zeros)."""
+    count = np.empty(routes.size, np.int64)
+    for j in range(routes.size):
+        count[j] = route_live[routes[j]]
+    status, earliest, n_new, n_touched = _rate(routes, count, route_red, red_links, red_len, cap, leaf_link, rows,
+                                               pad, head, nxt, rrate, rmixed, rate, remaining, updated, finish, q,
+                                               inarr, rk, now, quantum, log_on, key_delta, key_touched, touched,
+                                               deltas, new_out)
+    return status, earliest, n_new, routes.size, n_touched
 
 
-def _rate(slots, rno, pos, routes, count, route_red, red_links, red_len, cap, leaf_link, rows, pad,
+def _rate(routes, count, route_red, red_links, red_len, cap, leaf_link, rows, pad, head, nxt, rrate, rmixed,
           rate, remaining, updated, finish, q, inarr, rk, now, quantum, log_on, key_delta, key_touched,
           touched, deltas, new_out):
     """``kernel``'s work over the component's ``routes`` (``count`` flows each)."""
@@ -307,40 +307,47 @@ def _rate(slots, rno, pos, routes, count, route_red, red_links, red_len, cap, le
     # links and its region pair), and a flow of each route that moved, whose keys those are.
     route_move = np.zeros(routes.size, np.int64)
     route_flow = np.full(routes.size, -1, np.int64)
-    for i in range(slots.size):
-        s = slots[i]
-        x = route_rate[pos[rno[s]]]
-        before = rate[s]
-        if x == before:  # same rate: its progress and finish time stay valid (nan: new)
-            continue
-        rem = remaining[s]
-        if math.isfinite(before):
-            rem = rem - before * (now - updated[s])
-        if x > 0:
-            m = rem if rem != rem or rem > 0.0 else 0.0  # numpy's maximum(rem, 0): nan stays nan
-            f = now + m / x
-        else:
-            f = _INF
-        remaining[s] = rem
-        updated[s] = now
-        rate[s] = x
-        finish[s] = f
-        if f != f:  # numpy's min of the finish times: nan if one is nan
-            nan = True
-        elif f < earliest:
-            earliest = f
-        if log_on:
-            nq = np.int64(np.rint(x * quantum)) if 0 < x < _INF else np.int64(0)
-            d = nq - q[s]
-            if d != 0:
-                q[s] = nq
-                j = pos[rno[s]]
-                route_move[j] += d
-                route_flow[j] = s
-        if not inarr[s]:
-            inarr[s] = True
-            new_out[n_new] = s
-            n_new += 1
+    for j in range(routes.size):
+        r = routes[j]
+        x = route_rate[j]
+        if x == rrate[r] and not rmixed[r]:
+            continue  # every flow of the route has this rate already
+        rrate[r] = x
+        rmixed[r] = False
+        s = head[r]
+        while s >= 0:
+            before = rate[s]
+            if x == before:  # same rate: its progress and finish time stay valid (nan: new)
+                s = nxt[s]
+                continue
+            rem = remaining[s]
+            if math.isfinite(before):
+                rem = rem - before * (now - updated[s])
+            if x > 0:
+                m = rem if rem != rem or rem > 0.0 else 0.0  # numpy's maximum(rem, 0): nan stays nan
+                f = now + m / x
+            else:
+                f = _INF
+            remaining[s] = rem
+            updated[s] = now
+            rate[s] = x
+            finish[s] = f
+            if f != f:  # numpy's min of the finish times: nan if one is nan
+                nan = True
+            elif f < earliest:
+                earliest = f
+            if log_on:
+                nq = np.int64(np.rint(x * quantum)) if 0 < x < _INF else np.int64(0)
+                d = nq - q[s]
+                if d != 0:
+                    q[s] = nq
+                    route_move[j] += d
+                    route_flow[j] = s
+            if not inarr[s]:
+                inarr[s] = True
+                new_out[n_new] = s
+                n_new += 1
+            s = nxt[s]
     n_touched = 0
     for h in range(rk.shape[0]):  # each moved route's sum to its keys
         for j in range(routes.size):
@@ -362,12 +369,12 @@ def _rate(slots, rno, pos, routes, count, route_red, red_links, red_len, cap, le
     return 0, math.nan if nan else earliest, n_new, n_touched
 
 
-def component(reached, route_live, rows, pad, rno, used, hi, last):
+def component(reached, route_live, rows, pad, last):
     """``FlowTable._large_component``'s search: the routes with live flows connected to the
-    links marked in ``reached`` (grown in place to their links), and the slots of their
-    flows (ascending). ``rows``: each route's link ids (a row per route number, padded).
-    ``last`` (one entry per link, or empty) gets the links of those routes marked: the
-    component's links, for the next search."""
+    links marked in ``reached`` (grown in place to their links), ascending, and their flows'
+    count. ``rows``: each route's link ids (a row per route number, padded). ``last`` (one
+    entry per link, or empty) gets the links of those routes marked: the component's links,
+    for the next search."""
     width = rows.shape[1]
     live = np.nonzero(route_live)[0]
     member = np.zeros(route_live.size, np.bool_)
@@ -389,19 +396,43 @@ def component(reached, route_live, rows, pad, rno, used, hi, last):
                 for h in range(width):
                     reached[rows[r, h]] = True
                 reached[pad] = False
-    if last.size:
-        for r in live:
-            if member[r]:
+    out = np.empty(live.size, np.int64)
+    k = 0
+    flows = 0
+    for r in live:
+        if member[r]:
+            out[k] = r
+            k += 1
+            flows += route_live[r]
+            if last.size:
                 for h in range(width):
                     last[rows[r, h]] = True
+    if last.size:
         last[pad] = False
-    out = np.empty(hi, np.int64)
-    k = 0
-    for s in range(hi):
-        if used[s] and member[rno[s]]:
-            out[k] = s
-            k += 1
-    return out[:k]
+    return out[:k], flows
+
+
+class Found:
+    """A component found by the compiled search: its routes (ascending route numbers), the
+    number of its flows (``size``, as for an array of their slots); ``slots()`` lists those
+    (ascending, as the numpy search gives them) for the numpy path."""
+
+    __slots__ = ("net", "routes", "size")
+
+    def __init__(self, net, routes: np.ndarray, size: int):
+        self.net, self.routes, self.size = net, routes, size
+
+    def slots(self) -> np.ndarray:
+        net, hi = self.net, self.net._hi
+        member = np.zeros(net._route_live.size, dtype=bool)
+        member[self.routes] = True
+        return (member.take(net._rno[:hi]) & net._used[:hi]).nonzero()[0]
+
+
+def as_slots(net, found) -> np.ndarray:
+    """The slots of a component as the numpy path wants them (``found``: slots already, or a
+    ``Found``)."""
+    return found.slots() if isinstance(found, Found) else found
 
 
 def _rows(net) -> np.ndarray:
@@ -422,33 +453,36 @@ def _rows(net) -> np.ndarray:
     return got[1]
 
 
-def find_component(net, reached: np.ndarray, keep_last: bool) -> np.ndarray | None:
+def find_component(net, reached: np.ndarray, keep_last: bool) -> Found | None:
     """``component`` for ``net`` by the compiled kernel, once loaded (None: the numpy search
     runs); sets ``net._last_links`` when ``keep_last``."""
     if _compiled is None or not ENABLED:
         return None
     last = np.zeros(net._cap.size if keep_last else 0, dtype=bool)
-    slots = _component(reached, net._route_live, _rows(net), net._pad, net._rno, net._used, net._hi, last)
+    routes, flows = _component(reached, net._route_live, _rows(net), net._pad, last)
     net._last_links = last if keep_last else None
-    return slots
+    return Found(net, routes, int(flows))
 
 
 def _tiny(run, find):
     """One flow on one link, rated by ``run`` and found by ``find``: (status, earliest, new
-    flows, routes, keys touched, rate, remaining, finish, count, its move and key, slots
-    found) -- the same by the plain Python kernels and the compiled ones, or the compiled
-    ones are not used."""
+    flows, routes, keys touched, rate, remaining, finish, count, its move and key, the
+    route's rate and mark, routes and flows found) -- the same by the plain Python kernels
+    and the compiled ones, or the compiled ones are not used."""
     rate, remaining, updated, finish = np.array([math.nan]), np.array([1e6]), np.zeros(1), np.array([_INF])
     q, inarr = np.zeros(1, np.int64), np.zeros(1, np.bool_)
     delta, touched = np.zeros(2, np.int64), np.zeros(2, np.int64)
+    rrate, rmixed = np.array([math.nan]), np.ones(1, np.bool_)
     rows = np.zeros((1, 1), np.int64)
-    got = run(np.zeros(1, np.int64), np.zeros(1, np.int64), np.full(1, -1, np.int64), np.zeros(1, np.intp),
-              np.zeros((1, 1), np.int64), np.ones(1, np.int64), np.array([1e9, _INF]), np.array([False, True]),
-              rows, 1, rate, remaining, updated, finish, q, inarr, np.zeros((1, 1), np.intp), 0.5, 65536.0, True,
-              np.zeros(2, np.int64), np.zeros(2, np.bool_), touched, delta, np.empty(1, np.int64))
-    found = find(np.array([True, False]), np.ones(1, np.intp), rows, 1, np.zeros(1, np.int64), np.ones(1, np.bool_),
-                 1, np.zeros(2, np.bool_))
-    return tuple(got) + (rate[0], remaining[0], finish[0], q[0], delta[0], touched[0], found.tolist())
+    live = np.ones(1, np.intp)
+    got = run(np.zeros(1, np.int64), live, np.zeros(1, np.int64), np.full(1, -1, np.int64), rrate, rmixed,
+              np.zeros(1, np.intp), np.zeros((1, 1), np.int64), np.ones(1, np.int64), np.array([1e9, _INF]),
+              np.array([False, True]), rows, 1, rate, remaining, updated, finish, q, inarr,
+              np.zeros((1, 1), np.intp), 0.5, 65536.0, True, np.zeros(2, np.int64), np.zeros(2, np.bool_), touched,
+              delta, np.empty(1, np.int64))
+    routes, flows = find(np.array([True, False]), live, rows, 1, np.zeros(2, np.bool_))
+    return tuple(got) + (rate[0], remaining[0], finish[0], q[0], delta[0], touched[0], rrate[0], rmixed[0],
+                         routes.tolist(), int(flows))
 
 
 def _load():
@@ -498,18 +532,11 @@ def _red_table(net) -> tuple[np.ndarray, np.ndarray]:
     return got[1], got[2]
 
 
-def _positions(net) -> np.ndarray:
-    """The kernel's scratch per route number: -1 each (it puts back what it writes)."""
-    pos = net._route_pos
-    if pos is None or pos.size < len(net._route_no):
-        pos = net._route_pos = np.full(max(net._route_hops.shape[1], 64), -1, dtype=np.int64)
-    return pos
-
-
-def solve_large(net, slots: np.ndarray, run=None) -> float | None:
-    """``Network._solve_large`` for ``slots`` by the kernel (``run``: the function to call,
-    the jitted one by default): the earliest finish time that changed (inf: none), or None
-    when the numpy path must run (nothing changed then)."""
+def solve_large(net, slots, run=None) -> float | None:
+    """``Network._solve_large`` for ``slots`` (the component's slots, or the ``Found`` of the
+    compiled search) by the kernel (``run``: the function to call, the jitted one by
+    default): the earliest finish time that changed (inf: none), or None when the numpy path
+    must run (nothing changed then)."""
     if run is None:
         if not ENABLED or net._inf_links:
             return None
@@ -520,16 +547,17 @@ def solve_large(net, slots: np.ndarray, run=None) -> float | None:
         if run is None:
             return None
     scratch = net._kernel_scratch
-    if scratch is None or scratch[4].size < slots.size:
+    if scratch is None or scratch[4].size < max(net._rate.size, slots.size):
         n_keys = len(net._rtot)  # sums and marks per key (zeros between calls), keys touched, flows new
         scratch = net._kernel_scratch = (np.zeros(n_keys, np.int64), np.zeros(n_keys, np.bool_),
                                          np.empty(n_keys, np.int64), np.empty(n_keys, np.int64),
                                          np.empty(max(net._rate.size, slots.size), np.int64))
     key_delta, key_touched, touched, deltas, new_out = scratch
+    routes = slots.routes if isinstance(slots, Found) else np.unique(net._rno.take(slots))
     red_links, red_len = _red_table(net)
     status, earliest, n_new, n_rated, n_touched = run(
-        slots.astype(np.int64, copy=False), net._rno, _positions(net), net._route_red, red_links, red_len,
-        net._cap, net._leaf_link, _rows(net), net._pad, net._rate, net._remaining, net._updated,
+        routes, net._route_live, net._rhead, net._snext, net._rrate, net._rmixed, net._route_red, red_links,
+        red_len, net._cap, net._leaf_link, _rows(net), net._pad, net._rate, net._remaining, net._updated,
         net._finish, net._q, net._inarr, net._rk, float(net.env.now), 65536.0, net._log_on,
         key_delta, key_touched, touched, deltas, new_out)
     if status:

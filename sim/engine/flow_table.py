@@ -51,8 +51,10 @@ class FlowTable:
         self._unslotted = {}
         rate, remaining, updated = self._rate, self._remaining, self._updated
         q = self._q
+        mixed, rno = self._rmixed, self._rno
         for f in self._unsynced:
             s = f.slot
+            mixed[rno[s]] = True
             q[s] = f.q
             rate[s] = f.rate
             remaining[s] = f.remaining
@@ -75,7 +77,8 @@ class FlowTable:
             hops[:self._hops.shape[0], :self._hops.shape[1]] = self._hops
             self._hops = hops
             for name, fill in (("_rate", _INF), ("_remaining", _INF), ("_updated", _INF), ("_finish", _INF),
-                               ("_inarr", False), ("_rno", 0), ("_used", False), ("_q", 0)):
+                               ("_inarr", False), ("_rno", 0), ("_used", False), ("_q", 0), ("_snext", -1),
+                               ("_sprev", -1)):
                 old = getattr(self, name)
                 new = np.full(n, fill, dtype=old.dtype)  # the new slots' fill, the old slots kept
                 new[:old.size] = old
@@ -106,6 +109,15 @@ class FlowTable:
         self._route_live[no] += 1
         self._used[s] = True
         self._hi = max(self._hi, s + 1)
+        # first in its route's list of slots (the compiled kernel walks a route's flows by it),
+        # and its route marked: not all its flows have the rate last given to the route
+        head = int(self._rhead[no])
+        self._snext[s] = head
+        self._sprev[s] = -1
+        if head >= 0:
+            self._sprev[head] = s
+        self._rhead[no] = s
+        self._rmixed[no] = True
 
     def _init_reduced(self, graph, links: list) -> None:
         """Which directed links belong to a leaf node (a worker's or server's own link: only its
@@ -121,7 +133,16 @@ class FlowTable:
         # sim.engine.compiled's state for this network: large recomputations seen (it loads numba
         # after AFTER of them), and its tables and scratch, built at its first call.
         self._large_seen = 0
-        self._route_rows = self._red_arrays = self._route_pos = self._kernel_scratch = None
+        self._route_rows = self._red_arrays = self._kernel_scratch = None
+        # Each route's slots as a list (its first slot, and per slot the next and the one
+        # before, -1 ending), the rate the kernel last gave the route's flows, and whether some
+        # of its flows may have another (a flow added, synced or rated by numpy since): the
+        # kernel walks only the routes whose rate changed or that are marked.
+        self._snext = np.zeros(0, dtype=np.int64)
+        self._sprev = np.zeros(0, dtype=np.int64)
+        self._rhead = np.zeros(0, dtype=np.int64)
+        self._rrate = np.zeros(0)
+        self._rmixed = np.zeros(0, dtype=bool)
 
     def _new_route(self, no: int, ids: tuple[int, ...]) -> None:
         """Route number ``no`` (link ids ``ids``) gets its column in the route table, and its
@@ -134,9 +155,10 @@ class FlowTable:
             grown = np.full((max(len(ids), table.shape[0]), n), self._pad, dtype=np.intp)
             grown[:table.shape[0], :table.shape[1]] = table
             self._route_hops = table = grown
-            for name in ("_route_live", "_route_red"):
+            for name, fill in (("_route_live", 0), ("_route_red", 0), ("_rhead", -1), ("_rrate", math.nan),
+                               ("_rmixed", True)):
                 old = getattr(self, name)
-                new = np.zeros(n, dtype=np.intp)
+                new = np.full(n, fill, dtype=old.dtype)
                 new[:old.size] = old
                 setattr(self, name, new)
         table[:len(ids), no] = ids
@@ -235,8 +257,16 @@ class FlowTable:
             hops[i, s] = pad
         self._q[s] = 0
         self._rk[:, s] = self._rdummy
-        self._route_live[self._rno[s]] -= 1
+        no = self._rno[s]
+        self._route_live[no] -= 1
         self._used[s] = False
+        before, after = int(self._sprev[s]), int(self._snext[s])  # out of its route's list
+        if before >= 0:
+            self._snext[before] = after
+        else:
+            self._rhead[no] = after
+        if after >= 0:
+            self._sprev[after] = before
         if flow.in_arrays:
             flow._r = float(self._rate[s])  # its rate, as the column held it
             flow.in_arrays = False

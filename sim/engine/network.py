@@ -552,6 +552,7 @@ class Network(FlowTable, FlowClasses, RateLog, Arrivals):
         self.rate_recomputed_flows += slots.size
         if ROUTE_BUNDLES and REDUCED_FILLING and (got := compiled.solve_large(self, slots)) is not None:
             return got  # the same floats, by the compiled kernel (numba installed)
+        slots = compiled.as_slots(self, slots)  # (the compiled search gives routes: their flows' slots)
         now = self.env.now
         if ROUTE_BUNDLES:
             # Flows over one route cross the same links: progressive filling freezes them in
@@ -597,6 +598,7 @@ class Network(FlowTable, FlowClasses, RateLog, Arrivals):
         self._remaining[idx] = remaining
         self._updated[idx] = now
         self._rate[idx] = rate
+        self._rmixed[self._rno.take(idx)] = True  # (the kernel's per-route rates no longer hold for them)
         self._finish[idx] = finish
         if self._log_on:  # the rate log: each changed flow's count moves by (new - old) on each of its keys
             self._log_moves(idx, rate)
