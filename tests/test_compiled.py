@@ -114,13 +114,10 @@ def test_the_kernel_keeps_the_gossip_timeline_bit_for_bit(mode, access_gbps, mon
         assert calls["solved"] == 0
 
 
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("log", [True, False], ids=["log", "no-log"])
-def test_noloco_events_are_identical_with_the_kernel_on_and_off(mode, log, monkeypatch):
-    """NoLoCo at layer grain with stragglers and a bandwidth window, every component on the
-    large path, with the rate log on and off (the bandwidth search's runs): the events table
-    is the same to the bit with the kernel and with numpy, and the kernel rated some of the
-    recomputations."""
+def _events_on_and_off(monkeypatch, mode: str, algo: dict, log: bool = True) -> tuple[dict, dict]:
+    """The method ``algo`` on the 12-worker scenario of tests/test_flow_classes.py, every
+    component on the large path, the rate log ``log``: its events table with numpy ("off") and
+    with the kernel (``mode``), and the kernel's counts."""
     monkeypatch.setattr(network, "_SMALL", 0)
     tables = {}
     calls = None
@@ -128,11 +125,23 @@ def test_noloco_events_are_identical_with_the_kernel_on_and_off(mode, log, monke
         _use(monkeypatch, m)
         if m != "off":
             calls = _counting(monkeypatch)
-        sim = Simulation(parse_scenario(_method_data({"name": "noloco", "inner_steps": 4, "sync_grain": "layer"})))
+        sim = Simulation(parse_scenario(_method_data(algo)))
         sim.net.keep_rate_log(log)
         sim.run()
         sim.close_records()
         tables[m] = events_table(sim.recorder)
+    return tables, calls
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("log", [True, False], ids=["log", "no-log"])
+def test_noloco_events_are_identical_with_the_kernel_on_and_off(mode, log, monkeypatch):
+    """NoLoCo at layer grain with stragglers and a bandwidth window, every component on the
+    large path, with the rate log on and off (the bandwidth search's runs): the events table
+    is the same to the bit with the kernel and with numpy, and the kernel rated some of the
+    recomputations."""
+    tables, calls = _events_on_and_off(monkeypatch, mode, {"name": "noloco", "inner_steps": 4, "sync_grain": "layer"},
+                                       log)
     pd.testing.assert_frame_equal(tables["off"], tables[mode], check_exact=True)
     assert calls["solved"] > 0
 
@@ -145,17 +154,7 @@ def test_every_method_has_the_same_events_with_the_kernel_on_and_off(algo, mode,
     answers included), with lognormal stragglers and a bandwidth window, every component on
     the large path: the events table is the same to the bit with the kernel and with numpy,
     and the kernel rated some of the recomputations."""
-    monkeypatch.setattr(network, "_SMALL", 0)
-    tables = {}
-    calls = None
-    for m in ("off", mode):
-        _use(monkeypatch, m)
-        if m != "off":
-            calls = _counting(monkeypatch)
-        sim = Simulation(parse_scenario(_method_data(algo)))
-        sim.run()
-        sim.close_records()
-        tables[m] = events_table(sim.recorder)
+    tables, calls = _events_on_and_off(monkeypatch, mode, algo)
     pd.testing.assert_frame_equal(tables["off"], tables[mode], check_exact=True)
     assert calls["solved"] > 0
 
@@ -209,6 +208,33 @@ def test_the_route_walk_follows_flows_rated_elsewhere(mode, small, world, monkey
     assert runs[mode] == runs["off"]
 
 
+def _two_regions():
+    """Two regions of two workers over a 1 Gbit/s WAN link: (a new network, its workers)."""
+    import simpy
+
+    from sim.engine.network import Network
+    from sim.engine.topology import build_graph
+    from sim.scenario import Topology
+
+    g, workers = build_graph(Topology.model_validate({
+        "regions": [{"name": "a", "nodes": 2}, {"name": "b", "nodes": 2}],
+        "links": [{"a": "a", "b": "b", "bandwidth_gbps": 1.0, "latency_s": 0.01}]}))
+    return Network(simpy.Environment(), g), workers
+
+
+def _records_on_and_off(monkeypatch, mode: str, play) -> dict:
+    """``play(net, workers)`` on a new two-region network, run to the end, with numpy ("off") and
+    with the kernel (``mode``): the transfer records of each, sorted."""
+    out = {}
+    for m in ("off", mode):
+        _use(monkeypatch, m)
+        net, workers = _two_regions()
+        play(net, workers)
+        net.env.run()
+        out[m] = sorted((r.src, r.dst, r.start_s, r.end_s) for r in net.recorder.transfers)
+    return out
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_a_route_rated_in_plain_python_between_two_kernel_ratings_is_walked_again(mode, monkeypatch):
     """Four flows on one route rated by the kernel (a quarter of the WAN each), two of them
@@ -216,33 +242,20 @@ def test_a_route_rated_in_plain_python_between_two_kernel_ratings_is_walked_agai
     flows on another route join them: the kernel gives the first route a quarter again, the
     rate it last gave it, and must still walk it (its flows were synced from plain Python):
     the records are the numpy path's."""
-    import simpy
-
-    from sim.engine.network import Network
-    from sim.engine.topology import build_graph
-    from sim.scenario import Topology
-
     monkeypatch.setattr(network, "_SMALL", 4)  # (the walk counts a link's users before it knows them all)
-    topo = Topology.model_validate({"regions": [{"name": "a", "nodes": 2}, {"name": "b", "nodes": 2}],
-                                    "links": [{"a": "a", "b": "b", "bandwidth_gbps": 1.0, "latency_s": 0.01}]})
-    out = {}
-    for m in ("off", mode):
-        _use(monkeypatch, m)
-        g, workers = build_graph(topo)
-        env = simpy.Environment()
-        net = Network(env, g)
 
+    def play(net, workers):
         def later():
-            yield env.timeout(0.05)
+            yield net.env.timeout(0.05)
             for _ in range(2):
                 net.transfer(workers[1], workers[3], 4e7)
 
         for size in (1e6, 1e6, 5e7, 5e7):
             net.transfer(workers[0], workers[2], size)
-        env.process(later())
-        env.run()
-        out[m] = [(r.src, r.dst, r.start_s, r.end_s) for r in net.recorder.transfers]
-    assert out[mode] == out["off"]
+        net.env.process(later())
+
+    out = _records_on_and_off(monkeypatch, mode, play)
+    assert len(out["off"]) == 6 and out[mode] == out["off"]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -251,48 +264,27 @@ def test_a_flow_joining_a_route_whose_share_stays_is_rated(mode, monkeypatch):
     flow of the second is called off and a flow joins the first: the share stays a third,
     the rate the kernel last gave the first route, and the new flow must still be rated (its
     route is marked): the records are the numpy path's."""
-    import simpy
-
-    from sim.engine.network import Network
-    from sim.engine.topology import build_graph
-    from sim.scenario import Topology
-
     monkeypatch.setattr(network, "_SMALL", 0)
-    topo = Topology.model_validate({"regions": [{"name": "a", "nodes": 2}, {"name": "b", "nodes": 2}],
-                                    "links": [{"a": "a", "b": "b", "bandwidth_gbps": 1.0, "latency_s": 0.01}]})
-    out = {}
-    for m in ("off", mode):
-        _use(monkeypatch, m)
-        g, workers = build_graph(topo)
-        env = simpy.Environment()
-        net = Network(env, g)
+
+    def play(net, workers):
         net.transfer(workers[0], workers[2], 5e7)
         second = [net.transfer(workers[1], workers[3], 5e7) for _ in range(2)]
 
         def swap():
-            yield env.timeout(0.05)
+            yield net.env.timeout(0.05)
             net.cancel(second[0])
             net.transfer(workers[0], workers[2], 2e7)
 
-        env.process(swap())
-        env.run()
-        out[m] = sorted((r.src, r.dst, r.start_s, r.end_s) for r in net.recorder.transfers)
+        net.env.process(swap())
+
+    out = _records_on_and_off(monkeypatch, mode, play)
     assert len(out["off"]) == 4 and out[mode] == out["off"]  # (the one called off has its record too)
 
 
 def test_a_routes_flows_are_listed_as_slots_come_and_go():
     """Each route's list of slots (what the kernel walks) holds exactly the slots in use on it,
     as flows take and give back slots in any order; a route given a flow is marked."""
-    import simpy
-
-    from sim.engine.network import Network
-    from sim.engine.topology import build_graph
-    from sim.scenario import Topology
-
-    g, workers = build_graph(Topology.model_validate({"regions": [{"name": "a", "nodes": 3}, {"name": "b", "nodes": 3}],
-                                                      "links": [{"a": "a", "b": "b", "bandwidth_gbps": 1.0,
-                                                                 "latency_s": 0.01}]}))
-    net = Network(simpy.Environment(), g)
+    net, workers = _two_regions()
     r = np.random.default_rng(3)
     held = []
     for step in range(400):
