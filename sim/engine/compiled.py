@@ -429,7 +429,7 @@ class Found:
         return (member.take(net._rno[:hi]) & net._used[:hi]).nonzero()[0]
 
 
-def as_slots(net, found) -> np.ndarray:
+def as_slots(found) -> np.ndarray:
     """The slots of a component as the numpy path wants them (``found``: slots already, or a
     ``Found``)."""
     return found.slots() if isinstance(found, Found) else found

@@ -552,7 +552,7 @@ class Network(FlowTable, FlowClasses, RateLog, Arrivals):
         self.rate_recomputed_flows += slots.size
         if ROUTE_BUNDLES and REDUCED_FILLING and (got := compiled.solve_large(self, slots)) is not None:
             return got  # the same floats, by the compiled kernel (numba installed)
-        slots = compiled.as_slots(self, slots)  # (the compiled search gives routes: their flows' slots)
+        slots = compiled.as_slots(slots)  # (the compiled search gives routes: their flows' slots)
         now = self.env.now
         if ROUTE_BUNDLES:
             # Flows over one route cross the same links: progressive filling freezes them in
