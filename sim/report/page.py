@@ -40,7 +40,8 @@ from pathlib import Path
 import plotly.graph_objects as go
 
 from sim.outputs import OutputError, check_png_dir, generator_meta, mark_png, write_atomic
-from sim.report.style import CONFIG, CSS, PANEL_FONT_SIZE, TITLE_CHARS, TOOLBAR_PX, wrap_title
+from sim.report.margins import fit_margins
+from sim.report.style import CONFIG, CSS, FIGURE_PX, PANEL_FONT_SIZE, TITLE_CHARS, TOOLBAR_PX, wrap_title
 
 
 # The trace types plotly.js's basic bundle registers (its package README; the browser test reads
@@ -151,6 +152,7 @@ class Page:
         self.figures[fig_id] = fig
         fig.update_layout(template=_template(fig), font={"size": PANEL_FONT_SIZE})
         place_title(fig, wide)
+        fit_margins(fig, FIGURE_PX[wide])  # plotly then lays it out once (no automargin redraw)
         # The div goes here; the script that draws it goes to the end of the page, after plotly.js (which
         # bundle is known only once every figure is in: write).
         div, draw = split_figure_html(fig.to_html(full_html=False, include_plotlyjs=False, div_id=fig_id,
