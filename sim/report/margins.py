@@ -50,6 +50,9 @@ X_VERTICAL_GAP = 19.0  # bottom push of vertical x tick labels = widest + this
 SLANT = 30  # plotly's intermediate tick angle (autotickangles [0, 30, 90])
 PERCENT_FORMATS = {".0%": 0, ".1%": 1, ".2%": 2}
 SI = ["", "k", "M", "B", "T"]
+TICK_COUNTS = (5, 6, 7, 8, 9, 10)  # plotly's target tick counts on a linear axis: its length / 40 px (y) or
+# 80 px (x), held to 4..9, plus one
+AUTORANGE_PADS = (0.0, 0.05, 0.1, 0.2)  # fractions of the data's span plotly's autorange may add
 CARTESIAN = {"scatter", "bar"}  # the trace types modelled (others: left alone)
 
 
@@ -114,68 +117,72 @@ def _fmt(v: float, decimals: int, div: float, suffix: str) -> str:
     text = f"{v / div:.{decimals}f}"
     if "." in text:
         text = text.rstrip("0").rstrip(".")
-    if text in ("-0", ""):
-        text = "0"
+    if text in ("-0", "0", ""):
+        return "0"  # zero takes no suffix
     return text.replace("-", "\u2212") + suffix
 
 
-def auto_tick_labels(lo: float, hi: float, counts: tuple[int, ...], tickformat: str | None = None) -> list[str]:
-    """Labels of plotly's automatic ticks on a linear axis from ``lo`` to ``hi`` for each target
-    tick count in ``counts`` (plotly picks the count from the axis' length), all together."""
+def auto_ticks(lo: float, hi: float, nt: int, tickformat: str | None = None) -> list[tuple[float, str]]:
+    """(value, label) of plotly's automatic ticks on a linear axis from ``lo`` to ``hi`` aiming at
+    ``nt`` ticks: a step of 1, 2 or 5 x 10^k at least (hi - lo) / nt, labels with the decimals the
+    step needs, SI suffixes (k, M, B) from 10,000 up, or a percent format."""
     if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
         return []
-    labels: list[str] = []
-    for nt in counts:
-        rough = (hi - lo) / nt
-        base = 10.0 ** math.floor(math.log10(rough))
-        dtick = base * next(s for s in (1, 2, 5, 10) if s >= rough / base - 1e-9)
-        ticks = np.arange(math.ceil(lo / dtick - 1e-9), math.floor(hi / dtick + 1e-9) + 1) * dtick
-        if tickformat is not None:
-            p = PERCENT_FORMATS[tickformat]
-            labels += [f"{t * 100:.{p}f}%".replace("-", "\u2212") for t in ticks]
-            continue
-        decimals = max(0, -math.floor(math.log10(dtick) + 1e-9))
-        exp = math.floor(math.log10(max(abs(lo), abs(hi)))) if max(abs(lo), abs(hi)) > 0 else 0
-        div, suffix = 1.0, ""
-        if exp > 3:  # plotly's SI suffixes (exponentformat "B")
-            k = min(exp // 3, len(SI) - 1)
-            div, suffix = 10.0 ** (3 * k), SI[k]
-            decimals = max(0, -math.floor(math.log10(dtick / div) + 1e-9))
-        labels += [_fmt(t, decimals, div, suffix) for t in ticks]
-    return labels
+    rough = (hi - lo) / nt
+    base = 10.0 ** math.floor(math.log10(rough))
+    dtick = base * next(s for s in (1, 2, 5, 10) if s >= rough / base - 1e-9)
+    ticks = np.arange(math.ceil(lo / dtick - 1e-9), math.floor(hi / dtick + 1e-9) + 1) * dtick
+    if tickformat is not None:
+        p = PERCENT_FORMATS[tickformat]
+        return [(t, f"{t * 100:.{p}f}%".replace("-", "\u2212")) for t in ticks]
+    decimals = max(0, -math.floor(math.log10(dtick) + 1e-9))
+    exp = math.floor(math.log10(max(abs(lo), abs(hi)))) if max(abs(lo), abs(hi)) > 0 else 0
+    div, suffix = 1.0, ""
+    if exp > 3:  # plotly's SI suffixes (exponentformat "B")
+        k = min(exp // 3, len(SI) - 1)
+        div, suffix = 10.0 ** (3 * k), SI[k]
+        decimals = max(0, -math.floor(math.log10(dtick / div) + 1e-9))
+    return [(t, _fmt(t, decimals, div, suffix)) for t in ticks]
 
 
-def _axis_labels(fig, letter: str, length_px: float) -> tuple[list[str], list[float] | None, tuple] | None:
-    """(tick labels, their positions as fractions of the axis or None, (lo, hi)) plotly would draw
-    on the figure's ``letter`` axis of ``length_px`` pixels; None where this module does not model it."""
+def auto_tick_labels(lo: float, hi: float, counts: tuple[int, ...], tickformat: str | None = None) -> list[str]:
+    """Labels of plotly's automatic ticks (``auto_ticks``) for each target tick count in ``counts``
+    (plotly picks the count from the axis' length), all together."""
+    return [label for nt in counts for _, label in auto_ticks(lo, hi, nt, tickformat)]
+
+
+def axis_labels(fig, letter: str) -> tuple[list[str], str] | None:
+    """(the tick labels plotly may draw on the figure's ``letter`` axis, the axis' kind: "ticktext",
+    "category" or "linear"); None where this module does not model the axis. On a linear axis, the
+    labels of plotly's automatic ticks for every tick count it may pick (5 to 10, by the axis'
+    length in pixels: any window's width): a superset of those drawn."""
     ax = fig.layout[f"{letter}axis"]
     if ax.tickfont.size not in (None, PX) or ax.title.font.size not in (None, PX):
         return None
     if ax.ticktext is not None:
-        return [str(t) for t in ax.ticktext], None, (0, 0)
+        return [str(t) for t in ax.ticktext], "ticktext"
     cats, nums, bar = _axis_data(fig, letter)
     kind = ax.type or ("category" if cats else "linear")
     if kind == "category":
         labels = list(ax.categoryarray) if ax.categoryarray is not None else cats
-        return [str(c) for c in labels], None, (0, 0)
+        return [str(c) for c in labels], "category"
     if kind != "linear" or (ax.tickformat and ax.tickformat not in PERCENT_FORMATS) or ax.tickvals is not None:
         return None
+    fmt = ax.tickformat or None
     if ax.range is not None and None not in ax.range:
         lo, hi = sorted(float(v) for v in ax.range)
-        exact = True
-    else:
-        if not len(nums):
-            return None
-        lo, hi = float(nums.min()), float(nums.max())
-        if bar or ax.rangemode == "tozero":
-            lo, hi = min(lo, 0.0), max(hi, 0.0)
-        pad = 0.05 * ((hi - lo) or abs(hi) or 1.0)  # plotly's autorange pads about this much
-        lo, hi = lo - (pad if lo < 0 or not (bar or ax.rangemode == "tozero") else 0), hi + pad
-        exact = False
-    min_px = 40 if letter == "y" else 80
-    counts = (int(min(9, max(4, length_px / min_px))) + 1, 5, 10) if exact else (5, 6, 7, 8, 9, 10)
-    labels = auto_tick_labels(lo, hi, counts, ax.tickformat or None)
-    return labels, None, (lo, hi)
+        return auto_tick_labels(lo, hi, TICK_COUNTS, fmt), "linear"
+    if not len(nums):
+        return None
+    lo, hi = float(nums.min()), float(nums.max())
+    zero = bar or ax.rangemode == "tozero"
+    if zero:
+        lo, hi = min(lo, 0.0), max(hi, 0.0)
+    span = (hi - lo) or abs(hi) or 1.0
+    labels: list[str] = []
+    for pad in AUTORANGE_PADS:  # plotly pads by 5% for lines, more for markers and bar texts: all of them
+        labels += auto_tick_labels(lo - (0.0 if zero and lo >= 0 else pad * span), hi + pad * span, TICK_COUNTS, fmt)
+    return list(dict.fromkeys(labels)), "linear"
 
 
 def fit_margins(fig, width_px: float) -> None:
@@ -196,28 +203,30 @@ def fit_margins(fig, width_px: float) -> None:
     m = lay.margin
     left, right, top, bottom = (m.l if m.l is not None else 80), (m.r if m.r is not None else 80), \
         (m.t if m.t is not None else 100), (m.b if m.b is not None else 80)
-    height = lay.height or 450
-    y = _axis_labels(fig, "y", height - top - bottom)
+    y = axis_labels(fig, "y")
     if y is not None and lay.yaxis.visible is not False and lay.yaxis.showticklabels is not False:
         widest = max((text_px(s) for s in y[0]), default=0.0)
         push = widest + Y_LABEL_GAP + (TITLE_GAP if lay.yaxis.title.text else 0.0)
         left = max(left, math.ceil(push + SLACK_PX))
-    x = _axis_labels(fig, "x", width_px - left - right)
+    x = axis_labels(fig, "x")
     if x is not None and lay.xaxis.visible is not False and lay.xaxis.showticklabels is not False:
         labels = x[0]
         widest = max((text_px(s) for s in labels), default=0.0)
-        angle = lay.xaxis.tickangle if lay.xaxis.tickangle not in (None, "auto") else _x_angle(fig, labels, width_px - left - right)
+        angle = lay.xaxis.tickangle
+        if angle in (None, "auto"):
+            angle = _x_angle(fig, labels, width_px - left - right)
         title = TITLE_GAP if lay.xaxis.title.text else 0.0
         if angle == 0:
             push = X_FLAT + title
         elif abs(angle) == 90:
             push = widest + X_VERTICAL_GAP + title
-            if lay.xaxis.tickangle in (None, "auto"):  # vertical here is vertical in any narrower window too:
-                fig.update_xaxes(tickangle=90)  # said, plotly skips measuring every label to choose it
         elif abs(angle) == SLANT:
             push = X_FLAT + widest * 0.5 + title
+            right = max(right, _slant_right(fig, labels, width_px - left, right))
         else:
             push = None
+        if angle == 0 and x[1] == "linear":
+            right = max(right, _linear_right(fig.layout.xaxis, width_px - left, right))
         if push is not None:
             bottom = max(bottom, math.ceil(push + SLACK_PX))
     fig.update_layout(margin={"l": left, "r": right, "t": top, "b": bottom})
@@ -241,3 +250,34 @@ def _x_angle(fig, labels: list[str], plot_px: float) -> int:
         return 0
     clear = spacing / math.hypot(spacing, PX * 1.25)
     return SLANT if math.cos(math.radians(SLANT)) <= clear else 90
+
+
+def _slant_right(fig, labels: list[str], span_px: float, right: float) -> float:
+    """The right margin 30-degree x labels need: each runs down to the right from its tick by its
+    width x cos 30 + 3 px, so the last ones reach past the plot. Only for a bar chart's categories
+    (plotly's range is then exactly -0.5 to n - 0.5); otherwise ``right`` as it is."""
+    if any(t.type != "bar" for t in fig.data) or fig.layout.xaxis.range is not None or len(labels) < 2:
+        return right
+    n = len(labels)
+    reach = [text_px(s) * math.cos(math.radians(SLANT)) + 3 for s in labels]
+    need = float(right)
+    for _ in range(3):  # the plot narrows as the margin grows: settle it
+        spacing = (span_px - need) / n
+        need = max(right, max(SLACK_PX + 12 + r - (n - i - 0.5) * spacing for i, r in enumerate(reach)))
+    return math.ceil(need)
+
+
+def _linear_right(ax, span_px: float, right: float) -> float:
+    """The right margin a linear x axis with a set range needs for its last tick label, centred on
+    its tick, to end inside the figure (any tick count plotly may pick); otherwise ``right``."""
+    if ax.range is None or None in ax.range:
+        return right  # plotly's autorange: where the last tick falls is not known here
+    lo, hi = sorted(float(v) for v in ax.range)
+    need = float(right)
+    for nt in TICK_COUNTS:
+        ticks = auto_ticks(lo, hi, nt, ax.tickformat or None)
+        if ticks:
+            t, label = ticks[-1]
+            end_px = (hi - t) / (hi - lo) * (span_px - right)
+            need = max(need, SLACK_PX + 12 + text_px(label) / 2 - end_px)
+    return math.ceil(need)
