@@ -12,14 +12,21 @@ and right margins to them, a few pixels over. ``automargin`` stays on: a viewer'
 narrower window than the page's full width, still gets a second pass and no label is ever cut;
 a narrower font leaves a few pixels of extra margin.
 
-What is modelled, measured in Chromium at plotly's 12 px (``PX``, scaled for other sizes): a
-y axis pushes its left margin by its widest tick label plus 13 px, plus 24.8 px for a title; an x
-axis pushes the bottom margin by 28 px (horizontal labels; 52.8 with a title), or by its widest
-label plus 19 px when plotly turns the labels vertical (90 degrees: they overlap flat and a 30
-degree slant would too), or by half the widest plus 27 px at 30 degrees. Left alone (plotly
-measures): figures with more than one x or y axis, non-cartesian figures, axes of another type
-(log without tick texts, date), tick formats other than percent, and labels set in another font
-size.
+What is modelled, measured in Chromium at plotly's 12 px (``PX``): a y axis pushes its left margin
+by its widest tick label plus 13 px, plus 24.8 px for a title; an x axis pushes the bottom margin by
+28 px (horizontal labels; 52.8 with a title), or by its widest label plus 19 px when plotly turns
+the labels vertical (90 degrees: they overlap flat and a 30 degree slant would too), or by half the
+widest plus 28 px at 30 degrees, when the slanted labels of a bar chart's last categories also push
+the right margin; the last tick label of a linear x axis with a set range may push the right margin
+by half its width. Left to plotly (its second pass, as before): the right margin of an autoranged
+linear x axis, figures with more than one x or y axis or other trace types, axes of another type
+(log without tick texts, date), tick formats other than percent, labels in another font size.
+
+Also: the axes of scatter and bar figures get ``ticklabeloverflow="allow"``. plotly's default on a
+linear axis ("hide past div") measures
+every tick label once more after the layout to hide those reaching past the figure's div; with
+automargin none does (tests/test_dashboard_draw.py checks every label's box), so that pass only
+costs time.
 """
 
 from __future__ import annotations
