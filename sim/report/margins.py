@@ -68,15 +68,19 @@ def text_px(text: str, size: float = PX) -> float:
     return size * sum(CHAR_EM.get(c, 1.0) for c in str(text))
 
 
-def _values(v) -> list:
-    if v is None:
-        return []
-    if isinstance(v, dict):  # plotly's binary form {"dtype", "bdata"} never reaches here (figures hold arrays)
-        return []
-    return list(np.asarray(v, dtype=object).ravel())
+def _values(v):
+    """A trace's coordinates as an array (numeric arrays as they are, anything else as objects)."""
+    if v is None or isinstance(v, dict):  # plotly's binary form {"dtype", "bdata"}: not in a figure's data
+        return np.zeros(0)
+    arr = np.asarray(v)
+    return arr.ravel() if arr.dtype.kind in "fiub" else np.asarray(v, dtype=object).ravel()
 
 
 def _numbers(vals) -> np.ndarray:
+    """The finite numbers among ``vals``."""
+    if vals.dtype.kind in "fiub":
+        out = vals.astype(float)
+        return out[np.isfinite(out)]
     out = []
     for v in vals:
         if v is None or isinstance(v, str):
@@ -92,7 +96,7 @@ def _numbers(vals) -> np.ndarray:
 
 def _axis_data(fig, letter: str) -> tuple[list, np.ndarray, bool]:
     """(category values in order of appearance, numbers, any bar) on the figure's ``letter`` axis."""
-    cats: list = []
+    cats: dict = {}
     nums: list[np.ndarray] = []
     bar = False
     for t in fig.data:
@@ -101,23 +105,21 @@ def _axis_data(fig, letter: str) -> tuple[list, np.ndarray, bool]:
         vals = _values(getattr(t, letter, None))
         if t.type == "bar" and letter == value_axis:
             bar = True
-            base = getattr(t, "base", None)
             n = _numbers(vals)
-            if base is not None and len(_values(base)):
-                b = _numbers(_values(base))
+            base = _values(getattr(t, "base", None))
+            if len(base):
+                b = _numbers(base)
                 nums.append(b)
                 if len(b) == len(n):
                     nums.append(b + n)
             else:
                 nums.append(n)
             continue
-        for v in vals:
-            if isinstance(v, str):
-                if v not in cats:
-                    cats.append(v)
+        if vals.dtype == object:
+            cats.update((v, None) for v in vals if isinstance(v, str))
         nums.append(_numbers(vals))
     allnums = np.concatenate(nums) if nums else np.zeros(0)
-    return cats, allnums, bar
+    return list(cats), allnums, bar
 
 
 def _fmt(v: float, decimals: int, div: float, suffix: str) -> str:
@@ -246,7 +248,7 @@ def _x_angle(fig, labels: list[str], plot_px: float) -> int:
     if n < 2:
         return 0
     cats = fig.layout.xaxis.type == "category" or any(isinstance(v, str) for t in fig.data
-                                                         for v in _values(getattr(t, "x", None))[:1])
+                                                         for v in list(_values(getattr(t, "x", None))[:1]))
     if not cats:
         return 0  # numeric ticks are spaced at least 80 px apart: flat
     step = math.ceil(max(n / (plot_px / 15.0), 1.0))  # plotly shows every step-th category label
