@@ -21,7 +21,8 @@ Workloads (issue 16), each timed in this process unless said otherwise:
   reason without them): ``dashboard_bytes`` and ``draw_s``, from navigation start to every
   figure drawn (the page's own clock), the median of ``--draws`` loads; ``draw_main_thread_cpu_s``,
   the CPU seconds of the page's main thread over the same span (Chromium's trace, ``--draws``
-  more loads), which other processes on a busy machine disturb less than ``draw_s``.
+  more loads), which other processes on a busy machine disturb less than ``draw_s``;
+  ``figures_redrawn_for_margins``, the figures plotly laid out twice for their labels (automargin).
 * ``barrier_1024``: the NoLoCo-vs-DiLoCo barrier study: 1,024 workers, lognormal per-step
   stragglers (sigma 0.5), no communication cost (infinite bandwidth, no latency),
   H = 100, ``--barrier-rounds`` outer steps (250 in the issue): simulate seconds each.
@@ -190,6 +191,11 @@ DRAWN = """() => { const divs = document.querySelectorAll('.js-plotly-plot');
   return divs.length > 0 && Array.from(divs).every(d => d.querySelector('.main-svg') && d._fullLayout); }"""
 
 
+# The figures plotly laid out a second time because their labels pushed the margins (automargin).
+REDRAWN = """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
+  .filter(d => '_redrawFromAutoMarginCount' in d._fullLayout).map(d => d.id)"""
+
+
 def dashboard_1024(draws: int) -> dict:
     """Bytes of the 1,024-worker layer-grain DiLoCo dashboard and seconds Chromium takes to draw it."""
     chromium = os.environ.get("LOCOSIM_CHROMIUM", "/usr/bin/chromium")
@@ -215,10 +221,12 @@ def dashboard_1024(draws: int) -> dict:
                 page.goto(page_path.resolve().as_uri(), wait_until="load")
                 page.wait_for_function(DRAWN, polling=10, timeout=120_000)
                 times.append(page.evaluate("() => performance.now()") / 1000)
+                redrawn = page.evaluate(REDRAWN)
                 page.close()
             for _ in range(draws):  # separate loads: tracing slows the page a little
                 cpu.append(_draw_main_thread_cpu_s(browser, page_path))
             browser.close()
+    out["figures_redrawn_for_margins"] = redrawn
     out["draw_s"] = sorted(times)[len(times) // 2]
     out["draws_s"] = times
     out["draw_main_thread_cpu_s"] = sorted(cpu)[len(cpu) // 2]

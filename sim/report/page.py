@@ -12,11 +12,12 @@ script: the browser lays out and paints the page's text and the figures' empty b
 draws every figure in one task, instead of a rendering pass between figures (each figure was its
 own script, placed where it is drawn). What the page shows once drawn is the same.
 
-Not done on purpose: giving plotly each figure's final margins. Where tick labels are wider than
-a figure's margins, plotly (``automargin``) draws the figure a second time with the margins it
-measured (5 of the 9 figures of a 1,024-worker dashboard; ~20% of its draw time). Those margins
-depend on the viewer's fonts and, the figures being responsive, on the window's width, so a page
-written without a browser cannot know them; a guess would move the plots by a few pixels.
+Each figure is given the margins its axis labels will need (``sim.report.margins``, estimated in
+Python from its labels) before plotly draws it: where tick labels are wider than a figure's margins,
+plotly (``automargin``) draws the figure a second time with the margins it measured (5 of the 9
+figures of a 1,024-worker dashboard, ~15% of its draw). ``automargin`` stays on, so a viewer whose
+font is wider than the estimate's, or whose window is narrower than the page's full width, still gets
+that second pass and every label; a narrower font leaves a few pixels of extra margin.
 
 Separate from what goes on a page (``dashboard``, ``compare``, ``bandwidth``) and from its look
 (``style``): this module only assembles sections and writes the file.
@@ -40,7 +41,8 @@ from pathlib import Path
 import plotly.graph_objects as go
 
 from sim.outputs import OutputError, check_png_dir, generator_meta, mark_png, write_atomic
-from sim.report.style import CONFIG, CSS, PANEL_FONT_SIZE, TITLE_CHARS, TOOLBAR_PX, wrap_title
+from sim.report.margins import fit_margins
+from sim.report.style import CONFIG, CSS, FIGURE_PX, PANEL_FONT_SIZE, TITLE_CHARS, TOOLBAR_PX, wrap_title
 
 
 # The trace types plotly.js's basic bundle registers (its package README; the browser test reads
@@ -151,6 +153,7 @@ class Page:
         self.figures[fig_id] = fig
         fig.update_layout(template=_template(fig), font={"size": PANEL_FONT_SIZE})
         place_title(fig, wide)
+        fit_margins(fig, FIGURE_PX[wide])  # plotly then lays it out once (no automargin redraw)
         # The div goes here; the script that draws it goes to the end of the page, after plotly.js (which
         # bundle is known only once every figure is in: write).
         div, draw = split_figure_html(fig.to_html(full_html=False, include_plotlyjs=False, div_id=fig_id,

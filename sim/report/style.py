@@ -71,6 +71,10 @@ TOOLBAR_PX = 44  # plotly's toolbar (modebar) fills the top ~27 px at the right;
 # (plotly puts the text box ~14 px above its anchor) starts below it
 TITLE_CHARS = {False: 70, True: 150}  # characters per title line in a half-width / full-width figure
 
+# A figure's width in pixels on a page at its full width (CSS below: body at most 1400 px with 1em padding,
+# two columns 1em apart): what sim.report.margins lays its x labels out for.
+FIGURE_PX = {False: 676, True: 1368}
+
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.2em auto;max-width:1400px;padding:0 1em;
 color:#222}
