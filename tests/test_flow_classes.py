@@ -252,7 +252,8 @@ def test_the_method_list_holds_every_shipped_method():
 
 
 def _method_data(algo: dict) -> dict:
-    servers = [{"name": "ps" if i == 0 else f"ps{i + 1}", "region": r} for i, r in enumerate(SERVED.get(algo["name"], []))]
+    servers = [{"name": "ps" if i == 0 else f"ps{i + 1}", "region": r}
+               for i, r in enumerate(SERVED.get(algo["name"], []))]
     return {"seed": 5, "numerics": False, "timing": {"params": 4.0e6, "layers": 4, "step_time_s": 0.05},
             "topology": {"regions": [{"name": "us", "nodes": 5}, {"name": "eu", "nodes": 4}, {"name": "ap", "nodes": 3}],
                          "links": [{"a": "us", "b": "eu", "bandwidth_gbps": 1.0, "latency_s": 0.03},
