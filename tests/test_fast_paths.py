@@ -138,6 +138,15 @@ def test_kept_group_shapes_give_the_shapes_worked_out_again(monkeypatch):
     assert hits[True]["kept"] > hits[True]["n"] // 2 and hits[False]["kept"] == 0
 
 
+def random_bin_table(r, most: int):
+    """A random table of 4 states' seconds per bin, 1 to ``most - 1`` bins, with empty cells and
+    empty bins (what the timeline's selector reads)."""
+    nb = int(r.integers(1, most))
+    t = r.random((4, nb)) * (r.random((4, nb)) < 0.5)
+    t[:, r.random(nb) < 0.3] = 0.0
+    return t
+
+
 def test_majority_runs_are_the_merged_segments():
     """The selector's rows found with numpy (``_majority_runs``) are those of merging bins one
     by one (``_segments_from_bins``): 3,000 random bin tables, with empty bins, ties and
@@ -148,9 +157,8 @@ def test_majority_runs_are_the_merged_segments():
 
     r = np.random.default_rng(0)
     for trial in range(3000):
-        nb = int(r.integers(1, 30))
-        t = r.random((4, nb)) * (r.random((4, nb)) < 0.5)
-        t[:, r.random(nb) < 0.3] = 0.0
+        t = random_bin_table(r, 30)
+        nb = t.shape[1]
         if trial % 3 == 0:  # one state per bin: long runs of one majority
             t = np.zeros((4, nb))
             for b in range(nb):

@@ -12,12 +12,12 @@ def test_majority_runs_with_the_grid_rounded_once_equal_the_plain_ones():
     (values and types) as rounding each run's ends itself: 2,000 random bin tables on grids of
     non-round edges."""
     from sim.report.timeline import majority_runs
+    from tests.test_fast_paths import random_bin_table
 
     r = np.random.default_rng(1)
     for trial in range(2000):
-        nb = int(r.integers(1, 40))
-        t = r.random((4, nb)) * (r.random((4, nb)) < 0.5)
-        t[:, r.random(nb) < 0.3] = 0.0
+        t = random_bin_table(r, 40)
+        nb = t.shape[1]
         edges = np.linspace(0.0, float(r.random() * 1e4), nb + 1) if trial % 2 else np.sort(r.random(nb + 1)) * 77.7
         rounded = [round(x, 6) for x in edges.tolist()]
         plain = majority_runs(t, edges)
